@@ -1,0 +1,19 @@
+//! The pure core of lotledger: no IO, no async, no clock, no randomness.
+//!
+//! Messages in ([`message::classify`]), plans out ([`CreditOp::plan`]), and the replay that
+//! defines what the lot cache must hold ([`plan::replay`]). `now` is always an argument.
+
+pub mod credits;
+pub mod decimal;
+pub mod message;
+pub mod model;
+pub mod plan;
+pub mod pyrepr;
+pub mod timestamp;
+pub mod validate;
+
+pub use credits::Credits;
+pub use message::{CreditOp, Decision, IgnoreReason, OpKind, Post, Rejection, Rules, classify};
+pub use model::{BalanceDetail, HistoryRow, Lot, balance_at, balance_details_at};
+pub use plan::{LotBook, Plan, PlanError, replay};
+pub use timestamp::{Timestamp, TimestampError};

@@ -1,0 +1,250 @@
+//! Planning: what a credit operation writes, given the lots it may drain. Pure and
+//! deterministic; the store loads the lots, calls [`CreditOp::plan`], and writes the plan.
+
+use std::collections::BTreeMap;
+
+use crate::message::{CreditOp, OpKind, PAYMENT_EXPENSE, PAYMENT_TRANSFER, PROVIDER_ALEPH};
+use crate::model::{HistoryRow, Lot};
+use crate::{Credits, Timestamp};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("a message produces more history rows than an i32 index can number")]
+    IndexOverflow,
+    #[error("arithmetic overflow while planning a drain")]
+    Overflow,
+}
+
+/// The lots an operation may drain, per address, in emission order `(ts, credit_ref,
+/// credit_index)`. Lots that are not drainable at the operation's instant are skipped, so a store
+/// may load more than the eligible ones.
+#[derive(Debug, Clone, Default)]
+pub struct LotBook {
+    lots: BTreeMap<String, Vec<Lot>>,
+    original: BTreeMap<(String, String, i32), Credits>,
+}
+
+impl LotBook {
+    pub fn new() -> LotBook {
+        LotBook::default()
+    }
+
+    /// Adds lots (any order: they are sorted into emission order per address).
+    pub fn insert(&mut self, lots: impl IntoIterator<Item = Lot>) {
+        for lot in lots {
+            self.original.insert((lot.address.clone(), lot.credit_ref.clone(), lot.credit_index), lot.amount_remaining);
+            self.lots.entry(lot.address.clone()).or_default().push(lot);
+        }
+        for list in self.lots.values_mut() {
+            list.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        }
+    }
+
+    /// Takes up to `amount` from `address`'s lots drainable at `ts`, in order. Returns what was
+    /// taken per lot with the lot's expiry; an over-draw is silently dropped.
+    fn drain(&mut self, address: &str, amount: Credits, ts: Timestamp) -> Result<Vec<(Credits, Option<Timestamp>)>, PlanError> {
+        let mut taken = Vec::new();
+        if !amount.is_positive() {
+            return Ok(taken);
+        }
+        let mut needed = amount;
+        if let Some(lots) = self.lots.get_mut(address) {
+            for lot in lots.iter_mut() {
+                if !needed.is_positive() {
+                    break;
+                }
+                if !lot.drainable_at(ts) {
+                    continue;
+                }
+                let take = lot.amount_remaining.min(needed);
+                lot.amount_remaining = lot.amount_remaining.checked_sub(take).ok_or(PlanError::Overflow)?;
+                needed = needed.checked_sub(take).ok_or(PlanError::Overflow)?;
+                taken.push((take, lot.expiration_date));
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Lots whose remainder changed since they were inserted.
+    fn changed(&self) -> Vec<Lot> {
+        self.lots
+            .values()
+            .flatten()
+            .filter(|l| {
+                self.original.get(&(l.address.clone(), l.credit_ref.clone(), l.credit_index)) != Some(&l.amount_remaining)
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// What one operation writes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    /// History rows to append, in index order.
+    pub rows: Vec<HistoryRow>,
+    /// Lots to create (granting rows with a positive amount).
+    pub new_lots: Vec<Lot>,
+    /// Drained lots with their new remainder (0 = fully drained).
+    pub drained_lots: Vec<Lot>,
+}
+
+impl CreditOp {
+    /// Plans the operation exactly as the reference's writers do (SPEC Part II 3.3–3.5).
+    pub fn plan(&self, book: &mut LotBook) -> Result<Plan, PlanError> {
+        let mut plan = Plan::default();
+        let hash = self.item_hash.as_str();
+        let ts = self.ts;
+        match &self.kind {
+            OpKind::Distribution(d) => {
+                for (i, e) in d.entries.iter().enumerate() {
+                    let index = i32::try_from(i).map_err(|_| PlanError::IndexOverflow)?;
+                    let mut row = HistoryRow::bare(&e.address, e.amount, hash, index, ts);
+                    row.price.clone_from(&e.price);
+                    row.bonus_amount = e.bonus_amount;
+                    row.tx_hash.clone_from(&e.tx_hash);
+                    row.expiration_date = e.expiration;
+                    row.token.clone_from(&d.token);
+                    row.chain.clone_from(&d.chain);
+                    row.origin.clone_from(&e.origin);
+                    row.provider.clone_from(&e.provider);
+                    row.origin_ref.clone_from(&e.origin_ref);
+                    row.payment_method.clone_from(&e.payment_method);
+                    grant(&mut plan, row);
+                }
+            }
+            OpKind::Expense(entries) => {
+                for (i, e) in entries.iter().enumerate() {
+                    let index = i32::try_from(i).map_err(|_| PlanError::IndexOverflow)?;
+                    book.drain(&e.address, e.amount, ts)?;
+                    let mut row = HistoryRow::bare(&e.address, e.amount.checked_neg().ok_or(PlanError::Overflow)?, hash, index, ts);
+                    row.price.clone_from(&e.price);
+                    row.tx_hash.clone_from(&e.node_id);
+                    row.origin.clone_from(&e.execution_id);
+                    row.provider = Some(PROVIDER_ALEPH.to_string());
+                    row.origin_ref.clone_from(&e.origin_ref);
+                    row.payment_method = Some(PAYMENT_EXPENSE.to_string());
+                    row.expense_count = e.count;
+                    row.expense_size_mib.clone_from(&e.size);
+                    plan.rows.push(row);
+                }
+            }
+            OpKind::Transfer(t) => {
+                let mut index: i32 = 0;
+                let mut next = || -> Result<i32, PlanError> {
+                    let current = index;
+                    index = index.checked_add(1).ok_or(PlanError::IndexOverflow)?;
+                    Ok(current)
+                };
+                for e in &t.entries {
+                    let portions = if t.whitelisted {
+                        vec![(e.amount, e.expiration)]
+                    } else {
+                        let drained = book.drain(&self.sender, e.amount, ts)?;
+                        let capped = merge_adjacent(drained.into_iter().map(|(take, source)| (take, cap(source, e.expiration))))?;
+                        if capped.is_empty() { vec![(e.amount, e.expiration)] } else { capped }
+                    };
+                    for (amount, expiration) in portions {
+                        let mut row = HistoryRow::bare(&e.address, amount, hash, next()?, ts);
+                        row.expiration_date = expiration;
+                        row.origin = Some(self.sender.clone());
+                        row.provider = Some(PROVIDER_ALEPH.to_string());
+                        row.payment_method = Some(PAYMENT_TRANSFER.to_string());
+                        grant(&mut plan, row);
+                    }
+                    if !t.whitelisted {
+                        let debit = e.amount.checked_neg().ok_or(PlanError::Overflow)?;
+                        let mut row = HistoryRow::bare(&self.sender, debit, hash, next()?, ts);
+                        row.origin = Some(e.address.clone());
+                        row.provider = Some(PROVIDER_ALEPH.to_string());
+                        row.payment_method = Some(PAYMENT_TRANSFER.to_string());
+                        plan.rows.push(row);
+                    }
+                }
+            }
+        }
+        plan.drained_lots = book.changed();
+        Ok(plan)
+    }
+}
+
+/// Appends a granting row and, when its amount is positive, its lot.
+fn grant(plan: &mut Plan, row: HistoryRow) {
+    if row.amount.is_positive() {
+        plan.new_lots.push(Lot {
+            address: row.address.clone(),
+            credit_ref: row.credit_ref.clone(),
+            credit_index: row.credit_index,
+            amount_remaining: row.amount,
+            expiration_date: row.expiration_date,
+            message_timestamp: row.message_timestamp,
+        });
+    }
+    plan.rows.push(row);
+}
+
+/// The recipient's expiry: `min(source, requested)`, either side absent meaning "never".
+fn cap(source: Option<Timestamp>, requested: Option<Timestamp>) -> Option<Timestamp> {
+    match (source, requested) {
+        (None, q) => q,
+        (s, None) => s,
+        (Some(s), Some(q)) => Some(s.min(q)),
+    }
+}
+
+/// Merges a portion into the previous one when their expiries are equal (adjacent only).
+fn merge_adjacent(
+    portions: impl IntoIterator<Item = (Credits, Option<Timestamp>)>,
+) -> Result<Vec<(Credits, Option<Timestamp>)>, PlanError> {
+    let mut out: Vec<(Credits, Option<Timestamp>)> = Vec::new();
+    for (amount, exp) in portions {
+        match out.last_mut() {
+            Some((prev, prev_exp)) if *prev_exp == exp => *prev = prev.checked_add(amount).ok_or(PlanError::Overflow)?,
+            _ => out.push((amount, exp)),
+        }
+    }
+    Ok(out)
+}
+
+/// Rebuilds the lots of one address from its history rows (any order; they are walked in replay
+/// order `(ts, credit_ref, credit_index)`), as the reference's repair does: grants append lots,
+/// debits (and zero rows) take from the lots in list order, skipping empty lots and lots expired
+/// at the debit's instant; an over-draw is dropped. Returns the lots with something left.
+pub fn replay<'a, I: IntoIterator<Item = &'a HistoryRow>>(rows: I) -> Result<Vec<Lot>, PlanError> {
+    let mut sorted: Vec<&HistoryRow> = rows.into_iter().collect();
+    sorted.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+    let mut lots: Vec<Lot> = Vec::new();
+    // Lots before this index are empty: a cheap skip for long histories.
+    let mut first_live = 0usize;
+    for row in sorted {
+        if row.amount.is_positive() {
+            lots.push(Lot {
+                address: row.address.clone(),
+                credit_ref: row.credit_ref.clone(),
+                credit_index: row.credit_index,
+                amount_remaining: row.amount,
+                expiration_date: row.expiration_date,
+                message_timestamp: row.message_timestamp,
+            });
+            continue;
+        }
+        let mut needed = row.amount.checked_neg().ok_or(PlanError::Overflow)?;
+        let at = row.message_timestamp;
+        for lot in lots.iter_mut().skip(first_live) {
+            if !needed.is_positive() {
+                break;
+            }
+            if !lot.amount_remaining.is_positive() || !lot.valid_at(at) {
+                continue;
+            }
+            let take = lot.amount_remaining.min(needed);
+            lot.amount_remaining = lot.amount_remaining.checked_sub(take).ok_or(PlanError::Overflow)?;
+            needed = needed.checked_sub(take).ok_or(PlanError::Overflow)?;
+        }
+        while lots.get(first_live).is_some_and(|l| !l.amount_remaining.is_positive()) {
+            first_live += 1;
+        }
+    }
+    lots.retain(|l| l.amount_remaining.is_positive());
+    Ok(lots)
+}
