@@ -5,6 +5,8 @@
 
 pub mod credits;
 pub mod decimal;
+pub mod envelope;
+pub mod json;
 pub mod message;
 pub mod model;
 pub mod plan;

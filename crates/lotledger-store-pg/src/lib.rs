@@ -1,1 +1,411 @@
+//! The PostgreSQL store, for production: row locks on drained lots, advisory locks per message
+//! and per address (taken in one sorted order, so writers never deadlock), instants as
+//! `TIMESTAMPTZ`, decimals as `NUMERIC`, text keys in the "C" collation.
+//!
+//! Rows are mapped by hand (`wrappers`): core types never see sqlx.
 
+use std::str::FromStr;
+use std::time::Duration;
+
+use lotledger_core::{BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_at, replay};
+use lotledger_store::{
+    Drift, HistorySelector, LedgerTx, MessageRecord, MessageStatus, Outcome, Store, StoreError, writer,
+};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{PgConnection, Postgres, QueryBuilder, Transaction};
+
+mod wrappers;
+use wrappers::{db_err, history_row, lock_key, lot, message_record, odt, opt_odt};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Rows per multi-row INSERT (17 parameters each, under PostgreSQL's 65 535).
+const INSERT_CHUNK_ROWS: usize = 1000;
+
+const HISTORY_COLUMNS: &str = "address, amount, price::text AS price, bonus_amount, tx_hash, token, chain, \
+     provider, origin, origin_ref, payment_method, credit_ref, credit_index, expiration_date, message_timestamp, \
+     expense_count, expense_size_mib::text AS expense_size_mib";
+
+const LOT_COLUMNS: &str = "address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date";
+
+/// A lotledger store in a PostgreSQL database.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://…`) and migrates the schema.
+    pub async fn open(url: &str) -> Result<PgStore, StoreError> {
+        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        let store = PgStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn write(&self) -> Result<PgTx, StoreError> {
+        Ok(PgTx { tx: self.pool.begin().await.map_err(db_err)? })
+    }
+}
+
+/// One open transaction.
+pub struct PgTx {
+    tx: Transaction<'static, Postgres>,
+}
+
+impl PgTx {
+    async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await.map_err(db_err)
+    }
+}
+
+impl Store for PgStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await.map_err(|e| StoreError::Database(Box::new(e)))
+    }
+
+    async fn apply(&self, post: &Post, rules: &Rules, now: Timestamp) -> Result<Outcome, StoreError> {
+        let mut tx = self.write().await?;
+        let outcome = writer::apply(&mut tx, post, rules, now).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn reject(&self, item_hash: &str, error: &str, now: Timestamp) -> Result<Outcome, StoreError> {
+        let mut tx = self.write().await?;
+        let outcome = writer::reject(&mut tx, item_hash, error, now).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn import_history(&self, rows: &[HistoryRow], now: Timestamp) -> Result<u64, StoreError> {
+        let mut tx = self.write().await?;
+        let inserted = writer::import_history(&mut tx, rows, now).await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn balance(&self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        balance(&mut conn, address, at).await
+    }
+
+    async fn balance_details(&self, address: &str, at: Timestamp) -> Result<(Credits, Vec<BalanceDetail>), StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {LOT_COLUMNS} FROM credit_lots WHERE address = $1 \
+             AND (expiration_date IS NULL OR expiration_date > $2)"
+        )))
+        .bind(address)
+        .bind(odt(at))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let lots = rows.iter().map(lot).collect::<Result<Vec<_>, _>>()?;
+        balance_details_at(&lots, at).ok_or_else(|| StoreError::Overflow(format!("balance of {address}")))
+    }
+
+    async fn history(&self, selector: &HistorySelector) -> Result<Vec<HistoryRow>, StoreError> {
+        let (sql, key) = match selector {
+            HistorySelector::Address(a) => ("WHERE address = $1", a),
+            HistorySelector::CreditRef(r) => ("WHERE credit_ref = $1", r),
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {HISTORY_COLUMNS} FROM credit_history {sql} ORDER BY credit_ref, credit_index"
+        )))
+        .bind(key)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(history_row).collect()
+    }
+
+    async fn lots(&self, address: &str) -> Result<Vec<Lot>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        address_lots(&mut conn, address).await
+    }
+
+    async fn addresses(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar("SELECT address FROM credit_history UNION SELECT address FROM credit_lots ORDER BY address")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)
+    }
+
+    async fn rebuild(&self, addresses: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        tx.lock("", &refs).await?;
+        for address in addresses {
+            writer::rederive(&mut tx, address).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn verify(&self, addresses: &[String]) -> Result<Vec<Drift>, StoreError> {
+        // One snapshot for the whole batch, so that history and lots are compared consistently.
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let mut drifts = Vec::new();
+        for address in addresses {
+            let rows = address_history(&mut tx, address).await?;
+            let replayed = replay(&rows)?;
+            let cached = address_lots(&mut tx, address).await?;
+            if cached != replayed {
+                drifts.push(Drift { address: address.clone(), cached, replayed });
+            }
+        }
+        tx.rollback().await.map_err(db_err)?;
+        Ok(drifts)
+    }
+
+    async fn repair_checkpoint(&self) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT last_address FROM repair_checkpoint WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)
+    }
+
+    async fn set_repair_checkpoint(&self, last_address: Option<&str>) -> Result<(), StoreError> {
+        let query = match last_address {
+            Some(a) => sqlx::query(
+                "INSERT INTO repair_checkpoint (id, last_address) VALUES (1, $1) \
+                 ON CONFLICT (id) DO UPDATE SET last_address = excluded.last_address",
+            )
+            .bind(a),
+            None => sqlx::query("DELETE FROM repair_checkpoint"),
+        };
+        query.execute(&self.pool).await.map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn message(&self, item_hash: &str) -> Result<Option<MessageRecord>, StoreError> {
+        let row = sqlx::query("SELECT item_hash, status, ignored, error, recorded_at FROM credit_messages WHERE item_hash = $1")
+            .bind(item_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(message_record).transpose()
+    }
+}
+
+async fn balance(conn: &mut PgConnection, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
+    let sum: Option<i64> = sqlx::query_scalar(
+        "SELECT SUM(amount_remaining)::bigint FROM credit_lots \
+         WHERE address = $1 AND (expiration_date IS NULL OR expiration_date > $2)",
+    )
+    .bind(address)
+    .bind(odt(at))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    Ok(Credits(sum.unwrap_or(0).max(0)))
+}
+
+async fn address_lots(conn: &mut PgConnection, address: &str) -> Result<Vec<Lot>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {LOT_COLUMNS} FROM credit_lots WHERE address = $1 ORDER BY message_timestamp, credit_ref, credit_index"
+    )))
+    .bind(address)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    rows.iter().map(lot).collect()
+}
+
+async fn address_history(conn: &mut PgConnection, address: &str) -> Result<Vec<HistoryRow>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {HISTORY_COLUMNS} FROM credit_history WHERE address = $1 \
+         ORDER BY message_timestamp, credit_ref, credit_index"
+    )))
+    .bind(address)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    rows.iter().map(history_row).collect()
+}
+
+impl LedgerTx for PgTx {
+    async fn message_status(&mut self, item_hash: &str) -> Result<Option<MessageStatus>, StoreError> {
+        let row = sqlx::query("SELECT item_hash, status, ignored, error, recorded_at FROM credit_messages WHERE item_hash = $1")
+            .bind(item_hash)
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(row.as_ref().map(message_record).transpose()?.map(|r| r.status))
+    }
+
+    async fn record_message(&mut self, record: &MessageRecord) -> Result<(), StoreError> {
+        let (status, error) = match &record.status {
+            MessageStatus::Processed => ("processed", None),
+            MessageStatus::Rejected { error } => ("rejected", Some(error.as_str())),
+        };
+        sqlx::query(
+            "INSERT INTO credit_messages (item_hash, status, ignored, error, recorded_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (item_hash) DO UPDATE SET status = excluded.status, ignored = excluded.ignored, \
+             error = excluded.error, recorded_at = excluded.recorded_at",
+        )
+        .bind(&record.item_hash)
+        .bind(status)
+        .bind(record.ignored.as_deref())
+        .bind(error)
+        .bind(odt(record.recorded_at))
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn lock(&mut self, item_hash: &str, addresses: &[&str]) -> Result<(), StoreError> {
+        // Transaction-scoped advisory locks, always taken in ascending key order.
+        let mut keys: Vec<i64> = addresses.iter().map(|a| lock_key("address", a)).collect();
+        if !item_hash.is_empty() {
+            keys.push(lock_key("message", item_hash));
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(key)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    async fn balance(&mut self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
+        balance(&mut self.tx, address, at).await
+    }
+
+    async fn drainable_lots(&mut self, addresses: &[&str], ts: Timestamp) -> Result<Vec<Lot>, StoreError> {
+        let addresses: Vec<String> = addresses.iter().map(|a| (*a).to_string()).collect();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {LOT_COLUMNS} FROM credit_lots WHERE address = ANY($1) AND message_timestamp <= $2 \
+             AND (expiration_date IS NULL OR expiration_date > $2) \
+             ORDER BY address, message_timestamp, credit_ref, credit_index FOR UPDATE"
+        )))
+        .bind(&addresses)
+        .bind(odt(ts))
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(lot).collect()
+    }
+
+    async fn insert_rows(&mut self, rows: &[HistoryRow], last_update: Timestamp) -> Result<u64, StoreError> {
+        let mut inserted = 0;
+        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+            let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+                "INSERT INTO credit_history (address, amount, price, bonus_amount, tx_hash, token, chain, provider, \
+                 origin, origin_ref, payment_method, credit_ref, credit_index, expiration_date, message_timestamp, \
+                 expense_count, expense_size_mib, last_update) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(r.address.clone())
+                    .push_bind(r.amount.0)
+                    .push_bind(r.price.clone())
+                    .push_unseparated("::numeric")
+                    .push_bind(r.bonus_amount)
+                    .push_bind(r.tx_hash.clone())
+                    .push_bind(r.token.clone())
+                    .push_bind(r.chain.clone())
+                    .push_bind(r.provider.clone())
+                    .push_bind(r.origin.clone())
+                    .push_bind(r.origin_ref.clone())
+                    .push_bind(r.payment_method.clone())
+                    .push_bind(r.credit_ref.clone())
+                    .push_bind(r.credit_index)
+                    .push_bind(opt_odt(r.expiration_date))
+                    .push_bind(odt(r.message_timestamp))
+                    .push_bind(r.expense_count)
+                    .push_bind(r.expense_size_mib.clone())
+                    .push_unseparated("::numeric")
+                    .push_bind(odt(last_update));
+            });
+            qb.push(" ON CONFLICT (credit_ref, credit_index) DO NOTHING");
+            inserted += qb.build().execute(&mut *self.tx).await.map_err(db_err)?.rows_affected();
+        }
+        Ok(inserted)
+    }
+
+    async fn insert_lots(&mut self, lots: &[Lot]) -> Result<(), StoreError> {
+        for chunk in lots.chunks(INSERT_CHUNK_ROWS) {
+            let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+                "INSERT INTO credit_lots (address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date) ",
+            );
+            qb.push_values(chunk, |mut b, l| {
+                b.push_bind(l.address.clone())
+                    .push_bind(odt(l.message_timestamp))
+                    .push_bind(l.credit_ref.clone())
+                    .push_bind(l.credit_index)
+                    .push_bind(l.amount_remaining.0)
+                    .push_bind(opt_odt(l.expiration_date));
+            });
+            qb.push(" ON CONFLICT DO NOTHING");
+            qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    async fn update_lots(&mut self, lots: &[Lot]) -> Result<(), StoreError> {
+        for l in lots {
+            let query = if l.amount_remaining.is_positive() {
+                sqlx::query(
+                    "UPDATE credit_lots SET amount_remaining = $5 \
+                     WHERE address = $1 AND message_timestamp = $2 AND credit_ref = $3 AND credit_index = $4",
+                )
+            } else {
+                sqlx::query(
+                    "DELETE FROM credit_lots WHERE address = $1 AND message_timestamp = $2 AND credit_ref = $3 \
+                     AND credit_index = $4 AND $5::bigint = 0",
+                )
+            };
+            query
+                .bind(&l.address)
+                .bind(odt(l.message_timestamp))
+                .bind(&l.credit_ref)
+                .bind(l.credit_index)
+                .bind(l.amount_remaining.0)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    async fn rows_after(&mut self, address: &str, ts: Timestamp, credit_ref: &str) -> Result<(bool, bool), StoreError> {
+        let row: (bool, bool) = sqlx::query_as(
+            "SELECT COUNT(*) > 0, COALESCE(bool_or(amount < 0), false) FROM credit_history \
+             WHERE address = $1 AND (message_timestamp > $2 OR (message_timestamp = $2 AND credit_ref > $3))",
+        )
+        .bind(address)
+        .bind(odt(ts))
+        .bind(credit_ref)
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        Ok(row)
+    }
+
+    async fn address_history(&mut self, address: &str) -> Result<Vec<HistoryRow>, StoreError> {
+        address_history(&mut self.tx, address).await
+    }
+
+    async fn replace_lots(&mut self, address: &str, lots: &[Lot]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM credit_lots WHERE address = $1")
+            .bind(address)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        self.insert_lots(lots).await
+    }
+}

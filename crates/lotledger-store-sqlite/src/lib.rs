@@ -1,1 +1,400 @@
+//! The embedded SQLite store: one file, WAL, `BEGIN IMMEDIATE` write transactions.
+//!
+//! Instants are stored as INTEGER microseconds, decimals as TEXT in PostgreSQL `NUMERIC` form.
+//! Rows are mapped by hand (`wrappers`): core types never see sqlx.
 
+use std::str::FromStr;
+use std::time::Duration;
+
+use lotledger_core::{BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_at, replay};
+use lotledger_store::{
+    Drift, HistorySelector, LedgerTx, MessageRecord, MessageStatus, Outcome, Store, StoreError, writer,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Sqlite, Transaction};
+
+mod wrappers;
+use wrappers::{db_err, history_row, lot, message_record};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Rows per multi-row INSERT (17 columns each, well under SQLite's variable limit).
+const INSERT_CHUNK_ROWS: usize = 500;
+
+const HISTORY_COLUMNS: &str = "address, amount, price, bonus_amount, tx_hash, token, chain, provider, origin, \
+     origin_ref, payment_method, credit_ref, credit_index, expiration_date, message_timestamp, expense_count, \
+     expense_size_mib";
+
+/// A lotledger store in one SQLite file.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` (`sqlite://path`) and migrates it.
+    pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn write(&self) -> Result<SqliteTx, StoreError> {
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        Ok(SqliteTx { tx })
+    }
+}
+
+/// One open `BEGIN IMMEDIATE` transaction.
+pub struct SqliteTx {
+    tx: Transaction<'static, Sqlite>,
+}
+
+impl SqliteTx {
+    async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await.map_err(db_err)
+    }
+}
+
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await.map_err(|e| StoreError::Database(Box::new(e)))
+    }
+
+    async fn apply(&self, post: &Post, rules: &Rules, now: Timestamp) -> Result<Outcome, StoreError> {
+        let mut tx = self.write().await?;
+        let outcome = writer::apply(&mut tx, post, rules, now).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn reject(&self, item_hash: &str, error: &str, now: Timestamp) -> Result<Outcome, StoreError> {
+        let mut tx = self.write().await?;
+        let outcome = writer::reject(&mut tx, item_hash, error, now).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn import_history(&self, rows: &[HistoryRow], now: Timestamp) -> Result<u64, StoreError> {
+        let mut tx = self.write().await?;
+        let inserted = writer::import_history(&mut tx, rows, now).await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn balance(&self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        balance(&mut conn, address, at).await
+    }
+
+    async fn balance_details(&self, address: &str, at: Timestamp) -> Result<(Credits, Vec<BalanceDetail>), StoreError> {
+        let rows = sqlx::query(
+            "SELECT address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date \
+             FROM credit_lots WHERE address = ? AND (expiration_date IS NULL OR expiration_date > ?)",
+        )
+        .bind(address)
+        .bind(at.as_micros())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let lots = rows.iter().map(lot).collect::<Result<Vec<_>, _>>()?;
+        balance_details_at(&lots, at).ok_or_else(|| StoreError::Overflow(format!("balance of {address}")))
+    }
+
+    async fn history(&self, selector: &HistorySelector) -> Result<Vec<HistoryRow>, StoreError> {
+        let (sql, key) = match selector {
+            HistorySelector::Address(a) => ("WHERE address = ?", a),
+            HistorySelector::CreditRef(r) => ("WHERE credit_ref = ?", r),
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {HISTORY_COLUMNS} FROM credit_history {sql} ORDER BY credit_ref, credit_index"
+        )))
+        .bind(key)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(history_row).collect()
+    }
+
+    async fn lots(&self, address: &str) -> Result<Vec<Lot>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        address_lots(&mut conn, address).await
+    }
+
+    async fn addresses(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT address FROM credit_history UNION SELECT address FROM credit_lots ORDER BY address",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)
+    }
+
+    async fn rebuild(&self, addresses: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        for address in addresses {
+            writer::rederive(&mut tx, address).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn verify(&self, addresses: &[String]) -> Result<Vec<Drift>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        let mut drifts = Vec::new();
+        for address in addresses {
+            let rows = address_history(&mut conn, address).await?;
+            let replayed = replay(&rows)?;
+            let cached = address_lots(&mut conn, address).await?;
+            if cached != replayed {
+                drifts.push(Drift { address: address.clone(), cached, replayed });
+            }
+        }
+        Ok(drifts)
+    }
+
+    async fn repair_checkpoint(&self) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT last_address FROM repair_checkpoint WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)
+    }
+
+    async fn set_repair_checkpoint(&self, last_address: Option<&str>) -> Result<(), StoreError> {
+        let query = match last_address {
+            Some(a) => sqlx::query(
+                "INSERT INTO repair_checkpoint (id, last_address) VALUES (1, ?) \
+                 ON CONFLICT (id) DO UPDATE SET last_address = excluded.last_address",
+            )
+            .bind(a),
+            None => sqlx::query("DELETE FROM repair_checkpoint"),
+        };
+        query.execute(&self.pool).await.map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn message(&self, item_hash: &str) -> Result<Option<MessageRecord>, StoreError> {
+        let row = sqlx::query("SELECT item_hash, status, ignored, error, recorded_at FROM credit_messages WHERE item_hash = ?")
+            .bind(item_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(message_record).transpose()
+    }
+}
+
+async fn balance(conn: &mut sqlx::SqliteConnection, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
+    let sum: Option<i64> = sqlx::query_scalar(
+        "SELECT SUM(amount_remaining) FROM credit_lots \
+         WHERE address = ? AND (expiration_date IS NULL OR expiration_date > ?)",
+    )
+    .bind(address)
+    .bind(at.as_micros())
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    Ok(Credits(sum.unwrap_or(0).max(0)))
+}
+
+async fn address_lots(conn: &mut sqlx::SqliteConnection, address: &str) -> Result<Vec<Lot>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date \
+         FROM credit_lots WHERE address = ? ORDER BY message_timestamp, credit_ref, credit_index",
+    )
+    .bind(address)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    rows.iter().map(lot).collect()
+}
+
+async fn address_history(conn: &mut sqlx::SqliteConnection, address: &str) -> Result<Vec<HistoryRow>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {HISTORY_COLUMNS} FROM credit_history WHERE address = ? \
+         ORDER BY message_timestamp, credit_ref, credit_index"
+    )))
+    .bind(address)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    rows.iter().map(history_row).collect()
+}
+
+fn opt_micros(t: Option<Timestamp>) -> Option<i64> {
+    t.map(Timestamp::as_micros)
+}
+
+impl LedgerTx for SqliteTx {
+    async fn message_status(&mut self, item_hash: &str) -> Result<Option<MessageStatus>, StoreError> {
+        let row = sqlx::query("SELECT item_hash, status, ignored, error, recorded_at FROM credit_messages WHERE item_hash = ?")
+            .bind(item_hash)
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(row.as_ref().map(message_record).transpose()?.map(|r| r.status))
+    }
+
+    async fn record_message(&mut self, record: &MessageRecord) -> Result<(), StoreError> {
+        let (status, error) = match &record.status {
+            MessageStatus::Processed => ("processed", None),
+            MessageStatus::Rejected { error } => ("rejected", Some(error.as_str())),
+        };
+        sqlx::query(
+            "INSERT INTO credit_messages (item_hash, status, ignored, error, recorded_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (item_hash) DO UPDATE SET status = excluded.status, ignored = excluded.ignored, \
+             error = excluded.error, recorded_at = excluded.recorded_at",
+        )
+        .bind(&record.item_hash)
+        .bind(status)
+        .bind(record.ignored.as_deref())
+        .bind(error)
+        .bind(record.recorded_at.as_micros())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn lock(&mut self, _item_hash: &str, _addresses: &[&str]) -> Result<(), StoreError> {
+        // BEGIN IMMEDIATE already excludes every other writer.
+        Ok(())
+    }
+
+    async fn balance(&mut self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
+        balance(&mut self.tx, address, at).await
+    }
+
+    async fn drainable_lots(&mut self, addresses: &[&str], ts: Timestamp) -> Result<Vec<Lot>, StoreError> {
+        let mut out = Vec::new();
+        for address in addresses {
+            let rows = sqlx::query(
+                "SELECT address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date \
+                 FROM credit_lots WHERE address = ? AND message_timestamp <= ? \
+                 AND (expiration_date IS NULL OR expiration_date > ?) \
+                 ORDER BY message_timestamp, credit_ref, credit_index",
+            )
+            .bind(*address)
+            .bind(ts.as_micros())
+            .bind(ts.as_micros())
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+            for row in &rows {
+                out.push(lot(row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn insert_rows(&mut self, rows: &[HistoryRow], last_update: Timestamp) -> Result<u64, StoreError> {
+        let mut inserted = 0;
+        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!("INSERT INTO credit_history ({HISTORY_COLUMNS}, last_update) "));
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(r.address.clone())
+                    .push_bind(r.amount.0)
+                    .push_bind(r.price.clone())
+                    .push_bind(r.bonus_amount)
+                    .push_bind(r.tx_hash.clone())
+                    .push_bind(r.token.clone())
+                    .push_bind(r.chain.clone())
+                    .push_bind(r.provider.clone())
+                    .push_bind(r.origin.clone())
+                    .push_bind(r.origin_ref.clone())
+                    .push_bind(r.payment_method.clone())
+                    .push_bind(r.credit_ref.clone())
+                    .push_bind(r.credit_index)
+                    .push_bind(opt_micros(r.expiration_date))
+                    .push_bind(r.message_timestamp.as_micros())
+                    .push_bind(r.expense_count)
+                    .push_bind(r.expense_size_mib.clone())
+                    .push_bind(last_update.as_micros());
+            });
+            qb.push(" ON CONFLICT (credit_ref, credit_index) DO NOTHING");
+            inserted += qb.build().execute(&mut *self.tx).await.map_err(db_err)?.rows_affected();
+        }
+        Ok(inserted)
+    }
+
+    async fn insert_lots(&mut self, lots: &[Lot]) -> Result<(), StoreError> {
+        for chunk in lots.chunks(INSERT_CHUNK_ROWS) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO credit_lots (address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date) ",
+            );
+            qb.push_values(chunk, |mut b, l| {
+                b.push_bind(l.address.clone())
+                    .push_bind(l.message_timestamp.as_micros())
+                    .push_bind(l.credit_ref.clone())
+                    .push_bind(l.credit_index)
+                    .push_bind(l.amount_remaining.0)
+                    .push_bind(opt_micros(l.expiration_date));
+            });
+            qb.push(" ON CONFLICT DO NOTHING");
+            qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    async fn update_lots(&mut self, lots: &[Lot]) -> Result<(), StoreError> {
+        for l in lots {
+            let query = if l.amount_remaining.is_positive() {
+                sqlx::query(
+                    "UPDATE credit_lots SET amount_remaining = ? \
+                     WHERE address = ? AND message_timestamp = ? AND credit_ref = ? AND credit_index = ?",
+                )
+                .bind(l.amount_remaining.0)
+            } else {
+                sqlx::query(
+                    "DELETE FROM credit_lots WHERE address = ? AND message_timestamp = ? AND credit_ref = ? AND credit_index = ?",
+                )
+            };
+            query
+                .bind(&l.address)
+                .bind(l.message_timestamp.as_micros())
+                .bind(&l.credit_ref)
+                .bind(l.credit_index)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    async fn rows_after(&mut self, address: &str, ts: Timestamp, credit_ref: &str) -> Result<(bool, bool), StoreError> {
+        let row: (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) > 0, COALESCE(MAX(amount < 0), 0) FROM (SELECT amount FROM credit_history \
+             WHERE address = ?1 AND (message_timestamp > ?2 OR (message_timestamp = ?2 AND credit_ref > ?3)))",
+        )
+        .bind(address)
+        .bind(ts.as_micros())
+        .bind(credit_ref)
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        Ok((row.0 != 0, row.1 != 0))
+    }
+
+    async fn address_history(&mut self, address: &str) -> Result<Vec<HistoryRow>, StoreError> {
+        address_history(&mut self.tx, address).await
+    }
+
+    async fn replace_lots(&mut self, address: &str, lots: &[Lot]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM credit_lots WHERE address = ?")
+            .bind(address)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        self.insert_lots(lots).await
+    }
+}

@@ -1,0 +1,70 @@
+//! Hand-written mapping between SQLite rows and core types.
+
+use lotledger_core::{Credits, HistoryRow, Lot, Timestamp};
+use lotledger_store::{MessageRecord, MessageStatus, StoreError};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+pub fn db_err(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => StoreError::Unavailable(Box::new(e)),
+        other => StoreError::Database(Box::new(other)),
+    }
+}
+
+fn ts(micros: i64) -> Result<Timestamp, StoreError> {
+    Timestamp::from_micros(micros).map_err(|e| StoreError::Corrupt(format!("instant {micros}: {e}")))
+}
+
+fn opt_ts(micros: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
+    micros.map(ts).transpose()
+}
+
+pub fn history_row(r: &SqliteRow) -> Result<HistoryRow, StoreError> {
+    Ok(HistoryRow {
+        address: r.try_get("address").map_err(db_err)?,
+        amount: Credits(r.try_get("amount").map_err(db_err)?),
+        price: r.try_get("price").map_err(db_err)?,
+        bonus_amount: r.try_get("bonus_amount").map_err(db_err)?,
+        tx_hash: r.try_get("tx_hash").map_err(db_err)?,
+        token: r.try_get("token").map_err(db_err)?,
+        chain: r.try_get("chain").map_err(db_err)?,
+        provider: r.try_get("provider").map_err(db_err)?,
+        origin: r.try_get("origin").map_err(db_err)?,
+        origin_ref: r.try_get("origin_ref").map_err(db_err)?,
+        payment_method: r.try_get("payment_method").map_err(db_err)?,
+        credit_ref: r.try_get("credit_ref").map_err(db_err)?,
+        credit_index: r.try_get("credit_index").map_err(db_err)?,
+        expiration_date: opt_ts(r.try_get("expiration_date").map_err(db_err)?)?,
+        message_timestamp: ts(r.try_get("message_timestamp").map_err(db_err)?)?,
+        expense_count: r.try_get("expense_count").map_err(db_err)?,
+        expense_size_mib: r.try_get("expense_size_mib").map_err(db_err)?,
+    })
+}
+
+pub fn lot(r: &SqliteRow) -> Result<Lot, StoreError> {
+    Ok(Lot {
+        address: r.try_get("address").map_err(db_err)?,
+        credit_ref: r.try_get("credit_ref").map_err(db_err)?,
+        credit_index: r.try_get("credit_index").map_err(db_err)?,
+        amount_remaining: Credits(r.try_get("amount_remaining").map_err(db_err)?),
+        expiration_date: opt_ts(r.try_get("expiration_date").map_err(db_err)?)?,
+        message_timestamp: ts(r.try_get("message_timestamp").map_err(db_err)?)?,
+    })
+}
+
+pub fn message_record(r: &SqliteRow) -> Result<MessageRecord, StoreError> {
+    let status: String = r.try_get("status").map_err(db_err)?;
+    let error: Option<String> = r.try_get("error").map_err(db_err)?;
+    let status = match status.as_str() {
+        "processed" => MessageStatus::Processed,
+        "rejected" => MessageStatus::Rejected { error: error.unwrap_or_default() },
+        other => return Err(StoreError::Corrupt(format!("unknown message status {other:?}"))),
+    };
+    Ok(MessageRecord {
+        item_hash: r.try_get("item_hash").map_err(db_err)?,
+        status,
+        ignored: r.try_get("ignored").map_err(db_err)?,
+        recorded_at: ts(r.try_get("recorded_at").map_err(db_err)?)?,
+    })
+}
