@@ -1,1 +1,78 @@
-fn main() {}
+//! `lotledger`: flags, logging, and a call into the command. The work is in `cmd/`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod store;
+
+/// A ledger of prepaid credits that expire, compatible with the Aleph.im node's credit messages.
+#[derive(Parser, Debug)]
+#[command(name = "lotledger", version, about)]
+struct Cli {
+    /// Database: sqlite://PATH (created on first use) or postgres://USER@HOST:PORT/DB.
+    #[arg(long, global = true, env = "LOTLEDGER_DATABASE_URL", default_value = "sqlite://lotledger.db")]
+    database_url: String,
+
+    /// Comma-separated credit whitelist (exact, case-sensitive). Also LOTLEDGER_WHITELIST.
+    /// Default: the reference's address; set but empty: nobody.
+    #[arg(long, global = true)]
+    whitelist: Option<String>,
+
+    /// Comma-separated channels accepted for credit posts. Also LOTLEDGER_CHANNELS.
+    /// Default: ALEPH_CREDIT; set but empty: any channel.
+    #[arg(long, global = true)]
+    channels: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Apply Aleph messages from JSON-lines files (`-` reads standard input).
+    Ingest(cmd::ingest::Args),
+    /// Insert raw credit_history rows (JSON lines or a JSON array), then rebuild the lots of the
+    /// addresses they touch (moving a ledger from another node).
+    ImportHistory(cmd::import::Args),
+    /// The credit balance of an address.
+    Balance(cmd::read::BalanceArgs),
+    /// History rows of an address or of one message, sorted by (credit_ref, credit_index).
+    History(cmd::read::HistoryArgs),
+    /// Live lots (remainder above 0, expired or not) of an address, in emission order.
+    Lots(cmd::read::LotsArgs),
+    /// The recorded status of a message.
+    Message(cmd::read::MessageArgs),
+    /// Rebuild the lot cache of every address from history (resumes an interrupted run).
+    Repair(cmd::maintain::RepairArgs),
+    /// Compare the lot cache with a replay of history, without writing; exit 1 on drift.
+    Verify(cmd::maintain::VerifyArgs),
+    /// Create or upgrade the schema (every command also does this on first use).
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LOTLEDGER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cmd::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

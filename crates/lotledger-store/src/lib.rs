@@ -10,6 +10,7 @@ use std::future::Future;
 
 use lotledger_core::{BalanceDetail, Credits, HistoryRow, IgnoreReason, Lot, Post, Rules, Timestamp};
 
+pub mod maintenance;
 pub mod writer;
 
 /// A storage failure. Never a validation problem: those are [`Outcome::Rejected`].

@@ -1,0 +1,93 @@
+//! The commands. Results go to stdout, logs and progress bars to stderr.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use lotledger_core::message::{DEFAULT_CHANNEL, DEFAULT_WHITELIST};
+use lotledger_core::{Rules, Timestamp};
+
+use crate::store::AnyStore;
+use crate::{Cli, Command};
+
+pub mod import;
+pub mod ingest;
+pub mod maintain;
+pub mod read;
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let rules = Rules {
+        whitelist: list_setting(cli.whitelist, "LOTLEDGER_WHITELIST", DEFAULT_WHITELIST),
+        channels: list_setting(cli.channels, "LOTLEDGER_CHANNELS", DEFAULT_CHANNEL),
+    };
+    // Refuse bad arguments before touching the database.
+    if let Command::Ingest(args) = &cli.command {
+        args.check()?;
+    }
+    let store = AnyStore::open(&cli.database_url)
+        .await
+        .with_context(|| format!("opening the store at {}", redact(&cli.database_url)))?;
+    match cli.command {
+        Command::Ingest(args) => ingest::run(&store, &rules, args).await,
+        Command::ImportHistory(args) => import::run(&store, args).await,
+        Command::Balance(args) => read::balance(&store, args).await,
+        Command::History(args) => read::history(&store, args).await,
+        Command::Lots(args) => read::lots(&store, args).await,
+        Command::Message(args) => read::message(&store, args).await,
+        Command::Repair(args) => maintain::repair(&store, args).await,
+        Command::Verify(args) => maintain::verify(&store, args).await,
+        Command::Migrate => {
+            println!("schema is up to date");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A comma-separated list from the flag, else from the environment (even when empty: nobody /
+/// any), else the default.
+fn list_setting(flag: Option<String>, env: &str, default: &str) -> BTreeSet<String> {
+    let raw = flag.or_else(|| std::env::var(env).ok()).unwrap_or_else(|| default.to_string());
+    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// `--at`/`--now` values: RFC 3339, default the current time.
+pub fn instant(arg: Option<&str>) -> Result<Timestamp> {
+    match arg {
+        Some(text) => Timestamp::parse_rfc3339(text).with_context(|| format!("invalid instant {text:?} (expected RFC 3339)")),
+        None => clock_now(),
+    }
+}
+
+/// The wall clock, read here and only here: the core never reads it.
+pub fn clock_now() -> Result<Timestamp> {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the system clock is before 1970")?;
+    let micros = i64::try_from(since.as_micros()).context("the system clock is out of range")?;
+    Ok(Timestamp::from_micros(micros)?)
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "{{spinner}} {what} [{{elapsed_precise}}] [{{wide_bar}}] {{pos}}/{{len}} ({{per_sec}}, eta {{eta}})"
+    )) {
+        bar.set_style(style);
+    }
+    bar
+}

@@ -1,0 +1,82 @@
+//! The backend chosen at run time from the database URL's scheme.
+
+use lotledger_core::{BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp};
+use lotledger_store::{Drift, HistorySelector, MessageRecord, Outcome, Store, StoreError};
+use lotledger_store_pg::PgStore;
+use lotledger_store_sqlite::SqliteStore;
+
+/// SQLite (`sqlite://…`, the default) or PostgreSQL (`postgres://…`, `postgresql://…`).
+#[derive(Clone, Debug)]
+pub enum AnyStore {
+    Sqlite(SqliteStore),
+    Pg(PgStore),
+}
+
+impl AnyStore {
+    /// Opens the store at `url`, creating and migrating its schema as needed.
+    pub async fn open(url: &str) -> Result<AnyStore, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(AnyStore::Sqlite(SqliteStore::open(url).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(AnyStore::Pg(PgStore::open(url).await?))
+        } else {
+            Err(StoreError::Config(format!(
+                "unsupported database URL {url:?}: use sqlite://PATH or postgres://USER@HOST:PORT/DB"
+            )))
+        }
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnyStore::Sqlite($s) => $e.await,
+            AnyStore::Pg($s) => $e.await,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.migrate())
+    }
+    async fn apply(&self, post: &Post, rules: &Rules, now: Timestamp) -> Result<Outcome, StoreError> {
+        dispatch!(self, s => s.apply(post, rules, now))
+    }
+    async fn reject(&self, item_hash: &str, error: &str, now: Timestamp) -> Result<Outcome, StoreError> {
+        dispatch!(self, s => s.reject(item_hash, error, now))
+    }
+    async fn import_history(&self, rows: &[HistoryRow], now: Timestamp) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.import_history(rows, now))
+    }
+    async fn balance(&self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
+        dispatch!(self, s => s.balance(address, at))
+    }
+    async fn balance_details(&self, address: &str, at: Timestamp) -> Result<(Credits, Vec<BalanceDetail>), StoreError> {
+        dispatch!(self, s => s.balance_details(address, at))
+    }
+    async fn history(&self, selector: &HistorySelector) -> Result<Vec<HistoryRow>, StoreError> {
+        dispatch!(self, s => s.history(selector))
+    }
+    async fn lots(&self, address: &str) -> Result<Vec<Lot>, StoreError> {
+        dispatch!(self, s => s.lots(address))
+    }
+    async fn addresses(&self) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, s => s.addresses())
+    }
+    async fn rebuild(&self, addresses: &[String]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.rebuild(addresses))
+    }
+    async fn verify(&self, addresses: &[String]) -> Result<Vec<Drift>, StoreError> {
+        dispatch!(self, s => s.verify(addresses))
+    }
+    async fn repair_checkpoint(&self) -> Result<Option<String>, StoreError> {
+        dispatch!(self, s => s.repair_checkpoint())
+    }
+    async fn set_repair_checkpoint(&self, last_address: Option<&str>) -> Result<(), StoreError> {
+        dispatch!(self, s => s.set_repair_checkpoint(last_address))
+    }
+    async fn message(&self, item_hash: &str) -> Result<Option<MessageRecord>, StoreError> {
+        dispatch!(self, s => s.message(item_hash))
+    }
+}
