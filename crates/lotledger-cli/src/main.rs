@@ -12,7 +12,12 @@ mod store;
 #[command(name = "lotledger", version, about)]
 struct Cli {
     /// Database: sqlite://PATH (created on first use) or postgres://USER@HOST:PORT/DB.
-    #[arg(long, global = true, env = "LOTLEDGER_DATABASE_URL", default_value = "sqlite://lotledger.db")]
+    #[arg(
+        long,
+        global = true,
+        env = "LOTLEDGER_DATABASE_URL",
+        default_value = "sqlite://lotledger.db"
+    )]
     database_url: String,
 
     /// Comma-separated credit whitelist (exact, case-sensitive). Also LOTLEDGER_WHITELIST.
@@ -61,7 +66,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -40,10 +40,20 @@ impl Store for AnyStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         dispatch!(self, s => s.migrate())
     }
-    async fn apply(&self, post: &Post, rules: &Rules, now: Timestamp) -> Result<Outcome, StoreError> {
+    async fn apply(
+        &self,
+        post: &Post,
+        rules: &Rules,
+        now: Timestamp,
+    ) -> Result<Outcome, StoreError> {
         dispatch!(self, s => s.apply(post, rules, now))
     }
-    async fn reject(&self, item_hash: &str, error: &str, now: Timestamp) -> Result<Outcome, StoreError> {
+    async fn reject(
+        &self,
+        item_hash: &str,
+        error: &str,
+        now: Timestamp,
+    ) -> Result<Outcome, StoreError> {
         dispatch!(self, s => s.reject(item_hash, error, now))
     }
     async fn import_history(&self, rows: &[HistoryRow], now: Timestamp) -> Result<u64, StoreError> {
@@ -52,7 +62,11 @@ impl Store for AnyStore {
     async fn balance(&self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
         dispatch!(self, s => s.balance(address, at))
     }
-    async fn balance_details(&self, address: &str, at: Timestamp) -> Result<(Credits, Vec<BalanceDetail>), StoreError> {
+    async fn balance_details(
+        &self,
+        address: &str,
+        at: Timestamp,
+    ) -> Result<(Credits, Vec<BalanceDetail>), StoreError> {
         dispatch!(self, s => s.balance_details(address, at))
     }
     async fn history(&self, selector: &HistorySelector) -> Result<Vec<HistoryRow>, StoreError> {

@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// An amount of credits. Signed: history rows carry debits as negative amounts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Credits(pub i64);
 
@@ -40,5 +42,7 @@ impl fmt::Display for Credits {
 
 /// Sums amounts, failing on overflow.
 pub fn checked_sum<I: IntoIterator<Item = Credits>>(items: I) -> Option<Credits> {
-    items.into_iter().try_fold(Credits::ZERO, Credits::checked_add)
+    items
+        .into_iter()
+        .try_fold(Credits::ZERO, Credits::checked_add)
 }

@@ -5,8 +5,14 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PyDecimal {
     /// `(-1)^negative × digits × 10^exponent`; `digits` are ASCII digits, possibly with leading zeros.
-    Finite { negative: bool, digits: String, exponent: i64 },
-    Infinite { negative: bool },
+    Finite {
+        negative: bool,
+        digits: String,
+        exponent: i64,
+    },
+    Infinite {
+        negative: bool,
+    },
     NaN,
 }
 
@@ -67,7 +73,11 @@ impl PyDecimal {
             }
             let trimmed = edigits.trim_start_matches('0');
             // Exponents beyond 18 digits are out of any range we store; keep them recognisable.
-            let value: i64 = if trimmed.len() > 18 { i64::MAX / 4 } else { trimmed.parse().unwrap_or(0) };
+            let value: i64 = if trimmed.len() > 18 {
+                i64::MAX / 4
+            } else {
+                trimmed.parse().unwrap_or(0)
+            };
             exponent = if eneg { -value } else { value };
         }
         let frac_len = i64::try_from(frac_digits.len()).ok()?;
@@ -80,7 +90,9 @@ impl PyDecimal {
 
     pub fn is_negative(&self) -> bool {
         match self {
-            PyDecimal::Finite { negative, digits, .. } => *negative && digits.bytes().any(|c| c != b'0'),
+            PyDecimal::Finite {
+                negative, digits, ..
+            } => *negative && digits.bytes().any(|c| c != b'0'),
             PyDecimal::Infinite { negative } => *negative,
             PyDecimal::NaN => false,
         }
@@ -97,19 +109,32 @@ impl PyDecimal {
             PyDecimal::NaN => return Ok("NaN".to_string()),
             PyDecimal::Infinite { negative: true } => return Ok("-Infinity".to_string()),
             PyDecimal::Infinite { negative: false } => return Ok("Infinity".to_string()),
-            PyDecimal::Finite { negative, digits, exponent } => (*negative, digits.as_str(), *exponent),
+            PyDecimal::Finite {
+                negative,
+                digits,
+                exponent,
+            } => (*negative, digits.as_str(), *exponent),
         };
         let significant = digits.trim_start_matches('0');
         let sig_len = i64::try_from(significant.len()).map_err(|_| DecimalError::OutOfRange)?;
-        let scale = exponent.checked_neg().ok_or(DecimalError::OutOfRange)?.max(0);
-        let int_len = if significant.is_empty() { 0 } else { sig_len.saturating_add(exponent) };
+        let scale = exponent
+            .checked_neg()
+            .ok_or(DecimalError::OutOfRange)?
+            .max(0);
+        let int_len = if significant.is_empty() {
+            0
+        } else {
+            sig_len.saturating_add(exponent)
+        };
         if scale > MAX_DIGITS || int_len > MAX_DIGITS {
             return Err(DecimalError::OutOfRange);
         }
         // Integer and fraction digits of significant × 10^exponent.
         let mut all = significant.to_string();
         if exponent > 0 {
-            all.push_str(&"0".repeat(usize::try_from(exponent).map_err(|_| DecimalError::OutOfRange)?));
+            all.push_str(
+                &"0".repeat(usize::try_from(exponent).map_err(|_| DecimalError::OutOfRange)?),
+            );
         }
         let scale_u = usize::try_from(scale).map_err(|_| DecimalError::OutOfRange)?;
         if all.len() < scale_u + 1 {
@@ -156,10 +181,18 @@ pub fn python_float_repr(x: f64) -> String {
         return "nan".to_string();
     }
     if x.is_infinite() {
-        return if x > 0.0 { "inf".to_string() } else { "-inf".to_string() };
+        return if x > 0.0 {
+            "inf".to_string()
+        } else {
+            "-inf".to_string()
+        };
     }
     if x == 0.0 {
-        return if x.is_sign_negative() { "-0.0".to_string() } else { "0.0".to_string() };
+        return if x.is_sign_negative() {
+            "-0.0".to_string()
+        } else {
+            "0.0".to_string()
+        };
     }
     // Rust's `{:e}` prints the shortest round-trip digits: `d[.ddd]e[-]x`.
     let sci = format!("{:e}", x.abs());
@@ -216,7 +249,12 @@ mod tests {
         assert!(PyDecimal::parse("").is_none());
         assert!(PyDecimal::parse("1e").is_none());
         assert!(PyDecimal::parse("1__0").is_none());
-        assert!(PyDecimal::parse("1e999999").unwrap().to_numeric_text().is_err());
+        assert!(
+            PyDecimal::parse("1e999999")
+                .unwrap()
+                .to_numeric_text()
+                .is_err()
+        );
     }
 
     #[test]

@@ -34,19 +34,24 @@ impl Envelope {
     /// Reads an envelope from a JSON value.
     pub fn from_json(value: &Value) -> Result<Envelope, EnvelopeError> {
         let Value::Object(o) = value else {
-            return Err(EnvelopeError::Malformed("a message must be a JSON object".into()));
+            return Err(EnvelopeError::Malformed(
+                "a message must be a JSON object".into(),
+            ));
         };
         let text = |k: &str| -> Result<Option<String>, EnvelopeError> {
             match o.get(k) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(EnvelopeError::Malformed(format!("field {k} must be a string"))),
+                Some(_) => Err(EnvelopeError::Malformed(format!(
+                    "field {k} must be a string"
+                ))),
             }
         };
         let item_hash = text("item_hash")?
             .filter(|h| !h.is_empty())
             .ok_or_else(|| EnvelopeError::Malformed("field item_hash is required".into()))?;
-        let message_type = text("type")?.ok_or_else(|| EnvelopeError::Malformed("field type is required".into()))?;
+        let message_type = text("type")?
+            .ok_or_else(|| EnvelopeError::Malformed("field type is required".into()))?;
         Ok(Envelope {
             chain: text("chain")?,
             sender: text("sender")?,
@@ -69,12 +74,22 @@ impl Envelope {
         }
         let invalid = |msg: String| EnvelopeError::Invalid(self.item_hash.clone(), msg);
         let content = match (&self.item_content, &self.content) {
-            (Some(text), _) => serde_json::from_str::<Value>(text)
-                .map_err(|e| invalid(format!("Invalid message: item_content is not valid JSON: {e}")))?,
+            (Some(text), _) => serde_json::from_str::<Value>(text).map_err(|e| {
+                invalid(format!(
+                    "Invalid message: item_content is not valid JSON: {e}"
+                ))
+            })?,
             (None, Some(content)) => content.clone(),
-            (None, None) => return Err(invalid("Invalid message: no inline item_content (only inline items are supported)".into())),
+            (None, None) => {
+                return Err(invalid(
+                    "Invalid message: no inline item_content (only inline items are supported)"
+                        .into(),
+                ));
+            }
         };
-        if let (Some(sender), Some(address)) = (&self.sender, content.get("address").and_then(Value::as_str)) {
+        if let (Some(sender), Some(address)) =
+            (&self.sender, content.get("address").and_then(Value::as_str))
+        {
             if !sender.eq_ignore_ascii_case(address) {
                 return Err(invalid(format!(
                     "Permission denied: sender {sender} is not the content address {address} \
@@ -82,6 +97,10 @@ impl Envelope {
                 )));
             }
         }
-        Ok(Some(Post { item_hash: self.item_hash.clone(), channel: self.channel.clone(), content }))
+        Ok(Some(Post {
+            item_hash: self.item_hash.clone(),
+            channel: self.channel.clone(),
+            content,
+        }))
     }
 }

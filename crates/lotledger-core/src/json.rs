@@ -69,7 +69,10 @@ pub fn parse_history_row(value: &Value) -> Result<HistoryRow, RowError> {
     let int = |k: &str| -> Result<Option<i64>, RowError> {
         match o.get(k) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v.as_i64().map(Some).ok_or_else(|| RowError(format!("{k} must be an integer or null"))),
+            Some(v) => v
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| RowError(format!("{k} must be an integer or null"))),
         }
     };
     let time = |k: &str| -> Result<Option<Timestamp>, RowError> {
@@ -105,9 +108,11 @@ pub fn parse_history_row(value: &Value) -> Result<HistoryRow, RowError> {
         origin_ref: text("origin_ref")?,
         payment_method: text("payment_method")?,
         credit_ref: text("credit_ref")?.ok_or_else(|| required("credit_ref"))?,
-        credit_index: i32::try_from(credit_index).map_err(|_| RowError("credit_index out of range".into()))?,
+        credit_index: i32::try_from(credit_index)
+            .map_err(|_| RowError("credit_index out of range".into()))?,
         expiration_date: time("expiration_date")?,
-        message_timestamp: time("message_timestamp")?.ok_or_else(|| required("message_timestamp"))?,
+        message_timestamp: time("message_timestamp")?
+            .ok_or_else(|| required("message_timestamp"))?,
         expense_count: int("expense_count")?,
         expense_size_mib: decimal("expense_size_mib")?,
     })

@@ -41,8 +41,14 @@ impl Default for Rules {
 }
 
 impl Rules {
-    pub fn new<W: IntoIterator<Item = String>, C: IntoIterator<Item = String>>(whitelist: W, channels: C) -> Rules {
-        Rules { whitelist: whitelist.into_iter().collect(), channels: channels.into_iter().collect() }
+    pub fn new<W: IntoIterator<Item = String>, C: IntoIterator<Item = String>>(
+        whitelist: W,
+        channels: C,
+    ) -> Rules {
+        Rules {
+            whitelist: whitelist.into_iter().collect(),
+            channels: channels.into_iter().collect(),
+        }
     }
 
     pub fn is_whitelisted(&self, address: &str) -> bool {
@@ -78,7 +84,9 @@ impl std::fmt::Display for IgnoreReason {
             IgnoreReason::NotCreditType => "not a credit post type",
             IgnoreReason::ChannelNotAccepted => "channel not accepted for credits",
             IgnoreReason::EmptyContent => "empty credit content",
-            IgnoreReason::SenderNotWhitelisted => "distribution or expense from a non-whitelisted address",
+            IgnoreReason::SenderNotWhitelisted => {
+                "distribution or expense from a non-whitelisted address"
+            }
         })
     }
 }
@@ -167,7 +175,9 @@ impl CreditOp {
     /// The raw total a non-whitelisted transfer must be covered by (`None` for anything else).
     pub fn required_funds(&self) -> Option<i128> {
         match &self.kind {
-            OpKind::Transfer(t) if !t.whitelisted => Some(t.entries.iter().map(|e| i128::from(e.raw_amount)).sum()),
+            OpKind::Transfer(t) if !t.whitelisted => {
+                Some(t.entries.iter().map(|e| i128::from(e.raw_amount)).sum())
+            }
             _ => None,
         }
     }
@@ -244,14 +254,26 @@ pub fn classify(post: &Post, rules: &Rules) -> Decision {
         }
     };
     let kind = match header.post_type.as_str() {
-        DISTRIBUTION if !whitelisted => return Decision::Ignore(IgnoreReason::SenderNotWhitelisted),
+        DISTRIBUTION if !whitelisted => {
+            return Decision::Ignore(IgnoreReason::SenderNotWhitelisted);
+        }
         EXPENSE if !whitelisted => return Decision::Ignore(IgnoreReason::SenderNotWhitelisted),
         DISTRIBUTION => parse_distribution(inner, &scale).map(OpKind::Distribution),
         EXPENSE => parse_expense(inner, &scale).map(OpKind::Expense),
-        _ => parse_transfer(inner, &scale, &header.address).map(|entries| OpKind::Transfer(Transfer { whitelisted, entries })),
+        _ => parse_transfer(inner, &scale, &header.address).map(|entries| {
+            OpKind::Transfer(Transfer {
+                whitelisted,
+                entries,
+            })
+        }),
     };
     match kind {
-        Ok(kind) => Decision::Apply(CreditOp { item_hash: post.item_hash.clone(), sender: header.address, ts: header.ts, kind }),
+        Ok(kind) => Decision::Apply(CreditOp {
+            item_hash: post.item_hash.clone(),
+            sender: header.address,
+            ts: header.ts,
+            kind,
+        }),
         Err(r) => Decision::Reject(r),
     }
 }
@@ -282,11 +304,22 @@ fn post_header(content: &Map<String, Value>) -> Result<Header, Rejection> {
     let post_type = v.string(content, "type");
     match (address, time, post_type) {
         (Some(address), Some(time), Some(post_type)) if v.errors.is_empty() => {
-            let ts = Timestamp::from_unix_seconds_f64(time)
-                .map_err(|e| Rejection(format!("Invalid post content: time {}: {e}", crate::decimal::python_float_repr(time))))?;
-            Ok(Header { address, ts, post_type })
+            let ts = Timestamp::from_unix_seconds_f64(time).map_err(|e| {
+                Rejection(format!(
+                    "Invalid post content: time {}: {e}",
+                    crate::decimal::python_float_repr(time)
+                ))
+            })?;
+            Ok(Header {
+                address,
+                ts,
+                post_type,
+            })
         }
-        _ => Err(Rejection(format!("Invalid post content: {}", format_errors(&v.errors)))),
+        _ => Err(Rejection(format!(
+            "Invalid post content: {}",
+            format_errors(&v.errors)
+        ))),
     }
 }
 
@@ -313,7 +346,11 @@ fn credit_list<T>(
     v.push(Loc::Key("credits".into()));
     let out = match list {
         Value::Array(items) if items.is_empty() => {
-            v.error("too_short", "List should have at least 1 item after validation, not 0", list);
+            v.error(
+                "too_short",
+                "List should have at least 1 item after validation, not 0",
+                list,
+            );
             None
         }
         Value::Array(items) => {
@@ -356,7 +393,10 @@ fn wrapped<T>(
 }
 
 fn rejection(kind: &str, v: &Validator) -> Rejection {
-    Rejection(format!("Invalid credit {kind} content: {}", format_errors(&v.errors)))
+    Rejection(format!(
+        "Invalid credit {kind} content: {}",
+        format_errors(&v.errors)
+    ))
 }
 
 fn expiration(ms: Option<i64>) -> Result<Option<Timestamp>, Rejection> {
@@ -375,16 +415,27 @@ fn non_empty(s: Option<String>) -> Option<String> {
 
 type Scale<'a> = &'a dyn Fn(i64) -> Result<Credits, Rejection>;
 
-fn parse_transfer(content: &Value, scale: Scale<'_>, sender: &str) -> Result<Vec<TransferEntry>, Rejection> {
+fn parse_transfer(
+    content: &Value,
+    scale: Scale<'_>,
+    sender: &str,
+) -> Result<Vec<TransferEntry>, Rejection> {
     let mut v = Validator::new();
-    let parsed = wrapped(&mut v, content, "CreditTransferContent", "transfer", "CreditTransfer", |v, t| {
-        credit_list(v, t, "CreditTransferEntry", |v, e| {
-            let address = v.address(e);
-            let amount = v.amount(e);
-            let exp = v.opt_lax_int(e, "expiration", None);
-            Some((address?, amount?, exp.ok()?))
-        })
-    });
+    let parsed = wrapped(
+        &mut v,
+        content,
+        "CreditTransferContent",
+        "transfer",
+        "CreditTransfer",
+        |v, t| {
+            credit_list(v, t, "CreditTransferEntry", |v, e| {
+                let address = v.address(e);
+                let amount = v.amount(e);
+                let exp = v.opt_lax_int(e, "expiration", None);
+                Some((address?, amount?, exp.ok()?))
+            })
+        },
+    );
     let Some(entries) = parsed.filter(|_| v.errors.is_empty()) else {
         return Err(rejection("transfer", &v));
     };
@@ -398,51 +449,77 @@ fn parse_transfer(content: &Value, scale: Scale<'_>, sender: &str) -> Result<Vec
         return Err(rejection("transfer", &v));
     }
     if entries.iter().any(|(a, _, _)| a == sender) {
-        return Err(Rejection(format!("Self-transfer not allowed: sender and recipient are both {sender}")));
+        return Err(Rejection(format!(
+            "Self-transfer not allowed: sender and recipient are both {sender}"
+        )));
     }
     entries
         .into_iter()
         .map(|(address, raw_amount, exp)| {
-            Ok(TransferEntry { amount: scale(raw_amount)?, expiration: expiration(exp)?, address, raw_amount })
+            Ok(TransferEntry {
+                amount: scale(raw_amount)?,
+                expiration: expiration(exp)?,
+                address,
+                raw_amount,
+            })
         })
         .collect()
 }
 
 fn parse_distribution(content: &Value, scale: Scale<'_>) -> Result<Distribution, Rejection> {
     let mut v = Validator::new();
-    let parsed = wrapped(&mut v, content, "CreditDistributionContent", "distribution", "CreditDistribution", |v, d| {
-        let entries = credit_list(v, d, "CreditDistributionEntry", |v, e| {
-            let address = v.address(e);
-            let amount = v.amount(e);
-            let price = v.price(e, true);
-            let tx_hash = v.string(e, "tx_hash");
-            let provider = v.string(e, "provider");
-            let exp = v.opt_lax_int(e, "expiration", None);
-            let origin = v.opt_string(e, "origin");
-            let origin_ref = v.opt_string(e, "ref");
-            let payment_method = v.opt_string(e, "payment_method");
-            Some((
-                address?,
-                amount?,
-                price.ok()?,
-                tx_hash?,
-                provider?,
-                exp.ok()?,
-                origin.ok()?,
-                origin_ref.ok()?,
-                payment_method.ok()?,
-                e.get("bonus_amount").cloned().unwrap_or(Value::Null),
-            ))
-        });
-        let token = v.string(d, "token");
-        let chain = v.string(d, "chain");
-        Some((entries?, token?, chain?))
-    });
+    let parsed = wrapped(
+        &mut v,
+        content,
+        "CreditDistributionContent",
+        "distribution",
+        "CreditDistribution",
+        |v, d| {
+            let entries = credit_list(v, d, "CreditDistributionEntry", |v, e| {
+                let address = v.address(e);
+                let amount = v.amount(e);
+                let price = v.price(e, true);
+                let tx_hash = v.string(e, "tx_hash");
+                let provider = v.string(e, "provider");
+                let exp = v.opt_lax_int(e, "expiration", None);
+                let origin = v.opt_string(e, "origin");
+                let origin_ref = v.opt_string(e, "ref");
+                let payment_method = v.opt_string(e, "payment_method");
+                Some((
+                    address?,
+                    amount?,
+                    price.ok()?,
+                    tx_hash?,
+                    provider?,
+                    exp.ok()?,
+                    origin.ok()?,
+                    origin_ref.ok()?,
+                    payment_method.ok()?,
+                    e.get("bonus_amount").cloned().unwrap_or(Value::Null),
+                ))
+            });
+            let token = v.string(d, "token");
+            let chain = v.string(d, "chain");
+            Some((entries?, token?, chain?))
+        },
+    );
     let Some((raw_entries, token, chain)) = parsed.filter(|_| v.errors.is_empty()) else {
         return Err(rejection("distribution", &v));
     };
     let mut entries = Vec::with_capacity(raw_entries.len());
-    for (address, amount, price, tx_hash, provider, exp, origin, origin_ref, payment_method, bonus) in raw_entries {
+    for (
+        address,
+        amount,
+        price,
+        tx_hash,
+        provider,
+        exp,
+        origin,
+        origin_ref,
+        payment_method,
+        bonus,
+    ) in raw_entries
+    {
         entries.push(DistributionEntry {
             address,
             amount: scale(amount)?,
@@ -456,7 +533,11 @@ fn parse_distribution(content: &Value, scale: Scale<'_>) -> Result<Distribution,
             bonus_amount: bonus_amount(&bonus)?,
         });
     }
-    Ok(Distribution { token: non_empty(Some(token)), chain: non_empty(Some(chain)), entries })
+    Ok(Distribution {
+        token: non_empty(Some(token)),
+        chain: non_empty(Some(chain)),
+        entries,
+    })
 }
 
 /// `bonus_amount` is typed "any" by the reference: falsy values are NULL; anything else must be
@@ -470,56 +551,72 @@ fn bonus_amount(value: &Value) -> Result<Option<i64>, Rejection> {
         Value::String(s) => {
             let t = s.trim_matches(|c: char| c.is_ascii_whitespace());
             let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
-            if !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()) { t.parse::<i64>().ok() } else { None }
+            if !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()) {
+                t.parse::<i64>().ok()
+            } else {
+                None
+            }
         }
         _ => None,
     };
     parsed.map(Some).ok_or_else(|| {
-        Rejection(format!("bonus_amount must be an integer that fits in 64 bits, got {}", crate::pyrepr::repr(value)))
+        Rejection(format!(
+            "bonus_amount must be an integer that fits in 64 bits, got {}",
+            crate::pyrepr::repr(value)
+        ))
     })
 }
 
 fn parse_expense(content: &Value, scale: Scale<'_>) -> Result<Vec<ExpenseEntry>, Rejection> {
     let mut v = Validator::new();
-    let parsed = wrapped(&mut v, content, "CreditExpenseContent", "expense", "CreditExpense", |v, x| {
-        credit_list(v, x, "CreditExpenseEntry", |v, e| {
-            let address = v.address(e);
-            let amount = v.amount(e);
-            let origin_ref = v.opt_string(e, "ref");
-            let execution_id = v.opt_string(e, "execution_id");
-            let node_id = v.opt_string(e, "node_id");
-            let price = v.price(e, false);
-            let time = v.opt_lax_float(e, "time");
-            let count = v.opt_lax_int(e, "count", Some(0));
-            let size = v.opt_nonneg_decimal(e, "size");
-            time.ok()?;
-            Some((
-                address?,
-                amount?,
-                origin_ref.ok()?,
-                execution_id.ok()?,
-                node_id.ok()?,
-                price.ok()?,
-                count.ok()?,
-                size.ok()?,
-            ))
-        })
-    });
+    let parsed = wrapped(
+        &mut v,
+        content,
+        "CreditExpenseContent",
+        "expense",
+        "CreditExpense",
+        |v, x| {
+            credit_list(v, x, "CreditExpenseEntry", |v, e| {
+                let address = v.address(e);
+                let amount = v.amount(e);
+                let origin_ref = v.opt_string(e, "ref");
+                let execution_id = v.opt_string(e, "execution_id");
+                let node_id = v.opt_string(e, "node_id");
+                let price = v.price(e, false);
+                let time = v.opt_lax_float(e, "time");
+                let count = v.opt_lax_int(e, "count", Some(0));
+                let size = v.opt_nonneg_decimal(e, "size");
+                time.ok()?;
+                Some((
+                    address?,
+                    amount?,
+                    origin_ref.ok()?,
+                    execution_id.ok()?,
+                    node_id.ok()?,
+                    price.ok()?,
+                    count.ok()?,
+                    size.ok()?,
+                ))
+            })
+        },
+    );
     let Some(raw) = parsed.filter(|_| v.errors.is_empty()) else {
         return Err(rejection("expense", &v));
     };
     raw.into_iter()
-        .map(|(address, amount, origin_ref, execution_id, node_id, price, count, size)| {
-            Ok(ExpenseEntry {
-                address,
-                amount: scale(amount)?,
-                origin_ref: non_empty(origin_ref),
-                execution_id: non_empty(execution_id),
-                node_id: non_empty(node_id),
-                price,
-                count,
-                size,
-            })
-        })
+        .map(
+            |(address, amount, origin_ref, execution_id, node_id, price, count, size)| {
+                Ok(ExpenseEntry {
+                    address,
+                    amount: scale(amount)?,
+                    origin_ref: non_empty(origin_ref),
+                    execution_id: non_empty(execution_id),
+                    node_id: non_empty(node_id),
+                    price,
+                    count,
+                    size,
+                })
+            },
+        )
         .collect()
 }

@@ -31,7 +31,13 @@ pub struct HistoryRow {
 
 impl HistoryRow {
     /// A row with every optional column null.
-    pub fn bare(address: &str, amount: Credits, credit_ref: &str, credit_index: i32, ts: Timestamp) -> HistoryRow {
+    pub fn bare(
+        address: &str,
+        amount: Credits,
+        credit_ref: &str,
+        credit_index: i32,
+        ts: Timestamp,
+    ) -> HistoryRow {
         HistoryRow {
             address: address.to_string(),
             amount,
@@ -106,11 +112,17 @@ pub struct BalanceDetail {
 
 /// Balance with details: lots with something left and valid at `at`, grouped by exact expiry,
 /// the non-expiring group first, then ascending expiry.
-pub fn balance_details_at<'a, I: IntoIterator<Item = &'a Lot>>(lots: I, at: Timestamp) -> Option<(Credits, Vec<BalanceDetail>)> {
-    let mut groups: std::collections::BTreeMap<(bool, Option<Timestamp>), Credits> = std::collections::BTreeMap::new();
+pub fn balance_details_at<'a, I: IntoIterator<Item = &'a Lot>>(
+    lots: I,
+    at: Timestamp,
+) -> Option<(Credits, Vec<BalanceDetail>)> {
+    let mut groups: std::collections::BTreeMap<(bool, Option<Timestamp>), Credits> =
+        std::collections::BTreeMap::new();
     for lot in lots {
         if lot.amount_remaining.is_positive() && lot.valid_at(at) {
-            let slot = groups.entry((lot.expiration_date.is_some(), lot.expiration_date)).or_insert(Credits::ZERO);
+            let slot = groups
+                .entry((lot.expiration_date.is_some(), lot.expiration_date))
+                .or_insert(Credits::ZERO);
             *slot = slot.checked_add(lot.amount_remaining)?;
         }
     }
@@ -118,7 +130,10 @@ pub fn balance_details_at<'a, I: IntoIterator<Item = &'a Lot>>(lots: I, at: Time
     let mut details = Vec::with_capacity(groups.len());
     for ((_, expiration_date), amount) in groups {
         total = total.checked_add(amount)?;
-        details.push(BalanceDetail { expiration_date, amount });
+        details.push(BalanceDetail {
+            expiration_date,
+            amount,
+        });
     }
     Some((total.max(Credits::ZERO), details))
 }

@@ -32,7 +32,14 @@ impl LotBook {
     /// Adds lots (any order: they are sorted into emission order per address).
     pub fn insert(&mut self, lots: impl IntoIterator<Item = Lot>) {
         for lot in lots {
-            self.original.insert((lot.address.clone(), lot.credit_ref.clone(), lot.credit_index), lot.amount_remaining);
+            self.original.insert(
+                (
+                    lot.address.clone(),
+                    lot.credit_ref.clone(),
+                    lot.credit_index,
+                ),
+                lot.amount_remaining,
+            );
             self.lots.entry(lot.address.clone()).or_default().push(lot);
         }
         for list in self.lots.values_mut() {
@@ -42,7 +49,12 @@ impl LotBook {
 
     /// Takes up to `amount` from `address`'s lots drainable at `ts`, in order. Returns what was
     /// taken per lot with the lot's expiry; an over-draw is silently dropped.
-    fn drain(&mut self, address: &str, amount: Credits, ts: Timestamp) -> Result<Vec<(Credits, Option<Timestamp>)>, PlanError> {
+    fn drain(
+        &mut self,
+        address: &str,
+        amount: Credits,
+        ts: Timestamp,
+    ) -> Result<Vec<(Credits, Option<Timestamp>)>, PlanError> {
         let mut taken = Vec::new();
         if !amount.is_positive() {
             return Ok(taken);
@@ -57,7 +69,10 @@ impl LotBook {
                     continue;
                 }
                 let take = lot.amount_remaining.min(needed);
-                lot.amount_remaining = lot.amount_remaining.checked_sub(take).ok_or(PlanError::Overflow)?;
+                lot.amount_remaining = lot
+                    .amount_remaining
+                    .checked_sub(take)
+                    .ok_or(PlanError::Overflow)?;
                 needed = needed.checked_sub(take).ok_or(PlanError::Overflow)?;
                 taken.push((take, lot.expiration_date));
             }
@@ -71,7 +86,9 @@ impl LotBook {
             .values()
             .flatten()
             .filter(|l| {
-                self.original.get(&(l.address.clone(), l.credit_ref.clone(), l.credit_index)) != Some(&l.amount_remaining)
+                self.original
+                    .get(&(l.address.clone(), l.credit_ref.clone(), l.credit_index))
+                    != Some(&l.amount_remaining)
             })
             .cloned()
             .collect()
@@ -117,7 +134,13 @@ impl CreditOp {
                 for (i, e) in entries.iter().enumerate() {
                     let index = i32::try_from(i).map_err(|_| PlanError::IndexOverflow)?;
                     book.drain(&e.address, e.amount, ts)?;
-                    let mut row = HistoryRow::bare(&e.address, e.amount.checked_neg().ok_or(PlanError::Overflow)?, hash, index, ts);
+                    let mut row = HistoryRow::bare(
+                        &e.address,
+                        e.amount.checked_neg().ok_or(PlanError::Overflow)?,
+                        hash,
+                        index,
+                        ts,
+                    );
                     row.price.clone_from(&e.price);
                     row.tx_hash.clone_from(&e.node_id);
                     row.origin.clone_from(&e.execution_id);
@@ -141,8 +164,16 @@ impl CreditOp {
                         vec![(e.amount, e.expiration)]
                     } else {
                         let drained = book.drain(&self.sender, e.amount, ts)?;
-                        let capped = merge_adjacent(drained.into_iter().map(|(take, source)| (take, cap(source, e.expiration))))?;
-                        if capped.is_empty() { vec![(e.amount, e.expiration)] } else { capped }
+                        let capped = merge_adjacent(
+                            drained
+                                .into_iter()
+                                .map(|(take, source)| (take, cap(source, e.expiration))),
+                        )?;
+                        if capped.is_empty() {
+                            vec![(e.amount, e.expiration)]
+                        } else {
+                            capped
+                        }
                     };
                     for (amount, expiration) in portions {
                         let mut row = HistoryRow::bare(&e.address, amount, hash, next()?, ts);
@@ -199,7 +230,9 @@ fn merge_adjacent(
     let mut out: Vec<(Credits, Option<Timestamp>)> = Vec::new();
     for (amount, exp) in portions {
         match out.last_mut() {
-            Some((prev, prev_exp)) if *prev_exp == exp => *prev = prev.checked_add(amount).ok_or(PlanError::Overflow)?,
+            Some((prev, prev_exp)) if *prev_exp == exp => {
+                *prev = prev.checked_add(amount).ok_or(PlanError::Overflow)?
+            }
             _ => out.push((amount, exp)),
         }
     }
@@ -238,10 +271,16 @@ pub fn replay<'a, I: IntoIterator<Item = &'a HistoryRow>>(rows: I) -> Result<Vec
                 continue;
             }
             let take = lot.amount_remaining.min(needed);
-            lot.amount_remaining = lot.amount_remaining.checked_sub(take).ok_or(PlanError::Overflow)?;
+            lot.amount_remaining = lot
+                .amount_remaining
+                .checked_sub(take)
+                .ok_or(PlanError::Overflow)?;
             needed = needed.checked_sub(take).ok_or(PlanError::Overflow)?;
         }
-        while lots.get(first_live).is_some_and(|l| !l.amount_remaining.is_positive()) {
+        while lots
+            .get(first_live)
+            .is_some_and(|l| !l.amount_remaining.is_positive())
+        {
             first_live += 1;
         }
     }

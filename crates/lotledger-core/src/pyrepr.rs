@@ -69,7 +69,11 @@ fn write_repr(value: &Value, out: &mut String, depth: usize) {
 
 /// Python's `repr(str)`: single quotes unless the text holds a `'` and no `"`.
 pub fn repr_str(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
     for c in s.chars() {
@@ -82,7 +86,9 @@ pub fn repr_str(s: &str) -> String {
                 out.push('\\');
                 out.push(c);
             }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -97,7 +103,10 @@ mod tests {
 
     #[test]
     fn reprs() {
-        assert_eq!(repr(&json!({"a": [1, 1.5, true, null, "x'y"]})), "{'a': [1, 1.5, True, None, \"x'y\"]}");
+        assert_eq!(
+            repr(&json!({"a": [1, 1.5, true, null, "x'y"]})),
+            "{'a': [1, 1.5, True, None, \"x'y\"]}"
+        );
         assert_eq!(repr(&json!("not-a-number")), "'not-a-number'");
         assert_eq!(type_name(&json!(100.0)), "float");
         assert_eq!(type_name(&json!(null)), "NoneType");

@@ -165,8 +165,21 @@ impl Timestamp {
         if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
             return Err(err());
         }
-        let (y, mo, d, h, mi, s) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
-        if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 59 {
+        let (y, mo, d, h, mi, s) = (
+            num(0..4)?,
+            num(5..7)?,
+            num(8..10)?,
+            num(11..13)?,
+            num(14..16)?,
+            num(17..19)?,
+        );
+        if !(1..=12).contains(&mo)
+            || d < 1
+            || d > days_in_month(y, mo)
+            || h > 23
+            || mi > 59
+            || s > 59
+        {
             return Err(err());
         }
         let mut i = 19;
@@ -247,7 +260,11 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    (y, u32::try_from(m).unwrap_or(1), u32::try_from(d).unwrap_or(1))
+    (
+        y,
+        u32::try_from(m).unwrap_or(1),
+        u32::try_from(d).unwrap_or(1),
+    )
 }
 
 #[cfg(test)]
@@ -256,12 +273,28 @@ mod tests {
 
     #[test]
     fn rfc3339_round_trip() {
-        for text in ["2026-03-01T00:00:00Z", "2026-03-01T00:00:00.5Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z", "1969-12-31T23:59:59.25Z"] {
+        for text in [
+            "2026-03-01T00:00:00Z",
+            "2026-03-01T00:00:00.5Z",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999Z",
+            "1969-12-31T23:59:59.25Z",
+        ] {
             let ts = Timestamp::parse_rfc3339(text).unwrap();
             assert_eq!(ts.to_rfc3339(), text);
         }
-        assert_eq!(Timestamp::parse_rfc3339("2026-03-01T00:00:00+01:00").unwrap().to_rfc3339(), "2026-02-28T23:00:00Z");
-        assert_eq!(Timestamp::parse_rfc3339("2026-03-01T00:00:00Z").unwrap().as_micros(), 1_772_323_200_000_000);
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-03-01T00:00:00+01:00")
+                .unwrap()
+                .to_rfc3339(),
+            "2026-02-28T23:00:00Z"
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-03-01T00:00:00Z")
+                .unwrap()
+                .as_micros(),
+            1_772_323_200_000_000
+        );
         assert!(Timestamp::parse_rfc3339("2026-02-30T00:00:00Z").is_err());
         assert!(Timestamp::parse_rfc3339("2026-03-01 00:00:00").is_err());
         assert!(Timestamp::parse_rfc3339("yesterday").is_err());
@@ -269,12 +302,40 @@ mod tests {
 
     #[test]
     fn python_float_conversion() {
-        assert_eq!(Timestamp::from_unix_seconds_f64(1672574400.0).unwrap().to_rfc3339(), "2023-01-01T12:00:00Z");
-        assert_eq!(Timestamp::from_unix_seconds_f64(1.0000005).unwrap().as_micros(), 1_000_001);
-        assert_eq!(Timestamp::from_unix_seconds_f64(1.0000025).unwrap().as_micros(), 1_000_002);
-        assert_eq!(Timestamp::from_unix_seconds_f64(-0.5).unwrap().as_micros(), -500_000);
-        assert_eq!(Timestamp::from_unix_millis_python(1_700_000_000_123).unwrap().as_micros(), 1_700_000_000_123_000);
-        assert_eq!(Timestamp::from_unix_millis_python(1_700_000_000_000).unwrap().to_rfc3339(), "2023-11-14T22:13:20Z");
+        assert_eq!(
+            Timestamp::from_unix_seconds_f64(1672574400.0)
+                .unwrap()
+                .to_rfc3339(),
+            "2023-01-01T12:00:00Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_seconds_f64(1.0000005)
+                .unwrap()
+                .as_micros(),
+            1_000_001
+        );
+        assert_eq!(
+            Timestamp::from_unix_seconds_f64(1.0000025)
+                .unwrap()
+                .as_micros(),
+            1_000_002
+        );
+        assert_eq!(
+            Timestamp::from_unix_seconds_f64(-0.5).unwrap().as_micros(),
+            -500_000
+        );
+        assert_eq!(
+            Timestamp::from_unix_millis_python(1_700_000_000_123)
+                .unwrap()
+                .as_micros(),
+            1_700_000_000_123_000
+        );
+        assert_eq!(
+            Timestamp::from_unix_millis_python(1_700_000_000_000)
+                .unwrap()
+                .to_rfc3339(),
+            "2023-11-14T22:13:20Z"
+        );
         assert!(Timestamp::from_unix_seconds_f64(f64::NAN).is_err());
         assert!(Timestamp::from_unix_seconds_f64(1e20).is_err());
         assert!(Timestamp::from_unix_millis_python(i64::MAX).is_err());

@@ -33,7 +33,10 @@ pub fn format_errors(errors: &[FieldError]) -> String {
         let loc = match e.loc.as_slice() {
             [] => "()".to_string(),
             [one] => format!("({},)", loc_repr(one)),
-            many => format!("({})", many.iter().map(loc_repr).collect::<Vec<_>>().join(", ")),
+            many => format!(
+                "({})",
+                many.iter().map(loc_repr).collect::<Vec<_>>().join(", ")
+            ),
         };
         let _ = write!(
             out,
@@ -75,7 +78,12 @@ impl Validator {
     }
 
     pub fn error(&mut self, kind: &'static str, msg: impl Into<String>, input: &Value) {
-        self.errors.push(FieldError { kind, loc: self.path.clone(), msg: msg.into(), input: input.clone() });
+        self.errors.push(FieldError {
+            kind,
+            loc: self.path.clone(),
+            msg: msg.into(),
+            input: input.clone(),
+        });
     }
 
     fn error_at(&mut self, key: &str, kind: &'static str, msg: impl Into<String>, input: &Value) {
@@ -93,7 +101,11 @@ impl Validator {
         match value {
             Value::Object(map) => Some(map),
             other => {
-                self.error("model_type", format!("Input should be a valid dictionary or instance of {model}"), other);
+                self.error(
+                    "model_type",
+                    format!("Input should be a valid dictionary or instance of {model}"),
+                    other,
+                );
                 None
             }
         }
@@ -104,7 +116,12 @@ impl Validator {
         match obj.get(key) {
             Some(v) => Some(v),
             None => {
-                self.error_at(key, "missing", "Field required", &Value::Object(obj.clone()));
+                self.error_at(
+                    key,
+                    "missing",
+                    "Field required",
+                    &Value::Object(obj.clone()),
+                );
                 None
             }
         }
@@ -127,7 +144,11 @@ impl Validator {
     }
 
     /// An `Optional[str]` field: absent and null are `None`. `Err(())` when invalid.
-    pub fn opt_string(&mut self, obj: &Map<String, Value>, key: &str) -> Result<Option<String>, ()> {
+    pub fn opt_string(
+        &mut self,
+        obj: &Map<String, Value>,
+        key: &str,
+    ) -> Result<Option<String>, ()> {
         match obj.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => self.string_value(key, v).map(Some).ok_or(()),
@@ -158,7 +179,12 @@ impl Validator {
         match n.as_i64() {
             Some(a) if a > 0 => Some(a),
             Some(_) => {
-                self.error_at("amount", "greater_than", "Input should be greater than 0", v);
+                self.error_at(
+                    "amount",
+                    "greater_than",
+                    "Input should be greater than 0",
+                    v,
+                );
                 None
             }
             None => {
@@ -170,7 +196,11 @@ impl Validator {
 
     /// `price`: ints and floats (not bools) go through Python's `str()`, then the text must parse
     /// as a Python `Decimal`. Returns the value as PostgreSQL `NUMERIC` text.
-    pub fn price(&mut self, obj: &Map<String, Value>, required: bool) -> Result<Option<String>, ()> {
+    pub fn price(
+        &mut self,
+        obj: &Map<String, Value>,
+        required: bool,
+    ) -> Result<Option<String>, ()> {
         let v = if required {
             self.required(obj, "price").ok_or(())?
         } else {
@@ -196,7 +226,10 @@ impl Validator {
                 Err(())
             }
             None => {
-                let msg = format!("price must be a valid decimal string, got {}", repr_str(&text));
+                let msg = format!(
+                    "price must be a valid decimal string, got {}",
+                    repr_str(&text)
+                );
                 self.value_error("price", &msg, v);
                 Err(())
             }
@@ -205,7 +238,12 @@ impl Validator {
 
     /// An `Optional[int]` in pydantic's lax mode: integral floats, numeric strings and bools are
     /// accepted; `ge` is an optional lower bound.
-    pub fn opt_lax_int(&mut self, obj: &Map<String, Value>, key: &str, ge: Option<i64>) -> Result<Option<i64>, ()> {
+    pub fn opt_lax_int(
+        &mut self,
+        obj: &Map<String, Value>,
+        key: &str,
+        ge: Option<i64>,
+    ) -> Result<Option<i64>, ()> {
         let v = match obj.get(key) {
             None | Some(Value::Null) => return Ok(None),
             Some(v) => v,
@@ -215,7 +253,10 @@ impl Validator {
             Value::Number(n) => match (n.as_i64(), n.as_f64()) {
                 (Some(i), _) => Ok(i),
                 (None, Some(f)) if n.is_f64() => float_to_int(f),
-                _ => Err(("int_parsing_size", "Input should be a valid integer, unable to parse number as an integer")),
+                _ => Err((
+                    "int_parsing_size",
+                    "Input should be a valid integer, unable to parse number as an integer",
+                )),
             },
             Value::String(s) => str_to_int(s),
             _ => Err(("int_type", "Input should be a valid integer")),
@@ -223,7 +264,12 @@ impl Validator {
         match parsed {
             Ok(i) => match ge {
                 Some(min) if i < min => {
-                    self.error_at(key, "greater_than_equal", format!("Input should be greater than or equal to {min}"), v);
+                    self.error_at(
+                        key,
+                        "greater_than_equal",
+                        format!("Input should be greater than or equal to {min}"),
+                        v,
+                    );
                     Err(())
                 }
                 _ => Ok(Some(i)),
@@ -236,7 +282,11 @@ impl Validator {
     }
 
     /// An `Optional[float]` in lax mode (value unused: the reference does not persist it).
-    pub fn opt_lax_float(&mut self, obj: &Map<String, Value>, key: &str) -> Result<Option<f64>, ()> {
+    pub fn opt_lax_float(
+        &mut self,
+        obj: &Map<String, Value>,
+        key: &str,
+    ) -> Result<Option<f64>, ()> {
         match obj.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => match lax_float(v) {
@@ -250,7 +300,11 @@ impl Validator {
     }
 
     /// An `Optional[Decimal]` with `ge=0`, finite only. Returns `NUMERIC` text.
-    pub fn opt_nonneg_decimal(&mut self, obj: &Map<String, Value>, key: &str) -> Result<Option<String>, ()> {
+    pub fn opt_nonneg_decimal(
+        &mut self,
+        obj: &Map<String, Value>,
+        key: &str,
+    ) -> Result<Option<String>, ()> {
         let v = match obj.get(key) {
             None | Some(Value::Null) => return Ok(None),
             Some(v) => v,
@@ -259,7 +313,12 @@ impl Validator {
             Value::Number(n) => number_str(n),
             Value::String(s) => s.clone(),
             other => {
-                self.error_at(key, "decimal_type", "Decimal input should be an integer, float, string or Decimal object", other);
+                self.error_at(
+                    key,
+                    "decimal_type",
+                    "Decimal input should be an integer, float, string or Decimal object",
+                    other,
+                );
                 return Err(());
             }
         };
@@ -272,7 +331,12 @@ impl Validator {
             return Err(());
         }
         if d.is_negative() {
-            self.error_at(key, "greater_than_equal", "Input should be greater than or equal to 0", v);
+            self.error_at(
+                key,
+                "greater_than_equal",
+                "Input should be greater than or equal to 0",
+                v,
+            );
             return Err(());
         }
         match d.to_numeric_text() {
@@ -300,11 +364,17 @@ fn float_to_int(f: f64) -> Result<i64, (&'static str, &'static str)> {
         return Err(("finite_number", "Input should be a finite number"));
     }
     if f.fract() != 0.0 {
-        return Err(("int_from_float", "Input should be a valid integer, got a number with a fractional part"));
+        return Err((
+            "int_from_float",
+            "Input should be a valid integer, got a number with a fractional part",
+        ));
     }
     // 2^63 as f64; anything at or beyond it does not fit.
     if f >= 9_223_372_036_854_775_808.0 || f < -9_223_372_036_854_775_808.0 {
-        return Err(("int_parsing_size", "Input should be a valid integer, unable to parse number as an integer"));
+        return Err((
+            "int_parsing_size",
+            "Input should be a valid integer, unable to parse number as an integer",
+        ));
     }
     #[allow(clippy::cast_possible_truncation)]
     Ok(f as i64)
@@ -313,7 +383,10 @@ fn float_to_int(f: f64) -> Result<i64, (&'static str, &'static str)> {
 /// pydantic's lax `str → int`: surrounding whitespace, a sign, digits, and an optional fraction
 /// made only of zeros (`"12.00"`).
 fn str_to_int(s: &str) -> Result<i64, (&'static str, &'static str)> {
-    const PARSE: (&str, &str) = ("int_parsing", "Input should be a valid integer, unable to parse string as an integer");
+    const PARSE: (&str, &str) = (
+        "int_parsing",
+        "Input should be a valid integer, unable to parse string as an integer",
+    );
     let t = python_strip(s);
     let t = match t.split_once('.') {
         Some((int, frac)) if frac.bytes().all(|c| c == b'0') => int,
@@ -324,13 +397,20 @@ fn str_to_int(s: &str) -> Result<i64, (&'static str, &'static str)> {
     if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
         return Err(PARSE);
     }
-    t.parse::<i64>().map_err(|_| ("int_parsing_size", "Input should be a valid integer, unable to parse string as an integer"))
+    t.parse::<i64>().map_err(|_| {
+        (
+            "int_parsing_size",
+            "Input should be a valid integer, unable to parse string as an integer",
+        )
+    })
 }
 
 fn lax_float(v: &Value) -> Result<f64, (&'static str, &'static str)> {
     match v {
         Value::Bool(b) => Ok(f64::from(u8::from(*b))),
-        Value::Number(n) => n.as_f64().ok_or(("float_type", "Input should be a valid number")),
+        Value::Number(n) => n
+            .as_f64()
+            .ok_or(("float_type", "Input should be a valid number")),
         Value::String(s) => {
             let t = python_strip(s);
             let lower = t.to_ascii_lowercase();
@@ -338,10 +418,22 @@ fn lax_float(v: &Value) -> Result<f64, (&'static str, &'static str)> {
             if ["inf", "infinity", "nan"].contains(&body) {
                 return t.parse::<f64>().or(Ok(f64::NAN));
             }
-            if body.is_empty() || !body.bytes().all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'+' | b'-')) {
-                return Err(("float_parsing", "Input should be a valid number, unable to parse string as a number"));
+            if body.is_empty()
+                || !body
+                    .bytes()
+                    .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'+' | b'-'))
+            {
+                return Err((
+                    "float_parsing",
+                    "Input should be a valid number, unable to parse string as a number",
+                ));
             }
-            t.parse::<f64>().map_err(|_| ("float_parsing", "Input should be a valid number, unable to parse string as a number"))
+            t.parse::<f64>().map_err(|_| {
+                (
+                    "float_parsing",
+                    "Input should be a valid number, unable to parse string as a number",
+                )
+            })
         }
         _ => Err(("float_type", "Input should be a valid number")),
     }
@@ -367,7 +459,9 @@ mod tests {
     #[test]
     fn lax_ints() {
         let mut v = Validator::new();
-        let o = obj(json!({"a": "1700000000000", "b": 1.7e12, "c": 1.5, "d": "x", "e": -1, "f": " 12.00 "}));
+        let o = obj(
+            json!({"a": "1700000000000", "b": 1.7e12, "c": 1.5, "d": "x", "e": -1, "f": " 12.00 "}),
+        );
         assert_eq!(v.opt_lax_int(&o, "a", None), Ok(Some(1_700_000_000_000)));
         assert_eq!(v.opt_lax_int(&o, "b", None), Ok(Some(1_700_000_000_000)));
         assert_eq!(v.opt_lax_int(&o, "f", None), Ok(Some(12)));
@@ -390,7 +484,12 @@ mod tests {
     fn error_list_format() {
         let e = FieldError {
             kind: "greater_than",
-            loc: vec![Loc::Key("transfer".into()), Loc::Key("credits".into()), Loc::Index(0), Loc::Key("amount".into())],
+            loc: vec![
+                Loc::Key("transfer".into()),
+                Loc::Key("credits".into()),
+                Loc::Index(0),
+                Loc::Key("amount".into()),
+            ],
             msg: "Input should be greater than 0".into(),
             input: json!(0),
         };
@@ -398,7 +497,12 @@ mod tests {
             format_errors(&[e]),
             "[{'type': 'greater_than', 'loc': ('transfer', 'credits', 0, 'amount'), 'msg': 'Input should be greater than 0', 'input': 0}]"
         );
-        let single = FieldError { kind: "missing", loc: vec![Loc::Key("transfer".into())], msg: "Field required".into(), input: json!({}) };
+        let single = FieldError {
+            kind: "missing",
+            loc: vec![Loc::Key("transfer".into())],
+            msg: "Field required".into(),
+            input: json!({}),
+        };
         assert!(format_errors(&[single]).contains("'loc': ('transfer',)"));
     }
 }

@@ -7,9 +7,12 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use lotledger_core::{BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_at, replay};
+use lotledger_core::{
+    BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_at, replay,
+};
 use lotledger_store::{
-    Drift, HistorySelector, LedgerTx, MessageRecord, MessageStatus, Outcome, Store, StoreError, writer,
+    Drift, HistorySelector, LedgerTx, MessageRecord, MessageStatus, Outcome, Store, StoreError,
+    writer,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, QueryBuilder, Transaction};
@@ -26,7 +29,8 @@ const HISTORY_COLUMNS: &str = "address, amount, price::text AS price, bonus_amou
      provider, origin, origin_ref, payment_method, credit_ref, credit_index, expiration_date, message_timestamp, \
      expense_count, expense_size_mib::text AS expense_size_mib";
 
-const LOT_COLUMNS: &str = "address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date";
+const LOT_COLUMNS: &str =
+    "address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date";
 
 /// A lotledger store in a PostgreSQL database.
 #[derive(Clone, Debug)]
@@ -37,7 +41,8 @@ pub struct PgStore {
 impl PgStore {
     /// Connects to `url` (`postgres://…`) and migrates the schema.
     pub async fn open(url: &str) -> Result<PgStore, StoreError> {
-        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
+        let options =
+            PgConnectOptions::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
@@ -50,7 +55,9 @@ impl PgStore {
     }
 
     async fn write(&self) -> Result<PgTx, StoreError> {
-        Ok(PgTx { tx: self.pool.begin().await.map_err(db_err)? })
+        Ok(PgTx {
+            tx: self.pool.begin().await.map_err(db_err)?,
+        })
     }
 }
 
@@ -67,17 +74,30 @@ impl PgTx {
 
 impl Store for PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await.map_err(|e| StoreError::Database(Box::new(e)))
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Database(Box::new(e)))
     }
 
-    async fn apply(&self, post: &Post, rules: &Rules, now: Timestamp) -> Result<Outcome, StoreError> {
+    async fn apply(
+        &self,
+        post: &Post,
+        rules: &Rules,
+        now: Timestamp,
+    ) -> Result<Outcome, StoreError> {
         let mut tx = self.write().await?;
         let outcome = writer::apply(&mut tx, post, rules, now).await?;
         tx.commit().await?;
         Ok(outcome)
     }
 
-    async fn reject(&self, item_hash: &str, error: &str, now: Timestamp) -> Result<Outcome, StoreError> {
+    async fn reject(
+        &self,
+        item_hash: &str,
+        error: &str,
+        now: Timestamp,
+    ) -> Result<Outcome, StoreError> {
         let mut tx = self.write().await?;
         let outcome = writer::reject(&mut tx, item_hash, error, now).await?;
         tx.commit().await?;
@@ -96,7 +116,11 @@ impl Store for PgStore {
         balance(&mut conn, address, at).await
     }
 
-    async fn balance_details(&self, address: &str, at: Timestamp) -> Result<(Credits, Vec<BalanceDetail>), StoreError> {
+    async fn balance_details(
+        &self,
+        address: &str,
+        at: Timestamp,
+    ) -> Result<(Credits, Vec<BalanceDetail>), StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {LOT_COLUMNS} FROM credit_lots WHERE address = $1 \
              AND (expiration_date IS NULL OR expiration_date > $2)"
@@ -107,7 +131,8 @@ impl Store for PgStore {
         .await
         .map_err(db_err)?;
         let lots = rows.iter().map(lot).collect::<Result<Vec<_>, _>>()?;
-        balance_details_at(&lots, at).ok_or_else(|| StoreError::Overflow(format!("balance of {address}")))
+        balance_details_at(&lots, at)
+            .ok_or_else(|| StoreError::Overflow(format!("balance of {address}")))
     }
 
     async fn history(&self, selector: &HistorySelector) -> Result<Vec<HistoryRow>, StoreError> {
@@ -160,7 +185,11 @@ impl Store for PgStore {
             let replayed = replay(&rows)?;
             let cached = address_lots(&mut tx, address).await?;
             if cached != replayed {
-                drifts.push(Drift { address: address.clone(), cached, replayed });
+                drifts.push(Drift {
+                    address: address.clone(),
+                    cached,
+                    replayed,
+                });
             }
         }
         tx.rollback().await.map_err(db_err)?;
@@ -197,7 +226,11 @@ impl Store for PgStore {
     }
 }
 
-async fn balance(conn: &mut PgConnection, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
+async fn balance(
+    conn: &mut PgConnection,
+    address: &str,
+    at: Timestamp,
+) -> Result<Credits, StoreError> {
     let sum: Option<i64> = sqlx::query_scalar(
         "SELECT SUM(amount_remaining)::bigint FROM credit_lots \
          WHERE address = $1 AND (expiration_date IS NULL OR expiration_date > $2)",
@@ -221,7 +254,10 @@ async fn address_lots(conn: &mut PgConnection, address: &str) -> Result<Vec<Lot>
     rows.iter().map(lot).collect()
 }
 
-async fn address_history(conn: &mut PgConnection, address: &str) -> Result<Vec<HistoryRow>, StoreError> {
+async fn address_history(
+    conn: &mut PgConnection,
+    address: &str,
+) -> Result<Vec<HistoryRow>, StoreError> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {HISTORY_COLUMNS} FROM credit_history WHERE address = $1 \
          ORDER BY message_timestamp, credit_ref, credit_index"
@@ -234,13 +270,20 @@ async fn address_history(conn: &mut PgConnection, address: &str) -> Result<Vec<H
 }
 
 impl LedgerTx for PgTx {
-    async fn message_status(&mut self, item_hash: &str) -> Result<Option<MessageStatus>, StoreError> {
+    async fn message_status(
+        &mut self,
+        item_hash: &str,
+    ) -> Result<Option<MessageStatus>, StoreError> {
         let row = sqlx::query("SELECT item_hash, status, ignored, error, recorded_at FROM credit_messages WHERE item_hash = $1")
             .bind(item_hash)
             .fetch_optional(&mut *self.tx)
             .await
             .map_err(db_err)?;
-        Ok(row.as_ref().map(message_record).transpose()?.map(|r| r.status))
+        Ok(row
+            .as_ref()
+            .map(message_record)
+            .transpose()?
+            .map(|r| r.status))
     }
 
     async fn record_message(&mut self, record: &MessageRecord) -> Result<(), StoreError> {
@@ -286,7 +329,11 @@ impl LedgerTx for PgTx {
         balance(&mut self.tx, address, at).await
     }
 
-    async fn drainable_lots(&mut self, addresses: &[&str], ts: Timestamp) -> Result<Vec<Lot>, StoreError> {
+    async fn drainable_lots(
+        &mut self,
+        addresses: &[&str],
+        ts: Timestamp,
+    ) -> Result<Vec<Lot>, StoreError> {
         let addresses: Vec<String> = addresses.iter().map(|a| (*a).to_string()).collect();
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {LOT_COLUMNS} FROM credit_lots WHERE address = ANY($1) AND message_timestamp <= $2 \
@@ -301,7 +348,11 @@ impl LedgerTx for PgTx {
         rows.iter().map(lot).collect()
     }
 
-    async fn insert_rows(&mut self, rows: &[HistoryRow], last_update: Timestamp) -> Result<u64, StoreError> {
+    async fn insert_rows(
+        &mut self,
+        rows: &[HistoryRow],
+        last_update: Timestamp,
+    ) -> Result<u64, StoreError> {
         let mut inserted = 0;
         for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
             let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
@@ -332,7 +383,12 @@ impl LedgerTx for PgTx {
                     .push_bind(odt(last_update));
             });
             qb.push(" ON CONFLICT (credit_ref, credit_index) DO NOTHING");
-            inserted += qb.build().execute(&mut *self.tx).await.map_err(db_err)?.rows_affected();
+            inserted += qb
+                .build()
+                .execute(&mut *self.tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
         }
         Ok(inserted)
     }
@@ -382,7 +438,12 @@ impl LedgerTx for PgTx {
         Ok(())
     }
 
-    async fn rows_after(&mut self, address: &str, ts: Timestamp, credit_ref: &str) -> Result<(bool, bool), StoreError> {
+    async fn rows_after(
+        &mut self,
+        address: &str,
+        ts: Timestamp,
+        credit_ref: &str,
+    ) -> Result<(bool, bool), StoreError> {
         let row: (bool, bool) = sqlx::query_as(
             "SELECT COUNT(*) > 0, COALESCE(bool_or(amount < 0), false) FROM credit_history \
              WHERE address = $1 AND (message_timestamp > $2 OR (message_timestamp = $2 AND credit_ref > $3))",

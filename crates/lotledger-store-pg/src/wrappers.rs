@@ -8,9 +8,10 @@ use time::OffsetDateTime;
 
 pub fn db_err(e: sqlx::Error) -> StoreError {
     match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
-            StoreError::Unavailable(Box::new(e))
-        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => StoreError::Unavailable(Box::new(e)),
         other => StoreError::Database(Box::new(other)),
     }
 }
@@ -18,7 +19,8 @@ pub fn db_err(e: sqlx::Error) -> StoreError {
 /// A core instant as a `TIMESTAMPTZ` value. Core instants lie within years 1..=9999, which
 /// `OffsetDateTime` represents; the epoch stands in for the impossible failure.
 pub fn odt(t: Timestamp) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.as_micros()) * 1000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.as_micros()) * 1000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 pub fn opt_odt(t: Option<Timestamp>) -> Option<OffsetDateTime> {
@@ -85,8 +87,14 @@ pub fn message_record(r: &PgRow) -> Result<MessageRecord, StoreError> {
     let error: Option<String> = r.try_get("error").map_err(db_err)?;
     let status = match status.as_str() {
         "processed" => MessageStatus::Processed,
-        "rejected" => MessageStatus::Rejected { error: error.unwrap_or_default() },
-        other => return Err(StoreError::Corrupt(format!("unknown message status {other:?}"))),
+        "rejected" => MessageStatus::Rejected {
+            error: error.unwrap_or_default(),
+        },
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "unknown message status {other:?}"
+            )));
+        }
     };
     Ok(MessageRecord {
         item_hash: r.try_get("item_hash").map_err(db_err)?,

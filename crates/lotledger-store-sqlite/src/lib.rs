@@ -6,11 +6,16 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use lotledger_core::{BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_at, replay};
-use lotledger_store::{
-    Drift, HistorySelector, LedgerTx, MessageRecord, MessageStatus, Outcome, Store, StoreError, writer,
+use lotledger_core::{
+    BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_at, replay,
 };
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use lotledger_store::{
+    Drift, HistorySelector, LedgerTx, MessageRecord, MessageStatus, Outcome, Store, StoreError,
+    writer,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 mod wrappers;
@@ -52,7 +57,11 @@ impl SqliteStore {
     }
 
     async fn write(&self) -> Result<SqliteTx, StoreError> {
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        let tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
         Ok(SqliteTx { tx })
     }
 }
@@ -70,17 +79,30 @@ impl SqliteTx {
 
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await.map_err(|e| StoreError::Database(Box::new(e)))
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Database(Box::new(e)))
     }
 
-    async fn apply(&self, post: &Post, rules: &Rules, now: Timestamp) -> Result<Outcome, StoreError> {
+    async fn apply(
+        &self,
+        post: &Post,
+        rules: &Rules,
+        now: Timestamp,
+    ) -> Result<Outcome, StoreError> {
         let mut tx = self.write().await?;
         let outcome = writer::apply(&mut tx, post, rules, now).await?;
         tx.commit().await?;
         Ok(outcome)
     }
 
-    async fn reject(&self, item_hash: &str, error: &str, now: Timestamp) -> Result<Outcome, StoreError> {
+    async fn reject(
+        &self,
+        item_hash: &str,
+        error: &str,
+        now: Timestamp,
+    ) -> Result<Outcome, StoreError> {
         let mut tx = self.write().await?;
         let outcome = writer::reject(&mut tx, item_hash, error, now).await?;
         tx.commit().await?;
@@ -99,7 +121,11 @@ impl Store for SqliteStore {
         balance(&mut conn, address, at).await
     }
 
-    async fn balance_details(&self, address: &str, at: Timestamp) -> Result<(Credits, Vec<BalanceDetail>), StoreError> {
+    async fn balance_details(
+        &self,
+        address: &str,
+        at: Timestamp,
+    ) -> Result<(Credits, Vec<BalanceDetail>), StoreError> {
         let rows = sqlx::query(
             "SELECT address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date \
              FROM credit_lots WHERE address = ? AND (expiration_date IS NULL OR expiration_date > ?)",
@@ -110,7 +136,8 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)?;
         let lots = rows.iter().map(lot).collect::<Result<Vec<_>, _>>()?;
-        balance_details_at(&lots, at).ok_or_else(|| StoreError::Overflow(format!("balance of {address}")))
+        balance_details_at(&lots, at)
+            .ok_or_else(|| StoreError::Overflow(format!("balance of {address}")))
     }
 
     async fn history(&self, selector: &HistorySelector) -> Result<Vec<HistoryRow>, StoreError> {
@@ -158,7 +185,11 @@ impl Store for SqliteStore {
             let replayed = replay(&rows)?;
             let cached = address_lots(&mut conn, address).await?;
             if cached != replayed {
-                drifts.push(Drift { address: address.clone(), cached, replayed });
+                drifts.push(Drift {
+                    address: address.clone(),
+                    cached,
+                    replayed,
+                });
             }
         }
         Ok(drifts)
@@ -194,7 +225,11 @@ impl Store for SqliteStore {
     }
 }
 
-async fn balance(conn: &mut sqlx::SqliteConnection, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
+async fn balance(
+    conn: &mut sqlx::SqliteConnection,
+    address: &str,
+    at: Timestamp,
+) -> Result<Credits, StoreError> {
     let sum: Option<i64> = sqlx::query_scalar(
         "SELECT SUM(amount_remaining) FROM credit_lots \
          WHERE address = ? AND (expiration_date IS NULL OR expiration_date > ?)",
@@ -207,7 +242,10 @@ async fn balance(conn: &mut sqlx::SqliteConnection, address: &str, at: Timestamp
     Ok(Credits(sum.unwrap_or(0).max(0)))
 }
 
-async fn address_lots(conn: &mut sqlx::SqliteConnection, address: &str) -> Result<Vec<Lot>, StoreError> {
+async fn address_lots(
+    conn: &mut sqlx::SqliteConnection,
+    address: &str,
+) -> Result<Vec<Lot>, StoreError> {
     let rows = sqlx::query(
         "SELECT address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date \
          FROM credit_lots WHERE address = ? ORDER BY message_timestamp, credit_ref, credit_index",
@@ -219,7 +257,10 @@ async fn address_lots(conn: &mut sqlx::SqliteConnection, address: &str) -> Resul
     rows.iter().map(lot).collect()
 }
 
-async fn address_history(conn: &mut sqlx::SqliteConnection, address: &str) -> Result<Vec<HistoryRow>, StoreError> {
+async fn address_history(
+    conn: &mut sqlx::SqliteConnection,
+    address: &str,
+) -> Result<Vec<HistoryRow>, StoreError> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {HISTORY_COLUMNS} FROM credit_history WHERE address = ? \
          ORDER BY message_timestamp, credit_ref, credit_index"
@@ -236,13 +277,20 @@ fn opt_micros(t: Option<Timestamp>) -> Option<i64> {
 }
 
 impl LedgerTx for SqliteTx {
-    async fn message_status(&mut self, item_hash: &str) -> Result<Option<MessageStatus>, StoreError> {
+    async fn message_status(
+        &mut self,
+        item_hash: &str,
+    ) -> Result<Option<MessageStatus>, StoreError> {
         let row = sqlx::query("SELECT item_hash, status, ignored, error, recorded_at FROM credit_messages WHERE item_hash = ?")
             .bind(item_hash)
             .fetch_optional(&mut *self.tx)
             .await
             .map_err(db_err)?;
-        Ok(row.as_ref().map(message_record).transpose()?.map(|r| r.status))
+        Ok(row
+            .as_ref()
+            .map(message_record)
+            .transpose()?
+            .map(|r| r.status))
     }
 
     async fn record_message(&mut self, record: &MessageRecord) -> Result<(), StoreError> {
@@ -275,7 +323,11 @@ impl LedgerTx for SqliteTx {
         balance(&mut self.tx, address, at).await
     }
 
-    async fn drainable_lots(&mut self, addresses: &[&str], ts: Timestamp) -> Result<Vec<Lot>, StoreError> {
+    async fn drainable_lots(
+        &mut self,
+        addresses: &[&str],
+        ts: Timestamp,
+    ) -> Result<Vec<Lot>, StoreError> {
         let mut out = Vec::new();
         for address in addresses {
             let rows = sqlx::query(
@@ -297,10 +349,16 @@ impl LedgerTx for SqliteTx {
         Ok(out)
     }
 
-    async fn insert_rows(&mut self, rows: &[HistoryRow], last_update: Timestamp) -> Result<u64, StoreError> {
+    async fn insert_rows(
+        &mut self,
+        rows: &[HistoryRow],
+        last_update: Timestamp,
+    ) -> Result<u64, StoreError> {
         let mut inserted = 0;
         for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!("INSERT INTO credit_history ({HISTORY_COLUMNS}, last_update) "));
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+                "INSERT INTO credit_history ({HISTORY_COLUMNS}, last_update) "
+            ));
             qb.push_values(chunk, |mut b, r| {
                 b.push_bind(r.address.clone())
                     .push_bind(r.amount.0)
@@ -322,7 +380,12 @@ impl LedgerTx for SqliteTx {
                     .push_bind(last_update.as_micros());
             });
             qb.push(" ON CONFLICT (credit_ref, credit_index) DO NOTHING");
-            inserted += qb.build().execute(&mut *self.tx).await.map_err(db_err)?.rows_affected();
+            inserted += qb
+                .build()
+                .execute(&mut *self.tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
         }
         Ok(inserted)
     }
@@ -371,7 +434,12 @@ impl LedgerTx for SqliteTx {
         Ok(())
     }
 
-    async fn rows_after(&mut self, address: &str, ts: Timestamp, credit_ref: &str) -> Result<(bool, bool), StoreError> {
+    async fn rows_after(
+        &mut self,
+        address: &str,
+        ts: Timestamp,
+        credit_ref: &str,
+    ) -> Result<(bool, bool), StoreError> {
         let row: (i64, i64) = sqlx::query_as(
             "SELECT COUNT(*) > 0, COALESCE(MAX(amount < 0), 0) FROM (SELECT amount FROM credit_history \
              WHERE address = ?1 AND (message_timestamp > ?2 OR (message_timestamp = ?2 AND credit_ref > ?3)))",

@@ -7,13 +7,16 @@ use sqlx::sqlite::SqliteRow;
 
 pub fn db_err(e: sqlx::Error) -> StoreError {
     match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => StoreError::Unavailable(Box::new(e)),
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            StoreError::Unavailable(Box::new(e))
+        }
         other => StoreError::Database(Box::new(other)),
     }
 }
 
 fn ts(micros: i64) -> Result<Timestamp, StoreError> {
-    Timestamp::from_micros(micros).map_err(|e| StoreError::Corrupt(format!("instant {micros}: {e}")))
+    Timestamp::from_micros(micros)
+        .map_err(|e| StoreError::Corrupt(format!("instant {micros}: {e}")))
 }
 
 fn opt_ts(micros: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
@@ -58,8 +61,14 @@ pub fn message_record(r: &SqliteRow) -> Result<MessageRecord, StoreError> {
     let error: Option<String> = r.try_get("error").map_err(db_err)?;
     let status = match status.as_str() {
         "processed" => MessageStatus::Processed,
-        "rejected" => MessageStatus::Rejected { error: error.unwrap_or_default() },
-        other => return Err(StoreError::Corrupt(format!("unknown message status {other:?}"))),
+        "rejected" => MessageStatus::Rejected {
+            error: error.unwrap_or_default(),
+        },
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "unknown message status {other:?}"
+            )));
+        }
     };
     Ok(MessageRecord {
         item_hash: r.try_get("item_hash").map_err(db_err)?,

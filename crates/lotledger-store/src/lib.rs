@@ -8,7 +8,9 @@
 
 use std::future::Future;
 
-use lotledger_core::{BalanceDetail, Credits, HistoryRow, IgnoreReason, Lot, Post, Rules, Timestamp};
+use lotledger_core::{
+    BalanceDetail, Credits, HistoryRow, IgnoreReason, Lot, Post, Rules, Timestamp,
+};
 
 pub mod maintenance;
 pub mod writer;
@@ -84,24 +86,49 @@ pub trait Store: Send + Sync {
 
     /// Applies one post, once: validation, funds check at `now`, drains, history, lots, and the
     /// re-derivation of out-of-order addresses, in one transaction.
-    fn apply(&self, post: &Post, rules: &Rules, now: Timestamp) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
+    fn apply(
+        &self,
+        post: &Post,
+        rules: &Rules,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
 
     /// Records a message rejected before the credit rules (envelope checks), unless this hash
     /// was already processed. Returns the outcome recorded.
-    fn reject(&self, item_hash: &str, error: &str, now: Timestamp) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
+    fn reject(
+        &self,
+        item_hash: &str,
+        error: &str,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
 
     /// Inserts raw history rows as they are (existing keys are skipped), then rebuilds the lots
     /// of every touched address by replay. Returns the number of rows inserted.
-    fn import_history(&self, rows: &[HistoryRow], now: Timestamp) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn import_history(
+        &self,
+        rows: &[HistoryRow],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// `max(0, Σ remaining)` over the address's lots valid at `at`.
-    fn balance(&self, address: &str, at: Timestamp) -> impl Future<Output = Result<Credits, StoreError>> + Send;
+    fn balance(
+        &self,
+        address: &str,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<Credits, StoreError>> + Send;
 
     /// The balance at `at` with its per-expiry breakdown.
-    fn balance_details(&self, address: &str, at: Timestamp) -> impl Future<Output = Result<(Credits, Vec<BalanceDetail>), StoreError>> + Send;
+    fn balance_details(
+        &self,
+        address: &str,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<(Credits, Vec<BalanceDetail>), StoreError>> + Send;
 
     /// History rows sorted by `(credit_ref, credit_index)`.
-    fn history(&self, selector: &HistorySelector) -> impl Future<Output = Result<Vec<HistoryRow>, StoreError>> + Send;
+    fn history(
+        &self,
+        selector: &HistorySelector,
+    ) -> impl Future<Output = Result<Vec<HistoryRow>, StoreError>> + Send;
 
     /// The address's lots with a remainder above 0, expired or not, in emission order.
     fn lots(&self, address: &str) -> impl Future<Output = Result<Vec<Lot>, StoreError>> + Send;
@@ -113,40 +140,83 @@ pub trait Store: Send + Sync {
     fn rebuild(&self, addresses: &[String]) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Compares cache and replay for these addresses without writing.
-    fn verify(&self, addresses: &[String]) -> impl Future<Output = Result<Vec<Drift>, StoreError>> + Send;
+    fn verify(
+        &self,
+        addresses: &[String],
+    ) -> impl Future<Output = Result<Vec<Drift>, StoreError>> + Send;
 
     /// The address after which an interrupted `repair` resumes, if one is in progress.
     fn repair_checkpoint(&self) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 
     /// Records (or, with `None`, clears) the repair checkpoint.
-    fn set_repair_checkpoint(&self, last_address: Option<&str>) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn set_repair_checkpoint(
+        &self,
+        last_address: Option<&str>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The recorded status of a message.
-    fn message(&self, item_hash: &str) -> impl Future<Output = Result<Option<MessageRecord>, StoreError>> + Send;
+    fn message(
+        &self,
+        item_hash: &str,
+    ) -> impl Future<Output = Result<Option<MessageRecord>, StoreError>> + Send;
 }
 
 /// The primitive operations of one open write transaction. Implemented by each backend;
 /// used by [`writer`].
 pub trait LedgerTx: Send {
-    fn message_status(&mut self, item_hash: &str) -> impl Future<Output = Result<Option<MessageStatus>, StoreError>> + Send;
-    fn record_message(&mut self, record: &MessageRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn message_status(
+        &mut self,
+        item_hash: &str,
+    ) -> impl Future<Output = Result<Option<MessageStatus>, StoreError>> + Send;
+    fn record_message(
+        &mut self,
+        record: &MessageRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Serialises writers of the same message and of the same addresses, deadlock-free. Called
     /// once, first, by each write transaction. May be a no-op where the transaction already
     /// excludes every other writer.
-    fn lock(&mut self, item_hash: &str, addresses: &[&str]) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn balance(&mut self, address: &str, at: Timestamp) -> impl Future<Output = Result<Credits, StoreError>> + Send;
+    fn lock(
+        &mut self,
+        item_hash: &str,
+        addresses: &[&str],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn balance(
+        &mut self,
+        address: &str,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<Credits, StoreError>> + Send;
     /// The lots of `addresses` drainable at `ts`, locked against other writers.
-    fn drainable_lots(&mut self, addresses: &[&str], ts: Timestamp) -> impl Future<Output = Result<Vec<Lot>, StoreError>> + Send;
+    fn drainable_lots(
+        &mut self,
+        addresses: &[&str],
+        ts: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Lot>, StoreError>> + Send;
     /// Inserts rows, skipping existing keys. Returns how many were inserted.
-    fn insert_rows(&mut self, rows: &[HistoryRow], last_update: Timestamp) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn insert_rows(
+        &mut self,
+        rows: &[HistoryRow],
+        last_update: Timestamp,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Inserts lots, skipping existing keys.
     fn insert_lots(&mut self, lots: &[Lot]) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Sets the remainder of existing lots; a lot at 0 is removed.
     fn update_lots(&mut self, lots: &[Lot]) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Whether `address` has history rows sorting after `(ts, credit_ref, ·)` in replay order:
     /// `(any such row, any such row with a negative amount)`.
-    fn rows_after(&mut self, address: &str, ts: Timestamp, credit_ref: &str) -> impl Future<Output = Result<(bool, bool), StoreError>> + Send;
-    fn address_history(&mut self, address: &str) -> impl Future<Output = Result<Vec<HistoryRow>, StoreError>> + Send;
+    fn rows_after(
+        &mut self,
+        address: &str,
+        ts: Timestamp,
+        credit_ref: &str,
+    ) -> impl Future<Output = Result<(bool, bool), StoreError>> + Send;
+    fn address_history(
+        &mut self,
+        address: &str,
+    ) -> impl Future<Output = Result<Vec<HistoryRow>, StoreError>> + Send;
     /// Replaces all lots of `address`.
-    fn replace_lots(&mut self, address: &str, lots: &[Lot]) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn replace_lots(
+        &mut self,
+        address: &str,
+        lots: &[Lot],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

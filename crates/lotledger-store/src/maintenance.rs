@@ -17,8 +17,16 @@ pub struct RepairReport {
 /// Rebuilds every address from history by replay, one transaction per batch of addresses in
 /// address order. A checkpoint after each batch lets an interrupted run resume where it stopped;
 /// `restart` ignores it. `progress(done, total)` is called after each batch.
-pub async fn repair<S: Store>(store: &S, restart: bool, mut progress: impl FnMut(usize, usize)) -> Result<RepairReport, StoreError> {
-    let resumed_after = if restart { None } else { store.repair_checkpoint().await? };
+pub async fn repair<S: Store>(
+    store: &S,
+    restart: bool,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<RepairReport, StoreError> {
+    let resumed_after = if restart {
+        None
+    } else {
+        store.repair_checkpoint().await?
+    };
     let all = store.addresses().await?;
     let todo: Vec<String> = match &resumed_after {
         Some(last) => all.into_iter().filter(|a| a > last).collect(),
@@ -35,11 +43,17 @@ pub async fn repair<S: Store>(store: &S, restart: bool, mut progress: impl FnMut
         progress(done, total);
     }
     store.set_repair_checkpoint(None).await?;
-    Ok(RepairReport { addresses: total, resumed_after })
+    Ok(RepairReport {
+        addresses: total,
+        resumed_after,
+    })
 }
 
 /// Compares the cache with the replay of history for every address; writes nothing.
-pub async fn verify<S: Store>(store: &S, mut progress: impl FnMut(usize, usize)) -> Result<Vec<Drift>, StoreError> {
+pub async fn verify<S: Store>(
+    store: &S,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<Drift>, StoreError> {
     let all = store.addresses().await?;
     let total = all.len();
     let mut drifts = Vec::new();

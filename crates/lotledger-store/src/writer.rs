@@ -7,14 +7,22 @@ use lotledger_core::{Decision, HistoryRow, LotBook, Post, Rules, Timestamp, clas
 use crate::{LedgerTx, MessageRecord, MessageStatus, Outcome, StoreError};
 
 /// Applies one post inside `tx` (SPEC Part I 3.1–3.2). The caller commits.
-pub async fn apply<T: LedgerTx>(tx: &mut T, post: &Post, rules: &Rules, now: Timestamp) -> Result<Outcome, StoreError> {
+pub async fn apply<T: LedgerTx>(
+    tx: &mut T,
+    post: &Post,
+    rules: &Rules,
+    now: Timestamp,
+) -> Result<Outcome, StoreError> {
     let decision = classify(post, rules);
     let touched: Vec<&str> = match &decision {
         Decision::Apply(op) => op.touched_addresses().into_iter().collect(),
         _ => Vec::new(),
     };
     tx.lock(&post.item_hash, &touched).await?;
-    if matches!(tx.message_status(&post.item_hash).await?, Some(MessageStatus::Processed)) {
+    if matches!(
+        tx.message_status(&post.item_hash).await?,
+        Some(MessageStatus::Processed)
+    ) {
         return Ok(Outcome::AlreadyApplied);
     }
     let record = |status, ignored: Option<String>| MessageRecord {
@@ -25,11 +33,16 @@ pub async fn apply<T: LedgerTx>(tx: &mut T, post: &Post, rules: &Rules, now: Tim
     };
     let op = match decision {
         Decision::Ignore(reason) => {
-            tx.record_message(&record(MessageStatus::Processed, Some(reason.to_string()))).await?;
+            tx.record_message(&record(MessageStatus::Processed, Some(reason.to_string())))
+                .await?;
             return Ok(Outcome::Ignored(reason));
         }
         Decision::Reject(r) => {
-            tx.record_message(&record(MessageStatus::Rejected { error: r.0.clone() }, None)).await?;
+            tx.record_message(&record(
+                MessageStatus::Rejected { error: r.0.clone() },
+                None,
+            ))
+            .await?;
             return Ok(Outcome::Rejected(r.0));
         }
         Decision::Apply(ref op) => op,
@@ -37,7 +50,11 @@ pub async fn apply<T: LedgerTx>(tx: &mut T, post: &Post, rules: &Rules, now: Tim
     if op.required_funds().is_some() {
         let balance = tx.balance(&op.sender, now).await?;
         if let Err(r) = op.check_funds(balance) {
-            tx.record_message(&record(MessageStatus::Rejected { error: r.0.clone() }, None)).await?;
+            tx.record_message(&record(
+                MessageStatus::Rejected { error: r.0.clone() },
+                None,
+            ))
+            .await?;
             return Ok(Outcome::Rejected(r.0));
         }
     }
@@ -52,7 +69,10 @@ pub async fn apply<T: LedgerTx>(tx: &mut T, post: &Post, rules: &Rules, now: Tim
     let inserted = tx.insert_rows(&plan.rows, now).await?;
     let conflicted = usize::try_from(inserted).ok() != Some(plan.rows.len());
     for address in touched {
-        let debits_here = plan.rows.iter().any(|r| r.address == address && r.amount.0 < 0);
+        let debits_here = plan
+            .rows
+            .iter()
+            .any(|r| r.address == address && r.amount.0 < 0);
         let (later_any, later_debit) = tx.rows_after(address, op.ts, &op.item_hash).await?;
         // A row that sorts after this message's rows and could have been drained differently
         // in replay order, or history rows that already existed under this message's keys:
@@ -61,19 +81,30 @@ pub async fn apply<T: LedgerTx>(tx: &mut T, post: &Post, rules: &Rules, now: Tim
             rederive(tx, address).await?;
         }
     }
-    tx.record_message(&record(MessageStatus::Processed, None)).await?;
+    tx.record_message(&record(MessageStatus::Processed, None))
+        .await?;
     Ok(Outcome::Processed)
 }
 
 /// Records an envelope-level rejection, unless the hash was already processed.
-pub async fn reject<T: LedgerTx>(tx: &mut T, item_hash: &str, error: &str, now: Timestamp) -> Result<Outcome, StoreError> {
+pub async fn reject<T: LedgerTx>(
+    tx: &mut T,
+    item_hash: &str,
+    error: &str,
+    now: Timestamp,
+) -> Result<Outcome, StoreError> {
     tx.lock(item_hash, &[]).await?;
-    if matches!(tx.message_status(item_hash).await?, Some(MessageStatus::Processed)) {
+    if matches!(
+        tx.message_status(item_hash).await?,
+        Some(MessageStatus::Processed)
+    ) {
         return Ok(Outcome::AlreadyApplied);
     }
     tx.record_message(&MessageRecord {
         item_hash: item_hash.to_string(),
-        status: MessageStatus::Rejected { error: error.to_string() },
+        status: MessageStatus::Rejected {
+            error: error.to_string(),
+        },
         ignored: None,
         recorded_at: now,
     })
@@ -82,7 +113,11 @@ pub async fn reject<T: LedgerTx>(tx: &mut T, item_hash: &str, error: &str, now: 
 }
 
 /// Inserts raw rows and re-derives every touched address.
-pub async fn import_history<T: LedgerTx>(tx: &mut T, rows: &[HistoryRow], now: Timestamp) -> Result<u64, StoreError> {
+pub async fn import_history<T: LedgerTx>(
+    tx: &mut T,
+    rows: &[HistoryRow],
+    now: Timestamp,
+) -> Result<u64, StoreError> {
     let addresses: BTreeSet<&str> = rows.iter().map(|r| r.address.as_str()).collect();
     let addresses: Vec<&str> = addresses.into_iter().collect();
     tx.lock("", &addresses).await?;

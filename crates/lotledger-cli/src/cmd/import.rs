@@ -35,7 +35,10 @@ pub async fn run(store: &AnyStore, args: Args) -> Result<ExitCode> {
                 .lines()
                 .enumerate()
                 .filter(|(_, l)| !l.trim().is_empty())
-                .map(|(i, l)| serde_json::from_str(l).map_err(|e| anyhow!("{file}:{}: not valid JSON: {e}", i + 1)))
+                .map(|(i, l)| {
+                    serde_json::from_str(l)
+                        .map_err(|e| anyhow!("{file}:{}: not valid JSON: {e}", i + 1))
+                })
                 .collect::<Result<_>>()?,
         };
         for (i, v) in values.iter().enumerate() {
@@ -50,6 +53,9 @@ pub async fn run(store: &AnyStore, args: Args) -> Result<ExitCode> {
         bar.inc(batch.len() as u64);
     }
     bar.finish_and_clear();
-    println!("inserted {inserted} of {} rows (existing keys skipped)", rows.len());
+    println!(
+        "inserted {inserted} of {} rows (existing keys skipped)",
+        rows.len()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -71,9 +71,19 @@ impl Summary {
 }
 
 pub async fn run(store: &AnyStore, rules: &Rules, args: Args) -> Result<ExitCode> {
-    let fixed_now = args.now.as_deref().map(|t| super::instant(Some(t))).transpose()?;
+    let fixed_now = args
+        .now
+        .as_deref()
+        .map(|t| super::instant(Some(t)))
+        .transpose()?;
     let mut summary = Summary::default();
-    let total_bytes: u64 = args.files.iter().filter(|f| *f != "-").filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    let total_bytes: u64 = args
+        .files
+        .iter()
+        .filter(|f| *f != "-")
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
     let bar = super::progress_bar(total_bytes, "ingest");
     for file in &args.files {
         let reader: Box<dyn Read> = if file == "-" {
@@ -86,7 +96,10 @@ pub async fn run(store: &AnyStore, rules: &Rules, args: Args) -> Result<ExitCode
         let mut buf = Vec::new();
         loop {
             buf.clear();
-            let read = (&mut reader).take(MAX_LINE_BYTES + 1).read_until(b'\n', &mut buf).with_context(|| format!("reading {file}"))?;
+            let read = (&mut reader)
+                .take(MAX_LINE_BYTES + 1)
+                .read_until(b'\n', &mut buf)
+                .with_context(|| format!("reading {file}"))?;
             if read == 0 {
                 break;
             }
@@ -95,11 +108,16 @@ pub async fn run(store: &AnyStore, rules: &Rules, args: Args) -> Result<ExitCode
             let where_ = format!("{file}:{line_no}");
             if buf.len() as u64 > MAX_LINE_BYTES && !buf.ends_with(b"\n") {
                 summary.rejected += 1;
-                summary.error(None, format!("{where_}: line longer than {MAX_LINE_BYTES} bytes"));
+                summary.error(
+                    None,
+                    format!("{where_}: line longer than {MAX_LINE_BYTES} bytes"),
+                );
                 // Skip the rest of the overlong line.
                 loop {
                     buf.clear();
-                    let more = (&mut reader).take(MAX_LINE_BYTES).read_until(b'\n', &mut buf)?;
+                    let more = (&mut reader)
+                        .take(MAX_LINE_BYTES)
+                        .read_until(b'\n', &mut buf)?;
                     bar.inc(more as u64);
                     if more == 0 || buf.ends_with(b"\n") {
                         break;
@@ -145,7 +163,14 @@ pub async fn run(store: &AnyStore, rules: &Rules, args: Args) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-async fn ingest_one(store: &AnyStore, rules: &Rules, message: &Value, now: Timestamp, where_: &str, summary: &mut Summary) -> Result<()> {
+async fn ingest_one(
+    store: &AnyStore,
+    rules: &Rules,
+    message: &Value,
+    now: Timestamp,
+    where_: &str,
+    summary: &mut Summary,
+) -> Result<()> {
     let envelope = match Envelope::from_json(message) {
         Ok(e) => e,
         Err(e) => {
@@ -156,7 +181,9 @@ async fn ingest_one(store: &AnyStore, rules: &Rules, message: &Value, now: Times
     };
     let outcome = match envelope.post() {
         Ok(Some(post)) => store.apply(&post, rules, now).await,
-        Ok(None) => Ok(Outcome::Ignored(lotledger_core::IgnoreReason::NotCreditType)),
+        Ok(None) => Ok(Outcome::Ignored(
+            lotledger_core::IgnoreReason::NotCreditType,
+        )),
         Err(EnvelopeError::Invalid(hash, error)) => store.reject(&hash, &error, now).await,
         Err(e @ EnvelopeError::Malformed(_)) => {
             summary.rejected += 1;
@@ -179,7 +206,11 @@ async fn ingest_one(store: &AnyStore, rules: &Rules, message: &Value, now: Times
 
 fn print_summary(s: &Summary, as_json: bool) {
     if as_json {
-        let errors: Vec<Value> = s.errors.iter().map(|(h, e)| json!({"item_hash": h, "error": e})).collect();
+        let errors: Vec<Value> = s
+            .errors
+            .iter()
+            .map(|(h, e)| json!({"item_hash": h, "error": e}))
+            .collect();
         println!(
             "{}",
             json!({

@@ -30,7 +30,10 @@ pub async fn repair(store: &AnyStore, args: RepairArgs) -> Result<ExitCode> {
     .await?;
     bar.finish_and_clear();
     match report.resumed_after {
-        Some(after) => println!("rebuilt {} addresses (resumed after {after})", report.addresses),
+        Some(after) => println!(
+            "rebuilt {} addresses (resumed after {after})",
+            report.addresses
+        ),
         None => println!("rebuilt {} addresses", report.addresses),
     }
     Ok(ExitCode::SUCCESS)
@@ -62,9 +65,21 @@ pub async fn verify(store: &AnyStore, args: VerifyArgs) -> Result<ExitCode> {
         println!("cache equals replay for all {checked} addresses");
     } else {
         for d in &drifts {
-            println!("drift: {} ({} cached lots, {} replayed lots)", d.address, d.cached.len(), d.replayed.len());
+            println!(
+                "drift: {} ({} cached lots, {} replayed lots)",
+                d.address,
+                d.cached.len(),
+                d.replayed.len()
+            );
         }
-        println!("{} of {checked} addresses drifted; `lotledger repair` rebuilds them", drifts.len());
+        println!(
+            "{} of {checked} addresses drifted; `lotledger repair` rebuilds them",
+            drifts.len()
+        );
     }
-    Ok(if drifts.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if drifts.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

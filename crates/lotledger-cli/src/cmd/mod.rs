@@ -46,8 +46,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 /// A comma-separated list from the flag, else from the environment (even when empty: nobody /
 /// any), else the default.
 fn list_setting(flag: Option<String>, env: &str, default: &str) -> BTreeSet<String> {
-    let raw = flag.or_else(|| std::env::var(env).ok()).unwrap_or_else(|| default.to_string());
-    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    let raw = flag
+        .or_else(|| std::env::var(env).ok())
+        .unwrap_or_else(|| default.to_string());
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// The URL without its password, for messages.
@@ -67,7 +73,8 @@ fn redact(url: &str) -> String {
 /// `--at`/`--now` values: RFC 3339, default the current time.
 pub fn instant(arg: Option<&str>) -> Result<Timestamp> {
     match arg {
-        Some(text) => Timestamp::parse_rfc3339(text).with_context(|| format!("invalid instant {text:?} (expected RFC 3339)")),
+        Some(text) => Timestamp::parse_rfc3339(text)
+            .with_context(|| format!("invalid instant {text:?} (expected RFC 3339)")),
         None => clock_now(),
     }
 }
@@ -83,7 +90,10 @@ pub fn clock_now() -> Result<Timestamp> {
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
 pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
     if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
         "{{spinner}} {what} [{{elapsed_precise}}] [{{wide_bar}}] {{pos}}/{{len}} ({{per_sec}}, eta {{eta}})"
     )) {

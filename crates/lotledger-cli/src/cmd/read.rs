@@ -83,7 +83,10 @@ pub async fn history(store: &AnyStore, args: HistoryArgs) -> Result<ExitCode> {
     };
     let rows = store.history(&selector).await?;
     if args.json {
-        println!("{}", Value::Array(rows.iter().map(json::history_row).collect()));
+        println!(
+            "{}",
+            Value::Array(rows.iter().map(json::history_row).collect())
+        );
     } else {
         for r in &rows {
             println!(

@@ -1,1 +1,1 @@
-
+mod conformance_copy;

@@ -1,0 +1,40 @@
+//! The conformance runner: every scenario of `conformance/` on a real SQLite file and a real
+//! PostgreSQL database, through the `Store` API. Prints one line per scenario and store.
+
+use std::process::ExitCode;
+
+use lotledger_testkit::scenario::{LibDriver, load_all, run_suite};
+use lotledger_testkit::{conformance_dir, db};
+
+fn main() -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let scenarios = match load_all(&conformance_dir()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cannot load the conformance data: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let sqlite_failed = run_suite("sqlite", &scenarios, async || LibDriver {
+            store: db::fresh_sqlite(&dir).await.0,
+        })
+        .await;
+        let pg_failed = run_suite("postgres", &scenarios, async || LibDriver {
+            store: db::fresh_pg().await,
+        })
+        .await;
+        let failed = sqlite_failed + pg_failed;
+        let total = scenarios.len() * 2;
+        println!("conformance: {} passed, {failed} failed", total - failed);
+        if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    })
+}
