@@ -1,0 +1,151 @@
+//! `lotledger ingest` reports malformed lines, invalid messages and replays clearly, and none
+//! of them changes a balance.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+const WHITELISTED: &str = "0x2E4454fAD1906c0Ce6e45cBFA05cE898Ac3AC1dC";
+const HOLDER: &str = "0x9319Ad3B7A8E0eE24f2E639c40D8eD124C5520Ba";
+const NOW: &str = "2026-03-02T00:00:00Z";
+
+fn lotledger(url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lotledger"))
+        .arg("--database-url")
+        .arg(url)
+        .args(args)
+        .env_remove("LOTLEDGER_WHITELIST")
+        .env_remove("LOTLEDGER_CHANNELS")
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+fn post(hash: &str, address: &str, time: f64, kind: &str, content: Value) -> String {
+    let item_content = json!({"address": address, "time": time, "type": kind, "content": content}).to_string();
+    json!({"item_hash": hash, "type": "POST", "chain": "ETH", "sender": address, "channel": "ALEPH_CREDIT",
+           "item_type": "inline", "item_content": item_content, "time": time, "signature": "0x"})
+    .to_string()
+}
+
+fn distribution(hash: &str, amount: i64) -> String {
+    post(
+        hash,
+        WHITELISTED,
+        1_772_323_200.0,
+        "aleph_credit_distribution",
+        json!({"distribution": {"token": "USDC", "chain": "ETH", "credits": [
+            {"address": HOLDER, "amount": amount, "price": "0.000001", "tx_hash": "0xt", "provider": "ALEPH"}]}}),
+    )
+}
+
+fn ingest(url: &str, dir: &tempfile::TempDir, name: &str, lines: &[String]) -> Value {
+    let path = dir.path().join(name);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let (ok, stdout, stderr) = lotledger(url, &["ingest", "--trusted", "--json", "--now", NOW, path.to_str().unwrap()]);
+    assert!(ok, "ingest failed: {stderr}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
+fn balance(url: &str) -> i64 {
+    let (ok, stdout, stderr) = lotledger(url, &["balance", HOLDER, "--at", NOW, "--json"]);
+    assert!(ok, "{stderr}");
+    stdout.trim().parse().unwrap()
+}
+
+#[test]
+fn bad_lines_and_replays_are_reported_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let first = ingest(&url, &dir, "good.jsonl", &[distribution("d1", 5_000_000)]);
+    assert_eq!(first["processed"], 1);
+    assert_eq!(balance(&url), 5_000_000);
+
+    let over_transfer = post(
+        "t1",
+        HOLDER,
+        1_772_330_400.0,
+        "aleph_credit_transfer",
+        json!({"transfer": {"credits": [{"address": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "amount": 9_000_000}]}}),
+    );
+    let zero_amount = post(
+        "t2",
+        HOLDER,
+        1_772_330_400.0,
+        "aleph_credit_transfer",
+        json!({"transfer": {"credits": [{"address": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "amount": 0}]}}),
+    );
+    let summary = ingest(
+        &url,
+        &dir,
+        "bad.jsonl",
+        &["{not json".to_string(), over_transfer, zero_amount, distribution("d1", 5_000_000), "[1, 2]".to_string()],
+    );
+    assert_eq!(summary["processed"], 0, "{summary}");
+    assert_eq!(summary["already_applied"], 1, "{summary}");
+    assert_eq!(summary["rejected"], 4, "{summary}");
+    assert_eq!(summary["ignored"], 0, "{summary}");
+    let errors = summary["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 4);
+    assert!(errors[0]["item_hash"].is_null() && errors[0]["error"].as_str().unwrap().contains("bad.jsonl:1: not valid JSON"));
+    assert_eq!(errors[1]["item_hash"], "t1");
+    assert_eq!(errors[1]["error"], "Insufficient credit balance for transfer. Required: 9000000, Available: 5000000");
+    assert_eq!(errors[2]["item_hash"], "t2");
+    assert!(errors[2]["error"].as_str().unwrap().contains("Input should be greater than 0"));
+    assert!(errors[3]["error"].as_str().unwrap().contains("bad.jsonl:5: malformed message"));
+    assert_eq!(balance(&url), 5_000_000);
+
+    // The rejection is recorded; the replayed distribution was not applied twice.
+    let (ok, stdout, _) = lotledger(&url, &["message", "t1", "--json"]);
+    assert!(ok);
+    let record: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(record["status"], "rejected");
+    let (_, history, _) = lotledger(&url, &["history", HOLDER, "--json"]);
+    assert_eq!(serde_json::from_str::<Value>(&history).unwrap().as_array().unwrap().len(), 1);
+    let (ok, stdout, _) = lotledger(&url, &["verify"]);
+    assert!(ok, "{stdout}");
+
+    // The text summary names the counts and the errors.
+    let path = dir.path().join("again.jsonl");
+    std::fs::write(&path, distribution("d1", 5_000_000) + "\n").unwrap();
+    let (ok, stdout, _) = lotledger(&url, &["ingest", "--trusted", "--now", NOW, path.to_str().unwrap()]);
+    assert!(ok);
+    assert!(stdout.contains("processed: 0, rejected: 0, already applied: 1, ignored: 0"), "{stdout}");
+}
+
+#[test]
+fn ingest_without_trusted_refuses_and_explains() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let path = dir.path().join("m.jsonl");
+    std::fs::write(&path, distribution("d1", 1) + "\n").unwrap();
+    let (ok, _, stderr) = lotledger(&url, &["ingest", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains("--trusted"), "{stderr}");
+}
+
+#[test]
+fn verify_exits_non_zero_on_drift() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let url = format!("sqlite://{}", db.display());
+    ingest(&url, &dir, "good.jsonl", &[distribution("d1", 5_000_000)]);
+    let (ok, _, _) = lotledger(&url, &["verify"]);
+    assert!(ok);
+    // Tamper with the cache behind the ledger's back.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("UPDATE credit_lots SET amount_remaining = 1").execute(&mut conn).await.unwrap();
+    });
+    let (ok, stdout, _) = lotledger(&url, &["verify", "--json"]);
+    assert!(!ok);
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["drifted"][0]["address"], HOLDER);
+    let (ok, _, _) = lotledger(&url, &["repair"]);
+    assert!(ok);
+    let (ok, _, _) = lotledger(&url, &["verify"]);
+    assert!(ok);
+    assert_eq!(balance(&url), 5_000_000);
+}
