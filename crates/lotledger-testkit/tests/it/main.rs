@@ -1,1 +1,2 @@
 mod conformance_copy;
+mod model;
