@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
 //! The conformance scenarios driven only through the `lotledger` command line (ingest,
 //! import-history, repair, balance, history, lots with `--json`), on SQLite and PostgreSQL.
 
@@ -21,19 +22,36 @@ impl CliDriver {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lotledger"));
         cmd.arg("--database-url").arg(&self.url);
         if let Some(rules) = &self.rules {
-            cmd.arg("--whitelist").arg(rules.whitelist.iter().cloned().collect::<Vec<_>>().join(","));
-            cmd.arg("--channels").arg(rules.channels.iter().cloned().collect::<Vec<_>>().join(","));
+            cmd.arg("--whitelist").arg(
+                rules
+                    .whitelist
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+            cmd.arg("--channels")
+                .arg(rules.channels.iter().cloned().collect::<Vec<_>>().join(","));
         }
-        let out = cmd.args(args).env_remove("LOTLEDGER_WHITELIST").env_remove("LOTLEDGER_CHANNELS").output().map_err(|e| e.to_string())?;
+        let out = cmd
+            .args(args)
+            .env_remove("LOTLEDGER_WHITELIST")
+            .env_remove("LOTLEDGER_CHANNELS")
+            .output()
+            .map_err(|e| e.to_string())?;
         if !out.status.success() {
-            return Err(format!("lotledger {args:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "lotledger {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         String::from_utf8(out.stdout).map_err(|e| e.to_string())
     }
 
     fn json(&self, args: &[&str]) -> Result<Value, String> {
         let text = self.run(args)?;
-        serde_json::from_str(&text).map_err(|e| format!("lotledger {args:?} printed non-JSON {text:?}: {e}"))
+        serde_json::from_str(&text)
+            .map_err(|e| format!("lotledger {args:?} printed non-JSON {text:?}: {e}"))
     }
 
     fn file(&self, name: &str, content: &str) -> Result<String, String> {
@@ -44,10 +62,22 @@ impl CliDriver {
 }
 
 impl Driver for CliDriver {
-    async fn post(&mut self, envelope: &Value, rules: &Rules, now: Timestamp) -> Result<PostResult, String> {
+    async fn post(
+        &mut self,
+        envelope: &Value,
+        rules: &Rules,
+        now: Timestamp,
+    ) -> Result<PostResult, String> {
         self.rules = Some(rules.clone());
         let file = self.file("message.jsonl", &format!("{envelope}\n"))?;
-        let summary = self.json(&["ingest", "--trusted", "--json", "--now", &now.to_rfc3339(), &file])?;
+        let summary = self.json(&[
+            "ingest",
+            "--trusted",
+            "--json",
+            "--now",
+            &now.to_rfc3339(),
+            &file,
+        ])?;
         let count = |k: &str| summary[k].as_u64().unwrap_or(0);
         Ok(if count("processed") == 1 {
             PostResult::Processed
@@ -56,7 +86,12 @@ impl Driver for CliDriver {
         } else if count("already_applied") == 1 {
             PostResult::AlreadyApplied
         } else if count("rejected") == 1 {
-            PostResult::Rejected(summary["errors"][0]["error"].as_str().unwrap_or_default().to_string())
+            PostResult::Rejected(
+                summary["errors"][0]["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
         } else {
             return Err(format!("unexpected ingest summary {summary}"));
         })
@@ -76,7 +111,14 @@ impl Driver for CliDriver {
     }
 
     async fn balance_details(&mut self, address: &str, at: Timestamp) -> Result<Value, String> {
-        self.json(&["balance", address, "--at", &at.to_rfc3339(), "--details", "--json"])
+        self.json(&[
+            "balance",
+            address,
+            "--at",
+            &at.to_rfc3339(),
+            "--details",
+            "--json",
+        ])
     }
 
     async fn history(&mut self, selector: &HistorySelector) -> Result<Value, String> {
@@ -92,7 +134,10 @@ impl Driver for CliDriver {
 }
 
 fn main() -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     runtime.block_on(async {
         let scenarios = load_all(&lotledger_testkit::conformance_dir()).expect("conformance data");
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -110,7 +155,14 @@ fn main() -> ExitCode {
         })
         .await;
         let failed = sqlite_failed + pg_failed;
-        println!("cli conformance: {} passed, {failed} failed", scenarios.len() * 2 - failed);
-        if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        println!(
+            "cli conformance: {} passed, {failed} failed",
+            scenarios.len() * 2 - failed
+        );
+        if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
     })
 }

@@ -41,10 +41,10 @@ impl PyDecimal {
             return Some(PyDecimal::Infinite { negative });
         }
         for prefix in ["nan", "snan"] {
-            if let Some(rest) = lower.strip_prefix(prefix) {
-                if rest.bytes().all(|c| c.is_ascii_digit()) {
-                    return Some(PyDecimal::NaN);
-                }
+            if let Some(rest) = lower.strip_prefix(prefix)
+                && rest.bytes().all(|c| c.is_ascii_digit())
+            {
+                return Some(PyDecimal::NaN);
             }
         }
         let (mantissa, exp_text) = match lower.find('e') {

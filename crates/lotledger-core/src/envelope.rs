@@ -89,8 +89,9 @@ impl Envelope {
         };
         if let (Some(sender), Some(address)) =
             (&self.sender, content.get("address").and_then(Value::as_str))
+            && !sender.eq_ignore_ascii_case(address)
         {
-            if !sender.eq_ignore_ascii_case(address) {
+            {
                 return Err(invalid(format!(
                     "Permission denied: sender {sender} is not the content address {address} \
                      (delegation through security aggregates is not supported)"

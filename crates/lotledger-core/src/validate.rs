@@ -57,6 +57,10 @@ fn loc_repr(l: &Loc) -> String {
     }
 }
 
+/// A field failed; its error is in [`Validator::errors`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded;
+
 /// Collects errors while walking a JSON document.
 #[derive(Default)]
 pub struct Validator {
@@ -143,15 +147,15 @@ impl Validator {
         }
     }
 
-    /// An `Optional[str]` field: absent and null are `None`. `Err(())` when invalid.
+    /// An `Optional[str]` field: absent and null are `None`. `Err(Recorded)` when invalid.
     pub fn opt_string(
         &mut self,
         obj: &Map<String, Value>,
         key: &str,
-    ) -> Result<Option<String>, ()> {
+    ) -> Result<Option<String>, Recorded> {
         match obj.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => self.string_value(key, v).map(Some).ok_or(()),
+            Some(v) => self.string_value(key, v).map(Some).ok_or(Recorded),
         }
     }
 
@@ -200,9 +204,9 @@ impl Validator {
         &mut self,
         obj: &Map<String, Value>,
         required: bool,
-    ) -> Result<Option<String>, ()> {
+    ) -> Result<Option<String>, Recorded> {
         let v = if required {
-            self.required(obj, "price").ok_or(())?
+            self.required(obj, "price").ok_or(Recorded)?
         } else {
             match obj.get("price") {
                 None | Some(Value::Null) => return Ok(None),
@@ -215,7 +219,7 @@ impl Validator {
             other => {
                 let msg = format!("price must be a valid decimal string, got {}", repr(other));
                 self.value_error("price", &msg, other);
-                return Err(());
+                return Err(Recorded);
             }
         };
         let parsed = PyDecimal::parse(&text);
@@ -223,7 +227,7 @@ impl Validator {
             Some(Ok(numeric)) => Ok(Some(numeric)),
             Some(Err(e)) => {
                 self.value_error("price", &format!("price {e}"), v);
-                Err(())
+                Err(Recorded)
             }
             None => {
                 let msg = format!(
@@ -231,7 +235,7 @@ impl Validator {
                     repr_str(&text)
                 );
                 self.value_error("price", &msg, v);
-                Err(())
+                Err(Recorded)
             }
         }
     }
@@ -243,7 +247,7 @@ impl Validator {
         obj: &Map<String, Value>,
         key: &str,
         ge: Option<i64>,
-    ) -> Result<Option<i64>, ()> {
+    ) -> Result<Option<i64>, Recorded> {
         let v = match obj.get(key) {
             None | Some(Value::Null) => return Ok(None),
             Some(v) => v,
@@ -270,13 +274,13 @@ impl Validator {
                         format!("Input should be greater than or equal to {min}"),
                         v,
                     );
-                    Err(())
+                    Err(Recorded)
                 }
                 _ => Ok(Some(i)),
             },
             Err((kind, msg)) => {
                 self.error_at(key, kind, msg, v);
-                Err(())
+                Err(Recorded)
             }
         }
     }
@@ -286,14 +290,14 @@ impl Validator {
         &mut self,
         obj: &Map<String, Value>,
         key: &str,
-    ) -> Result<Option<f64>, ()> {
+    ) -> Result<Option<f64>, Recorded> {
         match obj.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => match lax_float(v) {
                 Ok(f) => Ok(Some(f)),
                 Err((kind, msg)) => {
                     self.error_at(key, kind, msg, v);
-                    Err(())
+                    Err(Recorded)
                 }
             },
         }
@@ -304,7 +308,7 @@ impl Validator {
         &mut self,
         obj: &Map<String, Value>,
         key: &str,
-    ) -> Result<Option<String>, ()> {
+    ) -> Result<Option<String>, Recorded> {
         let v = match obj.get(key) {
             None | Some(Value::Null) => return Ok(None),
             Some(v) => v,
@@ -319,16 +323,16 @@ impl Validator {
                     "Decimal input should be an integer, float, string or Decimal object",
                     other,
                 );
-                return Err(());
+                return Err(Recorded);
             }
         };
         let Some(d) = PyDecimal::parse(&text) else {
             self.error_at(key, "decimal_parsing", "Input should be a valid decimal", v);
-            return Err(());
+            return Err(Recorded);
         };
         if !d.is_finite() {
             self.error_at(key, "finite_number", "Input should be a finite number", v);
-            return Err(());
+            return Err(Recorded);
         }
         if d.is_negative() {
             self.error_at(
@@ -337,13 +341,13 @@ impl Validator {
                 "Input should be greater than or equal to 0",
                 v,
             );
-            return Err(());
+            return Err(Recorded);
         }
         match d.to_numeric_text() {
             Ok(t) => Ok(Some(t)),
             Err(e) => {
                 self.error_at(key, "value_error", format!("Value error, {key} {e}"), v);
-                Err(())
+                Err(Recorded)
             }
         }
     }
@@ -370,7 +374,7 @@ fn float_to_int(f: f64) -> Result<i64, (&'static str, &'static str)> {
         ));
     }
     // 2^63 as f64; anything at or beyond it does not fit.
-    if f >= 9_223_372_036_854_775_808.0 || f < -9_223_372_036_854_775_808.0 {
+    if !(-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f) {
         return Err((
             "int_parsing_size",
             "Input should be a valid integer, unable to parse number as an integer",

@@ -169,10 +169,10 @@ async fn run_step<D: Driver>(
         match (want, &got) {
             ("processed", PostResult::Processed | PostResult::Ignored) => {}
             ("rejected", PostResult::Rejected(text)) => {
-                if let Some(needle) = expect.get("error_contains").and_then(Value::as_str) {
-                    if !text.contains(needle) {
-                        return Err(format!("rejection {text:?} does not contain {needle:?}"));
-                    }
+                if let Some(needle) = expect.get("error_contains").and_then(Value::as_str)
+                    && !text.contains(needle)
+                {
+                    return Err(format!("rejection {text:?} does not contain {needle:?}"));
                 }
             }
             _ => {

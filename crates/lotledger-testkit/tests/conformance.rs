@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
 //! The conformance runner: every scenario of `conformance/` on a real SQLite file and a real
 //! PostgreSQL database, through the `Store` API. Prints one line per scenario and store.
 

@@ -18,11 +18,16 @@ fn lotledger(url: &str, args: &[&str]) -> (bool, String, String) {
         .env_remove("LOTLEDGER_CHANNELS")
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
 }
 
 fn post(hash: &str, address: &str, time: f64, kind: &str, content: Value) -> String {
-    let item_content = json!({"address": address, "time": time, "type": kind, "content": content}).to_string();
+    let item_content =
+        json!({"address": address, "time": time, "type": kind, "content": content}).to_string();
     json!({"item_hash": hash, "type": "POST", "chain": "ETH", "sender": address, "channel": "ALEPH_CREDIT",
            "item_type": "inline", "item_content": item_content, "time": time, "signature": "0x"})
     .to_string()
@@ -42,7 +47,17 @@ fn distribution(hash: &str, amount: i64) -> String {
 fn ingest(url: &str, dir: &tempfile::TempDir, name: &str, lines: &[String]) -> Value {
     let path = dir.path().join(name);
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    let (ok, stdout, stderr) = lotledger(url, &["ingest", "--trusted", "--json", "--now", NOW, path.to_str().unwrap()]);
+    let (ok, stdout, stderr) = lotledger(
+        url,
+        &[
+            "ingest",
+            "--trusted",
+            "--json",
+            "--now",
+            NOW,
+            path.to_str().unwrap(),
+        ],
+    );
     assert!(ok, "ingest failed: {stderr}");
     serde_json::from_str(&stdout).unwrap()
 }
@@ -79,7 +94,13 @@ fn bad_lines_and_replays_are_reported_and_change_nothing() {
         &url,
         &dir,
         "bad.jsonl",
-        &["{not json".to_string(), over_transfer, zero_amount, distribution("d1", 5_000_000), "[1, 2]".to_string()],
+        &[
+            "{not json".to_string(),
+            over_transfer,
+            zero_amount,
+            distribution("d1", 5_000_000),
+            "[1, 2]".to_string(),
+        ],
     );
     assert_eq!(summary["processed"], 0, "{summary}");
     assert_eq!(summary["already_applied"], 1, "{summary}");
@@ -87,12 +108,31 @@ fn bad_lines_and_replays_are_reported_and_change_nothing() {
     assert_eq!(summary["ignored"], 0, "{summary}");
     let errors = summary["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 4);
-    assert!(errors[0]["item_hash"].is_null() && errors[0]["error"].as_str().unwrap().contains("bad.jsonl:1: not valid JSON"));
+    assert!(
+        errors[0]["item_hash"].is_null()
+            && errors[0]["error"]
+                .as_str()
+                .unwrap()
+                .contains("bad.jsonl:1: not valid JSON")
+    );
     assert_eq!(errors[1]["item_hash"], "t1");
-    assert_eq!(errors[1]["error"], "Insufficient credit balance for transfer. Required: 9000000, Available: 5000000");
+    assert_eq!(
+        errors[1]["error"],
+        "Insufficient credit balance for transfer. Required: 9000000, Available: 5000000"
+    );
     assert_eq!(errors[2]["item_hash"], "t2");
-    assert!(errors[2]["error"].as_str().unwrap().contains("Input should be greater than 0"));
-    assert!(errors[3]["error"].as_str().unwrap().contains("bad.jsonl:5: malformed message"));
+    assert!(
+        errors[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("Input should be greater than 0")
+    );
+    assert!(
+        errors[3]["error"]
+            .as_str()
+            .unwrap()
+            .contains("bad.jsonl:5: malformed message")
+    );
     assert_eq!(balance(&url), 5_000_000);
 
     // The rejection is recorded; the replayed distribution was not applied twice.
@@ -101,16 +141,29 @@ fn bad_lines_and_replays_are_reported_and_change_nothing() {
     let record: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(record["status"], "rejected");
     let (_, history, _) = lotledger(&url, &["history", HOLDER, "--json"]);
-    assert_eq!(serde_json::from_str::<Value>(&history).unwrap().as_array().unwrap().len(), 1);
+    assert_eq!(
+        serde_json::from_str::<Value>(&history)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let (ok, stdout, _) = lotledger(&url, &["verify"]);
     assert!(ok, "{stdout}");
 
     // The text summary names the counts and the errors.
     let path = dir.path().join("again.jsonl");
     std::fs::write(&path, distribution("d1", 5_000_000) + "\n").unwrap();
-    let (ok, stdout, _) = lotledger(&url, &["ingest", "--trusted", "--now", NOW, path.to_str().unwrap()]);
+    let (ok, stdout, _) = lotledger(
+        &url,
+        &["ingest", "--trusted", "--now", NOW, path.to_str().unwrap()],
+    );
     assert!(ok);
-    assert!(stdout.contains("processed: 0, rejected: 0, already applied: 1, ignored: 0"), "{stdout}");
+    assert!(
+        stdout.contains("processed: 0, rejected: 0, already applied: 1, ignored: 0"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -133,11 +186,17 @@ fn verify_exits_non_zero_on_drift() {
     let (ok, _, _) = lotledger(&url, &["verify"]);
     assert!(ok);
     // Tamper with the cache behind the ledger's back.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         use sqlx::Connection;
         let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query("UPDATE credit_lots SET amount_remaining = 1").execute(&mut conn).await.unwrap();
+        sqlx::query("UPDATE credit_lots SET amount_remaining = 1")
+            .execute(&mut conn)
+            .await
+            .unwrap();
     });
     let (ok, stdout, _) = lotledger(&url, &["verify", "--json"]);
     assert!(!ok);

@@ -38,10 +38,20 @@ struct Env {
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let (sqlite, pg) = rt.block_on(async { (db::fresh_sqlite(&dir).await.0, db::fresh_pg().await) });
-        Env { rt, sqlite, pg, _dir: dir }
+        let (sqlite, pg) =
+            rt.block_on(async { (db::fresh_sqlite(&dir).await.0, db::fresh_pg().await) });
+        Env {
+            rt,
+            sqlite,
+            pg,
+            _dir: dir,
+        }
     })
 }
 
@@ -49,11 +59,28 @@ static CASE: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Clone, Debug)]
 enum Step {
-    Distribute { to: Vec<(u8, i64, Option<i64>)>, hour: i64 },
-    Expense { entries: Vec<(u8, i64)>, hour: i64 },
-    Transfer { from: u8, to: Vec<(u8, i64, Option<i64>)>, hour: i64, now_hour: i64 },
-    Replay { which: usize },
-    Invalid { from: u8, hour: i64, kind: u8 },
+    Distribute {
+        to: Vec<(u8, i64, Option<i64>)>,
+        hour: i64,
+    },
+    Expense {
+        entries: Vec<(u8, i64)>,
+        hour: i64,
+    },
+    Transfer {
+        from: u8,
+        to: Vec<(u8, i64, Option<i64>)>,
+        hour: i64,
+        now_hour: i64,
+    },
+    Replay {
+        which: usize,
+    },
+    Invalid {
+        from: u8,
+        hour: i64,
+        kind: u8,
+    },
     Repair,
 }
 
@@ -83,11 +110,19 @@ impl ReferenceStateMachine for Model {
     }
 
     fn transitions(state: &Model) -> BoxedStrategy<Step> {
-        let distribute = (prop::collection::vec((0..HOLDERS, amount(), expiry()), 1..3), hour())
+        let distribute = (
+            prop::collection::vec((0..HOLDERS, amount(), expiry()), 1..3),
+            hour(),
+        )
             .prop_map(|(to, hour)| Step::Distribute { to, hour });
         let expense = (prop::collection::vec((0..HOLDERS, amount()), 1..3), hour())
             .prop_map(|(entries, hour)| Step::Expense { entries, hour });
-        let transfer = (0..=HOLDERS, prop::collection::vec((0..HOLDERS, amount(), expiry()), 1..3), hour(), hour())
+        let transfer = (
+            0..=HOLDERS,
+            prop::collection::vec((0..HOLDERS, amount(), expiry()), 1..3),
+            hour(),
+            hour(),
+        )
             .prop_map(|(from, mut to, hour, now_hour)| {
                 to.retain(|(r, _, _)| *r != from);
                 let mut seen = std::collections::BTreeSet::new();
@@ -95,9 +130,18 @@ impl ReferenceStateMachine for Model {
                 if to.is_empty() {
                     to.push(((from + 1) % HOLDERS, 100, None));
                 }
-                Step::Transfer { from, to, hour, now_hour }
+                Step::Transfer {
+                    from,
+                    to,
+                    hour,
+                    now_hour,
+                }
             });
-        let invalid = (0..=HOLDERS, hour(), 0..6u8).prop_map(|(from, hour, kind)| Step::Invalid { from, hour, kind });
+        let invalid = (0..=HOLDERS, hour(), 0..6u8).prop_map(|(from, hour, kind)| Step::Invalid {
+            from,
+            hour,
+            kind,
+        });
         if state.sent == 0 {
             prop_oneof![3 => distribute, 2 => transfer, 1 => expense, 1 => invalid].boxed()
         } else {
@@ -137,7 +181,11 @@ struct Sut {
 
 impl Sut {
     fn address(&self, i: u8) -> String {
-        if i == MINTER { format!("c{}_minter", self.case) } else { format!("c{}_holder{i}", self.case) }
+        if i == MINTER {
+            format!("c{}_minter", self.case)
+        } else {
+            format!("c{}_holder{i}", self.case)
+        }
     }
 
     fn addresses(&self) -> Vec<String> {
@@ -146,7 +194,8 @@ impl Sut {
 
     fn envelope(&self, sender: &str, hour: i64, kind: &str, content: Value) -> Value {
         let time = BASE_SECONDS + hour * 3600;
-        let item_content = json!({"address": sender, "time": time, "type": kind, "content": content}).to_string();
+        let item_content =
+            json!({"address": sender, "time": time, "type": kind, "content": content}).to_string();
         json!({"item_hash": format!("c{}_m{}", self.case, self.sent.len()), "type": "POST", "chain": "ETH",
                "sender": sender, "channel": "ALEPH_CREDIT", "item_type": "inline", "item_content": item_content})
     }
@@ -177,15 +226,29 @@ struct Snapshot {
 }
 
 async fn snapshot<S: Store>(store: &S, addresses: &[String]) -> Snapshot {
-    let mut snap = Snapshot { history: vec![], lots: vec![], balances: vec![] };
+    let mut snap = Snapshot {
+        history: vec![],
+        lots: vec![],
+        balances: vec![],
+    };
     for a in addresses {
-        let history = store.history(&HistorySelector::Address(a.clone())).await.unwrap();
+        let history = store
+            .history(&HistorySelector::Address(a.clone()))
+            .await
+            .unwrap();
         let lots = store.lots(a).await.unwrap();
         let replayed = replay(&history).unwrap();
-        assert_eq!(lots, replayed, "lot cache of {a} differs from the replay of its history");
+        assert_eq!(
+            lots, replayed,
+            "lot cache of {a} differs from the replay of its history"
+        );
         for h in [0, 71, 72, 100, 250, HOURS + 50] {
             let b = store.balance(a, at_hour(h)).await.unwrap();
-            assert_eq!(Some(b), balance_at(&lots, at_hour(h)), "balance of {a} at hour {h}");
+            assert_eq!(
+                Some(b),
+                balance_at(&lots, at_hour(h)),
+                "balance of {a} at hour {h}"
+            );
             snap.balances.push(b.0);
         }
         snap.history.push(history);
@@ -201,7 +264,11 @@ impl StateMachineTest for Sut {
     fn init_test(_: &Model) -> Sut {
         let case = CASE.fetch_add(1, Ordering::Relaxed) + u64::from(std::process::id()) * 1_000_000;
         let minter = format!("c{case}_minter");
-        Sut { case, rules: Rules::new([minter], ["ALEPH_CREDIT".to_string()]), sent: Vec::new() }
+        Sut {
+            case,
+            rules: Rules::new([minter], ["ALEPH_CREDIT".to_string()]),
+            sent: Vec::new(),
+        }
     }
 
     fn apply(mut sut: Sut, _: &Model, step: Step) -> Sut {
@@ -216,43 +283,103 @@ impl StateMachineTest for Sut {
                     .map(|(r, a, x)| json!({"address": sut.address(*r), "amount": a, "price": "0.000001",
                                             "tx_hash": "0xt", "provider": "ALEPH", "expiration": ms(*x)}))
                     .collect();
-                let content = json!({"distribution": {"credits": credits, "token": "USDC", "chain": "ETH"}});
-                (sut.envelope(&minter, *hour, "aleph_credit_distribution", content), at_hour(*hour))
+                let content =
+                    json!({"distribution": {"credits": credits, "token": "USDC", "chain": "ETH"}});
+                (
+                    sut.envelope(&minter, *hour, "aleph_credit_distribution", content),
+                    at_hour(*hour),
+                )
             }
             Step::Expense { entries, hour } => {
-                let credits: Vec<Value> = entries.iter().map(|(r, a)| json!({"address": sut.address(*r), "amount": a, "ref": "r"})).collect();
-                (sut.envelope(&minter, *hour, "aleph_credit_expense", json!({"expense": {"credits": credits}})), at_hour(*hour))
+                let credits: Vec<Value> = entries
+                    .iter()
+                    .map(|(r, a)| json!({"address": sut.address(*r), "amount": a, "ref": "r"}))
+                    .collect();
+                (
+                    sut.envelope(
+                        &minter,
+                        *hour,
+                        "aleph_credit_expense",
+                        json!({"expense": {"credits": credits}}),
+                    ),
+                    at_hour(*hour),
+                )
             }
-            Step::Transfer { from, to, hour, now_hour } => {
+            Step::Transfer {
+                from,
+                to,
+                hour,
+                now_hour,
+            } => {
                 let credits: Vec<Value> =
                     to.iter().map(|(r, a, x)| json!({"address": sut.address(*r), "amount": a, "expiration": ms(*x)})).collect();
                 let sender = sut.address(*from);
-                (sut.envelope(&sender, *hour, "aleph_credit_transfer", json!({"transfer": {"credits": credits}})), at_hour(*now_hour))
+                (
+                    sut.envelope(
+                        &sender,
+                        *hour,
+                        "aleph_credit_transfer",
+                        json!({"transfer": {"credits": credits}}),
+                    ),
+                    at_hour(*now_hour),
+                )
             }
             Step::Invalid { from, hour, kind } => {
                 let sender = sut.address(*from);
                 let other = sut.address((*from + 1) % HOLDERS);
                 let (kind_name, content) = match kind {
-                    0 => ("aleph_credit_transfer", json!({"transfer": {"credits": [{"address": other, "amount": 0}]}})),
-                    1 => ("aleph_credit_transfer", json!({"transfer": {"credits": [{"address": sender, "amount": 5}]}})),
-                    2 => ("aleph_credit_transfer", json!({"transfer": {"credits": [{"address": other, "amount": 5}, {"address": other, "amount": 6}]}})),
-                    3 => ("aleph_credit_expense", json!({"expense": {"credits": [{"address": other, "amount": "100"}]}})),
-                    4 => ("aleph_credit_distribution", json!({"distribution": {"credits": [], "token": "T", "chain": "ETH"}})),
-                    _ => ("aleph_credit_transfer", json!({"transfer": {"credits": [{"address": other, "amount": 9_000_000_000_000_000_000u64}]}})),
+                    0 => (
+                        "aleph_credit_transfer",
+                        json!({"transfer": {"credits": [{"address": other, "amount": 0}]}}),
+                    ),
+                    1 => (
+                        "aleph_credit_transfer",
+                        json!({"transfer": {"credits": [{"address": sender, "amount": 5}]}}),
+                    ),
+                    2 => (
+                        "aleph_credit_transfer",
+                        json!({"transfer": {"credits": [{"address": other, "amount": 5}, {"address": other, "amount": 6}]}}),
+                    ),
+                    3 => (
+                        "aleph_credit_expense",
+                        json!({"expense": {"credits": [{"address": other, "amount": "100"}]}}),
+                    ),
+                    4 => (
+                        "aleph_credit_distribution",
+                        json!({"distribution": {"credits": [], "token": "T", "chain": "ETH"}}),
+                    ),
+                    _ => (
+                        "aleph_credit_transfer",
+                        json!({"transfer": {"credits": [{"address": other, "amount": 9_000_000_000_000_000_000u64}]}}),
+                    ),
                 };
-                let author = if *kind >= 3 && *kind <= 4 { minter.clone() } else { sender };
+                let author = if *kind >= 3 && *kind <= 4 {
+                    minter.clone()
+                } else {
+                    sender
+                };
                 // Kind 5 overflows i64 only through the ×10 000 scaling: before the cutoff.
                 let hour = if *kind == 5 { hour % 72 } else { *hour };
-                (sut.envelope(&author, hour, kind_name, content), at_hour(hour))
+                (
+                    sut.envelope(&author, hour, kind_name, content),
+                    at_hour(hour),
+                )
             }
             Step::Replay { which } => {
                 let (envelope, now, original) = sut.sent[*which % sut.sent.len()].clone();
                 let (a, b) = e.rt.block_on(async {
-                    (apply_to(&e.sqlite, &envelope, &sut.rules, now).await, apply_to(&e.pg, &envelope, &sut.rules, now).await)
+                    (
+                        apply_to(&e.sqlite, &envelope, &sut.rules, now).await,
+                        apply_to(&e.pg, &envelope, &sut.rules, now).await,
+                    )
                 });
                 assert_eq!(a, b, "the stores disagree on a replay");
                 if matches!(original, Outcome::Processed | Outcome::Ignored(_)) {
-                    assert_eq!(a, Outcome::AlreadyApplied, "a replayed message was applied again");
+                    assert_eq!(
+                        a,
+                        Outcome::AlreadyApplied,
+                        "a replayed message was applied again"
+                    );
                     let after = e.rt.block_on(snapshot(&e.sqlite, &addresses));
                     assert_eq!(before, after, "a replayed message changed the ledger");
                 }
@@ -260,7 +387,9 @@ impl StateMachineTest for Sut {
             }
             Step::Repair => {
                 e.rt.block_on(async {
-                    maintenance::repair(&e.sqlite, true, |_, _| {}).await.unwrap();
+                    maintenance::repair(&e.sqlite, true, |_, _| {})
+                        .await
+                        .unwrap();
                     maintenance::repair(&e.pg, true, |_, _| {}).await.unwrap();
                 });
                 let after = e.rt.block_on(snapshot(&e.sqlite, &addresses));
@@ -269,11 +398,17 @@ impl StateMachineTest for Sut {
             }
         };
         let (a, b) = e.rt.block_on(async {
-            (apply_to(&e.sqlite, &envelope, &sut.rules, now).await, apply_to(&e.pg, &envelope, &sut.rules, now).await)
+            (
+                apply_to(&e.sqlite, &envelope, &sut.rules, now).await,
+                apply_to(&e.pg, &envelope, &sut.rules, now).await,
+            )
         });
         assert_eq!(a, b, "the stores disagree on {step:?}");
         if let Step::Invalid { kind, .. } = step {
-            assert!(matches!(a, Outcome::Rejected(_)), "invalid message kind {kind} was not rejected: {a:?}");
+            assert!(
+                matches!(a, Outcome::Rejected(_)),
+                "invalid message kind {kind} was not rejected: {a:?}"
+            );
         }
         if matches!(a, Outcome::Rejected(_)) {
             let after = e.rt.block_on(snapshot(&e.sqlite, &addresses));
@@ -286,7 +421,12 @@ impl StateMachineTest for Sut {
     fn check_invariants(sut: &Sut, _: &Model) {
         let e = env();
         let addresses = sut.addresses();
-        let (a, b) = e.rt.block_on(async { (snapshot(&e.sqlite, &addresses).await, snapshot(&e.pg, &addresses).await) });
+        let (a, b) = e.rt.block_on(async {
+            (
+                snapshot(&e.sqlite, &addresses).await,
+                snapshot(&e.pg, &addresses).await,
+            )
+        });
         assert_eq!(a, b, "SQLite and PostgreSQL hold different ledgers");
     }
 }
