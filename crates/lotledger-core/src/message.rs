@@ -243,6 +243,11 @@ pub fn classify(post: &Post, rules: &Rules) -> Decision {
     if !python_truthy(inner) {
         return Decision::Ignore(IgnoreReason::EmptyContent);
     }
+    if contains_nul(inner) || header.address.contains('\0') || post.item_hash.contains('\0') {
+        return Decision::Reject(Rejection(
+            "Invalid credit content: text must not contain NUL characters (U+0000)".to_string(),
+        ));
+    }
     let whitelisted = rules.is_whitelisted(&header.address);
     let scale = |raw: i64| -> Result<Credits, Rejection> {
         if header.ts.as_micros() < PRECISION_CUTOFF_SECONDS * 1_000_000 {
@@ -320,6 +325,16 @@ fn post_header(content: &Map<String, Value>) -> Result<Header, Rejection> {
             "Invalid post content: {}",
             format_errors(&v.errors)
         ))),
+    }
+}
+
+/// Whether any key or string in `value` holds a NUL character (PostgreSQL text cannot).
+fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
     }
 }
 
