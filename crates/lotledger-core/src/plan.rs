@@ -68,12 +68,7 @@ impl LotBook {
                 if !lot.drainable_at(ts) {
                     continue;
                 }
-                let take = lot.amount_remaining.min(needed);
-                lot.amount_remaining = lot
-                    .amount_remaining
-                    .checked_sub(take)
-                    .ok_or(PlanError::Overflow)?;
-                needed = needed.checked_sub(take).ok_or(PlanError::Overflow)?;
+                let take = take_from(lot, &mut needed)?;
                 taken.push((take, lot.expiration_date));
             }
         }
@@ -199,6 +194,17 @@ impl CreditOp {
     }
 }
 
+/// Takes `min(remaining, needed)` from `lot`, lowering both; returns what was taken.
+fn take_from(lot: &mut Lot, needed: &mut Credits) -> Result<Credits, PlanError> {
+    let take = lot.amount_remaining.min(*needed);
+    lot.amount_remaining = lot
+        .amount_remaining
+        .checked_sub(take)
+        .ok_or(PlanError::Overflow)?;
+    *needed = needed.checked_sub(take).ok_or(PlanError::Overflow)?;
+    Ok(take)
+}
+
 /// Appends a granting row and, when its amount is positive, its lot.
 fn grant(plan: &mut Plan, row: HistoryRow) {
     if row.amount.is_positive() {
@@ -270,12 +276,7 @@ pub fn replay<'a, I: IntoIterator<Item = &'a HistoryRow>>(rows: I) -> Result<Vec
             if !lot.amount_remaining.is_positive() || !lot.valid_at(at) {
                 continue;
             }
-            let take = lot.amount_remaining.min(needed);
-            lot.amount_remaining = lot
-                .amount_remaining
-                .checked_sub(take)
-                .ok_or(PlanError::Overflow)?;
-            needed = needed.checked_sub(take).ok_or(PlanError::Overflow)?;
+            take_from(lot, &mut needed)?;
         }
         while lots
             .get(first_live)

@@ -1,0 +1,209 @@
+//! The planners and the replay on hand-made lots: drain order and eligibility, the transfer cap,
+//! adjacent-only merging, the fallback, the index layout, minting, and over-draws.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
+
+use lotledger_core::{
+    Credits, Decision, HistoryRow, Lot, LotBook, Post, Rules, Timestamp, classify, replay,
+};
+use serde_json::{Value, json};
+
+const S: &str = "0xs";
+const MINTER: &str = "0xminter";
+/// 2026-03-01T00:00:00Z (after the ×10 000 cutoff: amounts stay as sent).
+const T: i64 = 1_772_323_200;
+
+fn ts(hours: i64) -> Timestamp {
+    Timestamp::from_unix_seconds(T + hours * 3600).unwrap()
+}
+
+fn lot(r: &str, hours: i64, amount: i64, exp_hours: Option<i64>) -> Lot {
+    Lot {
+        address: S.into(),
+        credit_ref: r.into(),
+        credit_index: 0,
+        amount_remaining: Credits(amount),
+        expiration_date: exp_hours.map(ts),
+        message_timestamp: ts(hours),
+    }
+}
+
+fn op(sender: &str, hours: i64, kind: &str, content: Value) -> lotledger_core::CreditOp {
+    let post = Post {
+        item_hash: "m".into(),
+        channel: None,
+        content: json!({"address": sender, "time": T + hours * 3600, "type": kind, "content": content}),
+    };
+    match classify(
+        &post,
+        &Rules::new([MINTER.to_string()], Vec::<String>::new()),
+    ) {
+        Decision::Apply(op) => op,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn summary(rows: &[HistoryRow]) -> Vec<(String, i32, i64, Option<Timestamp>)> {
+    rows.iter()
+        .map(|r| {
+            (
+                r.address.clone(),
+                r.credit_index,
+                r.amount.0,
+                r.expiration_date,
+            )
+        })
+        .collect()
+}
+
+fn ms(hours: i64) -> i64 {
+    (T + hours * 3600) * 1000
+}
+
+#[test]
+fn transfer_caps_and_merges_adjacent_portions_only() {
+    let mut book = LotBook::new();
+    // Emission order: expiring at +100h, never, expiring at +100h again.
+    book.insert([
+        lot("a", 0, 10, Some(100)),
+        lot("b", 1, 10, None),
+        lot("c", 2, 10, Some(100)),
+    ]);
+    let t = op(
+        S,
+        10,
+        "aleph_credit_transfer",
+        json!({"transfer": {"credits": [{"address": "0xr", "amount": 30}]}}),
+    );
+    let plan = t.plan(&mut book).unwrap();
+    assert_eq!(
+        summary(&plan.rows),
+        vec![
+            ("0xr".into(), 0, 10, Some(ts(100))),
+            ("0xr".into(), 1, 10, None),
+            ("0xr".into(), 2, 10, Some(ts(100))),
+            (S.into(), 3, -30, None),
+        ]
+    );
+    // A requested expiry that caps everything to the same instant merges all three portions.
+    let mut book = LotBook::new();
+    book.insert([
+        lot("a", 0, 10, Some(100)),
+        lot("b", 1, 10, None),
+        lot("c", 2, 10, Some(100)),
+    ]);
+    let t = op(
+        S,
+        10,
+        "aleph_credit_transfer",
+        json!({"transfer": {"credits": [{"address": "0xr", "amount": 30, "expiration": ms(50)}]}}),
+    );
+    let plan = t.plan(&mut book).unwrap();
+    assert_eq!(
+        summary(&plan.rows),
+        vec![
+            ("0xr".into(), 0, 30, Some(ts(50))),
+            (S.into(), 1, -30, None)
+        ]
+    );
+    assert!(
+        plan.drained_lots
+            .iter()
+            .all(|l| l.amount_remaining == Credits(0))
+    );
+}
+
+#[test]
+fn transfer_drains_recipient_by_recipient_with_fallback_and_partial_funding() {
+    let mut book = LotBook::new();
+    book.insert([lot("a", 0, 25, None)]);
+    let t = op(
+        S,
+        10,
+        "aleph_credit_transfer",
+        json!({"transfer": {"credits": [{"address": "0xr1", "amount": 20}, {"address": "0xr2", "amount": 10}, {"address": "0xr3", "amount": 7, "expiration": ms(5)}]}}),
+    );
+    let plan = t.plan(&mut book).unwrap();
+    assert_eq!(
+        summary(&plan.rows),
+        vec![
+            ("0xr1".into(), 0, 20, None),
+            (S.into(), 1, -20, None),
+            ("0xr2".into(), 2, 5, None), // partial: only what was left
+            (S.into(), 3, -10, None),
+            ("0xr3".into(), 4, 7, Some(ts(5))), // nothing left: the fallback mints
+            (S.into(), 5, -7, None),
+        ]
+    );
+    assert_eq!(plan.new_lots.len(), 3);
+}
+
+#[test]
+fn drains_skip_future_expired_and_empty_lots() {
+    let mut book = LotBook::new();
+    // Granted after the debit; expired exactly at the debit; valid.
+    book.insert([
+        lot("late", 20, 50, None),
+        lot("exp", 0, 50, Some(10)),
+        lot("ok", 1, 50, None),
+    ]);
+    let e = op(
+        MINTER,
+        10,
+        "aleph_credit_expense",
+        json!({"expense": {"credits": [{"address": S, "amount": 80}]}}),
+    );
+    let plan = e.plan(&mut book).unwrap();
+    assert_eq!(
+        summary(&plan.rows),
+        vec![(S.into(), 0, -80, None)],
+        "the history keeps the full amount"
+    );
+    assert_eq!(plan.drained_lots.len(), 1);
+    assert_eq!(
+        (
+            plan.drained_lots[0].credit_ref.as_str(),
+            plan.drained_lots[0].amount_remaining
+        ),
+        ("ok", Credits(0))
+    );
+}
+
+#[test]
+fn whitelisted_transfer_mints_without_a_sender_row() {
+    let t = op(
+        MINTER,
+        0,
+        "aleph_credit_transfer",
+        json!({"transfer": {"credits": [{"address": "0xr", "amount": 9, "expiration": ms(900)}]}}),
+    );
+    let plan = t.plan(&mut LotBook::new()).unwrap();
+    assert_eq!(
+        summary(&plan.rows),
+        vec![("0xr".into(), 0, 9, Some(ts(900)))]
+    );
+}
+
+#[test]
+fn replay_orders_by_time_then_ref_and_skips_expired_lots() {
+    let row = |r: &str, hours: i64, amount: i64, exp: Option<i64>| {
+        let mut h = HistoryRow::bare(S, Credits(amount), r, 0, ts(hours));
+        h.expiration_date = exp.map(ts);
+        h
+    };
+    // Given out of order; a debit at the same instant as a grant whose ref sorts after it does
+    // not see that grant; an expired lot is skipped; a zero grant makes no lot.
+    let rows = vec![
+        row("z_grant", 5, 100, None),
+        row("a_debit", 5, -30, None),
+        row("g0", 0, 40, Some(5)),
+        row("g1", 1, 50, None),
+        row("zero", 2, 0, None),
+    ];
+    let lots = replay(&rows).unwrap();
+    let got: Vec<_> = lots
+        .iter()
+        .map(|l| (l.credit_ref.as_str(), l.amount_remaining.0))
+        .collect();
+    assert_eq!(got, vec![("g0", 40), ("g1", 20), ("z_grant", 100)]);
+}
