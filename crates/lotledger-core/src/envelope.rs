@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::message::Post;
+use crate::message::{Post, Rejection};
 
 /// The envelope fields lotledger uses.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,38 +20,29 @@ pub struct Envelope {
     pub content: Option<Value>,
 }
 
+/// Not an Aleph message at all: nothing can be recorded for it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EnvelopeError {
-    /// Not an Aleph message at all: nothing can be recorded for it.
-    #[error("malformed message: {0}")]
-    Malformed(String),
-    /// An identifiable message the node rejects before the credit rules.
-    #[error("{1}")]
-    Invalid(String, String),
-}
+#[error("malformed message: {0}")]
+pub struct MalformedEnvelope(pub String);
 
 impl Envelope {
     /// Reads an envelope from a JSON value.
-    pub fn from_json(value: &Value) -> Result<Envelope, EnvelopeError> {
+    pub fn from_json(value: &Value) -> Result<Envelope, MalformedEnvelope> {
         let Value::Object(o) = value else {
-            return Err(EnvelopeError::Malformed(
-                "a message must be a JSON object".into(),
-            ));
+            return Err(MalformedEnvelope("a message must be a JSON object".into()));
         };
-        let text = |k: &str| -> Result<Option<String>, EnvelopeError> {
+        let text = |k: &str| -> Result<Option<String>, MalformedEnvelope> {
             match o.get(k) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(EnvelopeError::Malformed(format!(
-                    "field {k} must be a string"
-                ))),
+                Some(_) => Err(MalformedEnvelope(format!("field {k} must be a string"))),
             }
         };
         let item_hash = text("item_hash")?
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| EnvelopeError::Malformed("field item_hash is required".into()))?;
-        let message_type = text("type")?
-            .ok_or_else(|| EnvelopeError::Malformed("field type is required".into()))?;
+            .ok_or_else(|| MalformedEnvelope("field item_hash is required".into()))?;
+        let message_type =
+            text("type")?.ok_or_else(|| MalformedEnvelope("field type is required".into()))?;
         Ok(Envelope {
             chain: text("chain")?,
             sender: text("sender")?,
@@ -67,12 +58,13 @@ impl Envelope {
 
     /// The POST carried by this envelope, with the node's envelope-level checks that do not need
     /// cryptography: inline content that parses as JSON, and `sender` equal to `content.address`
-    /// (case-insensitive). `Ok(None)` for a message that is not a POST.
-    pub fn post(&self) -> Result<Option<Post>, EnvelopeError> {
+    /// (case-insensitive). `Ok(None)` for a message that is not a POST; a rejection is of this
+    /// envelope's `item_hash`.
+    pub fn post(&self) -> Result<Option<Post>, Rejection> {
         if self.message_type != "POST" {
             return Ok(None);
         }
-        let invalid = |msg: String| EnvelopeError::Invalid(self.item_hash.clone(), msg);
+        let invalid = Rejection;
         let content = match (&self.item_content, &self.content) {
             (Some(text), _) => serde_json::from_str::<Value>(text).map_err(|e| {
                 invalid(format!(

@@ -8,6 +8,7 @@
 
 use std::future::Future;
 
+use lotledger_core::envelope::Envelope;
 use lotledger_core::{
     BalanceDetail, Credits, HistoryRow, IgnoreReason, Lot, Post, Rules, Timestamp,
 };
@@ -159,6 +160,21 @@ pub trait Store: Send + Sync {
         &self,
         item_hash: &str,
     ) -> impl Future<Output = Result<Option<MessageRecord>, StoreError>> + Send;
+}
+
+/// Applies the POST an envelope carries, or records its envelope-level rejection; a message
+/// that is not a POST changes nothing. The one way in for a whole message (ingest, tests).
+pub async fn apply_envelope<S: Store>(
+    store: &S,
+    envelope: &Envelope,
+    rules: &Rules,
+    now: Timestamp,
+) -> Result<Outcome, StoreError> {
+    match envelope.post() {
+        Ok(Some(post)) => store.apply(&post, rules, now).await,
+        Ok(None) => Ok(Outcome::Ignored(IgnoreReason::NotCreditType)),
+        Err(rejection) => store.reject(&envelope.item_hash, &rejection.0, now).await,
+    }
 }
 
 /// The primitive operations of one open write transaction. Implemented by each backend;

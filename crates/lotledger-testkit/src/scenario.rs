@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use lotledger_core::envelope::{Envelope, EnvelopeError};
+use lotledger_core::envelope::Envelope;
 use lotledger_core::{Rules, Timestamp, json};
-use lotledger_store::{HistorySelector, Outcome, Store, maintenance};
+use lotledger_store::{HistorySelector, Outcome, Store, apply_envelope, maintenance};
 use serde_json::{Value, json};
 
 use crate::compare;
@@ -243,13 +243,9 @@ impl<S: Store> Driver for LibDriver<S> {
         now: Timestamp,
     ) -> Result<PostResult, String> {
         let env = Envelope::from_json(envelope).map_err(|e| e.to_string())?;
-        let outcome = match env.post() {
-            Ok(Some(post)) => self.store.apply(&post, rules, now).await,
-            Ok(None) => return Ok(PostResult::Ignored),
-            Err(EnvelopeError::Invalid(hash, error)) => self.store.reject(&hash, &error, now).await,
-            Err(e) => return Err(e.to_string()),
-        }
-        .map_err(|e| e.to_string())?;
+        let outcome = apply_envelope(&self.store, &env, rules, now)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(match outcome {
             Outcome::Processed => PostResult::Processed,
             Outcome::Ignored(_) => PostResult::Ignored,

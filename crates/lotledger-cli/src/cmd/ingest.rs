@@ -4,9 +4,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use lotledger_core::envelope::{Envelope, EnvelopeError};
+use lotledger_core::envelope::Envelope;
 use lotledger_core::{Rules, Timestamp};
-use lotledger_store::{Outcome, Store};
+use lotledger_store::{Outcome, apply_envelope};
 use serde_json::{Value, json};
 
 use crate::store::AnyStore;
@@ -179,19 +179,9 @@ async fn ingest_one(
             return Ok(());
         }
     };
-    let outcome = match envelope.post() {
-        Ok(Some(post)) => store.apply(&post, rules, now).await,
-        Ok(None) => Ok(Outcome::Ignored(
-            lotledger_core::IgnoreReason::NotCreditType,
-        )),
-        Err(EnvelopeError::Invalid(hash, error)) => store.reject(&hash, &error, now).await,
-        Err(e @ EnvelopeError::Malformed(_)) => {
-            summary.rejected += 1;
-            summary.error(None, format!("{where_}: {e}"));
-            return Ok(());
-        }
-    }
-    .with_context(|| format!("applying message {} ({where_})", envelope.item_hash))?;
+    let outcome = apply_envelope(store, &envelope, rules, now)
+        .await
+        .with_context(|| format!("applying message {} ({where_})", envelope.item_hash))?;
     match outcome {
         Outcome::Processed => summary.processed += 1,
         Outcome::Ignored(_) => summary.ignored += 1,

@@ -11,9 +11,9 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use lotledger_core::envelope::{Envelope, EnvelopeError};
+use lotledger_core::envelope::Envelope;
 use lotledger_core::{HistoryRow, Lot, Rules, Timestamp, balance_at, replay};
-use lotledger_store::{HistorySelector, Outcome, Store, maintenance};
+use lotledger_store::{HistorySelector, Outcome, Store, apply_envelope, maintenance};
 use lotledger_store_pg::PgStore;
 use lotledger_store_sqlite::SqliteStore;
 use lotledger_testkit::db;
@@ -210,12 +210,8 @@ fn at_hour(h: i64) -> Timestamp {
 }
 
 async fn apply_to<S: Store>(store: &S, envelope: &Value, rules: &Rules, now: Timestamp) -> Outcome {
-    let env = Envelope::from_json(envelope).unwrap();
-    match env.post() {
-        Ok(Some(post)) => store.apply(&post, rules, now).await.unwrap(),
-        Err(EnvelopeError::Invalid(hash, error)) => store.reject(&hash, &error, now).await.unwrap(),
-        other => panic!("unexpected envelope result {other:?}"),
-    }
+    let envelope = Envelope::from_json(envelope).unwrap();
+    apply_envelope(store, &envelope, rules, now).await.unwrap()
 }
 
 #[derive(Debug, PartialEq)]
