@@ -178,12 +178,14 @@ impl Store for SqliteStore {
     }
 
     async fn verify(&self, addresses: &[String]) -> Result<Vec<Drift>, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        // A deferred read transaction: in WAL mode every read of the batch sees the snapshot
+        // taken at its first read, so history and lots are compared consistently.
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
         let mut drifts = Vec::new();
         for address in addresses {
-            let rows = address_history(&mut conn, address).await?;
+            let rows = address_history(&mut tx, address).await?;
             let replayed = replay(&rows)?;
-            let cached = address_lots(&mut conn, address).await?;
+            let cached = address_lots(&mut tx, address).await?;
             if cached != replayed {
                 drifts.push(Drift {
                     address: address.clone(),
@@ -192,6 +194,7 @@ impl Store for SqliteStore {
                 });
             }
         }
+        tx.rollback().await.map_err(db_err)?;
         Ok(drifts)
     }
 
