@@ -25,10 +25,6 @@ impl Credits {
         self.0.checked_neg().map(Credits)
     }
 
-    pub fn checked_mul(self, factor: i64) -> Option<Credits> {
-        self.0.checked_mul(factor).map(Credits)
-    }
-
     pub fn is_positive(self) -> bool {
         self.0 > 0
     }
@@ -38,11 +34,4 @@ impl fmt::Display for Credits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
     }
-}
-
-/// Sums amounts, failing on overflow.
-pub fn checked_sum<I: IntoIterator<Item = Credits>>(items: I) -> Option<Credits> {
-    items
-        .into_iter()
-        .try_fold(Credits::ZERO, Credits::checked_add)
 }

@@ -1,7 +1,7 @@
 //! The JSON shapes of ledger records shared by the CLI (`--json`), history import and the
 //! conformance data: timestamps as RFC 3339 `Z`, amounts as integers, decimals as strings.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::model::{BalanceDetail, HistoryRow, Lot};
 use crate::{Credits, Timestamp};
@@ -116,13 +116,4 @@ pub fn parse_history_row(value: &Value) -> Result<HistoryRow, RowError> {
         expense_count: int("expense_count")?,
         expense_size_mib: decimal("expense_size_mib")?,
     })
-}
-
-/// An object with the keys of `m` (used to build summaries in a fixed key order).
-pub fn object(entries: Vec<(&str, Value)>) -> Value {
-    let mut m = Map::new();
-    for (k, v) in entries {
-        m.insert(k.to_string(), v);
-    }
-    Value::Object(m)
 }

@@ -85,20 +85,6 @@ impl Timestamp {
         Timestamp::from_unix_seconds_f64(seconds)
     }
 
-    /// Seconds since the epoch as a float (the API's cursor-mode encoding).
-    #[allow(clippy::cast_precision_loss)]
-    pub fn as_unix_seconds_f64(self) -> f64 {
-        let secs = self.0.div_euclid(MICROS_PER_SECOND);
-        let micros = self.0.rem_euclid(MICROS_PER_SECOND);
-        secs as f64 + micros as f64 / 1e6
-    }
-
-    pub fn checked_add_micros(self, micros: i64) -> Option<Timestamp> {
-        self.0
-            .checked_add(micros)
-            .and_then(|m| Timestamp::from_micros(m).ok())
-    }
-
     fn civil(self) -> (i64, u32, u32, u32, u32, u32, u32) {
         let secs = self.0.div_euclid(MICROS_PER_SECOND);
         let micros = u32::try_from(self.0.rem_euclid(MICROS_PER_SECOND)).unwrap_or(0);
