@@ -60,15 +60,20 @@ fn ms(hours: i64) -> i64 {
     (T + hours * 3600) * 1000
 }
 
-#[test]
-fn transfer_caps_and_merges_adjacent_portions_only() {
+/// Emission order: 10 expiring at +100h, 10 never expiring, 10 expiring at +100h again.
+fn mixed_book() -> LotBook {
     let mut book = LotBook::new();
-    // Emission order: expiring at +100h, never, expiring at +100h again.
     book.insert([
         lot("a", 0, 10, Some(100)),
         lot("b", 1, 10, None),
         lot("c", 2, 10, Some(100)),
     ]);
+    book
+}
+
+#[test]
+fn transfer_caps_and_merges_adjacent_portions_only() {
+    let mut book = mixed_book();
     let t = op(
         S,
         10,
@@ -86,12 +91,7 @@ fn transfer_caps_and_merges_adjacent_portions_only() {
         ]
     );
     // A requested expiry that caps everything to the same instant merges all three portions.
-    let mut book = LotBook::new();
-    book.insert([
-        lot("a", 0, 10, Some(100)),
-        lot("b", 1, 10, None),
-        lot("c", 2, 10, Some(100)),
-    ]);
+    let mut book = mixed_book();
     let t = op(
         S,
         10,
