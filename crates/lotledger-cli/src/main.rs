@@ -36,6 +36,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve the HTTP API (the Aleph node's message intake and credit reads).
+    Serve(cmd::serve::Args),
     /// Apply Aleph messages from JSON-lines files (`-` reads standard input).
     Ingest(cmd::ingest::Args),
     /// Insert raw credit_history rows (JSON lines or a JSON array), then rebuild the lots of the

@@ -1,7 +1,9 @@
 //! The backend chosen at run time from the database URL's scheme.
 
 use lotledger_core::{BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp};
-use lotledger_store::{Drift, HistorySelector, MessageRecord, Outcome, Store, StoreError};
+use lotledger_store::{
+    BalancesQuery, Drift, HistorySelector, MessageRecord, Outcome, Store, StoreError,
+};
 use lotledger_store_pg::PgStore;
 use lotledger_store_sqlite::SqliteStore;
 
@@ -92,5 +94,25 @@ impl Store for AnyStore {
     }
     async fn message(&self, item_hash: &str) -> Result<Option<MessageRecord>, StoreError> {
         dispatch!(self, s => s.message(item_hash))
+    }
+    async fn credit_balances(
+        &self,
+        query: &BalancesQuery<'_>,
+    ) -> Result<Vec<(String, Credits)>, StoreError> {
+        dispatch!(self, s => s.credit_balances(query))
+    }
+    async fn count_credit_balances(
+        &self,
+        at: Timestamp,
+        min_balance: i64,
+    ) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.count_credit_balances(at, min_balance))
+    }
+    async fn consumed_credits(
+        &self,
+        address: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<Credits, StoreError> {
+        dispatch!(self, s => s.consumed_credits(address, resource))
     }
 }

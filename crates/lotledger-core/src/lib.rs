@@ -4,6 +4,7 @@
 //! defines what the lot cache must hold ([`plan::replay`]). `now` is always an argument.
 
 pub mod credits;
+pub mod cursor;
 pub mod decimal;
 pub mod envelope;
 pub mod json;
@@ -11,6 +12,7 @@ pub mod message;
 pub mod model;
 pub mod plan;
 pub mod pyrepr;
+pub mod query;
 pub mod timestamp;
 pub mod validate;
 

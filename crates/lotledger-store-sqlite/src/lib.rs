@@ -10,8 +10,8 @@ use lotledger_core::{
     BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_at, replay,
 };
 use lotledger_store::{
-    Drift, HistorySelector, LedgerTx, MessageRecord, MessageStatus, Outcome, Store, StoreError,
-    writer,
+    BalancesQuery, Drift, HistorySelector, LedgerTx, MessageRecord, MessageStatus, Outcome, Store,
+    StoreError, writer,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -216,6 +216,74 @@ impl Store for SqliteStore {
         };
         query.execute(&self.pool).await.map_err(db_err)?;
         Ok(())
+    }
+
+    async fn credit_balances(
+        &self,
+        q: &BalancesQuery<'_>,
+    ) -> Result<Vec<(String, Credits)>, StoreError> {
+        let mut b = QueryBuilder::<Sqlite>::new(
+            "SELECT address, COALESCE(SUM(CASE WHEN expiration_date IS NULL OR expiration_date > ",
+        );
+        b.push_bind(q.at.as_micros())
+            .push(" THEN amount_remaining ELSE 0 END), 0) AS balance FROM credit_lots");
+        if let Some(after) = q.after {
+            b.push(" WHERE address > ").push_bind(after);
+        }
+        b.push(" GROUP BY address HAVING balance >= ")
+            .push_bind(q.min_balance)
+            .push(" ORDER BY address LIMIT ")
+            .push_bind(q.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)))
+            .push(" OFFSET ")
+            .push_bind(i64::try_from(q.offset).unwrap_or(i64::MAX));
+        let rows: Vec<(String, i64)> = b
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(rows.into_iter().map(|(a, c)| (a, Credits(c))).collect())
+    }
+
+    async fn count_credit_balances(
+        &self,
+        at: Timestamp,
+        min_balance: i64,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT address FROM credit_lots GROUP BY address \
+             HAVING COALESCE(SUM(CASE WHEN expiration_date IS NULL OR expiration_date > ? \
+             THEN amount_remaining ELSE 0 END), 0) >= ?)",
+        )
+        .bind(at.as_micros())
+        .bind(min_balance)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn consumed_credits(
+        &self,
+        address: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<Credits, StoreError> {
+        let mut b = QueryBuilder::<Sqlite>::new(
+            "SELECT COALESCE(SUM(ABS(amount)), 0) FROM credit_history \
+             WHERE payment_method = 'credit_expense'",
+        );
+        if let Some(a) = address {
+            b.push(" AND address = ").push_bind(a);
+        }
+        if let Some(r) = resource {
+            b.push(" AND COALESCE(NULLIF(origin, ''), origin_ref) = ")
+                .push_bind(r);
+        }
+        let sum: i64 = b
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(Credits(sum))
     }
 
     async fn message(&self, item_hash: &str) -> Result<Option<MessageRecord>, StoreError> {

@@ -70,6 +70,16 @@ pub enum HistorySelector {
     CreditRef(String),
 }
 
+/// A page of per-address balances (see [`Store::credit_balances`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalancesQuery<'a> {
+    pub at: Timestamp,
+    pub min_balance: i64,
+    pub after: Option<&'a str>,
+    pub limit: Option<u64>,
+    pub offset: u64,
+}
+
 /// An address whose cache differs from the replay of its history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Drift {
@@ -154,6 +164,29 @@ pub trait Store: Send + Sync {
         &self,
         last_address: Option<&str>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Per-address balances at `at` (`Σ remaining` of valid lots, not clamped), for every
+    /// address holding at least one lot, keeping those `>= min_balance`, sorted by address;
+    /// only addresses after `after` when given; `limit` rows from `offset`.
+    fn credit_balances(
+        &self,
+        query: &BalancesQuery<'_>,
+    ) -> impl Future<Output = Result<Vec<(String, Credits)>, StoreError>> + Send;
+
+    /// How many addresses [`Store::credit_balances`] lists without paging.
+    fn count_credit_balances(
+        &self,
+        at: Timestamp,
+        min_balance: i64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// `Σ |amount|` of `credit_expense` rows, of this address and/or paying for this resource
+    /// (effective origin), when given.
+    fn consumed_credits(
+        &self,
+        address: Option<&str>,
+        resource: Option<&str>,
+    ) -> impl Future<Output = Result<Credits, StoreError>> + Send;
 
     /// The recorded status of a message.
     fn message(

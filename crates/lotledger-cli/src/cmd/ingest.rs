@@ -3,10 +3,10 @@
 use std::io::{BufRead, BufReader, Read};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use lotledger_core::envelope::Envelope;
 use lotledger_core::{Rules, Timestamp};
-use lotledger_store::{Outcome, apply_envelope};
+use lotledger_store::{Outcome, Store, apply_envelope};
 use serde_json::{Value, json};
 
 use crate::store::AnyStore;
@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(required = true)]
     files: Vec<String>,
     /// Skip signature and item-hash verification (archives from a trusted node, test data).
-    /// Required for now: signature verification arrives with the HTTP API.
+    /// Without it every POST must be an inline item whose hash and chain signature verify.
     #[arg(long)]
     trusted: bool,
     /// The processing instant (RFC 3339; it decides transfer funds checks). Default: the clock.
@@ -38,12 +38,6 @@ pub struct Args {
 
 impl Args {
     pub fn check(&self) -> Result<()> {
-        if !self.trusted {
-            bail!(
-                "signature and item-hash verification is not available in this version: \
-                 pass --trusted to ingest messages from a source you trust"
-            );
-        }
         if let Some(now) = &self.now {
             super::instant(Some(now))?;
         }
@@ -154,7 +148,16 @@ pub async fn run(store: &AnyStore, rules: &Rules, args: Args) -> Result<ExitCode
                     Some(t) => t,
                     None => super::clock_now()?,
                 };
-                ingest_one(store, rules, message, now, &where_, &mut summary).await?;
+                ingest_one(
+                    store,
+                    rules,
+                    message,
+                    now,
+                    args.trusted,
+                    &where_,
+                    &mut summary,
+                )
+                .await?;
             }
         }
     }
@@ -168,6 +171,7 @@ async fn ingest_one(
     rules: &Rules,
     message: &Value,
     now: Timestamp,
+    trusted: bool,
     where_: &str,
     summary: &mut Summary,
 ) -> Result<()> {
@@ -179,9 +183,16 @@ async fn ingest_one(
             return Ok(());
         }
     };
-    let outcome = apply_envelope(store, &envelope, rules, now)
-        .await
-        .with_context(|| format!("applying message {} ({where_})", envelope.item_hash))?;
+    let verified = if trusted || envelope.message_type != "POST" {
+        Ok(())
+    } else {
+        lotledger_sig::verify(&envelope)
+    };
+    let outcome = match verified {
+        Ok(()) => apply_envelope(store, &envelope, rules, now).await,
+        Err(e) => store.reject(&envelope.item_hash, &e.to_string(), now).await,
+    }
+    .with_context(|| format!("applying message {} ({where_})", envelope.item_hash))?;
     match outcome {
         Outcome::Processed => summary.processed += 1,
         Outcome::Ignored(_) => summary.ignored += 1,

@@ -14,6 +14,7 @@ pub mod import;
 pub mod ingest;
 pub mod maintain;
 pub mod read;
+pub mod serve;
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let rules = Rules {
@@ -36,6 +37,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Message(args) => read::message(&store, args).await,
         Command::Repair(args) => maintain::repair(&store, args).await,
         Command::Verify(args) => maintain::verify(&store, args).await,
+        Command::Serve(args) => serve::run(store, &rules, args).await,
         Command::Migrate => {
             println!("schema is up to date");
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,100 @@
+//! The store as the API sees it: an object-safe view of [`Store`] (boxed futures), so that
+//! handlers are not generic and one router serves any backend.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use lotledger_core::envelope::Envelope;
+use lotledger_core::{BalanceDetail, Credits, HistoryRow, Rules, Timestamp};
+use lotledger_store::{
+    BalancesQuery, HistorySelector, MessageRecord, Outcome, Store, StoreError, apply_envelope,
+};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// What the API needs of a store. Implemented for every [`Store`].
+pub trait Backend: Send + Sync + 'static {
+    fn apply_envelope<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        rules: &'a Rules,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Outcome>;
+    fn reject<'a>(
+        &'a self,
+        item_hash: &'a str,
+        error: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Outcome>;
+    fn balance<'a>(&'a self, address: &'a str, at: Timestamp) -> BoxFuture<'a, Credits>;
+    fn balance_details<'a>(
+        &'a self,
+        address: &'a str,
+        at: Timestamp,
+    ) -> BoxFuture<'a, (Credits, Vec<BalanceDetail>)>;
+    fn address_history<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Vec<HistoryRow>>;
+    fn credit_balances<'a>(
+        &'a self,
+        query: BalancesQuery<'a>,
+    ) -> BoxFuture<'a, Vec<(String, Credits)>>;
+    fn count_credit_balances(&self, at: Timestamp, min_balance: i64) -> BoxFuture<'_, u64>;
+    fn consumed_credits<'a>(
+        &'a self,
+        address: Option<&'a str>,
+        resource: Option<&'a str>,
+    ) -> BoxFuture<'a, Credits>;
+    fn message<'a>(&'a self, item_hash: &'a str) -> BoxFuture<'a, Option<MessageRecord>>;
+}
+
+impl<S: Store + 'static> Backend for S {
+    fn apply_envelope<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        rules: &'a Rules,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Outcome> {
+        Box::pin(apply_envelope(self, envelope, rules, now))
+    }
+    fn reject<'a>(
+        &'a self,
+        item_hash: &'a str,
+        error: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Outcome> {
+        Box::pin(Store::reject(self, item_hash, error, now))
+    }
+    fn balance<'a>(&'a self, address: &'a str, at: Timestamp) -> BoxFuture<'a, Credits> {
+        Box::pin(Store::balance(self, address, at))
+    }
+    fn balance_details<'a>(
+        &'a self,
+        address: &'a str,
+        at: Timestamp,
+    ) -> BoxFuture<'a, (Credits, Vec<BalanceDetail>)> {
+        Box::pin(Store::balance_details(self, address, at))
+    }
+    fn address_history<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Vec<HistoryRow>> {
+        Box::pin(async move {
+            Store::history(self, &HistorySelector::Address(address.to_string())).await
+        })
+    }
+    fn credit_balances<'a>(
+        &'a self,
+        query: BalancesQuery<'a>,
+    ) -> BoxFuture<'a, Vec<(String, Credits)>> {
+        Box::pin(async move { Store::credit_balances(self, &query).await })
+    }
+    fn count_credit_balances(&self, at: Timestamp, min_balance: i64) -> BoxFuture<'_, u64> {
+        Box::pin(Store::count_credit_balances(self, at, min_balance))
+    }
+    fn consumed_credits<'a>(
+        &'a self,
+        address: Option<&'a str>,
+        resource: Option<&'a str>,
+    ) -> BoxFuture<'a, Credits> {
+        Box::pin(Store::consumed_credits(self, address, resource))
+    }
+    fn message<'a>(&'a self, item_hash: &'a str) -> BoxFuture<'a, Option<MessageRecord>> {
+        Box::pin(Store::message(self, item_hash))
+    }
+}

@@ -1,0 +1,164 @@
+//! The HTTP API of lotledger: the Aleph node's message intake (`POST /api/v0/messages`) and its
+//! credit read endpoints, with pyaleph's paths, parameters, status codes and JSON bodies
+//! (SPEC Part I 4–5, Part II 4).
+//!
+//! **Boundary:** the only crate that knows HTTP. Handlers parse and validate the request, call
+//! the store through [`Backend`], and shape the reply; the DTOs here are not core types.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use lotledger_core::{Rules, Timestamp};
+
+mod accounts;
+mod backend;
+mod clock;
+mod error;
+mod messages;
+pub mod openapi;
+mod params;
+
+pub use backend::Backend;
+pub use clock::{NOW_HEADER, wall_clock_now};
+pub use error::ApiError;
+
+/// Default cap on a request body (the node's messages are far smaller).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// How the API behaves.
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// Credit rules: whitelist and channels.
+    pub rules: Rules,
+    /// Lets a request choose the instant it reads and writes at (`X-Lotledger-Now`), and
+    /// enables `PUT /api/v0/test/clock`. Off in normal mode, where both are refused.
+    pub test_clock: bool,
+    /// Bodies above this get 413.
+    pub max_body_bytes: usize,
+    /// Renders the Prometheus text for `/metrics` (the exporter lives in the binary).
+    pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+}
+
+impl ApiConfig {
+    pub fn new(rules: Rules) -> ApiConfig {
+        ApiConfig {
+            rules,
+            test_clock: false,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            metrics: None,
+        }
+    }
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) store: Arc<dyn Backend>,
+    pub(crate) config: Arc<ApiConfig>,
+    pub(crate) clock: Arc<clock::TestClock>,
+}
+
+/// The API's router over a store.
+pub fn router(store: Arc<dyn Backend>, config: ApiConfig) -> Router {
+    let limit = config.max_body_bytes;
+    let state = AppState {
+        store,
+        config: Arc::new(config),
+        clock: Arc::new(clock::TestClock::default()),
+    };
+    Router::new()
+        .route(
+            "/api/v0/messages",
+            axum::routing::post(messages::post_message),
+        )
+        .route(
+            "/api/v0/messages/{item_hash}",
+            get(messages::message_status),
+        )
+        .route(
+            "/api/v0/messages/{item_hash}/consumed_credits",
+            get(messages::consumed_credits),
+        )
+        .route(
+            "/api/v0/addresses/{address}/balance",
+            get(accounts::balance),
+        )
+        .route(
+            "/api/v0/addresses/{address}/credit_history",
+            get(accounts::credit_history),
+        )
+        .route(
+            "/api/v0/addresses/{address}/credit_history/summary",
+            get(accounts::credit_history_summary),
+        )
+        .route("/api/v0/credit_balances", get(accounts::credit_balances))
+        .route("/api/v0/costs", get(accounts::costs))
+        .route("/api/v0/test/clock", axum::routing::put(clock::set_clock))
+        .route("/api/v0/openapi.json", get(openapi::serve))
+        .route("/metrics", get(metrics_text))
+        .fallback(error::not_found)
+        .layer(middleware::from_fn(observe))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Runs the API on a bound listener until `shutdown` resolves; requests in flight finish
+/// (an accepted message is committed before its reply is written).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics_text(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<Response, ApiError> {
+    let render = state
+        .config
+        .metrics
+        .as_ref()
+        .ok_or(ApiError::NotFound("metrics are not enabled".into()))?;
+    Ok(Response::builder()
+        .header("content-type", "text/plain; version=0.0.4")
+        .body(axum::body::Body::from(render()))
+        .unwrap_or_default())
+}
+
+/// Request latency by route and status, and a log line per request.
+async fn observe(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let response = next.run(request).await;
+    let elapsed: Duration = started.elapsed();
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!(
+        "lotledger_http_request_duration_seconds",
+        "method" => method.clone(),
+        "route" => route.clone(),
+        "status" => status.clone(),
+    )
+    .record(elapsed.as_secs_f64());
+    tracing::debug!(%method, %route, %status, elapsed_us = elapsed.as_micros() as u64, "request");
+    response
+}
+
+/// The instant a request is served at.
+pub(crate) fn request_now(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<Timestamp, ApiError> {
+    state.clock.now(state.config.test_clock, headers)
+}

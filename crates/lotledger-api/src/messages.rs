@@ -1,0 +1,217 @@
+//! Message intake and message reads: `POST /api/v0/messages` (envelope verified, then the
+//! credit rules), `GET /api/v0/messages/{item_hash}` (recorded status) and
+//! `GET /api/v0/messages/{item_hash}/consumed_credits`.
+//!
+//! Only POST messages are taken. Credit POSTs are applied; other POSTs (and credit POSTs the
+//! rules ignore) are acknowledged as processed and recorded, without their content. Other
+//! message types are refused (422, recorded as rejected).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use lotledger_core::envelope::Envelope;
+use lotledger_store::{MessageStatus, Outcome};
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use crate::{ApiError, AppState, request_now};
+
+/// The reply the Aleph clients read (`message_status`: processed, pending or rejected).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PublicationReply {
+    pub publication_status: PublicationStatus,
+    pub message_status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PublicationStatus {
+    pub status: String,
+    pub failed: Vec<String>,
+}
+
+fn reply(code: StatusCode, message_status: &str) -> Response {
+    (
+        code,
+        Json(PublicationReply {
+            publication_status: PublicationStatus {
+                status: "success".into(),
+                failed: Vec::new(),
+            },
+            message_status: message_status.into(),
+        }),
+    )
+        .into_response()
+}
+
+fn invalid_body(msg: &str) -> ApiError {
+    ApiError::Validation(vec![
+        json!({"type": "value_error", "loc": ["body"], "msg": msg}),
+    ])
+}
+
+/// The credit post type a message carries, for the metrics label.
+fn kind_label(envelope: &Envelope) -> &'static str {
+    let t = envelope
+        .item_content
+        .as_deref()
+        .and_then(|c| serde_json::from_str::<Value>(c).ok())
+        .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_string));
+    match t.as_deref() {
+        Some("aleph_credit_distribution") => "distribution",
+        Some("aleph_credit_expense") => "expense",
+        Some("aleph_credit_transfer") => "transfer",
+        _ => "other",
+    }
+}
+
+#[utoipa::path(post, path = "/api/v0/messages", tag = "messages",
+    request_body(content = Value, description = "{\"sync\": bool, \"message\": {…signed Aleph message…}}"),
+    responses((status = 200, body = PublicationReply, description = "Processed (sync)"),
+              (status = 202, body = PublicationReply, description = "Accepted, sync false: status at GET /api/v0/messages/{item_hash}"),
+              (status = 413, description = "Body too large"),
+              (status = 422, body = PublicationReply, description = "Rejected (recorded), or a body that is not a message")))]
+pub(crate) async fn post_message(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let now = request_now(&state, &headers)?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(state.config.max_body_bytes)
+        } else {
+            ApiError::BadRequest(e.body_text())
+        }
+    })?;
+    let request: Value =
+        serde_json::from_slice(&body).map_err(|e| invalid_body(&format!("Invalid JSON: {e}")))?;
+    let Value::Object(request) = request else {
+        return Err(invalid_body("the body must be a JSON object"));
+    };
+    let sync = match request.get("sync") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(invalid_body("sync must be a boolean")),
+    };
+    let message = request
+        .get("message")
+        .filter(|m| m.is_object())
+        .ok_or_else(|| invalid_body("message: a JSON object is required"))?;
+    let envelope = Envelope::from_json(message).map_err(|e| invalid_body(&e.to_string()))?;
+    let kind = kind_label(&envelope);
+
+    let outcome = if envelope.message_type != "POST" {
+        let text = format!(
+            "Unsupported message type {}: lotledger processes POST messages only",
+            envelope.message_type
+        );
+        state.store.reject(&envelope.item_hash, &text, now).await?
+    } else if let Err(e) = lotledger_sig::verify(&envelope) {
+        state
+            .store
+            .reject(&envelope.item_hash, &e.to_string(), now)
+            .await?
+    } else {
+        state
+            .store
+            .apply_envelope(&envelope, &state.config.rules, now)
+            .await?
+    };
+    let (label, status) = match &outcome {
+        Outcome::Processed => ("processed", "processed"),
+        Outcome::Ignored(_) => ("ignored", "processed"),
+        Outcome::AlreadyApplied => ("already_applied", "processed"),
+        Outcome::Rejected(reason) => {
+            tracing::info!(item_hash = %envelope.item_hash, %reason, "message rejected");
+            ("rejected", "rejected")
+        }
+    };
+    metrics::counter!("lotledger_messages_total", "kind" => kind, "outcome" => label).increment(1);
+    Ok(match (sync, status) {
+        (false, _) => reply(StatusCode::ACCEPTED, "pending"),
+        (true, "rejected") => reply(StatusCode::UNPROCESSABLE_ENTITY, "rejected"),
+        (true, _) => reply(StatusCode::OK, "processed"),
+    })
+}
+
+/// pyaleph's error codes for a rejection text (0 INVALID_FORMAT, 1 INVALID_SIGNATURE,
+/// 2 PERMISSION_DENIED).
+fn error_code(text: &str) -> i64 {
+    if text.starts_with("The signature of the message is invalid") {
+        1
+    } else if text.starts_with("Permission denied") {
+        2
+    } else {
+        0
+    }
+}
+
+/// `GET /api/v0/messages/{item_hash}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageStatusResponse {
+    pub status: String,
+    pub item_hash: String,
+    pub reception_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+#[utoipa::path(get, path = "/api/v0/messages/{item_hash}", tag = "messages",
+    params(("item_hash" = String, Path)),
+    responses((status = 200, body = MessageStatusResponse), (status = 404, description = "Unknown message")))]
+pub(crate) async fn message_status(
+    State(state): State<AppState>,
+    Path(item_hash): Path<String>,
+) -> Result<Json<MessageStatusResponse>, ApiError> {
+    let record = state
+        .store
+        .message(&item_hash)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("Message not found: {item_hash}")))?;
+    let reception_time = record.recorded_at.to_iso_python();
+    Ok(Json(match record.status {
+        MessageStatus::Processed => MessageStatusResponse {
+            status: "processed".into(),
+            item_hash: record.item_hash,
+            reception_time,
+            error_code: None,
+            details: None,
+        },
+        MessageStatus::Rejected { error } => MessageStatusResponse {
+            status: "rejected".into(),
+            item_hash: record.item_hash,
+            reception_time,
+            error_code: Some(error_code(&error)),
+            details: Some(json!({ "errors": [error] })),
+        },
+    }))
+}
+
+/// `GET /api/v0/messages/{item_hash}/consumed_credits`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConsumedCredits {
+    pub item_hash: String,
+    pub consumed_credits: i64,
+}
+
+#[utoipa::path(get, path = "/api/v0/messages/{item_hash}/consumed_credits", tag = "credits",
+    params(("item_hash" = String, Path, description = "Resource hash (effective origin of expenses)")),
+    responses((status = 200, body = ConsumedCredits)))]
+pub(crate) async fn consumed_credits(
+    State(state): State<AppState>,
+    Path(item_hash): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<ConsumedCredits>, ApiError> {
+    request_now(&state, &headers)?;
+    let consumed = state.store.consumed_credits(None, Some(&item_hash)).await?;
+    Ok(Json(ConsumedCredits {
+        item_hash,
+        consumed_credits: consumed.0,
+    }))
+}

@@ -1,0 +1,34 @@
+//! The OpenAPI document, generated from the handlers' annotations. The committed copy
+//! (`openapi.json` at the repository root) is compared with it by a test.
+
+use axum::Json;
+use utoipa::OpenApi;
+
+use crate::{accounts, messages};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "lotledger", description = "Credit ledger with the Aleph.im node's credit API"),
+    paths(
+        messages::post_message,
+        messages::message_status,
+        messages::consumed_credits,
+        accounts::balance,
+        accounts::credit_balances,
+        accounts::credit_history,
+        accounts::credit_history_summary,
+        accounts::costs,
+    ),
+    tags((name = "messages", description = "Signed Aleph messages in, status out"),
+         (name = "credits", description = "Credit reads"))
+)]
+pub struct ApiDoc;
+
+/// The document as pretty JSON (what is committed).
+pub fn document() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+}
+
+pub(crate) async fn serve() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
