@@ -166,15 +166,74 @@ fn bad_lines_and_replays_are_reported_and_change_nothing() {
     );
 }
 
+/// A distribution signed for real by `secret`'s address, which is then the sender.
+fn signed_distribution(secret: &[u8; 32], amount: i64) -> (String, String) {
+    let sender = lotledger_sig::evm_address(secret);
+    let item_content = json!({"address": sender, "time": 1_772_323_200.0,
+        "type": "aleph_credit_distribution",
+        "content": {"distribution": {"token": "USDC", "chain": "ETH", "credits": [
+            {"address": HOLDER, "amount": amount, "price": "0.000001", "tx_hash": "0xt", "provider": "ALEPH"}]}}})
+    .to_string();
+    let item_hash = lotledger_sig::item_hash_of(&item_content);
+    let buffer = lotledger_sig::verification_buffer("ETH", &sender, "POST", &item_hash);
+    let signature = lotledger_sig::sign_evm(secret, &buffer);
+    let message = json!({"item_hash": item_hash, "type": "POST", "chain": "ETH", "sender": sender,
+        "channel": "ALEPH_CREDIT", "item_type": "inline", "item_content": item_content,
+        "time": 1_772_323_200.0, "signature": signature});
+    (sender, message.to_string())
+}
+
 #[test]
-fn ingest_without_trusted_refuses_and_explains() {
+fn ingest_verifies_envelopes_unless_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let secret = [0x11u8; 32];
+    let (signer, good) = signed_distribution(&secret, 7);
+    // Same content, signature of another key; and a hash that is not the content's.
+    let (_, other) = signed_distribution(&[0x22u8; 32], 7);
+    let mut forged: Value = serde_json::from_str(&good).unwrap();
+    let other: Value = serde_json::from_str(&other).unwrap();
+    forged["signature"] = other["signature"].clone();
+    let mut rehashed: Value = serde_json::from_str(&good).unwrap();
+    rehashed["item_hash"] = json!("ab".repeat(32));
+    let unsigned = distribution("d1", 1);
     let path = dir.path().join("m.jsonl");
-    std::fs::write(&path, distribution("d1", 1) + "\n").unwrap();
-    let (ok, _, stderr) = lotledger(&url, &["ingest", path.to_str().unwrap()]);
-    assert!(!ok);
-    assert!(stderr.contains("--trusted"), "{stderr}");
+    std::fs::write(
+        &path,
+        [forged.to_string(), rehashed.to_string(), unsigned, good].join("\n") + "\n",
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = lotledger(
+        &url,
+        &[
+            "--whitelist",
+            &format!("{signer},{WHITELISTED}"),
+            "ingest",
+            "--json",
+            "--now",
+            NOW,
+            path.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["processed"], 1, "{summary}");
+    assert_eq!(summary["rejected"], 3, "{summary}");
+    let errors: Vec<&str> = summary["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["error"].as_str().unwrap())
+        .collect();
+    assert!(
+        errors[0].contains("The signature of the message is invalid"),
+        "{errors:?}"
+    );
+    assert!(errors[1].contains("does not match"), "{errors:?}");
+    // Checked in the node's order: the item hash before the signature.
+    assert!(errors[2].contains("does not match"), "{errors:?}");
+    let (_, balance, _) = lotledger(&url, &["balance", HOLDER, "--at", NOW, "--json"]);
+    assert_eq!(balance.trim(), "7");
 }
 
 #[test]
