@@ -2,14 +2,14 @@
 //! The conformance scenarios driven only through the `lotledger` command line (ingest,
 //! import-history, repair, balance, history, lots with `--json`), on SQLite and PostgreSQL.
 
-use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use lotledger_core::{Rules, Timestamp};
 use lotledger_store::HistorySelector;
 use lotledger_testkit::db;
-use lotledger_testkit::scenario::{Driver, PostResult, body_value, load_all, run_suite};
+use lotledger_testkit::scenario::{Driver, PostResult, load_all, run_suite};
+use lotledger_testkit::server::ServerProcess;
 use serde_json::Value;
 
 struct CliDriver {
@@ -17,100 +17,7 @@ struct CliDriver {
     dir: PathBuf,
     rules: Option<Rules>,
     /// `lotledger serve --test-clock` on the same database, started at the first http check.
-    server: Option<Server>,
-}
-
-/// A running `lotledger serve`; killed when dropped.
-struct Server {
-    child: std::process::Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(url: &str) -> Result<Server, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lotledger"))
-            .args([
-                "--database-url",
-                url,
-                "serve",
-                "--test-clock",
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
-        let addr = line
-            .trim()
-            .rsplit("http://")
-            .next()
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| format!("serve printed {line:?}"))?
-            .to_string();
-        Ok(Server { child, addr })
-    }
-
-    /// One HTTP/1.1 request over a plain socket.
-    fn request(&self, method: &str, path: &str, now: Timestamp) -> Result<(u16, Value), String> {
-        let mut stream = std::net::TcpStream::connect(&self.addr).map_err(|e| e.to_string())?;
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nX-Lotledger-Now: {}\r\nConnection: close\r\n\r\n",
-            self.addr,
-            now.to_rfc3339()
-        )
-        .map_err(|e| e.to_string())?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-        let split = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or("no header end")?;
-        let head = String::from_utf8_lossy(&raw[..split]).to_string();
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("bad status line in {head:?}"))?;
-        let mut body = raw[split + 4..].to_vec();
-        if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            body = dechunk(&body)?;
-        }
-        Ok((status, body_value(&body)))
-    }
-}
-
-fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    loop {
-        let eol = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("bad chunk")?;
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16)
-            .map_err(|e| e.to_string())?;
-        if size == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
-        data = &data[eol + 4 + size..];
-    }
+    server: Option<ServerProcess>,
 }
 
 impl CliDriver {
@@ -235,10 +142,19 @@ impl Driver for CliDriver {
         now: Timestamp,
     ) -> Result<(u16, Value), String> {
         if self.server.is_none() {
-            self.server = Some(Server::start(&self.url)?);
+            self.server = Some(ServerProcess::start(
+                std::path::Path::new(env!("CARGO_BIN_EXE_lotledger")),
+                &["--database-url", &self.url],
+                &["--test-clock"],
+            )?);
         }
         match &self.server {
-            Some(server) => server.request(method, path, now),
+            Some(server) => server.request(
+                method,
+                path,
+                &[("X-Lotledger-Now", &now.to_rfc3339())],
+                None,
+            ),
             None => Err("no server".into()),
         }
     }

@@ -5,6 +5,7 @@
 pub mod compare;
 pub mod db;
 pub mod scenario;
+pub mod server;
 
 use std::path::PathBuf;
 

@@ -1,2 +1,3 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
 mod ingest;
+mod serve;

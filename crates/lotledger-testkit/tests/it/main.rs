@@ -1,4 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
+mod api;
 mod conformance_copy;
 mod model;
 mod store;

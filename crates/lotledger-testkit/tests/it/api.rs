@@ -1,0 +1,342 @@
+//! The HTTP API in process (the router over a real store, no socket): signed messages in,
+//! envelope faults refused and recorded, bad bodies and queries refused, the test clock off by
+//! default. Every refusal is checked to change nothing. Runs on SQLite and PostgreSQL.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use lotledger_api::{ApiConfig, router};
+use lotledger_core::Rules;
+use lotledger_store::Store;
+use lotledger_testkit::db;
+use lotledger_testkit::scenario::body_value;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const GRANTOR: [u8; 32] = [0x11; 32];
+const HOLDER: [u8; 32] = [0x22; 32];
+const NOW: &str = "2026-11-25T00:00:00Z";
+
+struct App {
+    router: axum::Router,
+}
+
+impl App {
+    fn new<S: Store + Clone + 'static>(store: &S, test_clock: bool) -> App {
+        let rules = Rules::new(
+            vec![lotledger_sig::evm_address(&GRANTOR)],
+            vec!["ALEPH_CREDIT".into()],
+        );
+        let mut config = ApiConfig::new(rules);
+        config.test_clock = test_clock;
+        config.max_body_bytes = 64 * 1024;
+        App {
+            router: router(Arc::new(store.clone()), config),
+        }
+    }
+
+    async fn call(&self, method: &str, uri: &str, body: Option<Vec<u8>>) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let request = request
+            .body(body.map_or_else(Body::empty, Body::from))
+            .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, body_value(&bytes))
+    }
+
+    async fn post(&self, body: &Value) -> (StatusCode, Value) {
+        self.call(
+            "POST",
+            "/api/v0/messages",
+            Some(body.to_string().into_bytes()),
+        )
+        .await
+    }
+
+    async fn balance(&self, address: &str) -> i64 {
+        let (status, body) = self
+            .call("GET", &format!("/api/v0/addresses/{address}/balance"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["credit_balance"].as_i64().unwrap()
+    }
+}
+
+/// A POST signed by `secret`, with `content.address` = `address`.
+fn signed(secret: &[u8; 32], address: &str, kind: &str, content: Value) -> Value {
+    let sender = lotledger_sig::evm_address(secret);
+    let item_content =
+        json!({"address": address, "time": 1_780_000_000.0, "type": kind, "content": content})
+            .to_string();
+    let item_hash = lotledger_sig::item_hash_of(&item_content);
+    let buffer = lotledger_sig::verification_buffer("ETH", &sender, "POST", &item_hash);
+    json!({"item_hash": item_hash, "type": "POST", "chain": "ETH", "sender": sender,
+           "channel": "ALEPH_CREDIT", "item_type": "inline", "item_content": item_content,
+           "time": 1_780_000_000.0, "signature": lotledger_sig::sign_evm(secret, &buffer)})
+}
+
+fn distribution(amount: i64) -> Value {
+    let holder = lotledger_sig::evm_address(&HOLDER);
+    signed(
+        &GRANTOR,
+        &lotledger_sig::evm_address(&GRANTOR),
+        "aleph_credit_distribution",
+        json!({"distribution": {"token": "ALEPH", "chain": "ETH", "credits": [
+            {"address": holder, "amount": amount, "price": "0.000001", "tx_hash": "0xt", "provider": "ALEPH"}]}}),
+    )
+}
+
+fn sync(message: &Value) -> Value {
+    json!({"sync": true, "message": message})
+}
+
+async fn both_stores<F: AsyncFn(App, App)>(f: F) {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = db::fresh_sqlite(&dir).await.0;
+    f(App::new(&sqlite, false), App::new(&sqlite, true)).await;
+    let pg = db::fresh_pg().await;
+    f(App::new(&pg, false), App::new(&pg, true)).await;
+}
+
+#[tokio::test]
+async fn a_signed_distribution_is_processed_once_and_its_status_recorded() {
+    both_stores(async |app, _| {
+        let holder = lotledger_sig::evm_address(&HOLDER);
+        let message = distribution(1000);
+        let (status, body) = app.post(&sync(&message)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body,
+            json!({"publication_status": {"status": "success", "failed": []}, "message_status": "processed"})
+        );
+        // Sent again: still processed, applied once.
+        let (status, _) = app.post(&sync(&message)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(app.balance(&holder).await, 1000);
+        let hash = message["item_hash"].as_str().unwrap();
+        let (status, body) = app.call("GET", &format!("/api/v0/messages/{hash}"), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["status"], "processed");
+        assert_eq!(body["item_hash"], hash);
+        // sync false: accepted as pending, applied, status readable.
+        let (status, body) = app
+            .post(&json!({"sync": false, "message": distribution(5)}))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(body["message_status"], "pending");
+        assert_eq!(app.balance(&holder).await, 1005);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn envelope_faults_are_rejected_recorded_and_change_nothing() {
+    both_stores(async |app, _| {
+        let holder = lotledger_sig::evm_address(&HOLDER);
+        let good = distribution(1000);
+        let mut bad_signature = good.clone();
+        let sig = good["signature"].as_str().unwrap();
+        let flipped = if sig.ends_with('1') { "2" } else { "1" };
+        bad_signature["signature"] = json!(format!("{}{flipped}", &sig[..sig.len() - 1]));
+        let mut wrong_hash = good.clone();
+        wrong_hash["item_hash"] = json!("cd".repeat(32));
+        // Signed by the holder, claiming to be the grantor's post.
+        let impostor = signed(
+            &HOLDER,
+            &lotledger_sig::evm_address(&GRANTOR),
+            "aleph_credit_distribution",
+            json!({"distribution": {"token": "ALEPH", "chain": "ETH", "credits": [
+                {"address": holder, "amount": 5, "price": "0.000001", "tx_hash": "0xt", "provider": "ALEPH"}]}}),
+        );
+        let mut unknown_chain = good.clone();
+        unknown_chain["chain"] = json!("NOT_A_CHAIN");
+        let mut aggregate = good.clone();
+        aggregate["type"] = json!("AGGREGATE");
+        let cases = [
+            (bad_signature, 1, "The signature of the message is invalid"),
+            (wrong_hash, 0, "does not match"),
+            (impostor, 2, "delegation"),
+            (unknown_chain, 0, "Unknown chain for validation: NOT_A_CHAIN"),
+            (aggregate, 0, "POST messages only"),
+        ];
+        for (message, code, text) in cases {
+            let (status, body) = app.post(&sync(&message)).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}: {body}");
+            assert_eq!(body["message_status"], "rejected");
+            let hash = message["item_hash"].as_str().unwrap();
+            let (status, record) = app.call("GET", &format!("/api/v0/messages/{hash}"), None).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(record["status"], "rejected", "{record}");
+            assert_eq!(record["error_code"], code, "{record}");
+            let error = record["details"]["errors"][0].as_str().unwrap();
+            assert!(error.contains(text), "{error:?} lacks {text:?}");
+            assert_eq!(app.balance(&holder).await, 0);
+        }
+        let (status, _) = app
+            .call("GET", &format!("/api/v0/addresses/{holder}/credit_history"), None)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        // The genuine message is still processed afterwards (a rejection does not block it).
+        let (status, _) = app.post(&sync(&good)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(app.balance(&holder).await, 1000);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_bodies_are_refused_without_effect() {
+    both_stores(async |app, _| {
+        let holder = lotledger_sig::evm_address(&HOLDER);
+        let bodies: [Vec<u8>; 5] = [
+            b"{not json".to_vec(),
+            b"[1, 2]".to_vec(),
+            br#"{"sync": true}"#.to_vec(),
+            br#"{"sync": "yes", "message": {}}"#.to_vec(),
+            br#"{"sync": true, "message": {"type": "POST"}}"#.to_vec(),
+        ];
+        for body in bodies {
+            let shown = String::from_utf8_lossy(&body).to_string();
+            let (status, reply) = app.call("POST", "/api/v0/messages", Some(body)).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{shown}: {reply}");
+            assert!(reply.is_array(), "{reply}");
+        }
+        // Over the body limit (64 KiB here): 413 with a clear reason.
+        let mut huge = distribution(1000);
+        huge["padding"] = json!("x".repeat(100 * 1024));
+        let (status, reply) = app.post(&sync(&huge)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(
+            reply["error"].as_str().unwrap().contains("65536 bytes"),
+            "{reply}"
+        );
+        assert_eq!(app.balance(&holder).await, 0);
+        let hash = huge["item_hash"].as_str().unwrap();
+        let (status, _) = app
+            .call("GET", &format!("/api/v0/messages/{hash}"), None)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_query_values_get_422_naming_the_parameter() {
+    both_stores(async |app, _| {
+        let holder = lotledger_sig::evm_address(&HOLDER);
+        app.post(&sync(&distribution(1000))).await;
+        let history = format!("/api/v0/addresses/{holder}/credit_history");
+        let cases = [
+            (format!("{history}?sort_by=bogus"), "sort_by"),
+            (format!("{history}?sort_order=2"), "sort_order"),
+            (format!("{history}?direction=up"), "direction"),
+            (format!("{history}?pagination=-1"), "pagination"),
+            (format!("{history}?page=0"), "page"),
+            (format!("{history}?has_expiration=maybe"), "has_expiration"),
+            (format!("{history}?startDate=abc"), "startDate"),
+            (format!("{history}?resourceTypes=VM"), "resourceTypes"),
+            (format!("{history}/summary?end_date=-5"), "end_date"),
+            (
+                "/api/v0/credit_balances?min_balance=0".to_string(),
+                "min_balance",
+            ),
+            (
+                format!("/api/v0/addresses/{holder}/balance?include_credit_details=maybe"),
+                "include_credit_details",
+            ),
+            (
+                format!("/api/v0/addresses/{holder}/balance?chain=NOT_A_CHAIN"),
+                "chain",
+            ),
+        ];
+        for (uri, param) in cases {
+            let (status, body) = app.call("GET", &uri, None).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {body}");
+            let named = body
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["loc"].as_array().unwrap().iter().any(|l| l == param));
+            assert!(named, "{uri}: {body} does not name {param}");
+        }
+        // Cursor errors: 422 with the reason.
+        let (status, body) = app
+            .call("GET", &format!("{history}?cursor=%%%"), None)
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(app.balance(&holder).await, 1000);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_test_clock_is_refused_in_normal_mode_and_works_when_enabled() {
+    both_stores(async |normal, testing| {
+        let holder = lotledger_sig::evm_address(&HOLDER);
+        let uri = format!("/api/v0/addresses/{holder}/balance");
+        let request = |now: &str| {
+            Request::builder()
+                .uri(&uri)
+                .header(lotledger_api::NOW_HEADER, now)
+                .body(Body::empty())
+                .unwrap()
+        };
+        let response = normal.router.clone().oneshot(request(NOW)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let (status, _) = normal
+            .call(
+                "PUT",
+                "/api/v0/test/clock",
+                Some(br#"{"now": "2030-01-01T00:00:00Z"}"#.to_vec()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+
+        // An expiring grant: visible before its expiry, gone after, by the clock alone.
+        let expiring = signed(
+            &GRANTOR,
+            &lotledger_sig::evm_address(&GRANTOR),
+            "aleph_credit_distribution",
+            json!({"distribution": {"token": "ALEPH", "chain": "ETH", "credits": [
+                {"address": holder, "amount": 40, "price": "0.000001", "tx_hash": "0xe",
+                 "provider": "ALEPH", "expiration": 1_790_000_000_000_i64}]}}),
+        );
+        let (status, _) = testing.post(&sync(&expiring)).await;
+        assert_eq!(status, StatusCode::OK);
+        let read = async |now: &str| {
+            let response = testing.router.clone().oneshot(request(now)).await.unwrap();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            body_value(&bytes)["credit_balance"].as_i64().unwrap()
+        };
+        assert_eq!(read("2026-09-01T00:00:00Z").await, 40);
+        assert_eq!(read("2026-09-25T00:00:00Z").await, 0);
+        let (status, _) = testing
+            .call(
+                "PUT",
+                "/api/v0/test/clock",
+                Some(br#"{"now": "2026-09-25T00:00:00Z"}"#.to_vec()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(testing.balance(&holder).await, 0);
+        let (status, _) = testing
+            .call(
+                "PUT",
+                "/api/v0/test/clock",
+                Some(br#"{"now": "not a time"}"#.to_vec()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    })
+    .await;
+}
