@@ -8,6 +8,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use lotledger_core::cursor::{HistoryCursor, decode_balances_cursor, encode_balances_cursor};
+use lotledger_core::decimal::python_decimal_str;
 use lotledger_core::query::{Keyset, SortBy, after_keyset, compare, summarize};
 use lotledger_core::{HistoryRow, Timestamp};
 use lotledger_store::BalancesQuery;
@@ -212,7 +213,7 @@ impl HistoryItem {
     fn of(r: &HistoryRow) -> HistoryItem {
         HistoryItem {
             amount: r.amount.0,
-            price: r.price.clone(),
+            price: r.price.as_deref().map(python_decimal_str),
             bonus_amount: r.bonus_amount,
             tx_hash: r.tx_hash.clone(),
             token: r.token.clone(),
@@ -226,7 +227,7 @@ impl HistoryItem {
             expiration_date: r.expiration_date.map(Timestamp::to_iso_pydantic),
             message_timestamp: r.message_timestamp.to_iso_pydantic(),
             expense_count: r.expense_count,
-            expense_size_mib: r.expense_size_mib.clone(),
+            expense_size_mib: r.expense_size_mib.as_deref().map(python_decimal_str),
         }
     }
 }
@@ -281,17 +282,7 @@ fn float(x: f64) -> Value {
            ("cursor" = Option<String>, Query, description = "Cursor mode when present"),
            ("sort_by" = Option<String>, Query, description = "message_timestamp (default), expiration_date, payment_method, amount, origin, tx_hash, provider"),
            ("sort_order" = Option<i64>, Query, description = "1 ascending, -1 descending (default)"),
-           ("tx_hash" = Option<String>, Query), ("token" = Option<String>, Query),
-           ("chain" = Option<String>, Query), ("provider" = Option<String>, Query),
-           ("origin" = Option<String>, Query), ("origin_ref" = Option<String>, Query),
-           ("payment_method" = Option<String>, Query),
-           ("has_expiration" = Option<bool>, Query),
-           ("exclude_payment_method" = Option<String>, Query, description = "Comma-separated"),
-           ("startDate" = Option<f64>, Query, description = "Unix seconds, inclusive (also start_date)"),
-           ("endDate" = Option<f64>, Query, description = "Unix seconds, inclusive (also end_date)"),
-           ("direction" = Option<String>, Query, description = "incoming or outgoing"),
-           ("resourceTypes" = Option<String>, Query, description = "Comma-separated message types (also resource_types)"),
-           ("resource" = Option<String>, Query, description = "Effective origin of expense rows")),
+           HistoryFilterQuery),
     responses((status = 200, body = HistoryPage, description = "Page mode; cursor mode: address, credit_history (epoch floats), next_cursor, pagination_per_page"),
               (status = 404, description = "No credit history found for this address"),
               (status = 422, description = "Invalid parameter or cursor")))]
@@ -424,6 +415,39 @@ pub(crate) async fn credit_history(
     .into_response())
 }
 
+/// The filters shared by the history listing and its summary (documentation only: parsing is
+/// `Params::history_filter`, which also accepts the snake_case spellings of the dates and types).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct HistoryFilterQuery {
+    tx_hash: Option<String>,
+    token: Option<String>,
+    chain: Option<String>,
+    provider: Option<String>,
+    origin: Option<String>,
+    origin_ref: Option<String>,
+    payment_method: Option<String>,
+    /// true/false (also 1/0, yes/no, on/off, t/f, y/n).
+    has_expiration: Option<bool>,
+    /// Comma-separated payment methods to leave out (rows without one are left out too).
+    exclude_payment_method: Option<String>,
+    /// Unix seconds, inclusive (also `start_date`).
+    #[param(rename = "startDate")]
+    start_date: Option<f64>,
+    /// Unix seconds, inclusive (also `end_date`).
+    #[param(rename = "endDate")]
+    end_date: Option<f64>,
+    /// `incoming` (amount > 0) or `outgoing` (amount < 0).
+    direction: Option<String>,
+    /// Comma-separated message types (also `resource_types`); lotledger keeps no resource
+    /// messages, so a valid list matches nothing.
+    #[param(rename = "resourceTypes")]
+    resource_types: Option<String>,
+    /// Effective origin (`origin`, else `origin_ref`) of expense rows.
+    resource: Option<String>,
+}
+
 /// `GET …/credit_history/summary`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HistorySummary {
@@ -436,7 +460,7 @@ pub struct HistorySummary {
 }
 
 #[utoipa::path(get, path = "/api/v0/addresses/{address}/credit_history/summary", tag = "credits",
-    params(("address" = String, Path, description = "Account address")),
+    params(("address" = String, Path, description = "Account address"), HistoryFilterQuery),
     responses((status = 200, body = HistorySummary, description = "Zeros when nothing matches; takes the filters of credit_history"),
               (status = 422, description = "Invalid parameter")))]
 pub(crate) async fn credit_history_summary(

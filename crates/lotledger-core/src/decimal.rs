@@ -174,6 +174,37 @@ fn digits_with_underscores(s: &str) -> Option<String> {
     Some(out)
 }
 
+/// Python's `str(Decimal(numeric_text))` for a PostgreSQL `NUMERIC` text (what pydantic
+/// writes for a decimal read from the database): plain notation unless the adjusted exponent
+/// is below -6 (`0.0000001` → `1E-7`). Text that is not plain `NUMERIC` is returned as is.
+pub fn python_decimal_str(numeric_text: &str) -> String {
+    let (sign, body) = match numeric_text.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", numeric_text),
+    };
+    let (int_part, frac) = body.split_once('.').unwrap_or((body, ""));
+    if int_part.is_empty()
+        || !int_part.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return numeric_text.to_string();
+    }
+    let all: String = format!("{int_part}{frac}");
+    let digits = all.trim_start_matches('0');
+    let digits = if digits.is_empty() { "0" } else { digits };
+    let exponent = -(frac.len() as i64);
+    let adjusted = exponent + digits.len() as i64 - 1;
+    if adjusted >= -6 {
+        return numeric_text.to_string();
+    }
+    let (first, rest) = digits.split_at(1);
+    if rest.is_empty() {
+        format!("{sign}{first}E{adjusted}")
+    } else {
+        format!("{sign}{first}.{rest}E{adjusted}")
+    }
+}
+
 /// Python's `repr(float)` (= `str(float)`): shortest round-trip digits, scientific notation when
 /// the decimal exponent is below -4 or at least 16 (`1e-06`, `1e+16`), else fixed with a `.0`.
 pub fn python_float_repr(x: f64) -> String {
@@ -225,6 +256,22 @@ pub fn python_float_repr(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_str_like_python() {
+        for (numeric, python) in [
+            ("0.000001", "0.000001"),
+            ("0.0000001", "1E-7"),
+            ("0.00000012", "1.2E-7"),
+            ("-0.00000010", "-1.0E-7"),
+            ("0.0000000", "0E-7"),
+            ("512.25", "512.25"),
+            ("5", "5"),
+            ("1.0", "1.0"),
+        ] {
+            assert_eq!(python_decimal_str(numeric), python, "{numeric}");
+        }
+    }
 
     fn norm(s: &str) -> String {
         PyDecimal::parse(s).unwrap().to_numeric_text().unwrap()
