@@ -2,7 +2,7 @@
 
 use lotledger_core::{BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp};
 use lotledger_store::{
-    BalancesQuery, Drift, HistorySelector, MessageRecord, Outcome, Store, StoreError,
+    BalancesQuery, BatchItem, Drift, HistorySelector, MessageRecord, Outcome, Store, StoreError,
 };
 use lotledger_store_pg::PgStore;
 use lotledger_store_sqlite::SqliteStore;
@@ -49,6 +49,14 @@ impl Store for AnyStore {
         now: Timestamp,
     ) -> Result<Outcome, StoreError> {
         dispatch!(self, s => s.apply(post, rules, now))
+    }
+    async fn apply_batch(
+        &self,
+        items: &[BatchItem],
+        rules: &Rules,
+        now: Timestamp,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        dispatch!(self, s => s.apply_batch(items, rules, now))
     }
     async fn reject(
         &self,

@@ -104,6 +104,31 @@ pub trait Store: Send + Sync {
         now: Timestamp,
     ) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
 
+    /// Applies a batch of messages in order, each exactly as [`Store::apply`] /
+    /// [`Store::reject`] would, with one outcome per item. Backends group them into one
+    /// transaction (group commit); a message is still atomic and applied once, and a
+    /// rejected message never affects its neighbours.
+    fn apply_batch(
+        &self,
+        items: &[BatchItem],
+        rules: &Rules,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send {
+        async move {
+            let mut outcomes = Vec::with_capacity(items.len());
+            for item in items {
+                outcomes.push(match item {
+                    BatchItem::Apply(post) => self.apply(post, rules, now).await?,
+                    BatchItem::Reject { item_hash, error } => {
+                        self.reject(item_hash, error, now).await?
+                    }
+                    BatchItem::Ignore => Outcome::Ignored(IgnoreReason::NotCreditType),
+                });
+            }
+            Ok(outcomes)
+        }
+    }
+
     /// Records a message rejected before the credit rules (envelope checks), unless this hash
     /// was already processed. Returns the outcome recorded.
     fn reject(
@@ -193,6 +218,31 @@ pub trait Store: Send + Sync {
         &self,
         item_hash: &str,
     ) -> impl Future<Output = Result<Option<MessageRecord>, StoreError>> + Send;
+}
+
+/// One message of a batch, after its envelope checks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchItem {
+    /// A POST to apply.
+    Apply(Post),
+    /// An envelope-level rejection to record under this hash.
+    Reject { item_hash: String, error: String },
+    /// Not a POST: nothing to apply or record.
+    Ignore,
+}
+
+impl BatchItem {
+    /// The item an envelope makes, with the envelope checks that need no cryptography.
+    pub fn from_envelope(envelope: &Envelope) -> BatchItem {
+        match envelope.post() {
+            Ok(Some(post)) => BatchItem::Apply(post),
+            Ok(None) => BatchItem::Ignore,
+            Err(rejection) => BatchItem::Reject {
+                item_hash: envelope.item_hash.clone(),
+                error: rejection.0,
+            },
+        }
+    }
 }
 
 /// Applies the POST an envelope carries, or records its envelope-level rejection; a message
