@@ -10,9 +10,10 @@ use std::time::Duration;
 use lotledger_core::{
     BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_at, replay,
 };
+use lotledger_store::batch::LastRows;
 use lotledger_store::{
-    BalancesQuery, Drift, HistorySelector, LedgerTx, MessageRecord, MessageStatus, Outcome, Store,
-    StoreError, writer,
+    BalancesQuery, BatchItem, Drift, HistorySelector, LedgerTx, MessageRecord, MessageStatus,
+    Outcome, Store, StoreError, writer,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, QueryBuilder, Transaction};
@@ -90,6 +91,26 @@ impl Store for PgStore {
         let outcome = writer::apply(&mut tx, post, rules, now).await?;
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    async fn apply_batch(
+        &self,
+        items: &[BatchItem],
+        rules: &Rules,
+        now: Timestamp,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut tx = self.write().await?;
+        match lotledger_store::batch::apply_batch(&mut tx, items, rules, now).await {
+            Ok(outcomes) => {
+                tx.commit().await?;
+                Ok(outcomes)
+            }
+            Err(e) => {
+                drop(tx);
+                tracing::warn!(error = %e, "batch failed; applying its messages one by one");
+                lotledger_store::apply_one_by_one(self, items, rules, now).await
+            }
+        }
     }
 
     async fn reject(
@@ -382,21 +403,12 @@ impl LedgerTx for PgTx {
     }
 
     async fn lock(&mut self, item_hash: &str, addresses: &[&str]) -> Result<(), StoreError> {
-        // Transaction-scoped advisory locks, always taken in ascending key order.
-        let mut keys: Vec<i64> = addresses.iter().map(|a| lock_key("address", a)).collect();
-        if !item_hash.is_empty() {
-            keys.push(lock_key("message", item_hash));
-        }
-        keys.sort_unstable();
-        keys.dedup();
-        for key in keys {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(key)
-                .execute(&mut *self.tx)
-                .await
-                .map_err(db_err)?;
-        }
-        Ok(())
+        let hashes: &[&str] = if item_hash.is_empty() {
+            &[]
+        } else {
+            &[item_hash]
+        };
+        self.lock_many(hashes, addresses).await
     }
 
     async fn balance(&mut self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
@@ -542,5 +554,161 @@ impl LedgerTx for PgTx {
             .await
             .map_err(db_err)?;
         self.insert_lots(lots).await
+    }
+
+    async fn lock_many(
+        &mut self,
+        item_hashes: &[&str],
+        addresses: &[&str],
+    ) -> Result<(), StoreError> {
+        // Transaction-scoped advisory locks, always taken in ascending key order (one global
+        // order, so writers never deadlock), in one round trip.
+        let mut keys: Vec<i64> = addresses.iter().map(|a| lock_key("address", a)).collect();
+        keys.extend(item_hashes.iter().map(|h| lock_key("message", h)));
+        keys.sort_unstable();
+        keys.dedup();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "SELECT COUNT(pg_advisory_xact_lock(k)) FROM \
+             (SELECT k FROM UNNEST($1::bigint[]) AS u(k) ORDER BY k) AS sorted",
+        )
+        .bind(keys)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn load_lots(&mut self, addresses: &[&str]) -> Result<Vec<Lot>, StoreError> {
+        let addresses: Vec<String> = addresses.iter().map(|a| (*a).to_string()).collect();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {LOT_COLUMNS} FROM credit_lots WHERE address = ANY($1)"
+        )))
+        .bind(addresses)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(lot).collect()
+    }
+
+    async fn last_rows(
+        &mut self,
+        addresses: &[&str],
+    ) -> Result<Vec<(String, LastRows)>, StoreError> {
+        let addresses: Vec<String> = addresses.iter().map(|a| (*a).to_string()).collect();
+        let rows: Vec<(String, bool, time::OffsetDateTime, String)> = sqlx::query_as(
+            "SELECT address, debit, message_timestamp, credit_ref FROM (\
+             SELECT address, amount < 0 AS debit, message_timestamp, credit_ref, ROW_NUMBER() OVER \
+             (PARTITION BY address, amount < 0 ORDER BY message_timestamp DESC, credit_ref DESC) AS rn \
+             FROM credit_history WHERE address = ANY($1)) AS t WHERE rn = 1",
+        )
+        .bind(addresses)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        let mut found: std::collections::HashMap<String, LastRows> = Default::default();
+        for (address, debit, at, credit_ref) in rows {
+            let pos = (wrappers::ts(at)?, credit_ref);
+            let entry = found.entry(address).or_default();
+            if debit {
+                entry.debit = Some(pos.clone());
+            }
+            if entry.any.as_ref().is_none_or(|p| pos > *p) {
+                entry.any = Some(pos);
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+
+    async fn message_statuses(
+        &mut self,
+        item_hashes: &[&str],
+    ) -> Result<Vec<(String, MessageStatus)>, StoreError> {
+        let hashes: Vec<String> = item_hashes.iter().map(|h| (*h).to_string()).collect();
+        let rows = sqlx::query(
+            "SELECT item_hash, status, ignored, error, recorded_at FROM credit_messages WHERE item_hash = ANY($1)",
+        )
+        .bind(hashes)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| message_record(r).map(|m| (m.item_hash, m.status)))
+            .collect()
+    }
+
+    async fn existing_row_keys(
+        &mut self,
+        credit_refs: &[&str],
+    ) -> Result<Vec<(String, i32)>, StoreError> {
+        let refs: Vec<String> = credit_refs.iter().map(|r| (*r).to_string()).collect();
+        sqlx::query_as(
+            "SELECT credit_ref, credit_index FROM credit_history WHERE credit_ref = ANY($1)",
+        )
+        .bind(refs)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(db_err)
+    }
+
+    async fn write_lots(&mut self, upserts: &[Lot], deletes: &[Lot]) -> Result<(), StoreError> {
+        if !deletes.is_empty() {
+            sqlx::query(
+                "DELETE FROM credit_lots WHERE (address, message_timestamp, credit_ref, credit_index) IN \
+                 (SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::int[]))",
+            )
+            .bind(deletes.iter().map(|l| l.address.clone()).collect::<Vec<_>>())
+            .bind(deletes.iter().map(|l| odt(l.message_timestamp)).collect::<Vec<_>>())
+            .bind(deletes.iter().map(|l| l.credit_ref.clone()).collect::<Vec<_>>())
+            .bind(deletes.iter().map(|l| l.credit_index).collect::<Vec<_>>())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        }
+        if !upserts.is_empty() {
+            sqlx::query(
+                "INSERT INTO credit_lots (address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date) \
+                 SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::int[], $5::bigint[], $6::timestamptz[]) \
+                 ON CONFLICT (address, message_timestamp, credit_ref, credit_index) \
+                 DO UPDATE SET amount_remaining = EXCLUDED.amount_remaining",
+            )
+            .bind(upserts.iter().map(|l| l.address.clone()).collect::<Vec<_>>())
+            .bind(upserts.iter().map(|l| odt(l.message_timestamp)).collect::<Vec<_>>())
+            .bind(upserts.iter().map(|l| l.credit_ref.clone()).collect::<Vec<_>>())
+            .bind(upserts.iter().map(|l| l.credit_index).collect::<Vec<_>>())
+            .bind(upserts.iter().map(|l| l.amount_remaining.0).collect::<Vec<_>>())
+            .bind(upserts.iter().map(|l| opt_odt(l.expiration_date)).collect::<Vec<_>>())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    async fn record_messages(&mut self, records: &[MessageRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let status = |r: &MessageRecord| match &r.status {
+            MessageStatus::Processed => ("processed".to_string(), None),
+            MessageStatus::Rejected { error } => ("rejected".to_string(), Some(error.clone())),
+        };
+        sqlx::query(
+            "INSERT INTO credit_messages (item_hash, status, ignored, error, recorded_at) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) \
+             ON CONFLICT (item_hash) DO UPDATE SET status = EXCLUDED.status, ignored = EXCLUDED.ignored, \
+             error = EXCLUDED.error, recorded_at = EXCLUDED.recorded_at",
+        )
+        .bind(records.iter().map(|r| r.item_hash.clone()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| status(r).0).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.ignored.clone()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| status(r).1).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| odt(r.recorded_at)).collect::<Vec<_>>())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        Ok(())
     }
 }

@@ -27,7 +27,7 @@ pub fn opt_odt(t: Option<Timestamp>) -> Option<OffsetDateTime> {
     t.map(odt)
 }
 
-fn ts(t: OffsetDateTime) -> Result<Timestamp, StoreError> {
+pub fn ts(t: OffsetDateTime) -> Result<Timestamp, StoreError> {
     let micros = t.unix_timestamp_nanos() / 1000;
     i64::try_from(micros)
         .ok()

@@ -9,9 +9,10 @@ use std::time::Duration;
 use lotledger_core::{
     BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_at, replay,
 };
+use lotledger_store::batch::LastRows;
 use lotledger_store::{
-    BalancesQuery, Drift, HistorySelector, LedgerTx, MessageRecord, MessageStatus, Outcome, Store,
-    StoreError, writer,
+    BalancesQuery, BatchItem, Drift, HistorySelector, LedgerTx, MessageRecord, MessageStatus,
+    Outcome, Store, StoreError, writer,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -25,6 +26,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Rows per multi-row INSERT (17 columns each, well under SQLite's variable limit).
 const INSERT_CHUNK_ROWS: usize = 500;
+/// Values per `IN (…)` list.
+const IN_CHUNK: usize = 500;
 
 const HISTORY_COLUMNS: &str = "address, amount, price, bonus_amount, tx_hash, token, chain, provider, origin, \
      origin_ref, payment_method, credit_ref, credit_index, expiration_date, message_timestamp, expense_count, \
@@ -95,6 +98,26 @@ impl Store for SqliteStore {
         let outcome = writer::apply(&mut tx, post, rules, now).await?;
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    async fn apply_batch(
+        &self,
+        items: &[BatchItem],
+        rules: &Rules,
+        now: Timestamp,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut tx = self.write().await?;
+        match lotledger_store::batch::apply_batch(&mut tx, items, rules, now).await {
+            Ok(outcomes) => {
+                tx.commit().await?;
+                Ok(outcomes)
+            }
+            Err(e) => {
+                drop(tx);
+                tracing::warn!(error = %e, "batch failed; applying its messages one by one");
+                lotledger_store::apply_one_by_one(self, items, rules, now).await
+            }
+        }
     }
 
     async fn reject(
@@ -535,5 +558,185 @@ impl LedgerTx for SqliteTx {
             .await
             .map_err(db_err)?;
         self.insert_lots(lots).await
+    }
+
+    async fn lock_many(&mut self, _hashes: &[&str], _addresses: &[&str]) -> Result<(), StoreError> {
+        // BEGIN IMMEDIATE already excludes every other writer.
+        Ok(())
+    }
+
+    async fn load_lots(&mut self, addresses: &[&str]) -> Result<Vec<Lot>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in addresses.chunks(IN_CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date \
+                 FROM credit_lots WHERE address IN (",
+            );
+            let mut list = qb.separated(", ");
+            for a in chunk {
+                list.push_bind(*a);
+            }
+            qb.push(")");
+            for row in qb.build().fetch_all(&mut *self.tx).await.map_err(db_err)? {
+                out.push(lot(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn last_rows(
+        &mut self,
+        addresses: &[&str],
+    ) -> Result<Vec<(String, LastRows)>, StoreError> {
+        let mut found: std::collections::HashMap<String, LastRows> = Default::default();
+        for chunk in addresses.chunks(IN_CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT address, debit, message_timestamp, credit_ref FROM (\
+                 SELECT address, amount < 0 AS debit, message_timestamp, credit_ref, ROW_NUMBER() OVER \
+                 (PARTITION BY address, amount < 0 ORDER BY message_timestamp DESC, credit_ref DESC) AS rn \
+                 FROM credit_history WHERE address IN (",
+            );
+            let mut list = qb.separated(", ");
+            for a in chunk {
+                list.push_bind(*a);
+            }
+            qb.push(")) WHERE rn = 1");
+            let rows: Vec<(String, bool, i64, String)> = qb
+                .build_query_as()
+                .fetch_all(&mut *self.tx)
+                .await
+                .map_err(db_err)?;
+            for (address, debit, micros, credit_ref) in rows {
+                let pos = (
+                    Timestamp::from_micros(micros)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    credit_ref,
+                );
+                let entry = found.entry(address).or_default();
+                if debit {
+                    entry.debit = Some(pos.clone());
+                }
+                if entry.any.as_ref().is_none_or(|p| pos > *p) {
+                    entry.any = Some(pos);
+                }
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+
+    async fn message_statuses(
+        &mut self,
+        item_hashes: &[&str],
+    ) -> Result<Vec<(String, MessageStatus)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in item_hashes.chunks(IN_CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT item_hash, status, ignored, error, recorded_at FROM credit_messages WHERE item_hash IN (",
+            );
+            let mut list = qb.separated(", ");
+            for h in chunk {
+                list.push_bind(*h);
+            }
+            qb.push(")");
+            for row in qb.build().fetch_all(&mut *self.tx).await.map_err(db_err)? {
+                let r = message_record(&row)?;
+                out.push((r.item_hash, r.status));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn existing_row_keys(
+        &mut self,
+        credit_refs: &[&str],
+    ) -> Result<Vec<(String, i32)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in credit_refs.chunks(IN_CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT credit_ref, credit_index FROM credit_history WHERE credit_ref IN (",
+            );
+            let mut list = qb.separated(", ");
+            for r in chunk {
+                list.push_bind(*r);
+            }
+            qb.push(")");
+            let rows: Vec<(String, i32)> = qb
+                .build_query_as()
+                .fetch_all(&mut *self.tx)
+                .await
+                .map_err(db_err)?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    async fn write_lots(&mut self, upserts: &[Lot], deletes: &[Lot]) -> Result<(), StoreError> {
+        for chunk in deletes.chunks(IN_CHUNK / 4) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "DELETE FROM credit_lots WHERE (address, message_timestamp, credit_ref, credit_index) IN (VALUES ",
+            );
+            let mut first = true;
+            for l in chunk {
+                if !first {
+                    qb.push(", ");
+                }
+                first = false;
+                qb.push("(")
+                    .push_bind(l.address.clone())
+                    .push(", ")
+                    .push_bind(l.message_timestamp.as_micros())
+                    .push(", ")
+                    .push_bind(l.credit_ref.clone())
+                    .push(", ")
+                    .push_bind(l.credit_index)
+                    .push(")");
+            }
+            qb.push(")");
+            qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
+        }
+        for chunk in upserts.chunks(INSERT_CHUNK_ROWS) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO credit_lots (address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date) ",
+            );
+            qb.push_values(chunk, |mut b, l| {
+                b.push_bind(l.address.clone())
+                    .push_bind(l.message_timestamp.as_micros())
+                    .push_bind(l.credit_ref.clone())
+                    .push_bind(l.credit_index)
+                    .push_bind(l.amount_remaining.0)
+                    .push_bind(opt_micros(l.expiration_date));
+            });
+            qb.push(
+                " ON CONFLICT (address, message_timestamp, credit_ref, credit_index) \
+                 DO UPDATE SET amount_remaining = excluded.amount_remaining",
+            );
+            qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    async fn record_messages(&mut self, records: &[MessageRecord]) -> Result<(), StoreError> {
+        for chunk in records.chunks(INSERT_CHUNK_ROWS) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO credit_messages (item_hash, status, ignored, error, recorded_at) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                let (status, error) = match &r.status {
+                    MessageStatus::Processed => ("processed", None),
+                    MessageStatus::Rejected { error } => ("rejected", Some(error.clone())),
+                };
+                b.push_bind(r.item_hash.clone())
+                    .push_bind(status)
+                    .push_bind(r.ignored.clone())
+                    .push_bind(error)
+                    .push_bind(r.recorded_at.as_micros());
+            });
+            qb.push(
+                " ON CONFLICT (item_hash) DO UPDATE SET status = excluded.status, ignored = excluded.ignored, \
+                 error = excluded.error, recorded_at = excluded.recorded_at",
+            );
+            qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
+        }
+        Ok(())
     }
 }

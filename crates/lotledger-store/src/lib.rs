@@ -13,6 +13,7 @@ use lotledger_core::{
     BalanceDetail, Credits, HistoryRow, IgnoreReason, Lot, Post, Rules, Timestamp,
 };
 
+pub mod batch;
 pub mod maintenance;
 pub mod writer;
 
@@ -114,19 +115,7 @@ pub trait Store: Send + Sync {
         rules: &Rules,
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send {
-        async move {
-            let mut outcomes = Vec::with_capacity(items.len());
-            for item in items {
-                outcomes.push(match item {
-                    BatchItem::Apply(post) => self.apply(post, rules, now).await?,
-                    BatchItem::Reject { item_hash, error } => {
-                        self.reject(item_hash, error, now).await?
-                    }
-                    BatchItem::Ignore => Outcome::Ignored(IgnoreReason::NotCreditType),
-                });
-            }
-            Ok(outcomes)
-        }
+        apply_one_by_one(self, items, rules, now)
     }
 
     /// Records a message rejected before the credit rules (envelope checks), unless this hash
@@ -245,6 +234,25 @@ impl BatchItem {
     }
 }
 
+/// A batch with one transaction per message (the default [`Store::apply_batch`], and the
+/// fallback when a grouped batch fails).
+pub async fn apply_one_by_one<S: Store + ?Sized>(
+    store: &S,
+    items: &[BatchItem],
+    rules: &Rules,
+    now: Timestamp,
+) -> Result<Vec<Outcome>, StoreError> {
+    let mut outcomes = Vec::with_capacity(items.len());
+    for item in items {
+        outcomes.push(match item {
+            BatchItem::Apply(post) => store.apply(post, rules, now).await?,
+            BatchItem::Reject { item_hash, error } => store.reject(item_hash, error, now).await?,
+            BatchItem::Ignore => Outcome::Ignored(IgnoreReason::NotCreditType),
+        });
+    }
+    Ok(outcomes)
+}
+
 /// Applies the POST an envelope carries, or records its envelope-level rejection; a message
 /// that is not a POST changes nothing. The one way in for a whole message (ingest, tests).
 pub async fn apply_envelope<S: Store>(
@@ -317,5 +325,45 @@ pub trait LedgerTx: Send {
         &mut self,
         address: &str,
         lots: &[Lot],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    // Set-based primitives of group commit ([`batch`]).
+
+    /// [`LedgerTx::lock`] for many messages and addresses at once, in the same global order.
+    fn lock_many(
+        &mut self,
+        item_hashes: &[&str],
+        addresses: &[&str],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Every stored lot of these addresses.
+    fn load_lots(
+        &mut self,
+        addresses: &[&str],
+    ) -> impl Future<Output = Result<Vec<Lot>, StoreError>> + Send;
+    /// The last history positions of these addresses (absent: no history).
+    fn last_rows(
+        &mut self,
+        addresses: &[&str],
+    ) -> impl Future<Output = Result<Vec<(String, batch::LastRows)>, StoreError>> + Send;
+    /// The recorded statuses of these messages (absent: never seen).
+    fn message_statuses(
+        &mut self,
+        item_hashes: &[&str],
+    ) -> impl Future<Output = Result<Vec<(String, MessageStatus)>, StoreError>> + Send;
+    /// Keys of history rows already stored under these credit refs.
+    fn existing_row_keys(
+        &mut self,
+        credit_refs: &[&str],
+    ) -> impl Future<Output = Result<Vec<(String, i32)>, StoreError>> + Send;
+    /// Inserts or updates `upserts` (by key) and deletes the lots keyed like `deletes`.
+    fn write_lots(
+        &mut self,
+        upserts: &[Lot],
+        deletes: &[Lot],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// [`LedgerTx::record_message`] for many distinct hashes.
+    fn record_messages(
+        &mut self,
+        records: &[MessageRecord],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
 mod api;
+mod batch;
 mod conformance_copy;
 mod model;
 mod store;

@@ -1,0 +1,414 @@
+//! Group commit: many messages in one transaction, each applied by the unchanged
+//! [`writer::apply`] / [`writer::reject`], over [`BatchTx`] — a [`LedgerTx`] that answers from an
+//! in-memory copy of the batch's state (loaded in a few set-based queries) and buffers every
+//! write until one flush. A message is still atomic (the batch commits or rolls back as a whole;
+//! on any store error the caller replays the batch one transaction per message) and applied
+//! once (the status map sees the batch's own records).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use lotledger_core::{
+    Credits, Decision, HistoryRow, IgnoreReason, Lot, Rules, Timestamp, classify,
+};
+
+use crate::{BatchItem, LedgerTx, MessageRecord, MessageStatus, Outcome, StoreError, writer};
+
+/// A lot's primary key in emission order: `(message_timestamp, credit_ref, credit_index)`.
+type LotKey = (Timestamp, String, i32);
+
+/// Replay-order position of an address's last history row: `(message_timestamp, credit_ref)`.
+type Position = (Timestamp, String);
+
+/// The last history positions of an address, overall and among debits (negative rows).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LastRows {
+    pub any: Option<Position>,
+    pub debit: Option<Position>,
+}
+
+impl LastRows {
+    fn note(&mut self, row: &HistoryRow) {
+        let pos = (row.message_timestamp, row.credit_ref.clone());
+        if self.any.as_ref().is_none_or(|p| pos > *p) {
+            self.any = Some(pos.clone());
+        }
+        if row.amount.0 < 0 && self.debit.as_ref().is_none_or(|p| pos > *p) {
+            self.debit = Some(pos);
+        }
+    }
+}
+
+/// A [`LedgerTx`] over an in-memory copy of the batch's state; see the module docs.
+pub struct BatchTx<'t, T: LedgerTx> {
+    inner: &'t mut T,
+    statuses: HashMap<String, Option<MessageStatus>>,
+    lots: HashMap<String, BTreeMap<LotKey, Lot>>,
+    last: HashMap<String, LastRows>,
+    row_keys: HashSet<(String, i32)>,
+    locked_hashes: HashSet<String>,
+    locked_addresses: HashSet<String>,
+    pending_rows: Vec<HistoryRow>,
+    last_update: Timestamp,
+    dirty_lots: BTreeSet<(String, LotKey)>,
+    pending_messages: Vec<MessageRecord>,
+}
+
+impl<'t, T: LedgerTx> BatchTx<'t, T> {
+    /// Locks and loads everything the batch's messages touch.
+    pub async fn load(
+        inner: &'t mut T,
+        items: &[BatchItem],
+        rules: &Rules,
+    ) -> Result<BatchTx<'t, T>, StoreError> {
+        let mut hashes: BTreeSet<&str> = BTreeSet::new();
+        let mut addresses: BTreeSet<String> = BTreeSet::new();
+        for item in items {
+            match item {
+                BatchItem::Apply(post) => {
+                    hashes.insert(&post.item_hash);
+                    if let Decision::Apply(op) = classify(post, rules) {
+                        addresses.extend(op.touched_addresses().into_iter().map(str::to_string));
+                    }
+                }
+                BatchItem::Reject { item_hash, .. } => {
+                    hashes.insert(item_hash);
+                }
+                BatchItem::Ignore => {}
+            }
+        }
+        let hashes: Vec<&str> = hashes.into_iter().collect();
+        let address_refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        inner.lock_many(&hashes, &address_refs).await?;
+        let mut statuses: HashMap<String, Option<MessageStatus>> =
+            hashes.iter().map(|h| ((*h).to_string(), None)).collect();
+        for (hash, status) in inner.message_statuses(&hashes).await? {
+            statuses.insert(hash, Some(status));
+        }
+        let mut lots: HashMap<String, BTreeMap<LotKey, Lot>> = addresses
+            .iter()
+            .map(|a| (a.clone(), BTreeMap::new()))
+            .collect();
+        for lot in inner.load_lots(&address_refs).await? {
+            lots.entry(lot.address.clone())
+                .or_default()
+                .insert(lot_key(&lot), lot);
+        }
+        let mut last: HashMap<String, LastRows> = addresses
+            .iter()
+            .map(|a| (a.clone(), LastRows::default()))
+            .collect();
+        for (address, rows) in inner.last_rows(&address_refs).await? {
+            last.insert(address, rows);
+        }
+        let row_keys = inner
+            .existing_row_keys(&hashes)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(BatchTx {
+            inner,
+            statuses,
+            lots,
+            last,
+            row_keys,
+            locked_hashes: hashes.iter().map(|h| (*h).to_string()).collect(),
+            locked_addresses: addresses.into_iter().collect(),
+            pending_rows: Vec::new(),
+            last_update: Timestamp::UNIX_EPOCH,
+            dirty_lots: BTreeSet::new(),
+            pending_messages: Vec::new(),
+        })
+    }
+
+    async fn ensure_lots(&mut self, address: &str) -> Result<(), StoreError> {
+        if !self.lots.contains_key(address) {
+            let mut map = BTreeMap::new();
+            for lot in self.inner.load_lots(&[address]).await? {
+                map.insert(lot_key(&lot), lot);
+            }
+            self.lots.insert(address.to_string(), map);
+        }
+        Ok(())
+    }
+
+    async fn ensure_last(&mut self, address: &str) -> Result<(), StoreError> {
+        if !self.last.contains_key(address) {
+            let found = self.inner.last_rows(&[address]).await?;
+            let rows = found.into_iter().next().map(|(_, r)| r).unwrap_or_default();
+            self.last.insert(address.to_string(), rows);
+        }
+        Ok(())
+    }
+
+    async fn flush_rows(&mut self) -> Result<(), StoreError> {
+        if !self.pending_rows.is_empty() {
+            let rows = std::mem::take(&mut self.pending_rows);
+            self.inner.insert_rows(&rows, self.last_update).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything buffered. The caller commits.
+    pub async fn flush(mut self) -> Result<(), StoreError> {
+        self.flush_rows().await?;
+        let mut upserts = Vec::new();
+        let mut deletes = Vec::new();
+        for (address, key) in &self.dirty_lots {
+            match self.lots.get(address).and_then(|m| m.get(key)) {
+                Some(lot) => upserts.push(lot.clone()),
+                None => deletes.push(Lot {
+                    address: address.clone(),
+                    message_timestamp: key.0,
+                    credit_ref: key.1.clone(),
+                    credit_index: key.2,
+                    amount_remaining: Credits::ZERO,
+                    expiration_date: None,
+                }),
+            }
+        }
+        self.inner.write_lots(&upserts, &deletes).await?;
+        // The last record of a hash wins (a rejection later processed, …).
+        let mut seen = HashSet::new();
+        let mut records: Vec<MessageRecord> = Vec::new();
+        for m in self.pending_messages.iter().rev() {
+            if seen.insert(m.item_hash.as_str()) {
+                records.push(m.clone());
+            }
+        }
+        records.reverse();
+        self.inner.record_messages(&records).await
+    }
+}
+
+fn lot_key(lot: &Lot) -> LotKey {
+    (
+        lot.message_timestamp,
+        lot.credit_ref.clone(),
+        lot.credit_index,
+    )
+}
+
+fn valid_at(lot: &Lot, at: Timestamp) -> bool {
+    lot.expiration_date.is_none_or(|e| e > at)
+}
+
+impl<T: LedgerTx> LedgerTx for BatchTx<'_, T> {
+    async fn message_status(
+        &mut self,
+        item_hash: &str,
+    ) -> Result<Option<MessageStatus>, StoreError> {
+        if let Some(s) = self.statuses.get(item_hash) {
+            return Ok(s.clone());
+        }
+        let s = self.inner.message_status(item_hash).await?;
+        self.statuses.insert(item_hash.to_string(), s.clone());
+        Ok(s)
+    }
+
+    async fn record_message(&mut self, record: &MessageRecord) -> Result<(), StoreError> {
+        self.statuses
+            .insert(record.item_hash.clone(), Some(record.status.clone()));
+        self.pending_messages.push(record.clone());
+        Ok(())
+    }
+
+    async fn lock(&mut self, item_hash: &str, addresses: &[&str]) -> Result<(), StoreError> {
+        let covered = (item_hash.is_empty() || self.locked_hashes.contains(item_hash))
+            && addresses.iter().all(|a| self.locked_addresses.contains(*a));
+        if covered {
+            Ok(())
+        } else {
+            self.inner.lock(item_hash, addresses).await
+        }
+    }
+
+    async fn lock_many(
+        &mut self,
+        item_hashes: &[&str],
+        addresses: &[&str],
+    ) -> Result<(), StoreError> {
+        self.inner.lock_many(item_hashes, addresses).await
+    }
+
+    async fn balance(&mut self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
+        self.ensure_lots(address).await?;
+        let mut sum: i64 = 0;
+        for lot in self.lots.get(address).into_iter().flat_map(|m| m.values()) {
+            if valid_at(lot, at) {
+                sum = sum
+                    .checked_add(lot.amount_remaining.0)
+                    .ok_or_else(|| StoreError::Overflow(format!("balance of {address}")))?;
+            }
+        }
+        Ok(Credits(sum.max(0)))
+    }
+
+    async fn drainable_lots(
+        &mut self,
+        addresses: &[&str],
+        ts: Timestamp,
+    ) -> Result<Vec<Lot>, StoreError> {
+        let mut out = Vec::new();
+        for address in addresses {
+            self.ensure_lots(address).await?;
+            out.extend(
+                self.lots
+                    .get(*address)
+                    .into_iter()
+                    .flat_map(|m| m.values())
+                    .filter(|l| l.message_timestamp <= ts && valid_at(l, ts))
+                    .cloned(),
+            );
+        }
+        Ok(out)
+    }
+
+    async fn insert_rows(
+        &mut self,
+        rows: &[HistoryRow],
+        last_update: Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.last_update = last_update;
+        let mut inserted = 0;
+        for row in rows {
+            if self
+                .row_keys
+                .insert((row.credit_ref.clone(), row.credit_index))
+            {
+                self.ensure_last(&row.address).await?;
+                if let Some(last) = self.last.get_mut(&row.address) {
+                    last.note(row);
+                }
+                self.pending_rows.push(row.clone());
+                inserted += 1;
+            }
+        }
+        Ok(inserted)
+    }
+
+    async fn insert_lots(&mut self, lots: &[Lot]) -> Result<(), StoreError> {
+        for lot in lots {
+            self.ensure_lots(&lot.address).await?;
+            let key = lot_key(lot);
+            if let Some(map) = self.lots.get_mut(&lot.address)
+                && !map.contains_key(&key)
+            {
+                map.insert(key.clone(), lot.clone());
+                self.dirty_lots.insert((lot.address.clone(), key));
+            }
+        }
+        Ok(())
+    }
+
+    async fn update_lots(&mut self, lots: &[Lot]) -> Result<(), StoreError> {
+        for lot in lots {
+            self.ensure_lots(&lot.address).await?;
+            let key = lot_key(lot);
+            if let Some(map) = self.lots.get_mut(&lot.address)
+                && let Some(existing) = map.get_mut(&key)
+            {
+                if lot.amount_remaining.is_positive() {
+                    existing.amount_remaining = lot.amount_remaining;
+                } else {
+                    map.remove(&key);
+                }
+                self.dirty_lots.insert((lot.address.clone(), key));
+            }
+        }
+        Ok(())
+    }
+
+    async fn rows_after(
+        &mut self,
+        address: &str,
+        ts: Timestamp,
+        credit_ref: &str,
+    ) -> Result<(bool, bool), StoreError> {
+        self.ensure_last(address).await?;
+        let after = |p: &Option<Position>| {
+            p.as_ref()
+                .is_some_and(|(t, r)| (*t, r.as_str()) > (ts, credit_ref))
+        };
+        Ok(self
+            .last
+            .get(address)
+            .map_or((false, false), |l| (after(&l.any), after(&l.debit))))
+    }
+
+    async fn address_history(&mut self, address: &str) -> Result<Vec<HistoryRow>, StoreError> {
+        self.flush_rows().await?;
+        self.inner.address_history(address).await
+    }
+
+    async fn replace_lots(&mut self, address: &str, lots: &[Lot]) -> Result<(), StoreError> {
+        self.ensure_lots(address).await?;
+        let old = self.lots.remove(address).unwrap_or_default();
+        for key in old.into_keys() {
+            self.dirty_lots.insert((address.to_string(), key));
+        }
+        let mut map = BTreeMap::new();
+        for lot in lots {
+            let key = lot_key(lot);
+            self.dirty_lots.insert((address.to_string(), key.clone()));
+            map.insert(key, lot.clone());
+        }
+        self.lots.insert(address.to_string(), map);
+        Ok(())
+    }
+
+    async fn load_lots(&mut self, addresses: &[&str]) -> Result<Vec<Lot>, StoreError> {
+        self.inner.load_lots(addresses).await
+    }
+
+    async fn last_rows(
+        &mut self,
+        addresses: &[&str],
+    ) -> Result<Vec<(String, LastRows)>, StoreError> {
+        self.inner.last_rows(addresses).await
+    }
+
+    async fn message_statuses(
+        &mut self,
+        item_hashes: &[&str],
+    ) -> Result<Vec<(String, MessageStatus)>, StoreError> {
+        self.inner.message_statuses(item_hashes).await
+    }
+
+    async fn existing_row_keys(
+        &mut self,
+        credit_refs: &[&str],
+    ) -> Result<Vec<(String, i32)>, StoreError> {
+        self.inner.existing_row_keys(credit_refs).await
+    }
+
+    async fn write_lots(&mut self, upserts: &[Lot], deletes: &[Lot]) -> Result<(), StoreError> {
+        self.inner.write_lots(upserts, deletes).await
+    }
+
+    async fn record_messages(&mut self, records: &[MessageRecord]) -> Result<(), StoreError> {
+        self.inner.record_messages(records).await
+    }
+}
+
+/// Runs a batch on an open transaction: every item through the writer over [`BatchTx`], then
+/// one flush. The caller commits, or on error rolls back and replays one message at a time.
+pub async fn apply_batch<T: LedgerTx>(
+    tx: &mut T,
+    items: &[BatchItem],
+    rules: &Rules,
+    now: Timestamp,
+) -> Result<Vec<Outcome>, StoreError> {
+    let mut batch = BatchTx::load(tx, items, rules).await?;
+    let mut outcomes = Vec::with_capacity(items.len());
+    for item in items {
+        outcomes.push(match item {
+            BatchItem::Apply(post) => writer::apply(&mut batch, post, rules, now).await?,
+            BatchItem::Reject { item_hash, error } => {
+                writer::reject(&mut batch, item_hash, error, now).await?
+            }
+            BatchItem::Ignore => Outcome::Ignored(IgnoreReason::NotCreditType),
+        });
+    }
+    batch.flush().await?;
+    Ok(outcomes)
+}
