@@ -81,6 +81,10 @@ pub fn router(store: Arc<dyn Backend>, config: ApiConfig) -> Router {
             get(messages::message_status),
         )
         .route(
+            "/api/v0/messages/{item_hash}/status",
+            get(messages::message_status_brief),
+        )
+        .route(
             "/api/v0/messages/{item_hash}/consumed_credits",
             get(messages::consumed_credits),
         )

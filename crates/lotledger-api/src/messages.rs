@@ -193,6 +193,29 @@ pub(crate) async fn message_status(
     }))
 }
 
+/// `GET /api/v0/messages/{item_hash}/status` (what the SDK's `get_message_status` reads).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageStatusBrief {
+    pub item_hash: String,
+    pub status: String,
+    pub reception_time: String,
+}
+
+#[utoipa::path(get, path = "/api/v0/messages/{item_hash}/status", tag = "messages",
+    params(("item_hash" = String, Path)),
+    responses((status = 200, body = MessageStatusBrief), (status = 404, description = "Unknown message")))]
+pub(crate) async fn message_status_brief(
+    State(state): State<AppState>,
+    Path(item_hash): Path<String>,
+) -> Result<Json<MessageStatusBrief>, ApiError> {
+    let Json(full) = message_status(State(state), Path(item_hash)).await?;
+    Ok(Json(MessageStatusBrief {
+        item_hash: full.item_hash,
+        status: full.status,
+        reception_time: full.reception_time,
+    }))
+}
+
 /// `GET /api/v0/messages/{item_hash}/consumed_credits`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConsumedCredits {

@@ -12,6 +12,7 @@ use crate::{accounts, messages};
     paths(
         messages::post_message,
         messages::message_status,
+        messages::message_status_brief,
         messages::consumed_credits,
         accounts::balance,
         accounts::credit_balances,

@@ -30,6 +30,7 @@ fn every_served_path_is_documented() {
     for path in [
         "/api/v0/messages",
         "/api/v0/messages/{item_hash}",
+        "/api/v0/messages/{item_hash}/status",
         "/api/v0/messages/{item_hash}/consumed_credits",
         "/api/v0/addresses/{address}/balance",
         "/api/v0/addresses/{address}/credit_history",

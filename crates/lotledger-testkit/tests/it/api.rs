@@ -126,6 +126,12 @@ async fn a_signed_distribution_is_processed_once_and_its_status_recorded() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["status"], "processed");
         assert_eq!(body["item_hash"], hash);
+        let (status, brief) = app
+            .call("GET", &format!("/api/v0/messages/{hash}/status"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(brief["status"], "processed");
+        assert_eq!(brief["reception_time"], body["reception_time"]);
         // sync false: accepted as pending, applied, status readable.
         let (status, body) = app
             .post(&json!({"sync": false, "message": distribution(5)}))
