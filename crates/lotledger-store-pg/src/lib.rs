@@ -142,16 +142,30 @@ impl Store for PgStore {
         address: &str,
         at: Timestamp,
     ) -> Result<(Credits, Vec<BalanceDetail>), StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {LOT_COLUMNS} FROM credit_lots WHERE address = $1 \
-             AND (expiration_date IS NULL OR expiration_date > $2)"
-        )))
+        // Grouped in SQL: one row per expiry, not one per lot.
+        let groups: Vec<(Option<time::OffsetDateTime>, i64)> = sqlx::query_as(
+            "SELECT expiration_date, SUM(amount_remaining)::bigint FROM credit_lots \
+             WHERE address = $1 AND (expiration_date IS NULL OR expiration_date > $2) \
+             GROUP BY expiration_date",
+        )
         .bind(address)
         .bind(odt(at))
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        let lots = rows.iter().map(lot).collect::<Result<Vec<_>, _>>()?;
+        let lots = groups
+            .into_iter()
+            .map(|(expiry, sum)| {
+                Ok(Lot {
+                    address: address.to_string(),
+                    message_timestamp: Timestamp::UNIX_EPOCH,
+                    credit_ref: String::new(),
+                    credit_index: 0,
+                    amount_remaining: Credits(sum),
+                    expiration_date: expiry.map(wrappers::ts).transpose()?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         balance_details_at(&lots, at)
             .ok_or_else(|| StoreError::Overflow(format!("balance of {address}")))
     }

@@ -149,16 +149,30 @@ impl Store for SqliteStore {
         address: &str,
         at: Timestamp,
     ) -> Result<(Credits, Vec<BalanceDetail>), StoreError> {
-        let rows = sqlx::query(
-            "SELECT address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date \
-             FROM credit_lots WHERE address = ? AND (expiration_date IS NULL OR expiration_date > ?)",
+        // Grouped in SQL: one row per expiry, not one per lot.
+        let groups: Vec<(Option<i64>, i64)> = sqlx::query_as(
+            "SELECT expiration_date, SUM(amount_remaining) FROM credit_lots \
+             WHERE address = ? AND (expiration_date IS NULL OR expiration_date > ?) \
+             GROUP BY expiration_date",
         )
         .bind(address)
         .bind(at.as_micros())
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        let lots = rows.iter().map(lot).collect::<Result<Vec<_>, _>>()?;
+        let lots = groups
+            .into_iter()
+            .map(|(expiry, sum)| {
+                Ok(group_lot(
+                    address,
+                    expiry
+                        .map(Timestamp::from_micros)
+                        .transpose()
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    sum,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         balance_details_at(&lots, at)
             .ok_or_else(|| StoreError::Overflow(format!("balance of {address}")))
     }
@@ -364,6 +378,18 @@ async fn address_history(
     .await
     .map_err(db_err)?;
     rows.iter().map(history_row).collect()
+}
+
+/// A stand-in lot holding one expiry group's sum, for `balance_details_at`.
+fn group_lot(address: &str, expiration_date: Option<Timestamp>, sum: i64) -> Lot {
+    Lot {
+        address: address.to_string(),
+        message_timestamp: Timestamp::UNIX_EPOCH,
+        credit_ref: String::new(),
+        credit_index: 0,
+        amount_remaining: Credits(sum),
+        expiration_date,
+    }
 }
 
 fn opt_micros(t: Option<Timestamp>) -> Option<i64> {
