@@ -121,3 +121,23 @@ async fn postgres_repair_resumes_and_history_is_append_only() {
     repair_resumes(&store, &url).await;
     history_is_append_only(&url).await;
 }
+
+/// Both stores carry the same migration versions and names (their SQL differs by dialect).
+#[test]
+fn migration_folders_hold_the_same_versions() {
+    let names = |store: &str| {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(store)
+            .join("migrations");
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let sqlite = names("lotledger-store-sqlite");
+    assert!(!sqlite.is_empty());
+    assert_eq!(sqlite, names("lotledger-store-pg"));
+}
