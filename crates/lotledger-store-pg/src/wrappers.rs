@@ -12,6 +12,13 @@ pub fn db_err(e: sqlx::Error) -> StoreError {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Tls(_) => StoreError::Unavailable(Box::new(e)),
+        // Connection exceptions (class 08) and server shutdown / crash / start-up (57P0x).
+        sqlx::Error::Database(ref d)
+            if d.code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P0")) =>
+        {
+            StoreError::Unavailable(Box::new(e))
+        }
         other => StoreError::Database(Box::new(other)),
     }
 }

@@ -10,6 +10,16 @@ pub fn db_err(e: sqlx::Error) -> StoreError {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
             StoreError::Unavailable(Box::new(e))
         }
+        // SQLITE_BUSY / SQLITE_LOCKED (and their extended codes): another process holds the
+        // file's lock beyond the busy timeout.
+        sqlx::Error::Database(ref d)
+            if d.code().is_some_and(|c| {
+                c.parse::<i64>()
+                    .is_ok_and(|n| n & 0xff == 5 || n & 0xff == 6)
+            }) =>
+        {
+            StoreError::Unavailable(Box::new(e))
+        }
         other => StoreError::Database(Box::new(other)),
     }
 }
