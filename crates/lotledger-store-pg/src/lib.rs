@@ -46,7 +46,7 @@ impl PgStore {
             PgConnectOptions::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(3))
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;

@@ -2,6 +2,7 @@
 //! the conformance scenario runner with its drivers, and JSON comparison by the conformance
 //! format's rules. Used only under `[dev-dependencies]` and by this crate's own tests.
 
+pub mod cluster;
 pub mod compare;
 pub mod db;
 pub mod scenario;

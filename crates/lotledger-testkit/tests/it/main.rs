@@ -3,5 +3,6 @@ mod api;
 mod batch;
 mod concurrency;
 mod conformance_copy;
+mod faults;
 mod model;
 mod store;

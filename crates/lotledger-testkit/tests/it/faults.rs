@@ -1,0 +1,147 @@
+//! Database faults. PostgreSQL stopped under a running API: requests get 503 with a clear
+//! body, nothing is half-applied, and service comes back by itself when the server returns.
+//! A SQLite file locked by another connection: a clear "unavailable" error, nothing changed,
+//! and the write succeeds once the lock is gone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use lotledger_api::{ApiConfig, router};
+use lotledger_core::{Post, Rules, Timestamp};
+use lotledger_store::{Outcome, Store, StoreError};
+use lotledger_store_pg::PgStore;
+use lotledger_testkit::cluster::PgCluster;
+use lotledger_testkit::db;
+use lotledger_testkit::scenario::body_value;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const GRANTOR: [u8; 32] = [0x11; 32];
+
+fn signed_grant(nonce: u32, amount: i64) -> Value {
+    let sender = lotledger_sig::evm_address(&GRANTOR);
+    let item_content = json!({"address": sender, "time": 1_780_000_000.0 + f64::from(nonce),
+        "type": "aleph_credit_distribution",
+        "content": {"distribution": {"token": "T", "chain": "ETH", "credits": [
+            {"address": "0xholder", "amount": amount, "price": "0.1", "tx_hash": "0xt", "provider": "ALEPH"}]}}})
+    .to_string();
+    let item_hash = lotledger_sig::item_hash_of(&item_content);
+    let buffer = lotledger_sig::verification_buffer("ETH", &sender, "POST", &item_hash);
+    json!({"sync": true, "message": {"item_hash": item_hash, "type": "POST", "chain": "ETH",
+        "sender": sender, "channel": "ALEPH_CREDIT", "item_type": "inline",
+        "item_content": item_content, "signature": lotledger_sig::sign_evm(&GRANTOR, &buffer)}})
+}
+
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: Option<&Value>,
+) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, body_value(&bytes))
+}
+
+#[tokio::test]
+async fn postgres_down_gives_503_and_service_recovers_by_itself() {
+    let cluster = PgCluster::start().unwrap();
+    let store = PgStore::open(&cluster.url()).await.unwrap();
+    let rules = Rules::new(
+        vec![lotledger_sig::evm_address(&GRANTOR)],
+        vec!["ALEPH_CREDIT".into()],
+    );
+    let app = router(Arc::new(store.clone()), ApiConfig::new(rules));
+    let balance = "/api/v0/addresses/0xholder/balance";
+
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/api/v0/messages",
+        Some(&signed_grant(1, 1000)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    cluster.down().unwrap();
+    let (status, body) = call(&app, "GET", balance, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("unavailable"),
+        "{body}"
+    );
+    let second = signed_grant(2, 500);
+    let (status, _) = call(&app, "POST", "/api/v0/messages", Some(&second)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    cluster.up().unwrap();
+    let mut recovered = None;
+    for _ in 0..40 {
+        let (status, body) = call(&app, "GET", balance, None).await;
+        if status == StatusCode::OK {
+            recovered = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let body = recovered.expect("service recovers once PostgreSQL is back");
+    // The message refused during the outage left no trace.
+    assert_eq!(body["credit_balance"], 1000);
+    let hash = second["message"]["item_hash"].as_str().unwrap();
+    let (status, _) = call(&app, "GET", &format!("/api/v0/messages/{hash}"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Sent again, it is applied.
+    let (status, _) = call(&app, "POST", "/api/v0/messages", Some(&second)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = call(&app, "GET", balance, None).await;
+    assert_eq!(body["credit_balance"], 1500);
+    let addresses = store.addresses().await.unwrap();
+    assert!(store.verify(&addresses).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_locked_sqlite_file_is_a_clear_error_and_changes_nothing() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, url) = db::fresh_sqlite(&dir).await;
+    let rules = Rules::new(vec!["0xminter".into()], vec!["ALEPH_CREDIT".into()]);
+    let now = Timestamp::from_unix_seconds(1_780_000_000).unwrap();
+    let grant = |hash: &str| Post {
+        item_hash: hash.into(),
+        channel: Some("ALEPH_CREDIT".into()),
+        content: json!({"address": "0xminter", "time": 1_780_000_000.0, "type": "aleph_credit_distribution",
+            "content": {"distribution": {"token": "T", "chain": "ETH", "credits": [
+                {"address": "0xholder", "amount": 10, "price": "0.1", "tx_hash": "0xt", "provider": "ALEPH"}]}}}),
+    };
+    // Another connection holds the write lock.
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let err = store.apply(&grant("g1"), &rules, now).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(err.to_string().contains("database unavailable"), "{err}");
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    drop(other);
+    assert_eq!(store.balance("0xholder", now).await.unwrap().0, 0);
+    assert!(store.message("g1").await.unwrap().is_none());
+    assert_eq!(
+        store.apply(&grant("g1"), &rules, now).await.unwrap(),
+        Outcome::Processed
+    );
+    assert_eq!(store.balance("0xholder", now).await.unwrap().0, 10);
+    let addresses = store.addresses().await.unwrap();
+    assert!(store.verify(&addresses).await.unwrap().is_empty());
+}
