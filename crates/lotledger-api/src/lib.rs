@@ -166,3 +166,20 @@ pub(crate) fn request_now(
 ) -> Result<Timestamp, ApiError> {
     state.clock.now(state.config.test_clock, headers)
 }
+
+/// Reads a query string with every parameter parser of the read endpoints (for the fuzz
+/// targets and their property tests): `Ok` when the credit-history endpoint would accept it.
+#[doc(hidden)]
+pub fn parse_history_query(query: &str) -> Result<(), ApiError> {
+    let mut p = params::Params::from_query(Some(query));
+    p.int("pagination", Some(0));
+    p.int("page", Some(1));
+    p.int("min_balance", Some(1));
+    p.bool("include_credit_details");
+    p.history_filter();
+    if let Some(cursor) = p.string("cursor").filter(|c| !c.is_empty()) {
+        lotledger_core::cursor::HistoryCursor::decode(&cursor)
+            .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    }
+    p.finish()
+}
