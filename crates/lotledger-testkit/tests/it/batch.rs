@@ -210,3 +210,50 @@ async fn a_late_grant_inside_a_batch_is_rederived() {
         assert_eq!(remaining, vec![70]);
     }
 }
+
+/// The same on a larger, denser workload: 2 000 messages over four holders, in batches of 1 000,
+/// of 50, and one by one.
+#[tokio::test]
+async fn large_batches_equal_small_batches() {
+    let mut seed: u64 = 42;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let mut msgs = Vec::new();
+    for i in 0..2000usize {
+        let h = i64::try_from(i / 50).unwrap();
+        let a = u8::try_from(next(4)).unwrap();
+        msgs.push(match next(10) {
+            0..4 => Msg::Distribute(a, 1 + i64::try_from(next(500)).unwrap(), None, h),
+            4..7 => Msg::Expense(a, 1 + i64::try_from(next(300)).unwrap(), h),
+            _ => Msg::Transfer(
+                a,
+                (a + 1) % 4,
+                1 + i64::try_from(next(200)).unwrap(),
+                None,
+                h,
+            ),
+        });
+    }
+    let items = items(&msgs);
+    let hashes: Vec<String> = (0..items.len()).map(|i| format!("h{i:03}")).collect();
+    let rules = Rules::new(vec![MINTER.to_string()], vec!["ALEPH_CREDIT".into()]);
+    let now = Timestamp::from_unix_seconds(BASE_SECONDS + 40 * 3600).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let one = db::fresh_sqlite(&dir).await.0;
+    let expected = apply_one_by_one(&one, &items, &rules, now).await.unwrap();
+    let want = state(&one, &hashes).await;
+    for size in [1000, 50] {
+        let store = db::fresh_sqlite(&dir).await.0;
+        let got = batched(&store, &items, &[size], &rules, now).await;
+        assert_eq!(got, expected, "outcomes, batches of {size}");
+        assert_eq!(
+            state(&store, &hashes).await,
+            want,
+            "state, batches of {size}"
+        );
+    }
+}
