@@ -93,14 +93,15 @@ impl Store for PgStore {
         Ok(outcome)
     }
 
-    async fn apply_batch(
+    async fn apply_batch_with_progress(
         &self,
         items: &[BatchItem],
         rules: &Rules,
         now: Timestamp,
+        progress: Option<(&str, Option<u64>)>,
     ) -> Result<Vec<Outcome>, StoreError> {
         let mut tx = self.write().await?;
-        match lotledger_store::batch::apply_batch(&mut tx, items, rules, now).await {
+        match lotledger_store::batch::apply_batch(&mut tx, items, rules, now, progress).await {
             Ok(outcomes) => {
                 tx.commit().await?;
                 Ok(outcomes)
@@ -108,9 +109,25 @@ impl Store for PgStore {
             Err(e) => {
                 drop(tx);
                 tracing::warn!(error = %e, "batch failed; applying its messages one by one");
-                lotledger_store::apply_one_by_one(self, items, rules, now).await
+                let outcomes = lotledger_store::apply_one_by_one(self, items, rules, now).await?;
+                if let Some((source, lines)) = progress {
+                    let mut tx = self.write().await?;
+                    tx.set_ingest_progress(source, lines).await?;
+                    tx.commit().await?;
+                }
+                Ok(outcomes)
             }
         }
+    }
+
+    async fn ingest_progress(&self, source: &str) -> Result<Option<u64>, StoreError> {
+        let lines: Option<i64> =
+            sqlx::query_scalar("SELECT lines FROM ingest_progress WHERE source = $1")
+                .bind(source)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+        Ok(lines.map(|n| u64::try_from(n).unwrap_or(0)))
     }
 
     async fn reject(
@@ -698,6 +715,21 @@ impl LedgerTx for PgTx {
             .await
             .map_err(db_err)?;
         }
+        Ok(())
+    }
+
+    async fn set_ingest_progress(
+        &mut self,
+        source: &str,
+        lines: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let query = match lines {
+            Some(n) => sqlx::query("INSERT INTO ingest_progress (source, lines) VALUES ($1, $2) ON CONFLICT (source) DO UPDATE SET lines = EXCLUDED.lines")
+                .bind(source)
+                .bind(i64::try_from(n).unwrap_or(i64::MAX)),
+            None => sqlx::query("DELETE FROM ingest_progress WHERE source = $1").bind(source),
+        };
+        query.execute(&mut *self.tx).await.map_err(db_err)?;
         Ok(())
     }
 

@@ -388,6 +388,14 @@ impl<T: LedgerTx> LedgerTx for BatchTx<'_, T> {
     async fn record_messages(&mut self, records: &[MessageRecord]) -> Result<(), StoreError> {
         self.inner.record_messages(records).await
     }
+
+    async fn set_ingest_progress(
+        &mut self,
+        source: &str,
+        lines: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.inner.set_ingest_progress(source, lines).await
+    }
 }
 
 /// Runs a batch on an open transaction: every item through the writer over [`BatchTx`], then
@@ -397,6 +405,7 @@ pub async fn apply_batch<T: LedgerTx>(
     items: &[BatchItem],
     rules: &Rules,
     now: Timestamp,
+    progress: Option<(&str, Option<u64>)>,
 ) -> Result<Vec<Outcome>, StoreError> {
     let mut batch = BatchTx::load(tx, items, rules).await?;
     let mut outcomes = Vec::with_capacity(items.len());
@@ -410,5 +419,8 @@ pub async fn apply_batch<T: LedgerTx>(
         });
     }
     batch.flush().await?;
+    if let Some((source, lines)) = progress {
+        tx.set_ingest_progress(source, lines).await?;
+    }
     Ok(outcomes)
 }

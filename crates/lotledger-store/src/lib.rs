@@ -115,8 +115,24 @@ pub trait Store: Send + Sync {
         rules: &Rules,
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send {
-        apply_one_by_one(self, items, rules, now)
+        self.apply_batch_with_progress(items, rules, now, None)
     }
+
+    /// [`Store::apply_batch`], also recording in the same transaction that `source` has been
+    /// read up to `lines` lines (`None` for `lines`: the source is finished, forget it).
+    fn apply_batch_with_progress(
+        &self,
+        items: &[BatchItem],
+        rules: &Rules,
+        now: Timestamp,
+        progress: Option<(&str, Option<u64>)>,
+    ) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send;
+
+    /// Lines of `source` already committed by an interrupted ingest.
+    fn ingest_progress(
+        &self,
+        source: &str,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
 
     /// Records a message rejected before the credit rules (envelope checks), unless this hash
     /// was already processed. Returns the outcome recorded.
@@ -365,5 +381,11 @@ pub trait LedgerTx: Send {
     fn record_messages(
         &mut self,
         records: &[MessageRecord],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Records (or with `None`, forgets) how many lines of `source` are committed.
+    fn set_ingest_progress(
+        &mut self,
+        source: &str,
+        lines: Option<u64>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
