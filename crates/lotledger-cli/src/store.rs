@@ -50,13 +50,17 @@ impl Store for AnyStore {
     ) -> Result<Outcome, StoreError> {
         dispatch!(self, s => s.apply(post, rules, now))
     }
-    async fn apply_batch(
+    async fn apply_batch_with_progress(
         &self,
         items: &[BatchItem],
         rules: &Rules,
         now: Timestamp,
+        progress: Option<(&str, Option<u64>)>,
     ) -> Result<Vec<Outcome>, StoreError> {
-        dispatch!(self, s => s.apply_batch(items, rules, now))
+        dispatch!(self, s => s.apply_batch_with_progress(items, rules, now, progress))
+    }
+    async fn ingest_progress(&self, source: &str) -> Result<Option<u64>, StoreError> {
+        dispatch!(self, s => s.ingest_progress(source))
     }
     async fn reject(
         &self,
