@@ -57,6 +57,10 @@ enum Command {
     Verify(cmd::maintain::VerifyArgs),
     /// Create or upgrade the schema (every command also does this on first use).
     Migrate,
+    /// Measure ingest, drains, reads, repair and verify on fresh stores with generated
+    /// workloads; prints one table (see BENCHMARKS.md). Ignores --database-url, --whitelist
+    /// and --channels: its stores are fresh, its rules the defaults.
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> ExitCode {

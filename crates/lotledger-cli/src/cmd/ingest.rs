@@ -1,12 +1,19 @@
-//! `lotledger ingest`: Aleph messages from JSON lines, each applied once in its own transaction.
+//! `lotledger ingest`: Aleph messages from JSON lines, applied in batches (group commit), each
+//! message still once and atomically.
+//!
+//! [`ingest_lines`] is the whole path from a line to the store (UTF-8, JSON, envelope, signature
+//! unless trusted, [`BatchItem`], [`Store::apply_batch`]); `lotledger bench` feeds it generated
+//! lines, so what the bench measures is what ingest does.
 
+use std::fmt;
 use std::io::{BufRead, BufReader, Read};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use lotledger_core::envelope::Envelope;
 use lotledger_core::{Rules, Timestamp};
-use lotledger_store::{Outcome, Store, apply_envelope};
+use lotledger_store::{BatchItem, Outcome, Store};
 use serde_json::{Value, json};
 
 use crate::store::AnyStore;
@@ -17,6 +24,10 @@ const MAX_LISTED_ERRORS: usize = 1000;
 const MAX_PRINTED_ERRORS: usize = 10;
 /// Longest accepted line (one message).
 const MAX_LINE_BYTES: u64 = 16 * 1024 * 1024;
+/// Default messages per transaction.
+pub const DEFAULT_BATCH: u64 = 1000;
+/// Largest accepted `--batch`.
+const MAX_BATCH: u64 = 1_000_000;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -28,9 +39,15 @@ pub struct Args {
     /// Without it every POST must be an inline item whose hash and chain signature verify.
     #[arg(long)]
     trusted: bool,
-    /// The processing instant (RFC 3339; it decides transfer funds checks). Default: the clock.
+    /// The processing instant (RFC 3339; it decides transfer funds checks). Default: the clock,
+    /// read once per batch.
     #[arg(long)]
     now: Option<String>,
+    /// Messages per transaction (group commit); 1 = one transaction per message. A rejected
+    /// message never affects its neighbours.
+    #[arg(long, default_value_t = DEFAULT_BATCH,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_BATCH))]
+    batch: u64,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -45,14 +62,29 @@ impl Args {
     }
 }
 
-#[derive(Default)]
-struct Summary {
-    processed: u64,
-    rejected: u64,
-    already_applied: u64,
-    ignored: u64,
-    errors: Vec<(Option<String>, String)>,
-    error_count: u64,
+/// How [`ingest_lines`] applies messages.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Skip item-hash and signature verification.
+    pub trusted: bool,
+    /// The processing instant of every batch; `None`: the clock, read once per batch.
+    pub now: Option<Timestamp>,
+    /// Messages (and refused lines) per [`Store::apply_batch`] call, at least 1.
+    pub batch: usize,
+}
+
+/// What an ingest did. Counts are complete; `errors` keeps the first [`MAX_LISTED_ERRORS`].
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub processed: u64,
+    pub rejected: u64,
+    pub already_applied: u64,
+    pub ignored: u64,
+    /// `(item_hash, error)`; no hash for a line that is not a message.
+    pub errors: Vec<(Option<String>, String)>,
+    pub error_count: u64,
+    /// Calls to [`Store::apply_batch`].
+    pub batches: u64,
 }
 
 impl Summary {
@@ -62,15 +94,321 @@ impl Summary {
             self.errors.push((item_hash, error));
         }
     }
+
+    /// Messages and refused lines seen.
+    pub fn total(&self) -> u64 {
+        self.processed + self.rejected + self.already_applied + self.ignored
+    }
+}
+
+/// Where a line came from: `file:line`, formatted only when an error names it.
+#[derive(Debug, Clone)]
+pub struct LineSource {
+    pub file: Arc<str>,
+    pub line_no: u64,
+}
+
+impl fmt::Display for LineSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line_no)
+    }
+}
+
+/// One input line.
+#[derive(Debug, Clone)]
+pub enum Line {
+    /// The bytes of a line (surrounding whitespace is ignored; an empty line is skipped).
+    Text { source: LineSource, bytes: Vec<u8> },
+    /// A line refused before parsing (too long): counted as rejected with this error.
+    Refused { source: LineSource, error: String },
+}
+
+/// One message or refused line waiting for its batch, in input order.
+enum Entry {
+    /// The next item of the batch; its hash names a rejection.
+    Item { item_hash: String },
+    /// Already decided: rejected with no item hash.
+    Refused(String),
+}
+
+/// Messages waiting to be applied together.
+struct Pending {
+    items: Vec<BatchItem>,
+    entries: Vec<Entry>,
+    first: Option<LineSource>,
+    last: Option<LineSource>,
+}
+
+impl Pending {
+    fn new(capacity: usize) -> Pending {
+        Pending {
+            items: Vec::with_capacity(capacity),
+            entries: Vec::with_capacity(capacity),
+            first: None,
+            last: None,
+        }
+    }
+
+    fn seen(&mut self, source: &LineSource) {
+        if self.first.is_none() {
+            self.first = Some(source.clone());
+        }
+        self.last = Some(source.clone());
+    }
+
+    fn refuse(&mut self, source: &LineSource, error: String) {
+        self.seen(source);
+        self.entries.push(Entry::Refused(error));
+    }
+
+    fn item(&mut self, source: &LineSource, item_hash: String, item: BatchItem) {
+        self.seen(source);
+        self.entries.push(Entry::Item { item_hash });
+        self.items.push(item);
+    }
+
+    /// Applies the pending items in one [`Store::apply_batch`] call and records every outcome
+    /// (and every refused line) in input order.
+    async fn flush<S: Store>(
+        &mut self,
+        store: &S,
+        rules: &Rules,
+        opts: &Options,
+        summary: &mut Summary,
+    ) -> Result<()> {
+        let mut outcomes = Vec::new().into_iter();
+        if !self.items.is_empty() {
+            let now = match opts.now {
+                Some(t) => t,
+                None => super::clock_now()?,
+            };
+            let applied = store
+                .apply_batch(&self.items, rules, now)
+                .await
+                .with_context(|| self.describe())?;
+            if applied.len() != self.items.len() {
+                bail!(
+                    "the store returned {} outcomes for {} messages ({})",
+                    applied.len(),
+                    self.items.len(),
+                    self.describe()
+                );
+            }
+            summary.batches += 1;
+            outcomes = applied.into_iter();
+        }
+        for entry in self.entries.drain(..) {
+            match entry {
+                Entry::Refused(error) => {
+                    summary.rejected += 1;
+                    summary.error(None, error);
+                }
+                Entry::Item { item_hash } => match outcomes.next() {
+                    Some(Outcome::Processed) => summary.processed += 1,
+                    Some(Outcome::Ignored(_)) => summary.ignored += 1,
+                    Some(Outcome::AlreadyApplied) => summary.already_applied += 1,
+                    Some(Outcome::Rejected(error)) => {
+                        summary.rejected += 1;
+                        summary.error(Some(item_hash), error);
+                    }
+                    None => bail!("the store returned too few outcomes"),
+                },
+            }
+        }
+        self.items.clear();
+        self.first = None;
+        self.last = None;
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        let n = self.items.len();
+        match (&self.first, &self.last) {
+            (Some(a), Some(b)) if a.file == b.file && a.line_no == b.line_no => {
+                format!("applying {n} message(s) of {a}")
+            }
+            (Some(a), Some(b)) => format!("applying {n} message(s) of {a} to {b}"),
+            _ => format!("applying {n} message(s)"),
+        }
+    }
+}
+
+/// Applies the messages of `lines` in batches of `opts.batch` (the whole ingest path: UTF-8,
+/// JSON, envelope, item hash and signature unless trusted, then [`Store::apply_batch`]).
+/// Outcomes are counted in input order. On an input error (`Err` from `lines`) the messages
+/// read before it are applied, then the error is returned.
+pub async fn ingest_lines<S: Store>(
+    store: &S,
+    rules: &Rules,
+    lines: impl Iterator<Item = Result<Line>>,
+    opts: &Options,
+) -> Result<Summary> {
+    let batch = opts.batch.max(1);
+    let mut summary = Summary::default();
+    let mut pending = Pending::new(batch.min(10_000));
+    for line in lines {
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                pending.flush(store, rules, opts, &mut summary).await?;
+                return Err(e);
+            }
+        };
+        match line {
+            Line::Refused { source, error } => {
+                pending.refuse(&source, format!("{source}: {error}"))
+            }
+            Line::Text { source, bytes } => parse_line(&source, &bytes, opts.trusted, &mut pending),
+        }
+        if pending.entries.len() >= batch {
+            pending.flush(store, rules, opts, &mut summary).await?;
+        }
+    }
+    pending.flush(store, rules, opts, &mut summary).await?;
+    Ok(summary)
+}
+
+/// Turns one line into pending entries (a node's `messages.json` page holds several messages).
+fn parse_line(source: &LineSource, bytes: &[u8], trusted: bool, pending: &mut Pending) {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t.trim(),
+        Err(_) => {
+            pending.refuse(source, format!("{source}: not valid UTF-8"));
+            return;
+        }
+    };
+    if text.is_empty() {
+        return;
+    }
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            pending.refuse(source, format!("{source}: not valid JSON: {e}"));
+            return;
+        }
+    };
+    match value {
+        Value::Object(mut page)
+            if page.get("item_hash").is_none()
+                && matches!(page.get("messages"), Some(Value::Array(_))) =>
+        {
+            if let Some(Value::Array(list)) = page.remove("messages") {
+                for message in &list {
+                    parse_message(source, message, trusted, pending);
+                }
+            }
+        }
+        message => parse_message(source, &message, trusted, pending),
+    }
+}
+
+fn parse_message(source: &LineSource, message: &Value, trusted: bool, pending: &mut Pending) {
+    let envelope = match Envelope::from_json(message) {
+        Ok(e) => e,
+        Err(e) => {
+            pending.refuse(source, format!("{source}: {e}"));
+            return;
+        }
+    };
+    let verified = if trusted || envelope.message_type != "POST" {
+        Ok(())
+    } else {
+        lotledger_sig::verify(&envelope)
+    };
+    let item = match verified {
+        Ok(()) => BatchItem::from_envelope(&envelope),
+        Err(e) => BatchItem::Reject {
+            item_hash: envelope.item_hash.clone(),
+            error: e.to_string(),
+        },
+    };
+    pending.item(source, envelope.item_hash, item);
+}
+
+type OpenFile = (Arc<str>, BufReader<Box<dyn Read>>, u64);
+
+/// The lines of files (`-` = standard input), with a byte progress bar. Lines longer than
+/// [`MAX_LINE_BYTES`] are skipped and refused.
+struct FileLines<'a> {
+    files: std::slice::Iter<'a, String>,
+    /// The file being read: its name, reader and last line number.
+    current: Option<OpenFile>,
+    bar: indicatif::ProgressBar,
+    buf: Vec<u8>,
+}
+
+impl FileLines<'_> {
+    fn next_line(&mut self) -> Result<Option<Line>> {
+        loop {
+            let Some((file, reader, line_no)) = &mut self.current else {
+                let Some(file) = self.files.next() else {
+                    return Ok(None);
+                };
+                let reader: Box<dyn Read> = if file == "-" {
+                    Box::new(std::io::stdin())
+                } else {
+                    Box::new(std::fs::File::open(file).with_context(|| format!("opening {file}"))?)
+                };
+                self.current = Some((Arc::from(file.as_str()), BufReader::new(reader), 0));
+                continue;
+            };
+            self.buf.clear();
+            let read = Read::take(&mut *reader, MAX_LINE_BYTES + 1)
+                .read_until(b'\n', &mut self.buf)
+                .with_context(|| format!("reading {file}"))?;
+            if read == 0 {
+                self.current = None;
+                continue;
+            }
+            *line_no += 1;
+            self.bar.inc(read as u64);
+            let source = LineSource {
+                file: file.clone(),
+                line_no: *line_no,
+            };
+            if self.buf.len() as u64 > MAX_LINE_BYTES && !self.buf.ends_with(b"\n") {
+                // Skip the rest of the overlong line.
+                loop {
+                    self.buf.clear();
+                    let more = Read::take(&mut *reader, MAX_LINE_BYTES)
+                        .read_until(b'\n', &mut self.buf)
+                        .with_context(|| format!("reading {file}"))?;
+                    self.bar.inc(more as u64);
+                    if more == 0 || self.buf.ends_with(b"\n") {
+                        break;
+                    }
+                }
+                return Ok(Some(Line::Refused {
+                    source,
+                    error: format!("line longer than {MAX_LINE_BYTES} bytes"),
+                }));
+            }
+            return Ok(Some(Line::Text {
+                source,
+                bytes: std::mem::take(&mut self.buf),
+            }));
+        }
+    }
+}
+
+impl Iterator for FileLines<'_> {
+    type Item = Result<Line>;
+
+    fn next(&mut self) -> Option<Result<Line>> {
+        self.next_line().transpose()
+    }
 }
 
 pub async fn run(store: &AnyStore, rules: &Rules, args: Args) -> Result<ExitCode> {
-    let fixed_now = args
-        .now
-        .as_deref()
-        .map(|t| super::instant(Some(t)))
-        .transpose()?;
-    let mut summary = Summary::default();
+    let opts = Options {
+        trusted: args.trusted,
+        now: args
+            .now
+            .as_deref()
+            .map(|t| super::instant(Some(t)))
+            .transpose()?,
+        batch: usize::try_from(args.batch).context("--batch is too large")?,
+    };
     let total_bytes: u64 = args
         .files
         .iter()
@@ -79,130 +417,16 @@ pub async fn run(store: &AnyStore, rules: &Rules, args: Args) -> Result<ExitCode
         .map(|m| m.len())
         .sum();
     let bar = super::progress_bar(total_bytes, "ingest");
-    for file in &args.files {
-        let reader: Box<dyn Read> = if file == "-" {
-            Box::new(std::io::stdin())
-        } else {
-            Box::new(std::fs::File::open(file).with_context(|| format!("opening {file}"))?)
-        };
-        let mut reader = BufReader::new(reader);
-        let mut line_no = 0u64;
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            let read = (&mut reader)
-                .take(MAX_LINE_BYTES + 1)
-                .read_until(b'\n', &mut buf)
-                .with_context(|| format!("reading {file}"))?;
-            if read == 0 {
-                break;
-            }
-            line_no += 1;
-            bar.inc(read as u64);
-            let where_ = format!("{file}:{line_no}");
-            if buf.len() as u64 > MAX_LINE_BYTES && !buf.ends_with(b"\n") {
-                summary.rejected += 1;
-                summary.error(
-                    None,
-                    format!("{where_}: line longer than {MAX_LINE_BYTES} bytes"),
-                );
-                // Skip the rest of the overlong line.
-                loop {
-                    buf.clear();
-                    let more = (&mut reader)
-                        .take(MAX_LINE_BYTES)
-                        .read_until(b'\n', &mut buf)?;
-                    bar.inc(more as u64);
-                    if more == 0 || buf.ends_with(b"\n") {
-                        break;
-                    }
-                }
-                continue;
-            }
-            let text = match std::str::from_utf8(&buf) {
-                Ok(t) => t.trim(),
-                Err(_) => {
-                    summary.rejected += 1;
-                    summary.error(None, format!("{where_}: not valid UTF-8"));
-                    continue;
-                }
-            };
-            if text.is_empty() {
-                continue;
-            }
-            let value: Value = match serde_json::from_str(text) {
-                Ok(v) => v,
-                Err(e) => {
-                    summary.rejected += 1;
-                    summary.error(None, format!("{where_}: not valid JSON: {e}"));
-                    continue;
-                }
-            };
-            // A node's `messages.json` page carries its messages in a list.
-            let messages = match value.get("messages") {
-                Some(Value::Array(list)) if value.get("item_hash").is_none() => list.clone(),
-                _ => vec![value],
-            };
-            for message in &messages {
-                let now = match fixed_now {
-                    Some(t) => t,
-                    None => super::clock_now()?,
-                };
-                ingest_one(
-                    store,
-                    rules,
-                    message,
-                    now,
-                    args.trusted,
-                    &where_,
-                    &mut summary,
-                )
-                .await?;
-            }
-        }
-    }
+    let lines = FileLines {
+        files: args.files.iter(),
+        current: None,
+        bar: bar.clone(),
+        buf: Vec::new(),
+    };
+    let summary = ingest_lines(store, rules, lines, &opts).await;
     bar.finish_and_clear();
-    print_summary(&summary, args.json);
+    print_summary(&summary?, args.json);
     Ok(ExitCode::SUCCESS)
-}
-
-async fn ingest_one(
-    store: &AnyStore,
-    rules: &Rules,
-    message: &Value,
-    now: Timestamp,
-    trusted: bool,
-    where_: &str,
-    summary: &mut Summary,
-) -> Result<()> {
-    let envelope = match Envelope::from_json(message) {
-        Ok(e) => e,
-        Err(e) => {
-            summary.rejected += 1;
-            summary.error(None, format!("{where_}: {e}"));
-            return Ok(());
-        }
-    };
-    let verified = if trusted || envelope.message_type != "POST" {
-        Ok(())
-    } else {
-        lotledger_sig::verify(&envelope)
-    };
-    let outcome = match verified {
-        Ok(()) => apply_envelope(store, &envelope, rules, now).await,
-        Err(e) => store.reject(&envelope.item_hash, &e.to_string(), now).await,
-    }
-    .with_context(|| format!("applying message {} ({where_})", envelope.item_hash))?;
-    match outcome {
-        Outcome::Processed => summary.processed += 1,
-        Outcome::Ignored(_) => summary.ignored += 1,
-        Outcome::AlreadyApplied => summary.already_applied += 1,
-        Outcome::Rejected(error) => {
-            summary.rejected += 1;
-            summary.error(Some(envelope.item_hash.clone()), error);
-        }
-    }
-    Ok(())
 }
 
 fn print_summary(s: &Summary, as_json: bool) {

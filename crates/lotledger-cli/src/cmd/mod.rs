@@ -10,6 +10,7 @@ use lotledger_core::{Rules, Timestamp};
 use crate::store::AnyStore;
 use crate::{Cli, Command};
 
+pub mod bench;
 pub mod import;
 pub mod ingest;
 pub mod maintain;
@@ -25,10 +26,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Ingest(args) = &cli.command {
         args.check()?;
     }
+    // The bench creates its own stores: --database-url is not opened.
+    let command = match cli.command {
+        Command::Bench(args) => return bench::run(args).await,
+        other => other,
+    };
     let store = AnyStore::open(&cli.database_url)
         .await
         .with_context(|| format!("opening the store at {}", redact(&cli.database_url)))?;
-    match cli.command {
+    match command {
+        // Handled above, before a store is opened.
+        Command::Bench(args) => bench::run(args).await,
         Command::Ingest(args) => ingest::run(&store, &rules, args).await,
         Command::ImportHistory(args) => import::run(&store, args).await,
         Command::Balance(args) => read::balance(&store, args).await,

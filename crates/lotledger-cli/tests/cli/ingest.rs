@@ -267,3 +267,75 @@ fn verify_exits_non_zero_on_drift() {
     assert!(ok);
     assert_eq!(balance(&url), 5_000_000);
 }
+
+#[test]
+fn batch_size_changes_no_outcome() {
+    let transfer = |hash: &str, amount: i64| {
+        post(
+            hash,
+            HOLDER,
+            1_772_330_400.0,
+            "aleph_credit_transfer",
+            json!({"transfer": {"credits": [{"address": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "amount": amount}]}}),
+        )
+    };
+    let lines = [
+        distribution("d1", 5_000_000),
+        "{not json".to_string(),
+        transfer("t1", 9_000_000),
+        transfer("t2", 1_000_000),
+        distribution("d1", 5_000_000),
+        String::new(),
+        "[1, 2]".to_string(),
+        // After t2 only 4 000 000 are left: refused, though t2 is in the same batch.
+        transfer("t3", 4_500_000),
+        transfer("t2", 1_000_000),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let mut summaries = Vec::new();
+    for batch in ["1", "2", "3", "1000"] {
+        let url = format!(
+            "sqlite://{}",
+            dir.path().join(format!("b{batch}.db")).display()
+        );
+        let (ok, stdout, stderr) = lotledger(
+            &url,
+            &[
+                "ingest",
+                "--trusted",
+                "--json",
+                "--batch",
+                batch,
+                "--now",
+                NOW,
+                path.to_str().unwrap(),
+            ],
+        );
+        assert!(ok, "--batch {batch}: {stderr}");
+        let summary: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(balance(&url), 4_000_000, "--batch {batch}");
+        summaries.push(summary);
+    }
+    let first = &summaries[0];
+    assert_eq!(first["processed"], 2, "{first}");
+    assert_eq!(first["already_applied"], 2, "{first}");
+    assert_eq!(first["rejected"], 4, "{first}");
+    let hashes: Vec<&Value> = first["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["item_hash"])
+        .collect();
+    assert_eq!(
+        hashes,
+        [&Value::Null, &json!("t1"), &Value::Null, &json!("t3")],
+        "{first}"
+    );
+    for s in &summaries[1..] {
+        assert_eq!(s, first);
+    }
+    let (ok, _, stderr) = lotledger("sqlite://unused.db", &["ingest", "--batch", "0", "-"]);
+    assert!(!ok && stderr.contains("--batch"), "{stderr}");
+}

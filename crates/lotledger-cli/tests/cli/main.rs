@@ -1,3 +1,4 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
+mod bench;
 mod ingest;
 mod serve;

@@ -247,6 +247,9 @@ fn rejected_messages() -> Vec<(&'static str, Value, &'static str)> {
     ]
 }
 
+/// `(name, method, uri, body, expected status)`.
+type RawRequest = (&'static str, &'static str, String, Option<Vec<u8>>, StatusCode);
+
 struct App {
     router: axum::Router,
 }
@@ -340,7 +343,7 @@ async fn catalogue<S: Store + Clone + 'static>(store: S) {
     unknown_chain["chain"] = json!("MOON");
     let holder = holder();
     let history = format!("/api/v0/addresses/{holder}/credit_history");
-    let requests: Vec<(&str, &str, String, Option<Vec<u8>>, StatusCode)> = vec![
+    let requests: Vec<RawRequest> = vec![
         (
             "non-UTF-8 body",
             "POST",

@@ -1,0 +1,1066 @@
+//! `lotledger bench`: generated workloads on fresh stores, one table on stdout, figures in JSON.
+//!
+//! Per store, on one fresh store, in this order:
+//! - **W1 ingest** in a child process (`lotledger bench --child-w1-url …`), so its peak RSS is
+//!   W1's alone: generated lines through [`ingest_lines`] (JSON → envelope → batch →
+//!   `Store::apply_batch`, where the content is classified), trusted (no signatures);
+//! - **W2 hot account**: one address's lots, then expenses draining them, same path;
+//! - **W3 reads**: `Store::balance` / `balance_details` latencies at 1, 100 and 1 000 live lots,
+//!   and HTTP `GET …/balance` through the real router on loopback;
+//! - **Size** of the tables on disk;
+//! - **W4**: W1's history copied (suffixed addresses and refs, `Store::import_history`) until
+//!   the ledger holds ≥ 1 000 000 × scale rows, then `repair` and `verify` are timed.
+//!
+//! `--baseline` then runs W1 and W2 at a tenth of their size with `--batch 1` on another fresh
+//! store. The generator's model predicts the row and lot counts; a mismatch fails the bench.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use lotledger_core::{HistoryRow, Rules, Timestamp};
+use lotledger_store::{HistorySelector, Store, maintenance};
+use serde_json::{Value, json};
+
+use super::ingest::{self, Summary, ingest_lines};
+use crate::store::AnyStore;
+
+mod db;
+mod generator;
+mod http;
+mod report;
+mod sys;
+
+use generator::{Expected, W1, W2, W3, count};
+use report::{Figures, Unit};
+
+/// Rows W4 aims for at scale 1.
+const W4_TARGET_ROWS: u64 = 1_000_000;
+/// Addresses whose history W4 reads (and copies) at a time.
+const W4_ADDRESS_CHUNK: usize = 500;
+/// Rows per `import_history` call in W4.
+const W4_IMPORT_ROWS: usize = 5000;
+/// Store calls per W3 address and method, at scale 1.
+const W3_CALLS: u64 = 2000;
+/// Unmeasured calls before each W3 series.
+const W3_WARMUP_CALLS: u64 = 10;
+/// HTTP requests at scale 1, the time bound, and the client's connections.
+const HTTP_REQUESTS: u64 = 20_000;
+const HTTP_MAX_TIME: Duration = Duration::from_secs(10);
+const HTTP_CONNECTIONS: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreChoice {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
+/// A workload `--only` may select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    W1,
+    W2,
+    W3,
+    W4,
+    Size,
+}
+
+/// The selected workloads (none selected: all). W4 copies W1's history, so it runs W1 too.
+#[derive(Debug, Clone)]
+struct Only(Vec<Workload>);
+
+impl Only {
+    fn has(&self, w: Workload) -> bool {
+        self.0.is_empty() || self.0.contains(&w)
+    }
+    fn w1(&self) -> bool {
+        self.has(Workload::W1) || self.has(Workload::W4)
+    }
+    fn w2(&self) -> bool {
+        self.has(Workload::W2)
+    }
+    fn w3(&self) -> bool {
+        self.has(Workload::W3)
+    }
+    fn w4(&self) -> bool {
+        self.has(Workload::W4)
+    }
+    fn size(&self) -> bool {
+        self.has(Workload::Size)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+impl StoreKind {
+    fn name(self) -> &'static str {
+        match self {
+            StoreKind::Sqlite => "sqlite",
+            StoreKind::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Which stores to measure, each on a fresh store (SQLite: a file in a temporary
+    /// directory; PostgreSQL: a new database on --pg-url, dropped afterwards).
+    #[arg(long, value_enum, default_value = "sqlite")]
+    store: StoreChoice,
+    /// Multiplies every workload's counts (at least 1 each); W4 aims for 1 000 000 × scale rows.
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Seed of the generated workloads (same seed, same messages).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Messages per transaction on the ingest path (as `ingest --batch`).
+    #[arg(long, default_value_t = ingest::DEFAULT_BATCH,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    batch: u64,
+    /// Also run W1 and W2 at 1/10 of their size with --batch 1 on another fresh store, and
+    /// print batched/baseline.
+    #[arg(long)]
+    baseline: bool,
+    /// Run only these workloads (comma-separated; w4 runs w1 too, for its history).
+    /// Default: all.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Workload>,
+    /// Write every figure, the machine and the parameters to this file as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// PostgreSQL server to create the bench databases on (a URL that may CREATE DATABASE).
+    /// Default: LOTLEDGER_BENCH_PG_URL, else LOTLEDGER_TEST_PG_URL.
+    #[arg(long, env = "LOTLEDGER_BENCH_PG_URL")]
+    pg_url: Option<String>,
+    /// Internal: run W1 alone on this store and write its figures to --child-report.
+    #[arg(long, hide = true, requires = "child_report")]
+    child_w1_url: Option<String>,
+    #[arg(long, hide = true)]
+    child_report: Option<PathBuf>,
+}
+
+/// The workload parameters, shared with the W1 child.
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    scale: f64,
+    seed: u64,
+    batch: usize,
+}
+
+impl Args {
+    fn params(&self) -> Result<Params> {
+        if !self.scale.is_finite() || self.scale <= 0.0 || self.scale > 1000.0 {
+            bail!("--scale must be above 0 and at most 1000");
+        }
+        Ok(Params {
+            scale: self.scale,
+            seed: self.seed,
+            batch: usize::try_from(self.batch).context("--batch is too large")?,
+        })
+    }
+}
+
+fn rules() -> Rules {
+    Rules::default()
+}
+
+fn instant(seconds: i64) -> Result<Timestamp> {
+    Ok(Timestamp::from_unix_seconds(seconds)?)
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn rate(n: u64, d: Duration) -> f64 {
+    let s = d.as_secs_f64();
+    if s > 0.0 { n as f64 / s } else { 0.0 }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+pub async fn run(args: Args) -> Result<ExitCode> {
+    let params = args.params()?;
+    if let (Some(url), Some(report)) = (&args.child_w1_url, &args.child_report) {
+        return child_w1(url, report, params).await;
+    }
+    let kinds: Vec<StoreKind> = match args.store {
+        StoreChoice::Sqlite => vec![StoreKind::Sqlite],
+        StoreChoice::Postgres => vec![StoreKind::Postgres],
+        StoreChoice::Both => vec![StoreKind::Sqlite, StoreKind::Postgres],
+    };
+    let pg_admin = args
+        .pg_url
+        .clone()
+        .or_else(|| std::env::var("LOTLEDGER_TEST_PG_URL").ok())
+        .filter(|u| !u.is_empty());
+    if kinds.contains(&StoreKind::Postgres) && pg_admin.is_none() {
+        bail!(
+            "--store {} needs a PostgreSQL server: pass --pg-url postgres://USER@HOST:PORT/postgres \
+             or set LOTLEDGER_BENCH_PG_URL (or LOTLEDGER_TEST_PG_URL)",
+            if args.store == StoreChoice::Both {
+                "both"
+            } else {
+                "postgres"
+            }
+        );
+    }
+    let started = Instant::now();
+    let machine = sys::Machine::read();
+    let mut results: Vec<(StoreKind, StoreRun)> = Vec::new();
+    for kind in kinds {
+        tracing::info!(store = kind.name(), "bench starting");
+        let only = Only(args.only.clone());
+        let run = run_store(kind, pg_admin.as_deref(), params, &only, args.baseline)
+            .await
+            .with_context(|| format!("bench on {}", kind.name()))?;
+        results.push((kind, run));
+    }
+    let wall = started.elapsed();
+    let table = report::table(
+        &results
+            .iter()
+            .map(|(k, r)| (*k, &r.figures))
+            .collect::<Vec<_>>(),
+    );
+    print!("{table}");
+    let mut failures = Vec::new();
+    for (kind, run) in &results {
+        for note in &run.notes {
+            eprintln!("note ({}): {note}", kind.name());
+        }
+        for f in &run.failures {
+            failures.push(format!("{}: {f}", kind.name()));
+        }
+    }
+    eprintln!("bench wall time: {:.1} s", wall.as_secs_f64());
+    if let Some(path) = &args.json {
+        let mut stores = serde_json::Map::new();
+        for (kind, run) in &results {
+            let mut figures = run.figures.to_json();
+            if let Value::Object(map) = &mut figures {
+                map.insert("settings".into(), run.settings.clone());
+                map.insert("expected".into(), run.expected.clone());
+                map.insert("notes".into(), json!(run.notes));
+                map.insert("failures".into(), json!(run.failures));
+            }
+            stores.insert(kind.name().into(), figures);
+        }
+        let doc = json!({
+            "machine": machine,
+            "parameters": {
+                "scale": params.scale,
+                "seed": params.seed,
+                "batch": params.batch,
+                "baseline": args.baseline,
+                "only": args.only,
+                "trusted": true,
+                "w1": {
+                    "distributions": count(generator::W1_DISTRIBUTIONS, params.scale),
+                    "expenses": count(generator::W1_EXPENSES, params.scale),
+                    "transfers": count(generator::W1_TRANSFERS, params.scale),
+                    "addresses": count(generator::W1_ADDRESSES, params.scale).max(4),
+                },
+                "w2": {
+                    "lots": count(generator::W2_LOTS, params.scale),
+                    "expenses": count(generator::W2_EXPENSES, params.scale),
+                },
+                "w3": {
+                    "live_lots": generator::W3_LOT_COUNTS,
+                    "calls": count(W3_CALLS, params.scale),
+                    "http_requests": count(HTTP_REQUESTS, params.scale),
+                    "http_max_seconds": HTTP_MAX_TIME.as_secs(),
+                    "http_connections": HTTP_CONNECTIONS,
+                },
+                "w4": {"target_rows": count(W4_TARGET_ROWS, params.scale)},
+            },
+            "stores": stores,
+            "failures": failures,
+            "wall_seconds": wall.as_secs_f64(),
+        });
+        let text = serde_json::to_string_pretty(&doc)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    if failures.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for f in &failures {
+            eprintln!("check failed: {f}");
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// What one store's run produced.
+#[derive(Default)]
+struct StoreRun {
+    figures: Figures,
+    settings: Value,
+    expected: Value,
+    notes: Vec<String>,
+    failures: Vec<String>,
+}
+
+impl StoreRun {
+    fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            self.failures.push(what());
+        }
+    }
+}
+
+async fn run_store(
+    kind: StoreKind,
+    pg_admin: Option<&str>,
+    params: Params,
+    only: &Only,
+    baseline: bool,
+) -> Result<StoreRun> {
+    let mut out = StoreRun::default();
+    let fresh = db::Fresh::create(kind, pg_admin).await?;
+    let result = workloads(&fresh, params, only, &mut out).await;
+    let removed = fresh.remove().await;
+    result?;
+    removed?;
+    if baseline {
+        let fresh = db::Fresh::create(kind, pg_admin).await?;
+        let result = baseline_run(&fresh, params, &mut out).await;
+        let removed = fresh.remove().await;
+        result?;
+        removed?;
+    }
+    Ok(out)
+}
+
+/// W1 (child process), W2, W3, size, W4 on one fresh store, as selected.
+async fn workloads(
+    fresh: &db::Fresh,
+    params: Params,
+    only: &Only,
+    out: &mut StoreRun,
+) -> Result<()> {
+    let url = fresh.url();
+    let store = AnyStore::open(url)
+        .await
+        .with_context(|| format!("opening the bench store {}", super::redact(url)))?;
+    out.settings = db::settings(url).await?;
+    if out.settings.get("fsync").and_then(Value::as_str) == Some("off") {
+        out.notes.push(
+            "the PostgreSQL server runs with fsync=off: commits are not durable and faster than \
+             on a production server"
+                .into(),
+        );
+    }
+    out.notes.push(
+        "W1, W2 and W3 run trusted (no signature verification), as `ingest --trusted`".into(),
+    );
+    // The generator alone, first: W1's expectations, the instants the later workloads start
+    // at, and what generating costs (it is included in the W1 time).
+    let mut dry = W1::new(params.seed, params.scale);
+    let gen_started = Instant::now();
+    dry.by_ref().for_each(drop);
+    let gen_time = gen_started.elapsed();
+    let mut expected = serde_json::Map::new();
+
+    let after_w1 = if only.w1() {
+        w1_phase(url, params, &dry, gen_time, out).await?
+    } else {
+        db::counts(url).await?
+    };
+    expected.insert("w1".into(), json!(dry.expected));
+
+    let mut w2 = W2::after(&dry, params.seed, params.scale);
+    let after_w2 = if only.w2() {
+        w2_phase(&store, url, params, &mut w2, after_w1, out).await?
+    } else {
+        after_w1
+    };
+    expected.insert("w2".into(), json!(w2.expected));
+
+    let mut w3 = W3::after(&w2, params.seed);
+    let after_w3 = if only.w3() {
+        w3_phase(&store, url, params, &mut w3, after_w2, out).await?
+    } else {
+        after_w2
+    };
+    expected.insert("w3".into(), json!(w3.expected));
+
+    if only.size() {
+        size_phase(url, &after_w3, out).await?;
+    }
+    if only.w4() {
+        w4(&store, url, params, after_w1.history_rows, out).await?;
+    }
+    out.expected = Value::Object(expected);
+    drop(store);
+    Ok(())
+}
+
+/// W1 in a child process; the store's counts after it.
+async fn w1_phase(
+    url: &str,
+    params: Params,
+    dry: &W1,
+    gen_time: Duration,
+    out: &mut StoreRun,
+) -> Result<db::Counts> {
+    let w1 = spawn_w1(url, params).await?;
+    let after = db::counts(url).await?;
+    let expected = &dry.expected;
+    let f = &mut out.figures;
+    f.count("w1", "messages", "messages", w1.total);
+    f.count("w1", "history_rows", "history rows", after.history_rows);
+    f.count("w1", "batches", "apply_batch calls", w1.batches);
+    f.push("w1", "seconds", "seconds", w1.seconds, Unit::Seconds);
+    let time = Duration::from_secs_f64(w1.seconds);
+    f.push(
+        "w1",
+        "messages_per_s",
+        "messages/s",
+        rate(w1.total, time),
+        Unit::PerSecond,
+    );
+    f.push(
+        "w1",
+        "history_rows_per_s",
+        "history rows/s",
+        rate(after.history_rows, time),
+        Unit::PerSecond,
+    );
+    f.push(
+        "w1",
+        "generator_seconds",
+        "of which generating lines, s",
+        secs(gen_time),
+        Unit::Seconds,
+    );
+    f.push(
+        "w1",
+        "peak_rss_mib",
+        "peak RSS (child process), MiB",
+        w1.peak_rss_bytes as f64 / MIB,
+        Unit::MiB,
+    );
+    let ok =
+        w1.processed == expected.messages - expected.rejected && w1.rejected == expected.rejected;
+    out.check(ok, || {
+        format!(
+            "W1: processed {} rejected {} (first errors: {:?}), expected {} processed, {} rejected",
+            w1.processed,
+            w1.rejected,
+            w1.errors,
+            expected.messages - expected.rejected,
+            expected.rejected
+        )
+    });
+    out.check(after.history_rows == expected.history_rows, || {
+        format!(
+            "W1: {} history rows, the generator says {}",
+            after.history_rows, expected.history_rows
+        )
+    });
+    out.check(after.lots == expected.live_lots, || {
+        format!(
+            "W1: {} live lots, the generator says {}",
+            after.lots, expected.live_lots
+        )
+    });
+    Ok(after)
+}
+
+/// W2: the hot account's lots, then the timed expenses.
+async fn w2_phase(
+    store: &AnyStore,
+    url: &str,
+    params: Params,
+    w2: &mut W2,
+    before: db::Counts,
+    out: &mut StoreRun,
+) -> Result<db::Counts> {
+    let rules = rules();
+    let opts = ingest::Options {
+        trusted: true,
+        now: Some(instant(w2.now_seconds())?),
+        batch: params.batch,
+    };
+    let bar = super::progress_bar(w2.lots(), "W2 lots");
+    let started = Instant::now();
+    let setup = ingest_lines(store, &rules, w2.setup().inspect(|_| bar.inc(1)), &opts).await?;
+    let setup_time = started.elapsed();
+    bar.finish_and_clear();
+    let bar = super::progress_bar(w2.expenses(), "W2 drains");
+    let started = Instant::now();
+    let drains = ingest_lines(store, &rules, w2.drains().inspect(|_| bar.inc(1)), &opts).await?;
+    let drain_time = started.elapsed();
+    bar.finish_and_clear();
+    let after = db::counts(url).await?;
+    let expected = &w2.expected;
+    let f = &mut out.figures;
+    f.count(
+        "w2",
+        "lots",
+        "lots given (1 distribution each)",
+        setup.total(),
+    );
+    f.push(
+        "w2",
+        "setup_messages_per_s",
+        "distributions/s",
+        rate(setup.total(), setup_time),
+        Unit::PerSecond,
+    );
+    f.count("w2", "expenses", "expenses", drains.total());
+    f.push(
+        "w2",
+        "lots_per_expense",
+        "lots drained per expense",
+        expected.lot_drains as f64 / expected.expenses.max(1) as f64,
+        Unit::Ratio,
+    );
+    f.push(
+        "w2",
+        "drain_seconds",
+        "seconds (expenses)",
+        secs(drain_time),
+        Unit::Seconds,
+    );
+    f.push(
+        "w2",
+        "drains_per_s",
+        "drains/s (expenses applied/s)",
+        rate(drains.processed, drain_time),
+        Unit::PerSecond,
+    );
+    f.push(
+        "w2",
+        "messages_per_s",
+        "messages/s (lots + expenses)",
+        rate(setup.total() + drains.total(), setup_time + drain_time),
+        Unit::PerSecond,
+    );
+    check_ingest(out, "W2", &[&setup, &drains], expected);
+    check_growth(out, "W2", before, after, expected);
+    Ok(after)
+}
+
+/// W3: the read addresses' lots, then the timed reads.
+async fn w3_phase(
+    store: &AnyStore,
+    url: &str,
+    params: Params,
+    w3: &mut W3,
+    before: db::Counts,
+    out: &mut StoreRun,
+) -> Result<db::Counts> {
+    let lines = w3.setup(params.seed);
+    let opts = ingest::Options {
+        trusted: true,
+        now: Some(instant(w3.at_seconds())?),
+        batch: params.batch,
+    };
+    let setup = ingest_lines(store, &rules(), lines.into_iter(), &opts).await?;
+    check_ingest(out, "W3", &[&setup], &w3.expected);
+    reads(store, w3, params, out).await?;
+    let after = db::counts(url).await?;
+    check_growth(out, "W3", before, after, &w3.expected);
+    Ok(after)
+}
+
+/// The store grew by the rows and lots the model says.
+fn check_growth(
+    out: &mut StoreRun,
+    what: &str,
+    before: db::Counts,
+    after: db::Counts,
+    expected: &Expected,
+) {
+    let rows = after.history_rows.saturating_sub(before.history_rows);
+    let lots = after.lots.saturating_sub(before.lots);
+    out.check(
+        rows == expected.history_rows && lots == expected.live_lots,
+        || {
+            format!(
+                "{what}: {rows} history rows and {lots} lots added, the generator says {} and {}",
+                expected.history_rows, expected.live_lots
+            )
+        },
+    );
+}
+
+/// On-disk bytes per history row, per lot and per message record.
+async fn size_phase(url: &str, counts: &db::Counts, out: &mut StoreRun) -> Result<()> {
+    let sizes = db::sizes(url, counts).await?;
+    let per = |bytes: u64, n: u64| {
+        if n == 0 { 0.0 } else { bytes as f64 / n as f64 }
+    };
+    let f = &mut out.figures;
+    f.count("size", "history_rows", "history rows", counts.history_rows);
+    f.push(
+        "size",
+        "bytes_per_history_row",
+        "bytes/history row (with indexes)",
+        per(sizes.history_bytes, counts.history_rows),
+        Unit::Bytes,
+    );
+    f.push(
+        "size",
+        "index_bytes_per_history_row",
+        "of which indexes",
+        per(sizes.history_index_bytes, counts.history_rows),
+        Unit::Bytes,
+    );
+    f.count("size", "lots", "live lots", counts.lots);
+    f.push(
+        "size",
+        "bytes_per_lot",
+        "bytes/lot",
+        per(sizes.lots_bytes, counts.lots),
+        Unit::Bytes,
+    );
+    f.push(
+        "size",
+        "bytes_per_message",
+        "bytes/message record",
+        per(sizes.messages_bytes, counts.messages),
+        Unit::Bytes,
+    );
+    f.push(
+        "size",
+        "database_mib",
+        "database, MiB",
+        sizes.database_bytes as f64 / MIB,
+        Unit::MiB,
+    );
+    out.notes.push(format!("sizes: {}", sizes.method));
+    Ok(())
+}
+
+/// Every message of a generated workload was applied as the model says.
+fn check_ingest(out: &mut StoreRun, what: &str, parts: &[&Summary], expected: &Expected) {
+    let processed: u64 = parts.iter().map(|s| s.processed).sum();
+    let rejected: u64 = parts.iter().map(|s| s.rejected).sum();
+    let errors: Vec<_> = parts.iter().flat_map(|s| s.errors.iter().take(3)).collect();
+    out.check(
+        processed == expected.messages - expected.rejected && rejected == expected.rejected,
+        || {
+            format!(
+                "{what}: processed {processed}, rejected {rejected} (first errors: {errors:?}); \
+                 expected {} and {}",
+                expected.messages - expected.rejected,
+                expected.rejected
+            )
+        },
+    );
+}
+
+/// W3: store-call latencies, then HTTP through the real router.
+async fn reads(store: &AnyStore, w3: &W3, params: Params, out: &mut StoreRun) -> Result<()> {
+    let at = instant(w3.at_seconds())?;
+    let calls = count(W3_CALLS, params.scale);
+    let bar = super::progress_bar(calls * 2 * w3.addresses.len() as u64, "W3 store reads");
+    for (lots, address) in &w3.addresses {
+        for details in [false, true] {
+            let mut nanos = Vec::with_capacity(calls as usize);
+            for i in 0..W3_WARMUP_CALLS + calls {
+                let started = Instant::now();
+                let positive = if details {
+                    let (total, groups) = store.balance_details(address, at).await?;
+                    total.is_positive() && !groups.is_empty()
+                } else {
+                    store.balance(address, at).await?.is_positive()
+                };
+                let took = started.elapsed();
+                if i == 0 && !positive {
+                    out.failures
+                        .push(format!("W3: {address} ({lots} lots) has no balance"));
+                }
+                if i >= W3_WARMUP_CALLS {
+                    nanos.push(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
+                    bar.inc(1);
+                }
+            }
+            let p = sys::Percentiles::of(&mut nanos);
+            let method = if details {
+                "balance_details"
+            } else {
+                "balance"
+            };
+            let lot_word = if *lots == 1 { "lot" } else { "lots" };
+            let key = |stat: &str| format!("{method}_{lots}_lots_{stat}_us");
+            out.figures.several(
+                "w3",
+                &format!("{method} @ {lots} {lot_word}: p50 / p99 / max, µs"),
+                &[
+                    (key("p50"), p.p50_us),
+                    (key("p99"), p.p99_us),
+                    (key("max"), p.max_us),
+                ],
+                Unit::Micros,
+            );
+        }
+    }
+    bar.finish_and_clear();
+
+    // HTTP: the router in process, the client on loopback.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding a loopback port")?;
+    let addr = listener.local_addr()?;
+    let app = lotledger_api::router(
+        Arc::new(store.clone()),
+        lotledger_api::ApiConfig::new(rules()),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(lotledger_api::serve(listener, app, async move {
+        let _ = stopped.await;
+    }));
+    let requests = count(HTTP_REQUESTS, params.scale);
+    let paths: Vec<String> = w3
+        .addresses
+        .iter()
+        .map(|(_, a)| format!("/api/v0/addresses/{a}/balance"))
+        .collect();
+    let bar = super::progress_bar(requests, "W3 HTTP");
+    let connections = HTTP_CONNECTIONS.min(requests as usize).max(1);
+    let load = http::load(
+        addr,
+        paths,
+        connections,
+        requests,
+        HTTP_MAX_TIME,
+        bar.clone(),
+    )
+    .await;
+    bar.finish_and_clear();
+    let _ = stop.send(());
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("bench HTTP server: {e}"),
+        Err(e) => tracing::warn!("bench HTTP server task: {e}"),
+    }
+    let mut load = load?;
+    let p = sys::Percentiles::of(&mut load.latencies_nanos);
+    let f = &mut out.figures;
+    f.count("w3", "http_requests", "HTTP balance requests", p.count);
+    f.push(
+        "w3",
+        "http_requests_per_s",
+        &format!("HTTP requests/s ({connections} connections)"),
+        rate(p.count, load.elapsed),
+        Unit::PerSecond,
+    );
+    f.several(
+        "w3",
+        "HTTP p50 / p99 / max, µs",
+        &[
+            ("http_p50_us".into(), p.p50_us),
+            ("http_p99_us".into(), p.p99_us),
+            ("http_max_us".into(), p.max_us),
+        ],
+        Unit::Micros,
+    );
+    f.count("w3", "http_non_200", "HTTP non-200 responses", load.non_ok);
+    out.check(
+        load.non_ok == 0 && load.failed_connections == 0 && p.count > 0,
+        || {
+            format!(
+                "W3 HTTP: {} non-200 responses, {} failed connections, {} requests",
+                load.non_ok, load.failed_connections, p.count
+            )
+        },
+    );
+    Ok(())
+}
+
+/// W4: copies W1's rows (addresses and refs suffixed `-N`) until the ledger holds the target,
+/// then times a full repair and a verify.
+async fn w4(
+    store: &AnyStore,
+    url: &str,
+    params: Params,
+    w1_rows: u64,
+    out: &mut StoreRun,
+) -> Result<()> {
+    let before = db::counts(url).await?;
+    let target = count(W4_TARGET_ROWS, params.scale);
+    let copies = if before.history_rows >= target || w1_rows == 0 {
+        0
+    } else {
+        (target - before.history_rows).div_ceil(w1_rows)
+    };
+    let addresses = W1::addresses(params.seed, params.scale);
+    let now = super::clock_now()?;
+    let bar = super::progress_bar(copies * w1_rows, "W4 import");
+    let started = Instant::now();
+    let mut inserted = 0u64;
+    if copies > 0 {
+        for chunk in addresses.chunks(W4_ADDRESS_CHUNK) {
+            let mut rows: Vec<HistoryRow> = Vec::new();
+            for a in chunk {
+                rows.extend(store.history(&HistorySelector::Address(a.clone())).await?);
+            }
+            for k in 1..=copies {
+                let copy: Vec<HistoryRow> = rows
+                    .iter()
+                    .map(|r| {
+                        let mut r = r.clone();
+                        r.address = format!("{}-{k}", r.address);
+                        r.credit_ref = format!("{}-{k}", r.credit_ref);
+                        r
+                    })
+                    .collect();
+                for part in copy.chunks(W4_IMPORT_ROWS) {
+                    inserted += store.import_history(part, now).await?;
+                    bar.inc(part.len() as u64);
+                }
+            }
+        }
+    }
+    let import_time = started.elapsed();
+    bar.finish_and_clear();
+    let after = db::counts(url).await?;
+    out.check(
+        inserted == copies * w1_rows && after.history_rows == before.history_rows + inserted,
+        || {
+            format!(
+                "W4: imported {inserted} rows ({copies} copies of {w1_rows}); the ledger went from {} to {}",
+                before.history_rows, after.history_rows
+            )
+        },
+    );
+
+    let bar = super::progress_bar(0, "W4 repair");
+    let started = Instant::now();
+    let repaired = maintenance::repair(store, true, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .await?;
+    let repair_time = started.elapsed();
+    bar.finish_and_clear();
+    let bar = super::progress_bar(0, "W4 verify");
+    let started = Instant::now();
+    let drifts = maintenance::verify(store, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .await?;
+    let verify_time = started.elapsed();
+    bar.finish_and_clear();
+    let f = &mut out.figures;
+    f.count("w4", "history_rows", "history rows", after.history_rows);
+    f.count("w4", "addresses", "addresses", repaired.addresses as u64);
+    f.push(
+        "w4",
+        "import_seconds",
+        &format!("setup: import {copies} copies of W1, s"),
+        secs(import_time),
+        Unit::Seconds,
+    );
+    f.push(
+        "w4",
+        "repair_seconds",
+        "repair, s",
+        secs(repair_time),
+        Unit::Seconds,
+    );
+    f.push(
+        "w4",
+        "repair_rows_per_s",
+        "repair rows/s",
+        rate(after.history_rows, repair_time),
+        Unit::PerSecond,
+    );
+    f.push(
+        "w4",
+        "verify_seconds",
+        "verify, s",
+        secs(verify_time),
+        Unit::Seconds,
+    );
+    f.push(
+        "w4",
+        "verify_rows_per_s",
+        "verify rows/s",
+        rate(after.history_rows, verify_time),
+        Unit::PerSecond,
+    );
+    f.count("w4", "drifted", "drifted addresses", drifts.len() as u64);
+    out.check(drifts.is_empty(), || {
+        format!("W4: verify found {} drifted addresses", drifts.len())
+    });
+    Ok(())
+}
+
+/// W1 and W2 at a tenth of their size, one transaction per message, on another fresh store.
+async fn baseline_run(fresh: &db::Fresh, params: Params, out: &mut StoreRun) -> Result<()> {
+    let store = AnyStore::open(fresh.url()).await?;
+    let small = Params {
+        scale: params.scale / 10.0,
+        batch: 1,
+        ..params
+    };
+    let bar = super::progress_bar(W1::new(small.seed, small.scale).total(), "baseline W1");
+    let (w1, expected, w1_time) = w1_ingest(&store, small, &bar).await?;
+    bar.finish_and_clear();
+    check_ingest(out, "baseline W1", &[&w1], &expected);
+    let rules = rules();
+    let dry = {
+        let mut w = W1::new(small.seed, small.scale);
+        w.by_ref().for_each(drop);
+        w
+    };
+    let mut w2 = W2::after(&dry, small.seed, small.scale);
+    let opts = ingest::Options {
+        trusted: true,
+        now: Some(instant(w2.now_seconds())?),
+        batch: 1,
+    };
+    let setup = ingest_lines(&store, &rules, w2.setup(), &opts).await?;
+    let bar = super::progress_bar(w2.expenses(), "baseline W2");
+    let started = Instant::now();
+    let drains = ingest_lines(&store, &rules, w2.drains().inspect(|_| bar.inc(1)), &opts).await?;
+    let drain_time = started.elapsed();
+    bar.finish_and_clear();
+    check_ingest(out, "baseline W2", &[&setup, &drains], &w2.expected);
+    drop(store);
+
+    let w1_rate = rate(w1.total(), w1_time);
+    let w2_rate = rate(drains.processed, drain_time);
+    let ratio = |batched: Option<f64>, base: f64| batched.filter(|_| base > 0.0).map(|b| b / base);
+    let w1_ratio = ratio(out.figures.get("w1", "messages_per_s"), w1_rate);
+    let w2_ratio = ratio(out.figures.get("w2", "drains_per_s"), w2_rate);
+    let f = &mut out.figures;
+    f.count("baseline", "w1_messages", "W1 messages", w1.total());
+    f.push(
+        "baseline",
+        "w1_messages_per_s",
+        "W1 messages/s",
+        w1_rate,
+        Unit::PerSecond,
+    );
+    if let Some(r) = w1_ratio {
+        f.push(
+            "baseline",
+            "w1_ratio",
+            &format!("W1 msg/s, --batch {} / --batch 1", params.batch),
+            r,
+            Unit::Ratio,
+        );
+    }
+    f.count("baseline", "w2_expenses", "W2 expenses", drains.total());
+    f.push(
+        "baseline",
+        "w2_drains_per_s",
+        "W2 drains/s",
+        w2_rate,
+        Unit::PerSecond,
+    );
+    if let Some(r) = w2_ratio {
+        f.push(
+            "baseline",
+            "w2_ratio",
+            &format!("W2 drains/s, --batch {} / --batch 1", params.batch),
+            r,
+            Unit::Ratio,
+        );
+    }
+    Ok(())
+}
+
+/// W1 through the ingest path, timed (generation included).
+async fn w1_ingest(
+    store: &AnyStore,
+    params: Params,
+    bar: &indicatif::ProgressBar,
+) -> Result<(Summary, Expected, Duration)> {
+    let mut w1 = W1::new(params.seed, params.scale);
+    let opts = ingest::Options {
+        trusted: true,
+        now: Some(instant(w1.now_seconds())?),
+        batch: params.batch,
+    };
+    let started = Instant::now();
+    let summary = ingest_lines(store, &rules(), w1.by_ref().inspect(|_| bar.inc(1)), &opts).await?;
+    let elapsed = started.elapsed();
+    Ok((summary, w1.expected, elapsed))
+}
+
+/// What the W1 child reports.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ChildReport {
+    total: u64,
+    processed: u64,
+    rejected: u64,
+    batches: u64,
+    errors: Vec<(Option<String>, String)>,
+    seconds: f64,
+    peak_rss_bytes: u64,
+    rss_before_bytes: u64,
+}
+
+/// Runs W1 in a child process on the store at `url` (already created and migrated).
+async fn spawn_w1(url: &str, params: Params) -> Result<ChildReport> {
+    let dir = tempfile::Builder::new()
+        .prefix("lotledger-bench-w1-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let report = dir.path().join("w1.json");
+    let exe = std::env::current_exe().context("locating the lotledger binary")?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg("bench")
+        .arg("--child-w1-url")
+        .arg(url)
+        .arg("--child-report")
+        .arg(&report)
+        .arg("--scale")
+        .arg(params.scale.to_string())
+        .arg("--seed")
+        .arg(params.seed.to_string())
+        .arg("--batch")
+        .arg(params.batch.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    let status = tokio::task::spawn_blocking(move || command.status())
+        .await
+        .context("waiting for the W1 process")?
+        .context("starting the W1 process")?;
+    if !status.success() {
+        bail!("the W1 process failed ({status})");
+    }
+    let text = std::fs::read_to_string(&report).context("reading the W1 report")?;
+    serde_json::from_str(&text).context("parsing the W1 report")
+}
+
+/// The W1 child: W1 alone in this process, its figures and peak RSS written to `report`.
+async fn child_w1(url: &str, report: &PathBuf, params: Params) -> Result<ExitCode> {
+    let rss_before = sys::rss_bytes().unwrap_or(0);
+    let store = AnyStore::open(url)
+        .await
+        .with_context(|| format!("opening {}", super::redact(url)))?;
+    let bar = super::progress_bar(W1::new(params.seed, params.scale).total(), "W1 ingest");
+    let (summary, _, elapsed) = w1_ingest(&store, params, &bar).await?;
+    bar.finish_and_clear();
+    let out = ChildReport {
+        total: summary.total(),
+        processed: summary.processed,
+        rejected: summary.rejected,
+        batches: summary.batches,
+        errors: summary.errors.into_iter().take(5).collect(),
+        seconds: elapsed.as_secs_f64(),
+        peak_rss_bytes: sys::peak_rss_bytes().unwrap_or(0),
+        rss_before_bytes: rss_before,
+    };
+    std::fs::write(report, serde_json::to_string(&out)?)
+        .with_context(|| format!("writing {}", report.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
