@@ -5,6 +5,7 @@
 //! unless trusted, [`BatchItem`], [`Store::apply_batch`]); `lotledger bench` feeds it generated
 //! lines, so what the bench measures is what ingest does.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
 use std::process::ExitCode;
@@ -51,6 +52,10 @@ pub struct Args {
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Read every file from its first line. By default a file is resumed after the lines an
+    /// earlier run already committed (an interrupted run, or a file that has grown since).
+    #[arg(long)]
+    from_start: bool,
 }
 
 impl Args {
@@ -71,6 +76,9 @@ pub struct Options {
     pub now: Option<Timestamp>,
     /// Messages (and refused lines) per [`Store::apply_batch`] call, at least 1.
     pub batch: usize,
+    /// Files whose progress is recorded (display name → progress key): each batch then stays
+    /// within one file and commits the file's line count with it.
+    pub progress_keys: HashMap<Arc<str>, String>,
 }
 
 /// What an ingest did. Counts are complete; `errors` keeps the first [`MAX_LISTED_ERRORS`].
@@ -177,13 +185,18 @@ impl Pending {
         summary: &mut Summary,
     ) -> Result<()> {
         let mut outcomes = Vec::new().into_iter();
-        if !self.items.is_empty() {
+        let progress = self.last.as_ref().and_then(|last| {
+            opts.progress_keys
+                .get(&last.file)
+                .map(|key| (key.as_str(), Some(last.line_no)))
+        });
+        if !self.items.is_empty() || progress.is_some() {
             let now = match opts.now {
                 Some(t) => t,
                 None => super::clock_now()?,
             };
             let applied = store
-                .apply_batch(&self.items, rules, now)
+                .apply_batch_with_progress(&self.items, rules, now, progress)
                 .await
                 .with_context(|| self.describe())?;
             if applied.len() != self.items.len() {
@@ -254,6 +267,18 @@ pub async fn ingest_lines<S: Store>(
                 return Err(e);
             }
         };
+        // A batch stays within one file, so that it can commit that file's progress.
+        let source = match &line {
+            Line::Text { source, .. } | Line::Refused { source, .. } => source,
+        };
+        if pending
+            .last
+            .as_ref()
+            .is_some_and(|last| last.file != source.file)
+            && opts.progress_keys.contains_key(&last_file(&pending))
+        {
+            pending.flush(store, rules, opts, &mut summary).await?;
+        }
         match line {
             Line::Refused { source, error } => {
                 pending.refuse(&source, format!("{source}: {error}"))
@@ -266,6 +291,13 @@ pub async fn ingest_lines<S: Store>(
     }
     pending.flush(store, rules, opts, &mut summary).await?;
     Ok(summary)
+}
+
+fn last_file(pending: &Pending) -> Arc<str> {
+    pending
+        .last
+        .as_ref()
+        .map_or_else(|| Arc::from(""), |l| l.file.clone())
 }
 
 /// Turns one line into pending entries (a node's `messages.json` page holds several messages).
@@ -335,6 +367,8 @@ struct FileLines<'a> {
     current: Option<OpenFile>,
     bar: indicatif::ProgressBar,
     buf: Vec<u8>,
+    /// Lines to skip at the start of a file (committed by an earlier run).
+    skip: HashMap<String, u64>,
 }
 
 impl FileLines<'_> {
@@ -362,6 +396,9 @@ impl FileLines<'_> {
             }
             *line_no += 1;
             self.bar.inc(read as u64);
+            if self.skip.get(&**file).is_some_and(|n| *line_no <= *n) {
+                continue;
+            }
             let source = LineSource {
                 file: file.clone(),
                 line_no: *line_no,
@@ -408,6 +445,7 @@ pub async fn run(store: &AnyStore, rules: &Rules, args: Args) -> Result<ExitCode
             .map(|t| super::instant(Some(t)))
             .transpose()?,
         batch: usize::try_from(args.batch).context("--batch is too large")?,
+        progress_keys: HashMap::new(),
     };
     let total_bytes: u64 = args
         .files
@@ -416,12 +454,32 @@ pub async fn run(store: &AnyStore, rules: &Rules, args: Args) -> Result<ExitCode
         .filter_map(|f| std::fs::metadata(f).ok())
         .map(|m| m.len())
         .sum();
+    // Progress is kept for named files (not standard input), keyed by their canonical path.
+    let mut opts = opts;
+    let mut skip = HashMap::new();
+    for file in args.files.iter().filter(|f| *f != "-") {
+        let key = std::fs::canonicalize(file)
+            .with_context(|| format!("opening {file}"))?
+            .to_string_lossy()
+            .into_owned();
+        if !args.from_start
+            && let Some(done) = store.ingest_progress(&key).await?
+            && done > 0
+        {
+            eprintln!(
+                "ingest: {file}: resuming after line {done} (committed by an earlier run; --from-start reads it all)"
+            );
+            skip.insert(file.clone(), done);
+        }
+        opts.progress_keys.insert(Arc::from(file.as_str()), key);
+    }
     let bar = super::progress_bar(total_bytes, "ingest");
     let lines = FileLines {
         files: args.files.iter(),
         current: None,
         bar: bar.clone(),
         buf: Vec::new(),
+        skip,
     };
     let summary = ingest_lines(store, rules, lines, &opts).await;
     bar.finish_and_clear();

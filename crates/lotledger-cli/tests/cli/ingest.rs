@@ -339,3 +339,50 @@ fn batch_size_changes_no_outcome() {
     let (ok, _, stderr) = lotledger("sqlite://unused.db", &["ingest", "--batch", "0", "-"]);
     assert!(!ok && stderr.contains("--batch"), "{stderr}");
 }
+
+#[test]
+fn a_file_is_resumed_after_its_committed_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let path = dir.path().join("grow.jsonl");
+    std::fs::write(&path, distribution("r1", 1) + "\n").unwrap();
+    let file = path.to_str().unwrap();
+    let (ok, out, _) = lotledger(&url, &["ingest", "--trusted", "--json", "--now", NOW, file]);
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["processed"], 1);
+    // The file grows: only the new line is read.
+    std::fs::write(
+        &path,
+        [distribution("r1", 1), distribution("r2", 2)].join("\n") + "\n",
+    )
+    .unwrap();
+    let (ok, out, err) = lotledger(&url, &["ingest", "--trusted", "--json", "--now", NOW, file]);
+    assert!(ok);
+    assert!(err.contains("resuming after line 1"), "{err}");
+    let summary: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            summary["processed"].as_u64(),
+            summary["already_applied"].as_u64()
+        ),
+        (Some(1), Some(0))
+    );
+    // --from-start reads it all again: both lines are replays.
+    let (ok, out, _) = lotledger(
+        &url,
+        &[
+            "ingest",
+            "--trusted",
+            "--json",
+            "--from-start",
+            "--now",
+            NOW,
+            file,
+        ],
+    );
+    assert!(ok);
+    let summary: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["already_applied"], 2);
+    let (_, balance, _) = lotledger(&url, &["balance", HOLDER, "--at", NOW, "--json"]);
+    assert_eq!(balance.trim(), "3");
+}

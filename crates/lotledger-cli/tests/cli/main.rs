@@ -1,4 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
 mod bench;
+mod crash;
 mod ingest;
 mod serve;

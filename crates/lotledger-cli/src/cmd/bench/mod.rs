@@ -490,6 +490,7 @@ async fn w2_phase(
         trusted: true,
         now: Some(instant(w2.now_seconds())?),
         batch: params.batch,
+        progress_keys: Default::default(),
     };
     let bar = super::progress_bar(w2.lots(), "W2 lots");
     let started = Instant::now();
@@ -565,6 +566,7 @@ async fn w3_phase(
         trusted: true,
         now: Some(instant(w3.at_seconds())?),
         batch: params.batch,
+        progress_keys: Default::default(),
     };
     let setup = ingest_lines(store, &rules(), lines.into_iter(), &opts).await?;
     check_ingest(out, "W3", &[&setup], &w3.expected);
@@ -923,6 +925,7 @@ async fn baseline_run(fresh: &db::Fresh, params: Params, out: &mut StoreRun) -> 
         trusted: true,
         now: Some(instant(w2.now_seconds())?),
         batch: 1,
+        progress_keys: Default::default(),
     };
     let setup = ingest_lines(&store, &rules, w2.setup(), &opts).await?;
     let bar = super::progress_bar(w2.expenses(), "baseline W2");
@@ -987,6 +990,7 @@ async fn w1_ingest(
         trusted: true,
         now: Some(instant(w1.now_seconds())?),
         batch: params.batch,
+        progress_keys: Default::default(),
     };
     let started = Instant::now();
     let summary = ingest_lines(store, &rules(), w1.by_ref().inspect(|_| bar.inc(1)), &opts).await?;
