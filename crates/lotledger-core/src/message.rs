@@ -2,7 +2,7 @@
 //! error texts, and conversion into a typed operation (amounts scaled, expirations converted).
 
 use serde_json::{Map, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::validate::{Loc, Validator, format_errors};
 use crate::{Credits, Timestamp};
@@ -200,6 +200,26 @@ impl CreditOp {
             OpKind::Transfer(t) if t.whitelisted => BTreeSet::new(),
             OpKind::Transfer(_) => BTreeSet::from([self.sender.as_str()]),
         }
+    }
+
+    /// How much this operation may drain from each address (sorted by address): the drains
+    /// take lots in emission order and stop there, so lots beyond that amount are never read.
+    pub fn drain_demand(&self) -> Vec<(&str, i128)> {
+        let mut demand: BTreeMap<&str, i128> = BTreeMap::new();
+        match &self.kind {
+            OpKind::Distribution(_) => {}
+            OpKind::Expense(entries) => {
+                for e in entries {
+                    *demand.entry(e.address.as_str()).or_default() += i128::from(e.amount.0);
+                }
+            }
+            OpKind::Transfer(t) if t.whitelisted => {}
+            OpKind::Transfer(t) => {
+                let total = t.entries.iter().map(|e| i128::from(e.amount.0)).sum();
+                demand.insert(self.sender.as_str(), total);
+            }
+        }
+        demand.into_iter().collect()
     }
 
     /// Every address that gets a history row, sorted.

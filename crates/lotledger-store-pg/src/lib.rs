@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use lotledger_core::{
-    BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_at, replay,
+    BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_at,
 };
 use lotledger_store::batch::LastRows;
 use lotledger_store::{
@@ -218,34 +218,24 @@ impl Store for PgStore {
         let mut tx = self.write().await?;
         let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
         tx.lock("", &refs).await?;
-        for address in addresses {
-            writer::rederive(&mut tx, address).await?;
-        }
+        writer::rederive_many(&mut tx, &refs).await?;
         tx.commit().await
     }
 
     async fn verify(&self, addresses: &[String]) -> Result<Vec<Drift>, StoreError> {
         // One snapshot for the whole batch, so that history and lots are compared consistently.
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = PgTx {
+            tx: self.pool.begin().await.map_err(db_err)?,
+        };
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .execute(&mut *tx)
+            .execute(&mut *tx.tx)
             .await
             .map_err(db_err)?;
-        let mut drifts = Vec::new();
-        for address in addresses {
-            let rows = address_history(&mut tx, address).await?;
-            let replayed = replay(&rows)?;
-            let cached = address_lots(&mut tx, address).await?;
-            if cached != replayed {
-                drifts.push(Drift {
-                    address: address.clone(),
-                    cached,
-                    replayed,
-                });
-            }
-        }
-        tx.rollback().await.map_err(db_err)?;
-        Ok(drifts)
+        let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        let rows = tx.histories(&refs).await?;
+        let lots = tx.load_lots(&refs).await?;
+        tx.tx.rollback().await.map_err(db_err)?;
+        lotledger_store::maintenance::drifts(addresses, &rows, lots)
     }
 
     async fn repair_checkpoint(&self) -> Result<Option<String>, StoreError> {
@@ -448,9 +438,10 @@ impl LedgerTx for PgTx {
 
     async fn drainable_lots(
         &mut self,
-        addresses: &[&str],
+        demand: &[(&str, i128)],
         ts: Timestamp,
     ) -> Result<Vec<Lot>, StoreError> {
+        let addresses: Vec<&str> = demand.iter().map(|(a, _)| *a).collect();
         let addresses: Vec<String> = addresses.iter().map(|a| (*a).to_string()).collect();
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {LOT_COLUMNS} FROM credit_lots WHERE address = ANY($1) AND message_timestamp <= $2 \
@@ -715,6 +706,29 @@ impl LedgerTx for PgTx {
             .await
             .map_err(db_err)?;
         }
+        Ok(())
+    }
+
+    async fn histories(&mut self, addresses: &[&str]) -> Result<Vec<HistoryRow>, StoreError> {
+        let addresses: Vec<String> = addresses.iter().map(|a| (*a).to_string()).collect();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {HISTORY_COLUMNS} FROM credit_history WHERE address = ANY($1) \
+             ORDER BY address, message_timestamp, credit_ref, credit_index"
+        )))
+        .bind(addresses)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(history_row).collect()
+    }
+
+    async fn delete_lots_of(&mut self, addresses: &[&str]) -> Result<(), StoreError> {
+        let addresses: Vec<String> = addresses.iter().map(|a| (*a).to_string()).collect();
+        sqlx::query("DELETE FROM credit_lots WHERE address = ANY($1)")
+            .bind(addresses)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 

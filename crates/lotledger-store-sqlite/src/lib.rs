@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use lotledger_core::{
-    BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_at, replay,
+    BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_at,
 };
 use lotledger_store::batch::LastRows;
 use lotledger_store::{
@@ -48,7 +48,12 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // A 64 MiB page cache per connection, so a batch's pages stay in memory until its
+            // commit instead of spilling to the WAL mid-transaction; temporary b-trees (sorts,
+            // statement journals) in memory.
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "MEMORY");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -225,31 +230,23 @@ impl Store for SqliteStore {
 
     async fn rebuild(&self, addresses: &[String]) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
-        for address in addresses {
-            writer::rederive(&mut tx, address).await?;
-        }
+        let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        tx.lock("", &refs).await?;
+        writer::rederive_many(&mut tx, &refs).await?;
         tx.commit().await
     }
 
     async fn verify(&self, addresses: &[String]) -> Result<Vec<Drift>, StoreError> {
         // A deferred read transaction: in WAL mode every read of the batch sees the snapshot
         // taken at its first read, so history and lots are compared consistently.
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let mut drifts = Vec::new();
-        for address in addresses {
-            let rows = address_history(&mut tx, address).await?;
-            let replayed = replay(&rows)?;
-            let cached = address_lots(&mut tx, address).await?;
-            if cached != replayed {
-                drifts.push(Drift {
-                    address: address.clone(),
-                    cached,
-                    replayed,
-                });
-            }
-        }
-        tx.rollback().await.map_err(db_err)?;
-        Ok(drifts)
+        let mut tx = SqliteTx {
+            tx: self.pool.begin().await.map_err(db_err)?,
+        };
+        let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        let rows = tx.histories(&refs).await?;
+        let lots = tx.load_lots(&refs).await?;
+        tx.tx.rollback().await.map_err(db_err)?;
+        lotledger_store::maintenance::drifts(addresses, &rows, lots)
     }
 
     async fn repair_checkpoint(&self) -> Result<Option<String>, StoreError> {
@@ -462,11 +459,12 @@ impl LedgerTx for SqliteTx {
 
     async fn drainable_lots(
         &mut self,
-        addresses: &[&str],
+        demand: &[(&str, i128)],
         ts: Timestamp,
     ) -> Result<Vec<Lot>, StoreError> {
+        let addresses: Vec<&str> = demand.iter().map(|(a, _)| *a).collect();
         let mut out = Vec::new();
-        for address in addresses {
+        for address in &addresses {
             let rows = sqlx::query(
                 "SELECT address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date \
                  FROM credit_lots WHERE address = ? AND message_timestamp <= ? \
@@ -753,6 +751,55 @@ impl LedgerTx for SqliteTx {
                 " ON CONFLICT (address, message_timestamp, credit_ref, credit_index) \
                  DO UPDATE SET amount_remaining = excluded.amount_remaining",
             );
+            qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    async fn histories(&mut self, addresses: &[&str]) -> Result<Vec<HistoryRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in addresses.chunks(IN_CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+                "SELECT {HISTORY_COLUMNS} FROM credit_history WHERE address IN ("
+            ));
+            let mut list = qb.separated(", ");
+            for a in chunk {
+                list.push_bind(*a);
+            }
+            qb.push(") ORDER BY address, message_timestamp, credit_ref, credit_index");
+            for row in qb.build().fetch_all(&mut *self.tx).await.map_err(db_err)? {
+                out.push(history_row(&row)?);
+            }
+        }
+        // Several chunks: keep one global order.
+        if addresses.len() > IN_CHUNK {
+            out.sort_by(|a, b| {
+                (
+                    &a.address,
+                    a.message_timestamp,
+                    &a.credit_ref,
+                    a.credit_index,
+                )
+                    .cmp(&(
+                        &b.address,
+                        b.message_timestamp,
+                        &b.credit_ref,
+                        b.credit_index,
+                    ))
+            });
+        }
+        Ok(out)
+    }
+
+    async fn delete_lots_of(&mut self, addresses: &[&str]) -> Result<(), StoreError> {
+        for chunk in addresses.chunks(IN_CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("DELETE FROM credit_lots WHERE address IN (");
+            let mut list = qb.separated(", ");
+            for a in chunk {
+                list.push_bind(*a);
+            }
+            qb.push(")");
             qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
         }
         Ok(())

@@ -245,20 +245,25 @@ impl<T: LedgerTx> LedgerTx for BatchTx<'_, T> {
 
     async fn drainable_lots(
         &mut self,
-        addresses: &[&str],
+        demand: &[(&str, i128)],
         ts: Timestamp,
     ) -> Result<Vec<Lot>, StoreError> {
         let mut out = Vec::new();
-        for address in addresses {
+        for (address, need) in demand {
             self.ensure_lots(address).await?;
-            out.extend(
-                self.lots
-                    .get(*address)
-                    .into_iter()
-                    .flat_map(|m| m.values())
-                    .filter(|l| l.message_timestamp <= ts && valid_at(l, ts))
-                    .cloned(),
-            );
+            let mut covered: i128 = 0;
+            for lot in self.lots.get(*address).into_iter().flat_map(|m| m.values()) {
+                if covered >= *need {
+                    break;
+                }
+                if lot.message_timestamp <= ts
+                    && valid_at(lot, ts)
+                    && lot.amount_remaining.is_positive()
+                {
+                    covered += i128::from(lot.amount_remaining.0);
+                    out.push(lot.clone());
+                }
+            }
         }
         Ok(out)
     }
@@ -387,6 +392,18 @@ impl<T: LedgerTx> LedgerTx for BatchTx<'_, T> {
 
     async fn record_messages(&mut self, records: &[MessageRecord]) -> Result<(), StoreError> {
         self.inner.record_messages(records).await
+    }
+
+    async fn histories(&mut self, addresses: &[&str]) -> Result<Vec<HistoryRow>, StoreError> {
+        self.flush_rows().await?;
+        self.inner.histories(addresses).await
+    }
+
+    async fn delete_lots_of(&mut self, addresses: &[&str]) -> Result<(), StoreError> {
+        for address in addresses {
+            self.replace_lots(address, &[]).await?;
+        }
+        Ok(())
     }
 
     async fn set_ingest_progress(

@@ -308,10 +308,12 @@ pub trait LedgerTx: Send {
         address: &str,
         at: Timestamp,
     ) -> impl Future<Output = Result<Credits, StoreError>> + Send;
-    /// The lots of `addresses` drainable at `ts`, locked against other writers.
+    /// The lots drainable at `ts` of each `(address, demand)`, in emission order, locked
+    /// against other writers. A backend may stop once an address's lots cover its demand (the
+    /// drain never reads further); returning them all is also correct.
     fn drainable_lots(
         &mut self,
-        addresses: &[&str],
+        demand: &[(&str, i128)],
         ts: Timestamp,
     ) -> impl Future<Output = Result<Vec<Lot>, StoreError>> + Send;
     /// Inserts rows, skipping existing keys. Returns how many were inserted.
@@ -381,6 +383,17 @@ pub trait LedgerTx: Send {
     fn record_messages(
         &mut self,
         records: &[MessageRecord],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// History rows of these addresses, sorted by `(address, message_timestamp, credit_ref,
+    /// credit_index)` (repair and verify, set-based).
+    fn histories(
+        &mut self,
+        addresses: &[&str],
+    ) -> impl Future<Output = Result<Vec<HistoryRow>, StoreError>> + Send;
+    /// Deletes every lot of these addresses.
+    fn delete_lots_of(
+        &mut self,
+        addresses: &[&str],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Records (or with `None`, forgets) how many lines of `source` are committed.
     fn set_ingest_progress(

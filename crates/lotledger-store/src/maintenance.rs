@@ -1,6 +1,10 @@
 //! Whole-ledger maintenance on top of [`Store`]: repair (rebuild every address's lots from
 //! history, resumable) and verify (compare without writing).
 
+use std::collections::HashMap;
+
+use lotledger_core::{HistoryRow, Lot, replay};
+
 use crate::{Drift, Store, StoreError};
 
 /// Addresses rebuilt or checked per transaction.
@@ -64,4 +68,37 @@ pub async fn verify<S: Store>(
         progress(done, total);
     }
     Ok(drifts)
+}
+
+/// The drifts among `addresses`, given all their history rows (sorted by address then replay
+/// order) and all their cached lots (any order): cache against replay, address by address.
+pub fn drifts(
+    addresses: &[String],
+    rows: &[HistoryRow],
+    lots: Vec<Lot>,
+) -> Result<Vec<Drift>, StoreError> {
+    let mut cached: HashMap<String, Vec<Lot>> = HashMap::new();
+    for lot in lots {
+        cached.entry(lot.address.clone()).or_default().push(lot);
+    }
+    let mut replayed: HashMap<&str, Vec<Lot>> = HashMap::new();
+    for group in rows.chunk_by(|a, b| a.address == b.address) {
+        if let Some(first) = group.first() {
+            replayed.insert(first.address.as_str(), replay(group)?);
+        }
+    }
+    let mut out = Vec::new();
+    for address in addresses {
+        let mut have = cached.remove(address).unwrap_or_default();
+        have.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        let want = replayed.remove(address.as_str()).unwrap_or_default();
+        if have != want {
+            out.push(Drift {
+                address: address.clone(),
+                cached: have,
+                replayed: want,
+            });
+        }
+    }
+    Ok(out)
 }

@@ -58,10 +58,10 @@ pub async fn apply<T: LedgerTx>(
             return Ok(Outcome::Rejected(r.0));
         }
     }
-    let drained: Vec<&str> = op.drained_addresses().into_iter().collect();
+    let demand = op.drain_demand();
     let mut book = LotBook::new();
-    if !drained.is_empty() {
-        book.insert(tx.drainable_lots(&drained, op.ts).await?);
+    if !demand.is_empty() {
+        book.insert(tx.drainable_lots(&demand, op.ts).await?);
     }
     let plan = op.plan(&mut book)?;
     tx.update_lots(&plan.drained_lots).await?;
@@ -133,4 +133,16 @@ pub async fn rederive<T: LedgerTx>(tx: &mut T, address: &str) -> Result<(), Stor
     let rows = tx.address_history(address).await?;
     let lots = replay(&rows)?;
     tx.replace_lots(address, &lots).await
+}
+
+/// Rebuilds the lots of many addresses from their history: one read of all their rows, one
+/// delete, one multi-row insert.
+pub async fn rederive_many<T: LedgerTx>(tx: &mut T, addresses: &[&str]) -> Result<(), StoreError> {
+    let rows = tx.histories(addresses).await?;
+    let mut lots = Vec::new();
+    for group in rows.chunk_by(|a, b| a.address == b.address) {
+        lots.extend(replay(group)?);
+    }
+    tx.delete_lots_of(addresses).await?;
+    tx.insert_lots(&lots).await
 }

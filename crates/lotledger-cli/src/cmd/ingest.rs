@@ -53,7 +53,8 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Read every file from its first line. By default a file is resumed after the lines an
-    /// earlier run already committed (an interrupted run, or a file that has grown since).
+    /// earlier run already committed (an interrupted run, or a file that has grown since; a
+    /// file is recognised by its path and its first line).
     #[arg(long)]
     from_start: bool,
 }
@@ -436,6 +437,25 @@ impl Iterator for FileLines<'_> {
     }
 }
 
+/// A file's progress key: its canonical path and a digest of its first line (at most 4 KiB of
+/// it), so that a file that grows keeps its key and a different file at the same path does not.
+fn progress_key(file: &str) -> Result<String> {
+    let path = std::fs::canonicalize(file).with_context(|| format!("opening {file}"))?;
+    let mut head = Vec::with_capacity(4096);
+    BufReader::new(Read::take(
+        std::fs::File::open(&path).with_context(|| format!("opening {file}"))?,
+        4096,
+    ))
+    .read_until(b'\n', &mut head)
+    .with_context(|| format!("reading {file}"))?;
+    let digest = lotledger_sig::item_hash_of(&String::from_utf8_lossy(&head));
+    Ok(format!(
+        "{}#{}",
+        path.to_string_lossy(),
+        digest.get(..16).unwrap_or(&digest)
+    ))
+}
+
 pub async fn run(store: &AnyStore, rules: &Rules, args: Args) -> Result<ExitCode> {
     let opts = Options {
         trusted: args.trusted,
@@ -458,10 +478,7 @@ pub async fn run(store: &AnyStore, rules: &Rules, args: Args) -> Result<ExitCode
     let mut opts = opts;
     let mut skip = HashMap::new();
     for file in args.files.iter().filter(|f| *f != "-") {
-        let key = std::fs::canonicalize(file)
-            .with_context(|| format!("opening {file}"))?
-            .to_string_lossy()
-            .into_owned();
+        let key = progress_key(file)?;
         if !args.from_start
             && let Some(done) = store.ingest_progress(&key).await?
             && done > 0

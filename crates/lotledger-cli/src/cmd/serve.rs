@@ -47,6 +47,9 @@ pub async fn run(store: AnyStore, rules: &Rules, args: Args) -> Result<ExitCode>
     if args.test_clock {
         tracing::warn!("test clock enabled: clients may choose the instant of their requests");
     }
+    // Signal handlers are installed before the address is announced, so that a SIGTERM sent as
+    // soon as the server is up is a graceful stop, not the default kill.
+    let shutdown = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -54,30 +57,31 @@ pub async fn run(store: AnyStore, rules: &Rules, args: Args) -> Result<ExitCode>
     println!("lotledger listening on http://{local}");
     tracing::info!(%local, "listening");
     let app = lotledger_api::router(Arc::new(store), config);
-    lotledger_api::serve(listener, app, shutdown_signal())
+    lotledger_api::serve(listener, app, shutdown)
         .await
         .context("serving HTTP")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Resolves on SIGINT or SIGTERM; the handlers are registered when this is called.
+#[cfg(unix)]
+fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
-    }
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

@@ -248,7 +248,13 @@ fn rejected_messages() -> Vec<(&'static str, Value, &'static str)> {
 }
 
 /// `(name, method, uri, body, expected status)`.
-type RawRequest = (&'static str, &'static str, String, Option<Vec<u8>>, StatusCode);
+type RawRequest = (
+    &'static str,
+    &'static str,
+    String,
+    Option<Vec<u8>>,
+    StatusCode,
+);
 
 struct App {
     router: axum::Router,
