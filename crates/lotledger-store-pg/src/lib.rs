@@ -619,29 +619,44 @@ impl LedgerTx for PgTx {
         &mut self,
         addresses: &[&str],
     ) -> Result<Vec<(String, LastRows)>, StoreError> {
+        // Index seeks on (address, message_timestamp, credit_ref, …) read backwards: the last
+        // row of each address, and its last debit. No scan of whole histories.
         let addresses: Vec<String> = addresses.iter().map(|a| (*a).to_string()).collect();
-        let rows: Vec<(String, bool, time::OffsetDateTime, String)> = sqlx::query_as(
-            "SELECT address, debit, message_timestamp, credit_ref FROM (\
-             SELECT address, amount < 0 AS debit, message_timestamp, credit_ref, ROW_NUMBER() OVER \
-             (PARTITION BY address, amount < 0 ORDER BY message_timestamp DESC, credit_ref DESC) AS rn \
-             FROM credit_history WHERE address = ANY($1)) AS t WHERE rn = 1",
+        type Row = (
+            String,
+            Option<time::OffsetDateTime>,
+            Option<String>,
+            Option<time::OffsetDateTime>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT a.address, l.message_timestamp, l.credit_ref, d.message_timestamp, d.credit_ref \
+             FROM UNNEST($1::text[]) AS a(address) \
+             LEFT JOIN LATERAL (SELECT message_timestamp, credit_ref FROM credit_history h \
+               WHERE h.address = a.address ORDER BY message_timestamp DESC, credit_ref DESC LIMIT 1) l ON TRUE \
+             LEFT JOIN LATERAL (SELECT message_timestamp, credit_ref FROM credit_history h \
+               WHERE h.address = a.address AND amount < 0 \
+               ORDER BY message_timestamp DESC, credit_ref DESC LIMIT 1) d ON TRUE",
         )
         .bind(addresses)
         .fetch_all(&mut *self.tx)
         .await
         .map_err(db_err)?;
-        let mut found: std::collections::HashMap<String, LastRows> = Default::default();
-        for (address, debit, at, credit_ref) in rows {
-            let pos = (wrappers::ts(at)?, credit_ref);
-            let entry = found.entry(address).or_default();
-            if debit {
-                entry.debit = Some(pos.clone());
-            }
-            if entry.any.as_ref().is_none_or(|p| pos > *p) {
-                entry.any = Some(pos);
+        let mut out = Vec::new();
+        for (address, any_at, any_ref, debit_at, debit_ref) in rows {
+            let position = |at: Option<time::OffsetDateTime>, r: Option<String>| match (at, r) {
+                (Some(at), Some(r)) => wrappers::ts(at).map(|t| Some((t, r))),
+                _ => Ok(None),
+            };
+            let rows = LastRows {
+                any: position(any_at, any_ref)?,
+                debit: position(debit_at, debit_ref)?,
+            };
+            if rows.any.is_some() {
+                out.push((address, rows));
             }
         }
-        Ok(found.into_iter().collect())
+        Ok(out)
     }
 
     async fn message_statuses(

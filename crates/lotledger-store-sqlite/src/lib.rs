@@ -629,40 +629,55 @@ impl LedgerTx for SqliteTx {
         &mut self,
         addresses: &[&str],
     ) -> Result<Vec<(String, LastRows)>, StoreError> {
-        let mut found: std::collections::HashMap<String, LastRows> = Default::default();
+        // Index seeks on (address, message_timestamp, credit_ref, …) read backwards: the last
+        // row of each address, and its last debit. No scan of whole histories.
+        let mut out = Vec::new();
         for chunk in addresses.chunks(IN_CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "SELECT address, debit, message_timestamp, credit_ref FROM (\
-                 SELECT address, amount < 0 AS debit, message_timestamp, credit_ref, ROW_NUMBER() OVER \
-                 (PARTITION BY address, amount < 0 ORDER BY message_timestamp DESC, credit_ref DESC) AS rn \
-                 FROM credit_history WHERE address IN (",
-            );
-            let mut list = qb.separated(", ");
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("WITH a(address) AS (VALUES ");
+            let mut first = true;
             for a in chunk {
-                list.push_bind(*a);
+                if !first {
+                    qb.push(", ");
+                }
+                first = false;
+                qb.push("(").push_bind(*a).push(")");
             }
-            qb.push(")) WHERE rn = 1");
-            let rows: Vec<(String, bool, i64, String)> = qb
+            qb.push(
+                ") SELECT a.address, \
+                 (SELECT message_timestamp || ' ' || credit_ref FROM credit_history h WHERE h.address = a.address \
+                  ORDER BY message_timestamp DESC, credit_ref DESC LIMIT 1), \
+                 (SELECT message_timestamp || ' ' || credit_ref FROM credit_history h WHERE h.address = a.address \
+                  AND amount < 0 ORDER BY message_timestamp DESC, credit_ref DESC LIMIT 1) FROM a",
+            );
+            let rows: Vec<(String, Option<String>, Option<String>)> = qb
                 .build_query_as()
                 .fetch_all(&mut *self.tx)
                 .await
                 .map_err(db_err)?;
-            for (address, debit, micros, credit_ref) in rows {
-                let pos = (
-                    Timestamp::from_micros(micros)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    credit_ref,
-                );
-                let entry = found.entry(address).or_default();
-                if debit {
-                    entry.debit = Some(pos.clone());
-                }
-                if entry.any.as_ref().is_none_or(|p| pos > *p) {
-                    entry.any = Some(pos);
+            for (address, any, debit) in rows {
+                let position =
+                    |text: Option<String>| -> Result<Option<(Timestamp, String)>, StoreError> {
+                        let Some(text) = text else { return Ok(None) };
+                        let (micros, credit_ref) = text.split_once(' ').ok_or_else(|| {
+                            StoreError::Corrupt(format!("history position {text:?}"))
+                        })?;
+                        let micros: i64 = micros.parse().map_err(|_| {
+                            StoreError::Corrupt(format!("history position {text:?}"))
+                        })?;
+                        let at = Timestamp::from_micros(micros)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        Ok(Some((at, credit_ref.to_string())))
+                    };
+                let rows = LastRows {
+                    any: position(any)?,
+                    debit: position(debit)?,
+                };
+                if rows.any.is_some() {
+                    out.push((address, rows));
                 }
             }
         }
-        Ok(found.into_iter().collect())
+        Ok(out)
     }
 
     async fn message_statuses(
