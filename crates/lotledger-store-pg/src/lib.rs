@@ -232,7 +232,7 @@ impl Store for PgStore {
             .await
             .map_err(db_err)?;
         let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
-        let rows = tx.histories(&refs).await?;
+        let rows = tx.replay_histories(&refs).await?;
         let lots = tx.load_lots(&refs).await?;
         tx.tx.rollback().await.map_err(db_err)?;
         lotledger_store::maintenance::drifts(addresses, &rows, lots)
@@ -735,6 +735,31 @@ impl LedgerTx for PgTx {
         .await
         .map_err(db_err)?;
         rows.iter().map(history_row).collect()
+    }
+
+    async fn replay_histories(
+        &mut self,
+        addresses: &[&str],
+    ) -> Result<Vec<HistoryRow>, StoreError> {
+        // One row per address, the records built by the server.
+        let addresses: Vec<String> = addresses.iter().map(|a| (*a).to_string()).collect();
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT address, string_agg(\
+             ((extract(epoch FROM message_timestamp) * 1000000)::bigint)::text || ',' || amount || ',' || \
+             COALESCE(((extract(epoch FROM expiration_date) * 1000000)::bigint)::text, '') || ',' || \
+             credit_index || ',' || octet_length(credit_ref) || ':' || credit_ref || ';', '' \
+             ORDER BY message_timestamp, credit_ref, credit_index) \
+             FROM credit_history WHERE address = ANY($1) GROUP BY address ORDER BY address",
+        )
+        .bind(addresses)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        let mut out = Vec::new();
+        for (address, text) in rows {
+            lotledger_store::decode_replay_rows(&address, &text, &mut out)?;
+        }
+        Ok(out)
     }
 
     async fn delete_lots_of(&mut self, addresses: &[&str]) -> Result<(), StoreError> {

@@ -243,7 +243,7 @@ impl Store for SqliteStore {
             tx: self.pool.begin().await.map_err(db_err)?,
         };
         let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
-        let rows = tx.histories(&refs).await?;
+        let rows = tx.replay_histories(&refs).await?;
         let lots = tx.load_lots(&refs).await?;
         tx.tx.rollback().await.map_err(db_err)?;
         lotledger_store::maintenance::drifts(addresses, &rows, lots)
@@ -802,6 +802,38 @@ impl LedgerTx for SqliteTx {
                         b.credit_index,
                     ))
             });
+        }
+        Ok(out)
+    }
+
+    async fn replay_histories(
+        &mut self,
+        addresses: &[&str],
+    ) -> Result<Vec<HistoryRow>, StoreError> {
+        // One row per address: SQLite builds the records, so rows do not cross sqlx's worker
+        // channel one by one.
+        let mut out = Vec::new();
+        for chunk in addresses.chunks(IN_CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT address, group_concat(message_timestamp || ',' || amount || ',' || \
+                 IFNULL(expiration_date, '') || ',' || credit_index || ',' || \
+                 length(CAST(credit_ref AS BLOB)) || ':' || credit_ref || ';', '' \
+                 ORDER BY message_timestamp, credit_ref, credit_index) \
+                 FROM credit_history WHERE address IN (",
+            );
+            let mut list = qb.separated(", ");
+            for a in chunk {
+                list.push_bind(*a);
+            }
+            qb.push(") GROUP BY address ORDER BY address");
+            let rows: Vec<(String, String)> = qb
+                .build_query_as()
+                .fetch_all(&mut *self.tx)
+                .await
+                .map_err(db_err)?;
+            for (address, text) in rows {
+                lotledger_store::decode_replay_rows(&address, &text, &mut out)?;
+            }
         }
         Ok(out)
     }

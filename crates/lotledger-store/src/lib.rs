@@ -225,6 +225,41 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<Option<MessageRecord>, StoreError>> + Send;
 }
 
+/// Decodes the per-address aggregate a backend builds for [`LedgerTx::replay_histories`]:
+/// records `message_timestamp_micros,amount,expiration_micros_or_empty,credit_index,N:credit_ref`
+/// (N = bytes of credit_ref), each followed by `;`, in replay order.
+pub fn decode_replay_rows(
+    address: &str,
+    text: &str,
+    out: &mut Vec<HistoryRow>,
+) -> Result<(), StoreError> {
+    let bad = || StoreError::Corrupt(format!("replay aggregate of {address}"));
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut fields = rest.splitn(5, ',');
+        let mut next = || fields.next().ok_or_else(bad);
+        let micros: i64 = next()?.parse().map_err(|_| bad())?;
+        let amount: i64 = next()?.parse().map_err(|_| bad())?;
+        let expiry = next()?;
+        let index: i32 = next()?.parse().map_err(|_| bad())?;
+        let tail = next()?;
+        let (len, after) = tail.split_once(':').ok_or_else(bad)?;
+        let len: usize = len.parse().map_err(|_| bad())?;
+        let credit_ref = after.get(..len).ok_or_else(bad)?;
+        rest = after.get(len..).ok_or_else(bad)?;
+        rest = rest.strip_prefix(';').ok_or_else(bad)?;
+        let ts = Timestamp::from_micros(micros).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut row = HistoryRow::bare(address, Credits(amount), credit_ref, index, ts);
+        if !expiry.is_empty() {
+            let e: i64 = expiry.parse().map_err(|_| bad())?;
+            row.expiration_date =
+                Some(Timestamp::from_micros(e).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        }
+        out.push(row);
+    }
+    Ok(())
+}
+
 /// One message of a batch, after its envelope checks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BatchItem {
@@ -390,6 +425,15 @@ pub trait LedgerTx: Send {
         &mut self,
         addresses: &[&str],
     ) -> impl Future<Output = Result<Vec<HistoryRow>, StoreError>> + Send;
+    /// Like [`LedgerTx::histories`], with only the columns replay reads (address, amount,
+    /// credit_ref, credit_index, expiration_date, message_timestamp; the others null), which a
+    /// backend may fetch aggregated per address.
+    fn replay_histories(
+        &mut self,
+        addresses: &[&str],
+    ) -> impl Future<Output = Result<Vec<HistoryRow>, StoreError>> + Send {
+        self.histories(addresses)
+    }
     /// Deletes every lot of these addresses.
     fn delete_lots_of(
         &mut self,

@@ -138,7 +138,7 @@ pub async fn rederive<T: LedgerTx>(tx: &mut T, address: &str) -> Result<(), Stor
 /// Rebuilds the lots of many addresses from their history: one read of all their rows, one
 /// delete, one multi-row insert.
 pub async fn rederive_many<T: LedgerTx>(tx: &mut T, addresses: &[&str]) -> Result<(), StoreError> {
-    let rows = tx.histories(addresses).await?;
+    let rows = tx.replay_histories(addresses).await?;
     let mut lots = Vec::new();
     for group in rows.chunk_by(|a, b| a.address == b.address) {
         lots.extend(replay(group)?);

@@ -26,7 +26,7 @@ const MAX_PRINTED_ERRORS: usize = 10;
 /// Longest accepted line (one message).
 const MAX_LINE_BYTES: u64 = 16 * 1024 * 1024;
 /// Default messages per transaction.
-pub const DEFAULT_BATCH: u64 = 1000;
+pub const DEFAULT_BATCH: u64 = 5000;
 /// Largest accepted `--batch`.
 const MAX_BATCH: u64 = 1_000_000;
 
