@@ -406,6 +406,15 @@ fn group_lot(address: &str, expiration_date: Option<Timestamp>, sum: i64) -> Lot
     }
 }
 
+/// `v1, v2, …` bound as parameters, then `)` (the caller wrote `… IN (`).
+fn push_in_list(qb: &mut QueryBuilder<Sqlite>, values: &[&str]) {
+    let mut list = qb.separated(", ");
+    for v in values {
+        list.push_bind(*v);
+    }
+    qb.push(")");
+}
+
 fn opt_micros(t: Option<Timestamp>) -> Option<i64> {
     t.map(Timestamp::as_micros)
 }
@@ -613,11 +622,7 @@ impl LedgerTx for SqliteTx {
                 "SELECT address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date \
                  FROM credit_lots WHERE address IN (",
             );
-            let mut list = qb.separated(", ");
-            for a in chunk {
-                list.push_bind(*a);
-            }
-            qb.push(")");
+            push_in_list(&mut qb, chunk);
             for row in qb.build().fetch_all(&mut *self.tx).await.map_err(db_err)? {
                 out.push(lot(&row)?);
             }
@@ -689,11 +694,7 @@ impl LedgerTx for SqliteTx {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "SELECT item_hash, status, ignored, error, recorded_at FROM credit_messages WHERE item_hash IN (",
             );
-            let mut list = qb.separated(", ");
-            for h in chunk {
-                list.push_bind(*h);
-            }
-            qb.push(")");
+            push_in_list(&mut qb, chunk);
             for row in qb.build().fetch_all(&mut *self.tx).await.map_err(db_err)? {
                 let r = message_record(&row)?;
                 out.push((r.item_hash, r.status));
@@ -711,11 +712,7 @@ impl LedgerTx for SqliteTx {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "SELECT credit_ref, credit_index FROM credit_history WHERE credit_ref IN (",
             );
-            let mut list = qb.separated(", ");
-            for r in chunk {
-                list.push_bind(*r);
-            }
-            qb.push(")");
+            push_in_list(&mut qb, chunk);
             let rows: Vec<(String, i32)> = qb
                 .build_query_as()
                 .fetch_all(&mut *self.tx)
@@ -777,11 +774,8 @@ impl LedgerTx for SqliteTx {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
                 "SELECT {HISTORY_COLUMNS} FROM credit_history WHERE address IN ("
             ));
-            let mut list = qb.separated(", ");
-            for a in chunk {
-                list.push_bind(*a);
-            }
-            qb.push(") ORDER BY address, message_timestamp, credit_ref, credit_index");
+            push_in_list(&mut qb, chunk);
+            qb.push(" ORDER BY address, message_timestamp, credit_ref, credit_index");
             for row in qb.build().fetch_all(&mut *self.tx).await.map_err(db_err)? {
                 out.push(history_row(&row)?);
             }
@@ -821,11 +815,8 @@ impl LedgerTx for SqliteTx {
                  ORDER BY message_timestamp, credit_ref, credit_index) \
                  FROM credit_history WHERE address IN (",
             );
-            let mut list = qb.separated(", ");
-            for a in chunk {
-                list.push_bind(*a);
-            }
-            qb.push(") GROUP BY address ORDER BY address");
+            push_in_list(&mut qb, chunk);
+            qb.push(" GROUP BY address ORDER BY address");
             let rows: Vec<(String, String)> = qb
                 .build_query_as()
                 .fetch_all(&mut *self.tx)
@@ -842,11 +833,7 @@ impl LedgerTx for SqliteTx {
         for chunk in addresses.chunks(IN_CHUNK) {
             let mut qb: QueryBuilder<Sqlite> =
                 QueryBuilder::new("DELETE FROM credit_lots WHERE address IN (");
-            let mut list = qb.separated(", ");
-            for a in chunk {
-                list.push_bind(*a);
-            }
-            qb.push(")");
+            push_in_list(&mut qb, chunk);
             qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
         }
         Ok(())
