@@ -18,6 +18,8 @@ pub mod validate;
 
 pub use credits::Credits;
 pub use message::{CreditOp, Decision, IgnoreReason, OpKind, Post, Rejection, Rules, classify};
-pub use model::{BalanceDetail, HistoryRow, Lot, balance_at, balance_details_at};
+pub use model::{
+    BalanceDetail, HistoryRow, Lot, balance_at, balance_details_at, balance_details_from_sums,
+};
 pub use plan::{LotBook, Plan, PlanError, replay};
 pub use timestamp::{Timestamp, TimestampError};

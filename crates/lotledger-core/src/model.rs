@@ -116,15 +116,26 @@ pub fn balance_details_at<'a, I: IntoIterator<Item = &'a Lot>>(
     lots: I,
     at: Timestamp,
 ) -> Option<(Credits, Vec<BalanceDetail>)> {
+    balance_details_from_sums(
+        lots.into_iter()
+            .filter(|lot| lot.amount_remaining.is_positive() && lot.valid_at(at))
+            .map(|lot| (lot.expiration_date, lot.amount_remaining)),
+    )
+}
+
+/// The breakdown of [`balance_details_at`] from amounts already selected (for instance summed
+/// per expiry by a store): summed per exact expiry, the non-expiring group first, then
+/// ascending expiry; the total is clamped at 0. `None` on overflow.
+pub fn balance_details_from_sums(
+    sums: impl IntoIterator<Item = (Option<Timestamp>, Credits)>,
+) -> Option<(Credits, Vec<BalanceDetail>)> {
     let mut groups: std::collections::BTreeMap<(bool, Option<Timestamp>), Credits> =
         std::collections::BTreeMap::new();
-    for lot in lots {
-        if lot.amount_remaining.is_positive() && lot.valid_at(at) {
-            let slot = groups
-                .entry((lot.expiration_date.is_some(), lot.expiration_date))
-                .or_insert(Credits::ZERO);
-            *slot = slot.checked_add(lot.amount_remaining)?;
-        }
+    for (expiration_date, amount) in sums {
+        let slot = groups
+            .entry((expiration_date.is_some(), expiration_date))
+            .or_insert(Credits::ZERO);
+        *slot = slot.checked_add(amount)?;
     }
     let mut total = Credits::ZERO;
     let mut details = Vec::with_capacity(groups.len());

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use lotledger_core::{
-    BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_at,
+    BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_from_sums,
 };
 use lotledger_store::batch::LastRows;
 use lotledger_store::{
@@ -170,20 +170,11 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        let lots = groups
+        let sums = groups
             .into_iter()
-            .map(|(expiry, sum)| {
-                Ok(Lot {
-                    address: address.to_string(),
-                    message_timestamp: Timestamp::UNIX_EPOCH,
-                    credit_ref: String::new(),
-                    credit_index: 0,
-                    amount_remaining: Credits(sum),
-                    expiration_date: expiry.map(wrappers::ts).transpose()?,
-                })
-            })
+            .map(|(expiry, sum)| Ok((expiry.map(wrappers::ts).transpose()?, Credits(sum))))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        balance_details_at(&lots, at)
+        balance_details_from_sums(sums)
             .ok_or_else(|| StoreError::Overflow(format!("balance of {address}")))
     }
 

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use lotledger_core::{
-    BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_at,
+    BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_from_sums,
 };
 use lotledger_store::batch::LastRows;
 use lotledger_store::{
@@ -182,20 +182,17 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        let lots = groups
+        let sums = groups
             .into_iter()
             .map(|(expiry, sum)| {
-                Ok(group_lot(
-                    address,
-                    expiry
-                        .map(Timestamp::from_micros)
-                        .transpose()
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    sum,
-                ))
+                let expiry = expiry
+                    .map(Timestamp::from_micros)
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok((expiry, Credits(sum)))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        balance_details_at(&lots, at)
+        balance_details_from_sums(sums)
             .ok_or_else(|| StoreError::Overflow(format!("balance of {address}")))
     }
 
@@ -392,18 +389,6 @@ async fn address_history(
     .await
     .map_err(db_err)?;
     rows.iter().map(history_row).collect()
-}
-
-/// A stand-in lot holding one expiry group's sum, for `balance_details_at`.
-fn group_lot(address: &str, expiration_date: Option<Timestamp>, sum: i64) -> Lot {
-    Lot {
-        address: address.to_string(),
-        message_timestamp: Timestamp::UNIX_EPOCH,
-        credit_ref: String::new(),
-        credit_index: 0,
-        amount_remaining: Credits(sum),
-        expiration_date,
-    }
 }
 
 /// `v1, v2, …` bound as parameters, then `)` (the caller wrote `… IN (`).
