@@ -9,7 +9,7 @@ use std::time::Duration;
 use lotledger_core::{
     BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_from_sums,
 };
-use lotledger_store::batch::LastRows;
+use lotledger_store::batch::{Commit, LastRows};
 use lotledger_store::{
     BalancesQuery, BatchItem, Drift, HistorySelector, LedgerTx, MessageRecord, MessageStatus,
     Outcome, Store, StoreError, writer,
@@ -79,7 +79,7 @@ pub struct SqliteTx {
     tx: Transaction<'static, Sqlite>,
 }
 
-impl SqliteTx {
+impl Commit for SqliteTx {
     async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await.map_err(db_err)
     }
@@ -112,24 +112,15 @@ impl Store for SqliteStore {
         now: Timestamp,
         progress: Option<(&str, Option<u64>)>,
     ) -> Result<Vec<Outcome>, StoreError> {
-        let mut tx = self.write().await?;
-        match lotledger_store::batch::apply_batch(&mut tx, items, rules, now, progress).await {
-            Ok(outcomes) => {
-                tx.commit().await?;
-                Ok(outcomes)
-            }
-            Err(e) => {
-                drop(tx);
-                tracing::warn!(error = %e, "batch failed; applying its messages one by one");
-                let outcomes = lotledger_store::apply_one_by_one(self, items, rules, now).await?;
-                if let Some((source, lines)) = progress {
-                    let mut tx = self.write().await?;
-                    tx.set_ingest_progress(source, lines).await?;
-                    tx.commit().await?;
-                }
-                Ok(outcomes)
-            }
-        }
+        lotledger_store::batch::apply_batch_committed(
+            self,
+            || self.write(),
+            items,
+            rules,
+            now,
+            progress,
+        )
+        .await
     }
 
     async fn ingest_progress(&self, source: &str) -> Result<Option<u64>, StoreError> {

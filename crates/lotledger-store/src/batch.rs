@@ -441,3 +441,45 @@ pub async fn apply_batch<T: LedgerTx>(
     }
     Ok(outcomes)
 }
+
+/// A write transaction that can be committed (a dropped one rolls back).
+pub trait Commit: LedgerTx + Sized {
+    fn commit(self) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// [`crate::Store::apply_batch_with_progress`] for a backend: the batch in one transaction
+/// opened by `open`; if it fails, the batch is replayed one transaction per message and the
+/// progress recorded in a transaction of its own.
+pub async fn apply_batch_committed<S, T, F, Fut>(
+    store: &S,
+    open: F,
+    items: &[BatchItem],
+    rules: &Rules,
+    now: Timestamp,
+    progress: Option<(&str, Option<u64>)>,
+) -> Result<Vec<Outcome>, StoreError>
+where
+    S: crate::Store,
+    T: Commit,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut tx = open().await?;
+    match apply_batch(&mut tx, items, rules, now, progress).await {
+        Ok(outcomes) => {
+            tx.commit().await?;
+            Ok(outcomes)
+        }
+        Err(e) => {
+            drop(tx);
+            tracing::warn!(error = %e, "batch failed; applying its messages one by one");
+            let outcomes = crate::apply_one_by_one(store, items, rules, now).await?;
+            if let Some((source, lines)) = progress {
+                let mut tx = open().await?;
+                tx.set_ingest_progress(source, lines).await?;
+                tx.commit().await?;
+            }
+            Ok(outcomes)
+        }
+    }
+}
