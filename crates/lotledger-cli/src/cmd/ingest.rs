@@ -272,12 +272,9 @@ pub async fn ingest_lines<S: Store>(
         let source = match &line {
             Line::Text { source, .. } | Line::Refused { source, .. } => source,
         };
-        if pending
-            .last
-            .as_ref()
-            .is_some_and(|last| last.file != source.file)
-            && opts.progress_keys.contains_key(&last_file(&pending))
-        {
+        if pending.last.as_ref().is_some_and(|last| {
+            last.file != source.file && opts.progress_keys.contains_key(&last.file)
+        }) {
             pending.flush(store, rules, opts, &mut summary).await?;
         }
         match line {
@@ -292,13 +289,6 @@ pub async fn ingest_lines<S: Store>(
     }
     pending.flush(store, rules, opts, &mut summary).await?;
     Ok(summary)
-}
-
-fn last_file(pending: &Pending) -> Arc<str> {
-    pending
-        .last
-        .as_ref()
-        .map_or_else(|| Arc::from(""), |l| l.file.clone())
 }
 
 /// Turns one line into pending entries (a node's `messages.json` page holds several messages).
