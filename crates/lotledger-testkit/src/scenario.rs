@@ -354,22 +354,19 @@ impl<S: Store + Clone + 'static> Driver for LibDriver<S> {
         path: &str,
         now: Timestamp,
     ) -> Result<(u16, Value), String> {
-        use tower::ServiceExt;
         let mut config = lotledger_api::ApiConfig::new(Rules::default());
         config.test_clock = true;
         let app = lotledger_api::router(std::sync::Arc::new(self.store.clone()), config);
-        let request = axum::http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(lotledger_api::NOW_HEADER, now.to_rfc3339())
-            .body(axum::body::Body::empty())
-            .map_err(|e| e.to_string())?;
-        let response = app.oneshot(request).await.map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok((status, body_value(&bytes)))
+        let now = now.to_rfc3339();
+        let (status, body) = crate::server::call_router(
+            &app,
+            method,
+            path,
+            &[(lotledger_api::NOW_HEADER, &now)],
+            None,
+        )
+        .await?;
+        Ok((status.as_u16(), body))
     }
 }
 

@@ -129,3 +129,35 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
         data = data.get(eol + 4 + size..).unwrap_or_default();
     }
 }
+
+/// One request to a router in process (no socket): the status and the body as [`body_value`]
+/// reads it. A body is sent as JSON.
+pub async fn call_router(
+    router: &axum::Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Result<(axum::http::StatusCode, Value), String> {
+    use tower::ServiceExt;
+    let mut request = axum::http::Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    if body.is_some() {
+        request = request.header("content-type", "application/json");
+    }
+    let request = request
+        .body(body.map_or_else(axum::body::Body::empty, axum::body::Body::from))
+        .map_err(|e| e.to_string())?;
+    let response = router
+        .clone()
+        .oneshot(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((status, body_value(&bytes)))
+}

@@ -4,15 +4,13 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use lotledger_api::{ApiConfig, router};
 use lotledger_core::Rules;
 use lotledger_store::Store;
 use lotledger_testkit::db;
-use lotledger_testkit::scenario::body_value;
+use lotledger_testkit::server::call_router;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 const GRANTOR: [u8; 32] = [0x11; 32];
 const HOLDER: [u8; 32] = [0x22; 32];
@@ -37,19 +35,9 @@ impl App {
     }
 
     async fn call(&self, method: &str, uri: &str, body: Option<Vec<u8>>) -> (StatusCode, Value) {
-        let mut request = Request::builder().method(method).uri(uri);
-        if body.is_some() {
-            request = request.header("content-type", "application/json");
-        }
-        let request = request
-            .body(body.map_or_else(Body::empty, Body::from))
-            .unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        call_router(&self.router, method, uri, &[], body)
             .await
-            .unwrap();
-        (status, body_value(&bytes))
+            .unwrap()
     }
 
     async fn post(&self, body: &Value) -> (StatusCode, Value) {
@@ -288,15 +276,19 @@ async fn the_test_clock_is_refused_in_normal_mode_and_works_when_enabled() {
     both_stores(async |normal, testing| {
         let holder = lotledger_sig::evm_address(&HOLDER);
         let uri = format!("/api/v0/addresses/{holder}/balance");
-        let request = |now: &str| {
-            Request::builder()
-                .uri(&uri)
-                .header(lotledger_api::NOW_HEADER, now)
-                .body(Body::empty())
-                .unwrap()
+        let at = async |app: &App, now: &str| {
+            call_router(
+                &app.router,
+                "GET",
+                &uri,
+                &[(lotledger_api::NOW_HEADER, now)],
+                None,
+            )
+            .await
+            .unwrap()
         };
-        let response = normal.router.clone().oneshot(request(NOW)).await.unwrap();
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let (status, _) = at(&normal, NOW).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
         let (status, _) = normal
             .call(
                 "PUT",
@@ -318,11 +310,9 @@ async fn the_test_clock_is_refused_in_normal_mode_and_works_when_enabled() {
         let (status, _) = testing.post(&sync(&expiring)).await;
         assert_eq!(status, StatusCode::OK);
         let read = async |now: &str| {
-            let response = testing.router.clone().oneshot(request(now)).await.unwrap();
-            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-                .await
-                .unwrap();
-            body_value(&bytes)["credit_balance"].as_i64().unwrap()
+            let (status, body) = at(&testing, now).await;
+            assert_eq!(status, StatusCode::OK);
+            body["credit_balance"].as_i64().unwrap()
         };
         assert_eq!(read("2026-09-01T00:00:00Z").await, 40);
         assert_eq!(read("2026-09-25T00:00:00Z").await, 0);

@@ -5,15 +5,13 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use lotledger_api::{ApiConfig, router};
 use lotledger_core::{Rules, Timestamp};
 use lotledger_store::{HistorySelector, Store};
 use lotledger_testkit::db;
-use lotledger_testkit::scenario::body_value;
+use lotledger_testkit::server::call_router;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 const MINTER: [u8; 32] = [0x11; 32];
 const HOLDER: [u8; 32] = [0x22; 32];
@@ -262,18 +260,9 @@ struct App {
 
 impl App {
     async fn call(&self, method: &str, uri: &str, body: Option<Vec<u8>>) -> (StatusCode, Value) {
-        let request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("content-type", "application/json")
-            .body(body.map_or_else(Body::empty, Body::from))
-            .unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        call_router(&self.router, method, uri, &[], body)
             .await
-            .unwrap();
-        (status, body_value(&bytes))
+            .unwrap()
     }
 }
 

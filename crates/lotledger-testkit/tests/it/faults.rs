@@ -6,17 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use lotledger_api::{ApiConfig, router};
 use lotledger_core::{Post, Rules, Timestamp};
 use lotledger_store::{Outcome, Store, StoreError};
 use lotledger_store_pg::PgStore;
 use lotledger_testkit::cluster::PgCluster;
 use lotledger_testkit::db;
-use lotledger_testkit::scenario::body_value;
+use lotledger_testkit::server::call_router;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 const GRANTOR: [u8; 32] = [0x11; 32];
 
@@ -40,18 +38,15 @@ async fn call(
     uri: &str,
     body: Option<&Value>,
 ) -> (StatusCode, Value) {
-    let request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json")
-        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-        .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (status, body_value(&bytes))
+    call_router(
+        app,
+        method,
+        uri,
+        &[],
+        body.map(|b| b.to_string().into_bytes()),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
