@@ -706,19 +706,6 @@ impl LedgerTx for PgTx {
         Ok(())
     }
 
-    async fn histories(&mut self, addresses: &[&str]) -> Result<Vec<HistoryRow>, StoreError> {
-        let addresses: Vec<String> = addresses.iter().map(|a| (*a).to_string()).collect();
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {HISTORY_COLUMNS} FROM credit_history WHERE address = ANY($1) \
-             ORDER BY address, message_timestamp, credit_ref, credit_index"
-        )))
-        .bind(addresses)
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(db_err)?;
-        rows.iter().map(history_row).collect()
-    }
-
     async fn replay_histories(
         &mut self,
         addresses: &[&str],

@@ -744,38 +744,6 @@ impl LedgerTx for SqliteTx {
         Ok(())
     }
 
-    async fn histories(&mut self, addresses: &[&str]) -> Result<Vec<HistoryRow>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in addresses.chunks(IN_CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-                "SELECT {HISTORY_COLUMNS} FROM credit_history WHERE address IN ("
-            ));
-            push_in_list(&mut qb, chunk);
-            qb.push(" ORDER BY address, message_timestamp, credit_ref, credit_index");
-            for row in qb.build().fetch_all(&mut *self.tx).await.map_err(db_err)? {
-                out.push(history_row(&row)?);
-            }
-        }
-        // Several chunks: keep one global order.
-        if addresses.len() > IN_CHUNK {
-            out.sort_by(|a, b| {
-                (
-                    &a.address,
-                    a.message_timestamp,
-                    &a.credit_ref,
-                    a.credit_index,
-                )
-                    .cmp(&(
-                        &b.address,
-                        b.message_timestamp,
-                        &b.credit_ref,
-                        b.credit_index,
-                    ))
-            });
-        }
-        Ok(out)
-    }
-
     async fn replay_histories(
         &mut self,
         addresses: &[&str],

@@ -394,9 +394,12 @@ impl<T: LedgerTx> LedgerTx for BatchTx<'_, T> {
         self.inner.record_messages(records).await
     }
 
-    async fn histories(&mut self, addresses: &[&str]) -> Result<Vec<HistoryRow>, StoreError> {
+    async fn replay_histories(
+        &mut self,
+        addresses: &[&str],
+    ) -> Result<Vec<HistoryRow>, StoreError> {
         self.flush_rows().await?;
-        self.inner.histories(addresses).await
+        self.inner.replay_histories(addresses).await
     }
 
     async fn delete_lots_of(&mut self, addresses: &[&str]) -> Result<(), StoreError> {

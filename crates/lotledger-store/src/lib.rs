@@ -419,21 +419,14 @@ pub trait LedgerTx: Send {
         &mut self,
         records: &[MessageRecord],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// History rows of these addresses, sorted by `(address, message_timestamp, credit_ref,
-    /// credit_index)` (repair and verify, set-based).
-    fn histories(
-        &mut self,
-        addresses: &[&str],
-    ) -> impl Future<Output = Result<Vec<HistoryRow>, StoreError>> + Send;
-    /// Like [`LedgerTx::histories`], with only the columns replay reads (address, amount,
-    /// credit_ref, credit_index, expiration_date, message_timestamp; the others null), which a
-    /// backend may fetch aggregated per address.
+    /// History rows of these addresses sorted by `(address, message_timestamp, credit_ref,
+    /// credit_index)`, with only the columns replay reads (address, amount, credit_ref,
+    /// credit_index, expiration_date, message_timestamp; the others null) — repair and verify,
+    /// set-based; a backend may fetch them aggregated per address.
     fn replay_histories(
         &mut self,
         addresses: &[&str],
-    ) -> impl Future<Output = Result<Vec<HistoryRow>, StoreError>> + Send {
-        self.histories(addresses)
-    }
+    ) -> impl Future<Output = Result<Vec<HistoryRow>, StoreError>> + Send;
     /// Deletes every lot of these addresses.
     fn delete_lots_of(
         &mut self,
