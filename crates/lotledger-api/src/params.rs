@@ -134,7 +134,7 @@ impl Params {
     /// Unix seconds as `float()` reads them, non-negative, within the datetime range.
     fn timestamp(&mut self, keys: &[&str]) -> Option<Timestamp> {
         let (key, raw) = self.raw(keys)?;
-        let parsed = raw.trim().replace('_', "").parse::<f64>().ok();
+        let parsed = lotledger_core::decimal::python_float_from_str(&raw);
         let result = match parsed {
             None => Err("Input should be a valid number, unable to parse string as a number"),
             Some(x) if !x.is_finite() => Err("Value error, timestamp must be a finite number"),

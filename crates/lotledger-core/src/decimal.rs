@@ -205,6 +205,38 @@ pub fn python_decimal_str(numeric_text: &str) -> String {
     }
 }
 
+/// Python's `float(text)` for a string: surrounding whitespace stripped, an optional sign, then
+/// `inf`/`infinity`/`nan` (any case) or a decimal literal whose underscores each sit between two
+/// digits. The value is correctly rounded, as Python's. `None` where Python raises `ValueError`.
+pub fn python_float_from_str(text: &str) -> Option<f64> {
+    let t = crate::validate::python_strip(text);
+    let b = t.as_bytes();
+    let mut cleaned = String::with_capacity(t.len());
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'_' {
+            let digit_at =
+                |j: Option<usize>| j.and_then(|j| b.get(j)).is_some_and(u8::is_ascii_digit);
+            if !(digit_at(i.checked_sub(1)) && digit_at(Some(i + 1))) {
+                return None;
+            }
+        } else if c.is_ascii() {
+            cleaned.push(char::from(c));
+        } else {
+            return None;
+        }
+    }
+    let body = cleaned.strip_prefix(['+', '-']).unwrap_or(&cleaned);
+    let named = ["inf", "infinity", "nan"].contains(&body.to_ascii_lowercase().as_str());
+    if !named
+        && !body
+            .bytes()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-'))
+    {
+        return None;
+    }
+    cleaned.parse::<f64>().ok()
+}
+
 /// Python's `repr(float)` (= `str(float)`): shortest round-trip digits, scientific notation when
 /// the decimal exponent is below -4 or at least 16 (`1e-06`, `1e+16`), else fixed with a `.0`.
 pub fn python_float_repr(x: f64) -> String {
