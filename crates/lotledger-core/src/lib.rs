@@ -11,6 +11,7 @@ pub mod json;
 pub mod message;
 pub mod model;
 pub mod plan;
+pub mod post_content;
 pub mod pyrepr;
 pub mod query;
 pub mod timestamp;

@@ -309,43 +309,21 @@ struct Header {
     post_type: String,
 }
 
-/// The fields of the POST content every Aleph node requires (`address`, `time`, `type`).
+/// The POST content as aleph-message's `PostContent` validates it, before any credit rule.
 fn post_header(content: &Map<String, Value>) -> Result<Header, Rejection> {
-    let mut v = Validator::new();
-    let address = v.string(content, "address");
-    let time = match content.get("time") {
-        None => {
-            v.required(content, "time");
-            None
-        }
-        Some(Value::Null) => {
-            v.push(Loc::Key("time".into()));
-            v.error("float_type", "Input should be a valid number", &Value::Null);
-            v.pop();
-            None
-        }
-        Some(_) => v.opt_lax_float(content, "time").ok().flatten(),
-    };
-    let post_type = v.string(content, "type");
-    match (address, time, post_type) {
-        (Some(address), Some(time), Some(post_type)) if v.errors.is_empty() => {
-            let ts = Timestamp::from_unix_seconds_f64(time).map_err(|e| {
-                Rejection(format!(
-                    "Invalid post content: time {}: {e}",
-                    crate::decimal::python_float_repr(time)
-                ))
-            })?;
-            Ok(Header {
-                address,
-                ts,
-                post_type,
-            })
-        }
-        _ => Err(Rejection(format!(
-            "Invalid post content: {}",
-            format_errors(&v.errors)
-        ))),
-    }
+    let h = crate::post_content::validate(content)
+        .map_err(|errors| Rejection(format!("Invalid post content: {}", format_errors(&errors))))?;
+    let ts = Timestamp::from_unix_seconds_f64(h.time).map_err(|e| {
+        Rejection(format!(
+            "Invalid post content: time {}: {e}",
+            crate::decimal::python_float_repr(h.time)
+        ))
+    })?;
+    Ok(Header {
+        address: h.address,
+        ts,
+        post_type: h.post_type,
+    })
 }
 
 /// Whether any key or string in `value` holds a NUL character (PostgreSQL text cannot).

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
 
-use crate::decimal::{PyDecimal, python_float_repr};
+use crate::decimal::{PyDecimal, python_float_from_str, python_float_repr};
 use crate::pyrepr::{repr, repr_str, type_name};
 
 /// One element of an error location: a key or a list index.
@@ -415,30 +415,11 @@ fn lax_float(v: &Value) -> Result<f64, (&'static str, &'static str)> {
         Value::Number(n) => n
             .as_f64()
             .ok_or(("float_type", "Input should be a valid number")),
-        Value::String(s) => {
-            let t = python_strip(s);
-            let lower = t.to_ascii_lowercase();
-            let body = lower.strip_prefix(['+', '-']).unwrap_or(&lower);
-            if ["inf", "infinity", "nan"].contains(&body) {
-                return t.parse::<f64>().or(Ok(f64::NAN));
-            }
-            if body.is_empty()
-                || !body
-                    .bytes()
-                    .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'+' | b'-'))
-            {
-                return Err((
-                    "float_parsing",
-                    "Input should be a valid number, unable to parse string as a number",
-                ));
-            }
-            t.parse::<f64>().map_err(|_| {
-                (
-                    "float_parsing",
-                    "Input should be a valid number, unable to parse string as a number",
-                )
-            })
-        }
+        // pydantic reads a string as Python's `float()` does (whitespace, underscores, inf, nan).
+        Value::String(s) => python_float_from_str(s).ok_or((
+            "float_parsing",
+            "Input should be a valid number, unable to parse string as a number",
+        )),
         _ => Err(("float_type", "Input should be a valid number")),
     }
 }

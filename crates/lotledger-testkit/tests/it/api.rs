@@ -131,6 +131,51 @@ async fn a_signed_distribution_is_processed_once_and_its_status_recorded() {
     .await;
 }
 
+/// A POST signed by `secret` whose `item_content` is `text` byte for byte.
+fn signed_text(secret: &[u8; 32], text: &str) -> Value {
+    let sender = lotledger_sig::evm_address(secret);
+    let item_hash = lotledger_sig::item_hash_of(text);
+    let buffer = lotledger_sig::verification_buffer("ETH", &sender, "POST", &item_hash);
+    json!({"item_hash": item_hash, "type": "POST", "chain": "ETH", "sender": sender,
+           "channel": "ALEPH_CREDIT", "item_type": "inline", "item_content": text,
+           "signature": lotledger_sig::sign_evm(secret, &buffer)})
+}
+
+/// One microsecond decides order (issue 9): an expense at `…16.0599735` is `…16.059973Z`
+/// (Python's correctly rounded float, then half-even), strictly before a grant at
+/// `…16.059974`, so it may not drain that grant: the holder keeps all 1 000.
+#[tokio::test]
+async fn an_expense_a_microsecond_before_a_grant_does_not_drain_it() {
+    both_stores(async |app, _| {
+        let grantor = lotledger_sig::evm_address(&GRANTOR);
+        let holder = lotledger_sig::evm_address(&HOLDER);
+        let grant = format!(
+            r#"{{"address":"{grantor}","time":1773364396.059974,"type":"aleph_credit_distribution","content":{{"distribution":{{"token":"ALEPH","chain":"ETH","credits":[{{"address":"{holder}","amount":1000,"price":"1","tx_hash":"0xt","provider":"ALEPH"}}]}}}}}}"#
+        );
+        let expense = format!(
+            r#"{{"address":"{grantor}","time":1773364396.0599735,"type":"aleph_credit_expense","content":{{"expense":{{"credits":[{{"address":"{holder}","amount":400,"ref":"r1"}}]}}}}}}"#
+        );
+        for text in [grant, expense] {
+            let (status, body) = app.post(&sync(&signed_text(&GRANTOR, &text))).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        assert_eq!(app.balance(&holder).await, 1000);
+        let (status, body) = app
+            .call("GET", &format!("/api/v0/addresses/{holder}/credit_history"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let times: Vec<&str> = body["credit_history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["message_timestamp"].as_str().unwrap())
+            .collect();
+        assert!(times.contains(&"2026-03-13T01:13:16.059973Z"), "{body}");
+        assert!(times.contains(&"2026-03-13T01:13:16.059974Z"), "{body}");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn envelope_faults_are_rejected_recorded_and_change_nothing() {
     both_stores(async |app, _| {

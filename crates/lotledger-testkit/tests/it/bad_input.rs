@@ -75,6 +75,23 @@ fn expense(entry: Value) -> Value {
     )
 }
 
+/// A valid transfer from `secret`, its POST content changed by `edit`, signed again.
+fn content_with(secret: &[u8; 32], edit: impl FnOnce(&mut Value)) -> Value {
+    resign_with(
+        secret,
+        transfer(json!([{"address": "0xb", "amount": 1}])),
+        edit,
+    )
+}
+
+/// `message` with its POST content changed by `edit` and signed again by `secret`.
+fn resign_with(secret: &[u8; 32], message: Value, edit: impl FnOnce(&mut Value)) -> Value {
+    let mut content: Value =
+        serde_json::from_str(message["item_content"].as_str().unwrap()).unwrap();
+    edit(&mut content);
+    signed_raw(secret, &content.to_string())
+}
+
 /// A rejected message: 422 `rejected`, and this text in its recorded error.
 fn rejected_messages() -> Vec<(&'static str, Value, &'static str)> {
     let h = holder();
@@ -227,6 +244,39 @@ fn rejected_messages() -> Vec<(&'static str, Value, &'static str)> {
             "negative size",
             expense(json!({"address": h, "amount": 1, "ref": "r", "size": -1})),
             "Input should be greater than or equal to 0",
+        ),
+        (
+            "negative content time",
+            content_with(&HOLDER, |c| c["time"] = json!(-1.0)),
+            "'loc': ('time',), 'msg': 'Input should be greater than or equal to 0'",
+        ),
+        (
+            "content time beyond aleph-message's bound",
+            content_with(&HOLDER, |c| c["time"] = json!(9_223_372_036.5)),
+            "'loc': ('time',), 'msg': 'Input should be less than or equal to 9223372036'",
+        ),
+        (
+            "extra top-level content key",
+            content_with(&HOLDER, |c| c["memo"] = json!("thanks")),
+            "'loc': ('memo',), 'msg': 'Extra inputs are not permitted'",
+        ),
+        (
+            "extra key on a whitelisted distribution before the cutoff",
+            resign_with(&MINTER, grant(json!({})), |c| {
+                c["time"] = json!(1_700_000_000.0);
+                c["note"] = json!(1);
+            }),
+            "'loc': ('note',), 'msg': 'Extra inputs are not permitted'",
+        ),
+        (
+            "ref of the wrong type",
+            content_with(&HOLDER, |c| c["ref"] = json!(5)),
+            "Input should be a valid dictionary or instance of ChainRef",
+        ),
+        (
+            "more than 16 nested tags",
+            content_with(&HOLDER, |c| c["content"]["tags"] = json!(vec!["t"; 17])),
+            "List should have at most 16 items after validation, not 17",
         ),
         (
             "content not JSON",
