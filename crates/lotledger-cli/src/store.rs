@@ -2,7 +2,8 @@
 
 use lotledger_core::{BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp};
 use lotledger_store::{
-    BalancesQuery, BatchItem, Drift, HistorySelector, MessageRecord, Outcome, Store, StoreError,
+    BalancesQuery, BatchItem, Drift, HistorySelector, IngestProgress, MessageRecord, Outcome,
+    Store, StoreError,
 };
 use lotledger_store_pg::PgStore;
 use lotledger_store_sqlite::SqliteStore;
@@ -55,11 +56,11 @@ impl Store for AnyStore {
         items: &[BatchItem],
         rules: &Rules,
         now: Timestamp,
-        progress: Option<(&str, Option<u64>)>,
+        progress: Option<&IngestProgress>,
     ) -> Result<Vec<Outcome>, StoreError> {
         dispatch!(self, s => s.apply_batch_with_progress(items, rules, now, progress))
     }
-    async fn ingest_progress(&self, source: &str) -> Result<Option<u64>, StoreError> {
+    async fn ingest_progress(&self, source: &str) -> Result<Option<IngestProgress>, StoreError> {
         dispatch!(self, s => s.ingest_progress(source))
     }
     async fn reject(

@@ -119,12 +119,12 @@ fn required_float(v: &mut Validator, obj: &Map<String, Value>, key: &str) -> Opt
 fn bounded_time(v: &mut Validator, content: &Map<String, Value>) -> Option<f64> {
     let time = required_float(v, content, "time")?;
     let raw = content.get("time").unwrap_or(&Value::Null);
-    let failed = if !(time <= MAX_CONTENT_TIME) {
+    let failed = if time.is_nan() || time > MAX_CONTENT_TIME {
         Some((
             "less_than_equal",
             "Input should be less than or equal to 9223372036",
         ))
-    } else if !(time >= 0.0) {
+    } else if time < 0.0 {
         Some((
             "greater_than_equal",
             "Input should be greater than or equal to 0",

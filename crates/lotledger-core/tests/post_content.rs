@@ -9,7 +9,10 @@ use lotledger_core::validate::Loc;
 use lotledger_core::{Decision, Post, Rules, classify};
 use serde_json::{Value, json};
 
-fn cases() -> Vec<(Value, Vec<(String, Value, String)>)> {
+/// `(type, loc, msg)` of one pydantic error.
+type Expected = (String, Value, String);
+
+fn cases() -> Vec<(Value, Vec<Expected>)> {
     let data: Value = serde_json::from_str(include_str!("data/post_content.json")).unwrap();
     data.as_array()
         .unwrap()

@@ -12,8 +12,8 @@ use lotledger_core::{
 };
 use lotledger_store::batch::{Commit, LastRows};
 use lotledger_store::{
-    BalancesQuery, BatchItem, Drift, HistorySelector, LedgerTx, MessageRecord, MessageStatus,
-    Outcome, Store, StoreError, writer,
+    BalancesQuery, BatchItem, Drift, HistorySelector, IngestProgress, LedgerTx, MessageRecord,
+    MessageStatus, Outcome, Store, StoreError, writer,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, QueryBuilder, Transaction};
@@ -98,7 +98,7 @@ impl Store for PgStore {
         items: &[BatchItem],
         rules: &Rules,
         now: Timestamp,
-        progress: Option<(&str, Option<u64>)>,
+        progress: Option<&IngestProgress>,
     ) -> Result<Vec<Outcome>, StoreError> {
         lotledger_store::batch::apply_batch_committed(
             self,
@@ -111,14 +111,28 @@ impl Store for PgStore {
         .await
     }
 
-    async fn ingest_progress(&self, source: &str) -> Result<Option<u64>, StoreError> {
-        let lines: Option<i64> =
-            sqlx::query_scalar("SELECT lines FROM ingest_progress WHERE source = $1")
-                .bind(source)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_err)?;
-        Ok(lines.map(|n| u64::try_from(n).unwrap_or(0)))
+    async fn ingest_progress(&self, source: &str) -> Result<Option<IngestProgress>, StoreError> {
+        let row: Option<(i64, i64, String)> = sqlx::query_as(
+            "SELECT lines, bytes, prefix_sha256 FROM ingest_progress WHERE source = $1 AND bytes IS NOT NULL AND prefix_sha256 IS NOT NULL",
+        )
+        .bind(source)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.map(|(lines, bytes, prefix_sha256)| {
+            let count = |n: i64| {
+                u64::try_from(n).map_err(|_| {
+                    StoreError::Corrupt(format!("ingest progress of {source}: negative count {n}"))
+                })
+            };
+            Ok(IngestProgress {
+                source: source.to_string(),
+                lines: count(lines)?,
+                bytes: count(bytes)?,
+                prefix_sha256,
+            })
+        })
+        .transpose()
     }
 
     async fn reject(
@@ -741,18 +755,23 @@ impl LedgerTx for PgTx {
         Ok(())
     }
 
-    async fn set_ingest_progress(
-        &mut self,
-        source: &str,
-        lines: Option<u64>,
-    ) -> Result<(), StoreError> {
-        let query = match lines {
-            Some(n) => sqlx::query("INSERT INTO ingest_progress (source, lines) VALUES ($1, $2) ON CONFLICT (source) DO UPDATE SET lines = EXCLUDED.lines")
-                .bind(source)
-                .bind(i64::try_from(n).unwrap_or(i64::MAX)),
-            None => sqlx::query("DELETE FROM ingest_progress WHERE source = $1").bind(source),
+    async fn set_ingest_progress(&mut self, progress: &IngestProgress) -> Result<(), StoreError> {
+        let count = |n: u64| {
+            i64::try_from(n).map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "ingest progress of {}: count {n} beyond i64",
+                    progress.source
+                ))
+            })
         };
-        query.execute(&mut *self.tx).await.map_err(db_err)?;
+        sqlx::query("INSERT INTO ingest_progress (source, lines, bytes, prefix_sha256) VALUES ($1, $2, $3, $4) ON CONFLICT (source) DO UPDATE SET lines = EXCLUDED.lines, bytes = EXCLUDED.bytes, prefix_sha256 = EXCLUDED.prefix_sha256")
+            .bind(&progress.source)
+            .bind(count(progress.lines)?)
+            .bind(count(progress.bytes)?)
+            .bind(&progress.prefix_sha256)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 

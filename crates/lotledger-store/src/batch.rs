@@ -11,7 +11,9 @@ use lotledger_core::{
     Credits, Decision, HistoryRow, IgnoreReason, Lot, Rules, Timestamp, classify,
 };
 
-use crate::{BatchItem, LedgerTx, MessageRecord, MessageStatus, Outcome, StoreError, writer};
+use crate::{
+    BatchItem, IngestProgress, LedgerTx, MessageRecord, MessageStatus, Outcome, StoreError, writer,
+};
 
 /// A lot's primary key in emission order: `(message_timestamp, credit_ref, credit_index)`.
 type LotKey = (Timestamp, String, i32);
@@ -409,12 +411,8 @@ impl<T: LedgerTx> LedgerTx for BatchTx<'_, T> {
         Ok(())
     }
 
-    async fn set_ingest_progress(
-        &mut self,
-        source: &str,
-        lines: Option<u64>,
-    ) -> Result<(), StoreError> {
-        self.inner.set_ingest_progress(source, lines).await
+    async fn set_ingest_progress(&mut self, progress: &IngestProgress) -> Result<(), StoreError> {
+        self.inner.set_ingest_progress(progress).await
     }
 }
 
@@ -425,7 +423,7 @@ pub async fn apply_batch<T: LedgerTx>(
     items: &[BatchItem],
     rules: &Rules,
     now: Timestamp,
-    progress: Option<(&str, Option<u64>)>,
+    progress: Option<&IngestProgress>,
 ) -> Result<Vec<Outcome>, StoreError> {
     let mut batch = BatchTx::load(tx, items, rules).await?;
     let mut outcomes = Vec::with_capacity(items.len());
@@ -439,8 +437,8 @@ pub async fn apply_batch<T: LedgerTx>(
         });
     }
     batch.flush().await?;
-    if let Some((source, lines)) = progress {
-        tx.set_ingest_progress(source, lines).await?;
+    if let Some(progress) = progress {
+        tx.set_ingest_progress(progress).await?;
     }
     Ok(outcomes)
 }
@@ -459,7 +457,7 @@ pub async fn apply_batch_committed<S, T, F, Fut>(
     items: &[BatchItem],
     rules: &Rules,
     now: Timestamp,
-    progress: Option<(&str, Option<u64>)>,
+    progress: Option<&IngestProgress>,
 ) -> Result<Vec<Outcome>, StoreError>
 where
     S: crate::Store,
@@ -477,9 +475,9 @@ where
             drop(tx);
             tracing::warn!(error = %e, "batch failed; applying its messages one by one");
             let outcomes = crate::apply_one_by_one(store, items, rules, now).await?;
-            if let Some((source, lines)) = progress {
+            if let Some(progress) = progress {
                 let mut tx = open().await?;
-                tx.set_ingest_progress(source, lines).await?;
+                tx.set_ingest_progress(progress).await?;
                 tx.commit().await?;
             }
             Ok(outcomes)

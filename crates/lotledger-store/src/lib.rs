@@ -14,6 +14,19 @@ use lotledger_core::{
 };
 
 pub mod batch;
+
+/// How far `ingest` got in a source file: its first `lines` lines, `bytes` bytes long, whose
+/// SHA-256 is `prefix_sha256`. A later run resumes after them only if the file still begins
+/// with exactly those bytes, so input that was never applied is never skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestProgress {
+    /// The file's canonical path.
+    pub source: String,
+    pub lines: u64,
+    pub bytes: u64,
+    /// Lower-case hex.
+    pub prefix_sha256: String,
+}
 pub mod maintenance;
 pub mod writer;
 
@@ -118,21 +131,22 @@ pub trait Store: Send + Sync {
         self.apply_batch_with_progress(items, rules, now, None)
     }
 
-    /// [`Store::apply_batch`], also recording in the same transaction that `source` has been
-    /// read up to `lines` lines (`None` for `lines`: the source is finished, forget it).
+    /// [`Store::apply_batch`], also recording `progress` (how far its source file has been
+    /// read) in the same transaction.
     fn apply_batch_with_progress(
         &self,
         items: &[BatchItem],
         rules: &Rules,
         now: Timestamp,
-        progress: Option<(&str, Option<u64>)>,
+        progress: Option<&IngestProgress>,
     ) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send;
 
-    /// Lines of `source` already committed by an interrupted ingest.
+    /// The prefix of `source` committed by an earlier ingest. Rows written before migration
+    /// 0004 (no prefix length and digest) are not returned: they cannot be verified.
     fn ingest_progress(
         &self,
         source: &str,
-    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<IngestProgress>, StoreError>> + Send;
 
     /// Records a message rejected before the credit rules (envelope checks), unless this hash
     /// was already processed. Returns the outcome recorded.
@@ -432,10 +446,9 @@ pub trait LedgerTx: Send {
         &mut self,
         addresses: &[&str],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Records (or with `None`, forgets) how many lines of `source` are committed.
+    /// Records how far a source file is committed.
     fn set_ingest_progress(
         &mut self,
-        source: &str,
-        lines: Option<u64>,
+        progress: &IngestProgress,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

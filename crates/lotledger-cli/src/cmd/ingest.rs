@@ -14,8 +14,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use lotledger_core::envelope::Envelope;
 use lotledger_core::{Rules, Timestamp};
-use lotledger_store::{BatchItem, Outcome, Store};
+use lotledger_store::{BatchItem, IngestProgress, Outcome, Store};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::store::AnyStore;
 
@@ -53,8 +54,9 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Read every file from its first line. By default a file is resumed after the lines an
-    /// earlier run already committed (an interrupted run, or a file that has grown since; a
-    /// file is recognised by its path and its first line).
+    /// earlier run already committed (an interrupted run, or a file that has grown since), but
+    /// only when it still begins with exactly the bytes that were committed; any other file at
+    /// that path is read from its start.
     #[arg(long)]
     from_start: bool,
 }
@@ -77,8 +79,8 @@ pub struct Options {
     pub now: Option<Timestamp>,
     /// Messages (and refused lines) per [`Store::apply_batch`] call, at least 1.
     pub batch: usize,
-    /// Files whose progress is recorded (display name → progress key): each batch then stays
-    /// within one file and commits the file's line count with it.
+    /// Files whose progress is recorded (display name → canonical path): each batch then stays
+    /// within one file and commits the file's read prefix with it.
     pub progress_keys: HashMap<Arc<str>, String>,
 }
 
@@ -94,6 +96,8 @@ pub struct Summary {
     pub error_count: u64,
     /// Calls to [`Store::apply_batch`].
     pub batches: u64,
+    /// Lines not read again because an earlier run committed them (summed over the files).
+    pub resumed_after_lines: u64,
 }
 
 impl Summary {
@@ -115,6 +119,15 @@ impl Summary {
 pub struct LineSource {
     pub file: Arc<str>,
     pub line_no: u64,
+    /// The file's bytes up to the end of this line, for a file whose progress is recorded.
+    pub prefix: Option<Prefix>,
+}
+
+/// The first bytes of a file: their count and SHA-256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefix {
+    pub bytes: u64,
+    pub sha256: [u8; 32],
 }
 
 impl fmt::Display for LineSource {
@@ -187,9 +200,14 @@ impl Pending {
     ) -> Result<()> {
         let mut outcomes = Vec::new().into_iter();
         let progress = self.last.as_ref().and_then(|last| {
-            opts.progress_keys
-                .get(&last.file)
-                .map(|key| (key.as_str(), Some(last.line_no)))
+            let source = opts.progress_keys.get(&last.file)?;
+            let prefix = last.prefix?;
+            Some(IngestProgress {
+                source: source.clone(),
+                lines: last.line_no,
+                bytes: prefix.bytes,
+                prefix_sha256: hex::encode(prefix.sha256),
+            })
         });
         if !self.items.is_empty() || progress.is_some() {
             let now = match opts.now {
@@ -197,7 +215,7 @@ impl Pending {
                 None => super::clock_now()?,
             };
             let applied = store
-                .apply_batch_with_progress(&self.items, rules, now, progress)
+                .apply_batch_with_progress(&self.items, rules, now, progress.as_ref())
                 .await
                 .with_context(|| self.describe())?;
             if applied.len() != self.items.len() {
@@ -348,64 +366,188 @@ fn parse_message(source: &LineSource, message: &Value, trusted: bool, pending: &
     pending.item(source, envelope.item_hash, item);
 }
 
-type OpenFile = (Arc<str>, BufReader<Box<dyn Read>>, u64);
+/// A file being read.
+struct OpenFile {
+    name: Arc<str>,
+    reader: BufReader<Box<dyn Read>>,
+    line_no: u64,
+    /// Bytes read so far and their running SHA-256; `None` for standard input.
+    read: Option<(u64, Sha256)>,
+}
+
+impl OpenFile {
+    /// Counts `bytes` as read.
+    fn consumed(&mut self, bytes: &[u8]) {
+        if let Some((n, hasher)) = &mut self.read {
+            *n += bytes.len() as u64;
+            hasher.update(bytes);
+        }
+    }
+
+    fn prefix(&self) -> Option<Prefix> {
+        self.read.as_ref().map(|(bytes, hasher)| Prefix {
+            bytes: *bytes,
+            sha256: hasher.clone().finalize().into(),
+        })
+    }
+}
 
 /// The lines of files (`-` = standard input), with a byte progress bar. Lines longer than
 /// [`MAX_LINE_BYTES`] are skipped and refused.
 struct FileLines<'a> {
     files: std::slice::Iter<'a, String>,
-    /// The file being read: its name, reader and last line number.
+    /// The file being read.
     current: Option<OpenFile>,
     bar: indicatif::ProgressBar,
     buf: Vec<u8>,
-    /// Lines to skip at the start of a file (committed by an earlier run).
-    skip: HashMap<String, u64>,
+    /// What earlier runs committed of each file (by display name); resumed from when the file
+    /// still begins with exactly those bytes.
+    committed: HashMap<String, IngestProgress>,
+    /// Lines skipped as already committed, over all files.
+    resumed_after_lines: u64,
 }
 
 impl FileLines<'_> {
+    fn open(&mut self, file: &str) -> Result<OpenFile> {
+        let name: Arc<str> = Arc::from(file);
+        if file == "-" {
+            return Ok(OpenFile {
+                name,
+                reader: BufReader::new(Box::new(std::io::stdin())),
+                line_no: 0,
+                read: None,
+            });
+        }
+        let open = || std::fs::File::open(file).with_context(|| format!("opening {file}"));
+        if let Some(done) = self.committed.get(file)
+            && let Some((hasher, bytes)) = self.verified_prefix(file, done, open()?)?
+        {
+            self.resumed_after_lines += done.lines;
+            self.bar.inc(bytes);
+            let mut f = open()?;
+            std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(bytes))
+                .with_context(|| format!("reading {file}"))?;
+            return Ok(OpenFile {
+                name,
+                reader: BufReader::new(Box::new(f)),
+                line_no: done.lines,
+                read: Some((bytes, hasher)),
+            });
+        }
+        Ok(OpenFile {
+            name,
+            reader: BufReader::new(Box::new(open()?)),
+            line_no: 0,
+            read: Some((0, Sha256::new())),
+        })
+    }
+
+    /// The hasher over `done`'s prefix when `file` still begins with exactly those bytes and
+    /// they end a line (or are the whole file); `None`, with a line saying why, otherwise.
+    fn verified_prefix(
+        &self,
+        file: &str,
+        done: &IngestProgress,
+        f: std::fs::File,
+    ) -> Result<Option<(Sha256, u64)>> {
+        let mut hasher = Sha256::new();
+        let mut reader = BufReader::new(Read::take(f, done.bytes));
+        let mut last = None;
+        let mut n = 0u64;
+        loop {
+            let chunk = reader
+                .fill_buf()
+                .with_context(|| format!("reading {file}"))?;
+            if chunk.is_empty() {
+                break;
+            }
+            hasher.update(chunk);
+            last = chunk.last().copied();
+            n += chunk.len() as u64;
+            let len = chunk.len();
+            reader.consume(len);
+        }
+        let size = std::fs::metadata(file)
+            .with_context(|| format!("opening {file}"))?
+            .len();
+        let why = if n < done.bytes {
+            Some(format!(
+                "it is shorter than the {} bytes committed",
+                done.bytes
+            ))
+        } else if hex::encode(hasher.clone().finalize()) != done.prefix_sha256 {
+            Some(format!(
+                "its first {} bytes are not the ones committed",
+                done.bytes
+            ))
+        } else if last != Some(b'\n') && size != done.bytes {
+            Some("its last committed line has grown".to_string())
+        } else {
+            None
+        };
+        Ok(match why {
+            Some(why) => {
+                self.bar.suspend(|| {
+                    eprintln!(
+                        "ingest: {file}: changed since an earlier run committed {} line(s) ({why}); reading it from the start",
+                        done.lines
+                    );
+                });
+                None
+            }
+            None => {
+                self.bar.suspend(|| {
+                    eprintln!(
+                        "ingest: {file}: resuming after line {} (committed by an earlier run; --from-start reads it all)",
+                        done.lines
+                    );
+                });
+                Some((hasher, n))
+            }
+        })
+    }
+
     fn next_line(&mut self) -> Result<Option<Line>> {
         loop {
-            let Some((file, reader, line_no)) = &mut self.current else {
+            let Some(current) = &mut self.current else {
                 let Some(file) = self.files.next() else {
                     return Ok(None);
                 };
-                let reader: Box<dyn Read> = if file == "-" {
-                    Box::new(std::io::stdin())
-                } else {
-                    Box::new(std::fs::File::open(file).with_context(|| format!("opening {file}"))?)
-                };
-                self.current = Some((Arc::from(file.as_str()), BufReader::new(reader), 0));
+                self.current = Some(self.open(file)?);
                 continue;
             };
             self.buf.clear();
-            let read = Read::take(&mut *reader, MAX_LINE_BYTES + 1)
+            let read = Read::take(&mut current.reader, MAX_LINE_BYTES + 1)
                 .read_until(b'\n', &mut self.buf)
-                .with_context(|| format!("reading {file}"))?;
+                .with_context(|| format!("reading {}", current.name))?;
             if read == 0 {
                 self.current = None;
                 continue;
             }
-            *line_no += 1;
+            current.line_no += 1;
+            current.consumed(&self.buf);
             self.bar.inc(read as u64);
-            if self.skip.get(&**file).is_some_and(|n| *line_no <= *n) {
-                continue;
-            }
-            let source = LineSource {
-                file: file.clone(),
-                line_no: *line_no,
-            };
-            if self.buf.len() as u64 > MAX_LINE_BYTES && !self.buf.ends_with(b"\n") {
+            let overlong = self.buf.len() as u64 > MAX_LINE_BYTES && !self.buf.ends_with(b"\n");
+            if overlong {
                 // Skip the rest of the overlong line.
                 loop {
                     self.buf.clear();
-                    let more = Read::take(&mut *reader, MAX_LINE_BYTES)
+                    let more = Read::take(&mut current.reader, MAX_LINE_BYTES)
                         .read_until(b'\n', &mut self.buf)
-                        .with_context(|| format!("reading {file}"))?;
+                        .with_context(|| format!("reading {}", current.name))?;
+                    current.consumed(&self.buf);
                     self.bar.inc(more as u64);
                     if more == 0 || self.buf.ends_with(b"\n") {
                         break;
                     }
                 }
+            }
+            let source = LineSource {
+                file: current.name.clone(),
+                line_no: current.line_no,
+                prefix: current.prefix(),
+            };
+            if overlong {
                 return Ok(Some(Line::Refused {
                     source,
                     error: format!("line longer than {MAX_LINE_BYTES} bytes"),
@@ -427,23 +569,10 @@ impl Iterator for FileLines<'_> {
     }
 }
 
-/// A file's progress key: its canonical path and a digest of its first line (at most 4 KiB of
-/// it), so that a file that grows keeps its key and a different file at the same path does not.
+/// A file's progress key: its canonical path.
 fn progress_key(file: &str) -> Result<String> {
     let path = std::fs::canonicalize(file).with_context(|| format!("opening {file}"))?;
-    let mut head = Vec::with_capacity(4096);
-    BufReader::new(Read::take(
-        std::fs::File::open(&path).with_context(|| format!("opening {file}"))?,
-        4096,
-    ))
-    .read_until(b'\n', &mut head)
-    .with_context(|| format!("reading {file}"))?;
-    let digest = lotledger_sig::item_hash_of(&String::from_utf8_lossy(&head));
-    Ok(format!(
-        "{}#{}",
-        path.to_string_lossy(),
-        digest.get(..16).unwrap_or(&digest)
-    ))
+    Ok(path.to_string_lossy().into_owned())
 }
 
 pub async fn run(store: &AnyStore, rules: &Rules, args: Args) -> Result<ExitCode> {
@@ -466,31 +595,31 @@ pub async fn run(store: &AnyStore, rules: &Rules, args: Args) -> Result<ExitCode
         .sum();
     // Progress is kept for named files (not standard input), keyed by their canonical path.
     let mut opts = opts;
-    let mut skip = HashMap::new();
+    let mut committed = HashMap::new();
     for file in args.files.iter().filter(|f| *f != "-") {
         let key = progress_key(file)?;
         if !args.from_start
             && let Some(done) = store.ingest_progress(&key).await?
-            && done > 0
+            && done.lines > 0
         {
-            eprintln!(
-                "ingest: {file}: resuming after line {done} (committed by an earlier run; --from-start reads it all)"
-            );
-            skip.insert(file.clone(), done);
+            committed.insert(file.clone(), done);
         }
         opts.progress_keys.insert(Arc::from(file.as_str()), key);
     }
     let bar = super::progress_bar(total_bytes, "ingest");
-    let lines = FileLines {
+    let mut lines = FileLines {
         files: args.files.iter(),
         current: None,
         bar: bar.clone(),
         buf: Vec::new(),
-        skip,
+        committed,
+        resumed_after_lines: 0,
     };
-    let summary = ingest_lines(store, rules, lines, &opts).await;
+    let summary = ingest_lines(store, rules, &mut lines, &opts).await;
     bar.finish_and_clear();
-    print_summary(&summary?, args.json);
+    let mut summary = summary?;
+    summary.resumed_after_lines = lines.resumed_after_lines;
+    print_summary(&summary, args.json);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -508,6 +637,7 @@ fn print_summary(s: &Summary, as_json: bool) {
                 "rejected": s.rejected,
                 "already_applied": s.already_applied,
                 "ignored": s.ignored,
+                "resumed_after_lines": s.resumed_after_lines,
                 "errors": errors,
             })
         );
@@ -517,6 +647,12 @@ fn print_summary(s: &Summary, as_json: bool) {
         "processed: {}, rejected: {}, already applied: {}, ignored: {}",
         s.processed, s.rejected, s.already_applied, s.ignored
     );
+    if s.resumed_after_lines > 0 {
+        println!(
+            "resumed: {} line(s) committed by an earlier run were not read again",
+            s.resumed_after_lines
+        );
+    }
     for (hash, error) in s.errors.iter().take(MAX_PRINTED_ERRORS) {
         match hash {
             Some(h) => println!("  rejected {h}: {error}"),

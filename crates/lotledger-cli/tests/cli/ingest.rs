@@ -386,3 +386,196 @@ fn a_file_is_resumed_after_its_committed_lines() {
     let (_, balance, _) = lotledger(&url, &["balance", HOLDER, "--at", NOW, "--json"]);
     assert_eq!(balance.trim(), "3");
 }
+
+/// Ingests `lines` written to `name` (replacing any earlier content) and returns the JSON
+/// summary and standard error.
+fn ingest_file(
+    url: &str,
+    dir: &tempfile::TempDir,
+    name: &str,
+    lines: &[String],
+) -> (Value, String) {
+    let path = dir.path().join(name);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let (ok, out, err) = lotledger(
+        url,
+        &[
+            "ingest",
+            "--trusted",
+            "--json",
+            "--now",
+            NOW,
+            path.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    (serde_json::from_str(&out).unwrap(), err)
+}
+
+fn counts(summary: &Value) -> [u64; 5] {
+    [
+        "processed",
+        "rejected",
+        "already_applied",
+        "ignored",
+        "resumed_after_lines",
+    ]
+    .map(|k| {
+        summary[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} in {summary}"))
+    })
+}
+
+fn transfer_from_holder(hash: &str, amount: i64) -> String {
+    post(
+        hash,
+        HOLDER,
+        1_772_323_300.0,
+        "aleph_credit_transfer",
+        json!({"transfer": {"credits": [{"address": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "amount": amount}]}}),
+    )
+}
+
+/// The same path rewritten: a rejected transfer sent again after the grant that funds it. The
+/// first line is unchanged, the committed prefix is not: the file is read from its start, and
+/// the transfer is processed afresh (SPEC Part I 3.1).
+#[test]
+fn a_rewritten_file_with_a_resent_rejected_message_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let other = post(
+        "g0",
+        WHITELISTED,
+        1_772_323_200.0,
+        "aleph_credit_distribution",
+        json!({"distribution": {"token": "USDC", "chain": "ETH", "credits": [
+            {"address": "0x1111111111111111111111111111111111111111", "amount": 7, "price": "1", "tx_hash": "0xt", "provider": "ALEPH"}]}}),
+    );
+    let (first, _) = ingest_file(
+        &url,
+        &dir,
+        "export.jsonl",
+        &[other.clone(), transfer_from_holder("t1", 300)],
+    );
+    assert_eq!(counts(&first), [1, 1, 0, 0, 0]);
+    let (second, err) = ingest_file(
+        &url,
+        &dir,
+        "export.jsonl",
+        &[
+            other,
+            distribution("d1", 1000),
+            transfer_from_holder("t1", 300),
+        ],
+    );
+    assert!(err.contains("reading it from the start"), "{err}");
+    assert_eq!(counts(&second), [2, 0, 1, 0, 0], "{second}");
+    assert_eq!(balance(&url), 700);
+}
+
+/// An appended file: only the new lines are read, and the summary says how many were not.
+#[test]
+fn an_appended_file_reads_only_its_new_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let lines = [
+        distribution("a1", 1),
+        distribution("a2", 2),
+        distribution("a3", 4),
+    ];
+    let (first, _) = ingest_file(&url, &dir, "log.jsonl", &lines[..2]);
+    assert_eq!(counts(&first), [2, 0, 0, 0, 0]);
+    let (second, err) = ingest_file(&url, &dir, "log.jsonl", &lines);
+    assert!(err.contains("resuming after line 2"), "{err}");
+    assert_eq!(counts(&second), [1, 0, 0, 0, 2]);
+    assert_eq!(balance(&url), 7);
+    // The human-readable summary says so too.
+    let path = dir.path().join("log.jsonl");
+    let mut more = lines.to_vec();
+    more.push(distribution("a4", 8));
+    std::fs::write(&path, more.join("\n") + "\n").unwrap();
+    let (ok, out, _) = lotledger(
+        &url,
+        &["ingest", "--trusted", "--now", NOW, path.to_str().unwrap()],
+    );
+    assert!(ok);
+    assert!(
+        out.contains("3 line(s) committed by an earlier run were not read again"),
+        "{out}"
+    );
+    assert_eq!(balance(&url), 15);
+}
+
+/// A truncated file is read from its start (its lines are replays).
+#[test]
+fn a_truncated_file_is_read_from_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let lines = [
+        distribution("b1", 1),
+        distribution("b2", 2),
+        distribution("b3", 4),
+    ];
+    ingest_file(&url, &dir, "cut.jsonl", &lines);
+    let (second, err) = ingest_file(&url, &dir, "cut.jsonl", &lines[..1]);
+    assert!(err.contains("shorter than"), "{err}");
+    assert_eq!(counts(&second), [0, 0, 1, 0, 0]);
+    // Then it grows again with a new message: its prefix is now the truncated file's.
+    let (third, err) = ingest_file(
+        &url,
+        &dir,
+        "cut.jsonl",
+        &[lines[0].clone(), distribution("b9", 8)],
+    );
+    assert!(err.contains("resuming after line 1"), "{err}");
+    assert_eq!(counts(&third), [1, 0, 0, 0, 1]);
+    assert_eq!(balance(&url), 15);
+}
+
+/// Other content of the same length at the same path, first line unchanged: read from its start.
+#[test]
+fn a_file_rewritten_with_other_content_of_the_same_length_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let head = distribution("c0", 1);
+    ingest_file(
+        &url,
+        &dir,
+        "same.jsonl",
+        &[head.clone(), distribution("c1", 2)],
+    );
+    let replacement = distribution("c2", 4);
+    assert_eq!(replacement.len(), distribution("c1", 2).len());
+    let (second, err) = ingest_file(&url, &dir, "same.jsonl", &[head, replacement]);
+    assert!(err.contains("not the ones committed"), "{err}");
+    assert_eq!(counts(&second), [1, 0, 1, 0, 0]);
+    assert_eq!(balance(&url), 7);
+}
+
+/// A last line without a newline that later grows is not the line that was committed.
+#[test]
+fn a_grown_unterminated_last_line_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let path = dir.path().join("open.jsonl");
+    let file = path.to_str().unwrap();
+    let full = distribution("e1", 1);
+    let (cut, _) = full.split_at(full.len() - 1);
+    std::fs::write(&path, cut).unwrap();
+    let (ok, out, _) = lotledger(&url, &["ingest", "--trusted", "--json", "--now", NOW, file]);
+    assert!(ok);
+    assert_eq!(
+        counts(&serde_json::from_str(&out).unwrap()),
+        [0, 1, 0, 0, 0]
+    );
+    std::fs::write(&path, full + "\n").unwrap();
+    let (ok, out, err) = lotledger(&url, &["ingest", "--trusted", "--json", "--now", NOW, file]);
+    assert!(ok);
+    assert!(err.contains("last committed line has grown"), "{err}");
+    assert_eq!(
+        counts(&serde_json::from_str(&out).unwrap()),
+        [1, 0, 0, 0, 0]
+    );
+    assert_eq!(balance(&url), 1);
+}

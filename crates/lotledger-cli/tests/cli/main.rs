@@ -2,4 +2,5 @@
 mod bench;
 mod crash;
 mod ingest;
+mod migration;
 mod serve;

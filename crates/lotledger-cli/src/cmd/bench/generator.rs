@@ -145,6 +145,7 @@ fn line(file: &std::sync::Arc<str>, line_no: u64, bytes: Vec<u8>) -> Result<Line
         source: LineSource {
             file: file.clone(),
             line_no,
+            prefix: None,
         },
         bytes,
     })
