@@ -22,6 +22,7 @@ mod error;
 mod messages;
 pub mod openapi;
 mod params;
+pub mod telemetry;
 
 pub use backend::Backend;
 pub use clock::{NOW_HEADER, wall_clock_now};
@@ -137,10 +138,12 @@ async fn metrics_text(
         .unwrap_or_default())
 }
 
-/// Request latency by route and status, and a log line per request.
+/// Request latency by method, route and status, and a log line per request. Every label takes
+/// a bounded set of values: a standard method or `other`, a route pattern (never a raw path,
+/// an address or a hash) or `unmatched`, a status code.
 async fn observe(request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let method = request.method().to_string();
+    let method = telemetry::method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -149,8 +152,8 @@ async fn observe(request: Request, next: Next) -> Response {
     let elapsed: Duration = started.elapsed();
     let status = response.status().as_u16().to_string();
     metrics::histogram!(
-        "lotledger_http_request_duration_seconds",
-        "method" => method.clone(),
+        telemetry::REQUEST_DURATION,
+        "method" => method,
         "route" => route.clone(),
         "status" => status.clone(),
     )

@@ -4,11 +4,12 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use lotledger_api::ApiConfig;
+use lotledger_api::telemetry;
 use lotledger_core::Rules;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 use crate::store::AnyStore;
 
@@ -24,22 +25,28 @@ pub struct Args {
     /// Request bodies above this many bytes get 413.
     #[arg(long, default_value_t = lotledger_api::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    /// Seconds between two foldings of the latency samples into their histogram buckets (a
+    /// scrape of /metrics does it too); bounds the memory of a server nobody scrapes.
+    #[arg(long, default_value_t = telemetry::DEFAULT_UPKEEP_INTERVAL.as_secs_f64(),
+          value_parser = upkeep_interval)]
+    metrics_upkeep_secs: f64,
 }
 
-/// Latency buckets in seconds, for the request histogram.
-const LATENCY_BUCKETS: [f64; 12] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
-];
+fn upkeep_interval(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.01..=3600.0).contains(&s) => Ok(s),
+        _ => Err("expected seconds between 0.01 and 3600".to_string()),
+    }
+}
 
 pub async fn run(store: AnyStore, rules: &Rules, args: Args) -> Result<ExitCode> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full("lotledger_http_request_duration_seconds".into()),
-            &LATENCY_BUCKETS,
-        )
-        .context("configuring metrics")?
-        .install_recorder()
-        .context("installing the metrics recorder")?;
+    let (recorder, handle) = telemetry::recorder().context("configuring metrics")?;
+    metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;
+    // Nobody may scrape /metrics: fold the latency samples on a schedule, or they pile up.
+    tokio::spawn(telemetry::run_upkeep(
+        handle.clone(),
+        Duration::from_secs_f64(args.metrics_upkeep_secs),
+    ));
     let mut config = ApiConfig::new(rules.clone());
     config.test_clock = args.test_clock;
     config.max_body_bytes = args.max_body_bytes;

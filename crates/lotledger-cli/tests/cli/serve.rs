@@ -84,3 +84,118 @@ fn stops_cleanly_on_sigterm() {
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// Resident memory of a process, in bytes (`VmRSS` of `/proc/<pid>/status`).
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+/// Sends `count` GET requests, cycling over `paths`, on `conns` keep-alive connections (one
+/// request in flight per connection: the server does not set TCP_NODELAY, so pipelined
+/// answers would wait on delayed ACKs), and checks every answer's status line.
+fn hammer(addr: &str, paths: &[&str], count: usize, conns: usize) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    const PIPELINE: usize = 1;
+    std::thread::scope(|scope| {
+        for c in 0..conns {
+            scope.spawn(move || {
+                let stream = std::net::TcpStream::connect(addr).unwrap();
+                stream.set_nodelay(true).unwrap();
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                let mine = count / conns + usize::from(c < count % conns);
+                let mut sent = 0;
+                let mut line = String::new();
+                while sent < mine {
+                    let n = PIPELINE.min(mine - sent);
+                    let mut batch = String::new();
+                    for i in 0..n {
+                        let path = paths[(sent + i) % paths.len()];
+                        batch.push_str(&format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"));
+                    }
+                    writer.write_all(batch.as_bytes()).unwrap();
+                    for _ in 0..n {
+                        line.clear();
+                        reader.read_line(&mut line).unwrap();
+                        assert!(
+                            line.starts_with("HTTP/1.1 200") || line.starts_with("HTTP/1.1 404"),
+                            "{line:?}"
+                        );
+                        let mut length = 0usize;
+                        loop {
+                            line.clear();
+                            reader.read_line(&mut line).unwrap();
+                            if line == "\r\n" {
+                                break;
+                            }
+                            if let Some(v) =
+                                line.to_ascii_lowercase().strip_prefix("content-length:")
+                            {
+                                length = v.trim().parse().unwrap();
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        reader.read_exact(&mut body).unwrap();
+                    }
+                    sent += n;
+                }
+            });
+        }
+    });
+}
+
+/// Memory a server nobody scrapes gains over `requests` requests after a warm-up, with the
+/// given upkeep interval.
+fn growth_without_scrapes(upkeep_secs: &str, requests: usize) -> i64 {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir, &["--metrics-upkeep-secs", upkeep_secs]);
+    let paths = [
+        "/api/v0/addresses/0x9319Ad3B7A8E0eE24f2E639c40D8eD124C5520Ba/balance",
+        "/no/such/route",
+        "/no/such/route/either",
+        "/api/v0/messages/unknown-hash",
+    ];
+    let pid = server.child.id();
+    hammer(&server.addr, &paths, requests / 4, 4);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let warm = resident_bytes(pid);
+    let started = std::time::Instant::now();
+    hammer(&server.addr, &paths, requests, 4);
+    eprintln!(
+        "{requests} requests in {:?} with upkeep every {upkeep_secs} s",
+        started.elapsed()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let end = resident_bytes(pid);
+    i64::try_from(end).unwrap() - i64::try_from(warm).unwrap()
+}
+
+/// Issue 13: the exporter kept every latency sample until a scrape, so a server nobody scraped
+/// grew by ≈ 17 bytes a request. With the upkeep on a schedule its memory stays flat; with the
+/// upkeep pushed out of the test's reach (the old behaviour) the same load grows it by
+/// megabytes, which shows the load is large enough to tell.
+#[test]
+fn memory_stays_flat_when_nobody_scrapes_metrics() {
+    const REQUESTS: usize = 300_000;
+    let bounded = growth_without_scrapes("0.2", REQUESTS);
+    let unbounded = growth_without_scrapes("3600", REQUESTS);
+    eprintln!("growth: {bounded} bytes with upkeep, {unbounded} without");
+    assert!(
+        unbounded > 3_000_000,
+        "the load did not show the leak: {unbounded} bytes"
+    );
+    assert!(
+        bounded < 1_000_000,
+        "grew by {bounded} bytes over {REQUESTS} requests"
+    );
+}

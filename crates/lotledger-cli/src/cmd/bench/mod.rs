@@ -30,6 +30,7 @@ use crate::store::AnyStore;
 mod db;
 mod generator;
 mod http;
+mod memory;
 mod report;
 mod sys;
 
@@ -570,7 +571,7 @@ async fn w3_phase(
     };
     let setup = ingest_lines(store, &rules(), lines.into_iter(), &opts).await?;
     check_ingest(out, "W3", &[&setup], &w3.expected);
-    reads(store, w3, params, out).await?;
+    reads(store, url, w3, params, out).await?;
     let after = db::counts(url).await?;
     check_growth(out, "W3", before, after, &w3.expected);
     Ok(after)
@@ -664,7 +665,13 @@ fn check_ingest(out: &mut StoreRun, what: &str, parts: &[&Summary], expected: &E
 }
 
 /// W3: store-call latencies, then HTTP through the real router.
-async fn reads(store: &AnyStore, w3: &W3, params: Params, out: &mut StoreRun) -> Result<()> {
+async fn reads(
+    store: &AnyStore,
+    url: &str,
+    w3: &W3,
+    params: Params,
+    out: &mut StoreRun,
+) -> Result<()> {
     let at = instant(w3.at_seconds())?;
     let calls = count(W3_CALLS, params.scale);
     let bar = super::progress_bar(calls * 2 * w3.addresses.len() as u64, "W3 store reads");
@@ -734,7 +741,7 @@ async fn reads(store: &AnyStore, w3: &W3, params: Params, out: &mut StoreRun) ->
     let connections = HTTP_CONNECTIONS.min(requests as usize).max(1);
     let load = http::load(
         addr,
-        paths,
+        paths.clone(),
         connections,
         requests,
         HTTP_MAX_TIME,
@@ -779,6 +786,8 @@ async fn reads(store: &AnyStore, w3: &W3, params: Params, out: &mut StoreRun) ->
             )
         },
     );
+    // The same reads against a real `serve` process: memory kept per request once warm.
+    memory::serve_growth(url, &paths, requests * 5, connections, &mut out.figures).await?;
     Ok(())
 }
 
