@@ -45,21 +45,7 @@ fn distribution(hash: &str, amount: i64) -> String {
 }
 
 fn ingest(url: &str, dir: &tempfile::TempDir, name: &str, lines: &[String]) -> Value {
-    let path = dir.path().join(name);
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    let (ok, stdout, stderr) = lotledger(
-        url,
-        &[
-            "ingest",
-            "--trusted",
-            "--json",
-            "--now",
-            NOW,
-            path.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "ingest failed: {stderr}");
-    serde_json::from_str(&stdout).unwrap()
+    ingest_file(url, dir, name, lines).0
 }
 
 fn balance(url: &str) -> i64 {
