@@ -120,17 +120,7 @@ impl Store for PgStore {
         .await
         .map_err(db_err)?;
         row.map(|(lines, bytes, prefix_sha256)| {
-            let count = |n: i64| {
-                u64::try_from(n).map_err(|_| {
-                    StoreError::Corrupt(format!("ingest progress of {source}: negative count {n}"))
-                })
-            };
-            Ok(IngestProgress {
-                source: source.to_string(),
-                lines: count(lines)?,
-                bytes: count(bytes)?,
-                prefix_sha256,
-            })
+            IngestProgress::from_row(source, lines, bytes, prefix_sha256)
         })
         .transpose()
     }
@@ -756,18 +746,11 @@ impl LedgerTx for PgTx {
     }
 
     async fn set_ingest_progress(&mut self, progress: &IngestProgress) -> Result<(), StoreError> {
-        let count = |n: u64| {
-            i64::try_from(n).map_err(|_| {
-                StoreError::Corrupt(format!(
-                    "ingest progress of {}: count {n} beyond i64",
-                    progress.source
-                ))
-            })
-        };
+        let (lines, bytes) = progress.stored_counts()?;
         sqlx::query("INSERT INTO ingest_progress (source, lines, bytes, prefix_sha256) VALUES ($1, $2, $3, $4) ON CONFLICT (source) DO UPDATE SET lines = EXCLUDED.lines, bytes = EXCLUDED.bytes, prefix_sha256 = EXCLUDED.prefix_sha256")
             .bind(&progress.source)
-            .bind(count(progress.lines)?)
-            .bind(count(progress.bytes)?)
+            .bind(lines)
+            .bind(bytes)
             .bind(&progress.prefix_sha256)
             .execute(&mut *self.tx)
             .await

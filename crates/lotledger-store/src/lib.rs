@@ -14,6 +14,8 @@ use lotledger_core::{
 };
 
 pub mod batch;
+pub mod maintenance;
+pub mod writer;
 
 /// How far `ingest` got in a source file: its first `lines` lines, `bytes` bytes long, whose
 /// SHA-256 is `prefix_sha256`. A later run resumes after them only if the file still begins
@@ -27,8 +29,41 @@ pub struct IngestProgress {
     /// Lower-case hex.
     pub prefix_sha256: String,
 }
-pub mod maintenance;
-pub mod writer;
+
+impl IngestProgress {
+    /// From a stored row; a negative count is corrupt data.
+    pub fn from_row(
+        source: &str,
+        lines: i64,
+        bytes: i64,
+        prefix_sha256: String,
+    ) -> Result<IngestProgress, StoreError> {
+        let count = |n: i64| {
+            u64::try_from(n).map_err(|_| {
+                StoreError::Corrupt(format!("ingest progress of {source}: negative count {n}"))
+            })
+        };
+        Ok(IngestProgress {
+            source: source.to_string(),
+            lines: count(lines)?,
+            bytes: count(bytes)?,
+            prefix_sha256,
+        })
+    }
+
+    /// `(lines, bytes)` as the stores' signed 64-bit columns hold them.
+    pub fn stored_counts(&self) -> Result<(i64, i64), StoreError> {
+        let count = |n: u64| {
+            i64::try_from(n).map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "ingest progress of {}: count {n} beyond i64",
+                    self.source
+                ))
+            })
+        };
+        Ok((count(self.lines)?, count(self.bytes)?))
+    }
+}
 
 /// A storage failure. Never a validation problem: those are [`Outcome::Rejected`].
 #[derive(Debug, thiserror::Error)]
