@@ -123,11 +123,19 @@ pub struct LineSource {
     pub prefix: Option<Prefix>,
 }
 
-/// The first bytes of a file: their count and SHA-256.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The first bytes of a file: their count and their running SHA-256, finished only for the
+/// line that ends a batch (the one whose progress is committed).
+#[derive(Debug, Clone)]
 pub struct Prefix {
     pub bytes: u64,
-    pub sha256: [u8; 32],
+    hasher: Sha256,
+}
+
+impl Prefix {
+    /// The SHA-256 of the prefix, in lower-case hex.
+    fn sha256_hex(&self) -> String {
+        hex::encode(self.hasher.clone().finalize())
+    }
 }
 
 impl fmt::Display for LineSource {
@@ -201,12 +209,12 @@ impl Pending {
         let mut outcomes = Vec::new().into_iter();
         let progress = self.last.as_ref().and_then(|last| {
             let source = opts.progress_keys.get(&last.file)?;
-            let prefix = last.prefix?;
+            let prefix = last.prefix.as_ref()?;
             Some(IngestProgress {
                 source: source.clone(),
                 lines: last.line_no,
                 bytes: prefix.bytes,
-                prefix_sha256: hex::encode(prefix.sha256),
+                prefix_sha256: prefix.sha256_hex(),
             })
         });
         if !self.items.is_empty() || progress.is_some() {
@@ -371,24 +379,17 @@ struct OpenFile {
     name: Arc<str>,
     reader: BufReader<Box<dyn Read>>,
     line_no: u64,
-    /// Bytes read so far and their running SHA-256; `None` for standard input.
-    read: Option<(u64, Sha256)>,
+    /// The bytes read so far; `None` for standard input.
+    read: Option<Prefix>,
 }
 
 impl OpenFile {
     /// Counts `bytes` as read.
     fn consumed(&mut self, bytes: &[u8]) {
-        if let Some((n, hasher)) = &mut self.read {
-            *n += bytes.len() as u64;
-            hasher.update(bytes);
+        if let Some(read) = &mut self.read {
+            read.bytes += bytes.len() as u64;
+            read.hasher.update(bytes);
         }
-    }
-
-    fn prefix(&self) -> Option<Prefix> {
-        self.read.as_ref().map(|(bytes, hasher)| Prefix {
-            bytes: *bytes,
-            sha256: hasher.clone().finalize().into(),
-        })
     }
 }
 
@@ -418,57 +419,65 @@ impl FileLines<'_> {
                 read: None,
             });
         }
-        let open = || std::fs::File::open(file).with_context(|| format!("opening {file}"));
-        if let Some(done) = self.committed.get(file)
-            && let Some((hasher, bytes)) = self.verified_prefix(file, done, open()?)?
-        {
-            self.resumed_after_lines += done.lines;
-            self.bar.inc(bytes);
-            let mut f = open()?;
-            std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(bytes))
-                .with_context(|| format!("reading {file}"))?;
-            return Ok(OpenFile {
-                name,
-                reader: BufReader::new(Box::new(f)),
-                line_no: done.lines,
-                read: Some((bytes, hasher)),
-            });
+        let mut f = std::fs::File::open(file).with_context(|| format!("opening {file}"))?;
+        let mut line_no = 0;
+        let mut read = Prefix {
+            bytes: 0,
+            hasher: Sha256::new(),
+        };
+        if let Some(done) = self.committed.get(file) {
+            match self.verified_prefix(file, done, &mut f)? {
+                Some(hasher) => {
+                    self.resumed_after_lines += done.lines;
+                    self.bar.inc(done.bytes);
+                    line_no = done.lines;
+                    read = Prefix {
+                        bytes: done.bytes,
+                        hasher,
+                    };
+                }
+                None => {
+                    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0))
+                        .with_context(|| format!("reading {file}"))?;
+                }
+            }
         }
         Ok(OpenFile {
             name,
-            reader: BufReader::new(Box::new(open()?)),
-            line_no: 0,
-            read: Some((0, Sha256::new())),
+            reader: BufReader::new(Box::new(f)),
+            line_no,
+            read: Some(read),
         })
     }
 
-    /// The hasher over `done`'s prefix when `file` still begins with exactly those bytes and
-    /// they end a line (or are the whole file); `None`, with a line saying why, otherwise.
+    /// Reads `done`'s prefix from `f`. When the file still begins with exactly those bytes and
+    /// they end a line (or are the whole file), returns their hasher with `f` just after them;
+    /// otherwise `None`, with a line saying why.
     fn verified_prefix(
         &self,
         file: &str,
         done: &IngestProgress,
-        f: std::fs::File,
-    ) -> Result<Option<(Sha256, u64)>> {
+        f: &mut std::fs::File,
+    ) -> Result<Option<Sha256>> {
         let mut hasher = Sha256::new();
-        let mut reader = BufReader::new(Read::take(f, done.bytes));
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut prefix = Read::take(&mut *f, done.bytes);
         let mut last = None;
         let mut n = 0u64;
         loop {
-            let chunk = reader
-                .fill_buf()
+            let k = prefix
+                .read(&mut chunk)
                 .with_context(|| format!("reading {file}"))?;
-            if chunk.is_empty() {
+            let Some(read) = chunk.get(..k).filter(|r| !r.is_empty()) else {
                 break;
-            }
-            hasher.update(chunk);
-            last = chunk.last().copied();
-            n += chunk.len() as u64;
-            let len = chunk.len();
-            reader.consume(len);
+            };
+            hasher.update(read);
+            last = read.last().copied();
+            n += k as u64;
         }
-        let size = std::fs::metadata(file)
-            .with_context(|| format!("opening {file}"))?
+        let size = f
+            .metadata()
+            .with_context(|| format!("reading {file}"))?
             .len();
         let why = if n < done.bytes {
             Some(format!(
@@ -502,7 +511,7 @@ impl FileLines<'_> {
                         done.lines
                     );
                 });
-                Some((hasher, n))
+                Some(hasher)
             }
         })
     }
@@ -545,7 +554,7 @@ impl FileLines<'_> {
             let source = LineSource {
                 file: current.name.clone(),
                 line_no: current.line_no,
-                prefix: current.prefix(),
+                prefix: current.read.clone(),
             };
             if overlong {
                 return Ok(Some(Line::Refused {
