@@ -68,14 +68,7 @@ fn start(url: &str, upkeep_secs: &str) -> Result<Served> {
 }
 
 fn resident_bytes(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .context("no VmRSS line")?;
-    Ok(kb * 1024)
+    super::sys::rss_bytes_of(pid).with_context(|| format!("no VmRSS in /proc/{pid}/status"))
 }
 
 /// Runs each configuration: a warm-up of a quarter of `requests`, the resident size, then

@@ -48,7 +48,16 @@ pub fn peak_rss_bytes() -> Option<u64> {
 
 /// Current resident set size (`VmRSS`), in bytes.
 pub fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    rss_bytes_at("/proc/self/status")
+}
+
+/// Current resident set size (`VmRSS`) of another process, in bytes.
+pub fn rss_bytes_of(pid: u32) -> Option<u64> {
+    rss_bytes_at(&format!("/proc/{pid}/status"))
+}
+
+fn rss_bytes_at(status_path: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(status_path).ok()?;
     kib_field(&status, "VmRSS:").map(|k| k * 1024)
 }
 
