@@ -9,7 +9,8 @@ const WHITELISTED: &str = "0x2E4454fAD1906c0Ce6e45cBFA05cE898Ac3AC1dC";
 const HOLDER: &str = "0x9319Ad3B7A8E0eE24f2E639c40D8eD124C5520Ba";
 const NOW: &str = "2026-03-02T00:00:00Z";
 
-fn lotledger(url: &str, args: &[&str]) -> (bool, String, String) {
+/// Runs the binary on `url` with the credit rules' defaults: success, stdout, stderr.
+pub(super) fn lotledger(url: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_lotledger"))
         .arg("--database-url")
         .arg(url)
