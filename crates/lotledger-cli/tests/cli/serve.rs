@@ -105,7 +105,6 @@ fn resident_bytes(pid: u32) -> u64 {
 /// answers would wait on delayed ACKs), and checks every answer's status line.
 fn hammer(addr: &str, paths: &[&str], count: usize, conns: usize) {
     use std::io::{BufRead, BufReader, Read, Write};
-    const PIPELINE: usize = 1;
     std::thread::scope(|scope| {
         for c in 0..conns {
             scope.spawn(move || {
@@ -114,40 +113,29 @@ fn hammer(addr: &str, paths: &[&str], count: usize, conns: usize) {
                 let mut writer = stream.try_clone().unwrap();
                 let mut reader = BufReader::new(stream);
                 let mine = count / conns + usize::from(c < count % conns);
-                let mut sent = 0;
                 let mut line = String::new();
-                while sent < mine {
-                    let n = PIPELINE.min(mine - sent);
-                    let mut batch = String::new();
-                    for i in 0..n {
-                        let path = paths[(sent + i) % paths.len()];
-                        batch.push_str(&format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"));
-                    }
-                    writer.write_all(batch.as_bytes()).unwrap();
-                    for _ in 0..n {
+                for i in 0..mine {
+                    let path = paths[i % paths.len()];
+                    write!(writer, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+                    line.clear();
+                    reader.read_line(&mut line).unwrap();
+                    assert!(
+                        line.starts_with("HTTP/1.1 200") || line.starts_with("HTTP/1.1 404"),
+                        "{line:?}"
+                    );
+                    let mut length = 0usize;
+                    loop {
                         line.clear();
                         reader.read_line(&mut line).unwrap();
-                        assert!(
-                            line.starts_with("HTTP/1.1 200") || line.starts_with("HTTP/1.1 404"),
-                            "{line:?}"
-                        );
-                        let mut length = 0usize;
-                        loop {
-                            line.clear();
-                            reader.read_line(&mut line).unwrap();
-                            if line == "\r\n" {
-                                break;
-                            }
-                            if let Some(v) =
-                                line.to_ascii_lowercase().strip_prefix("content-length:")
-                            {
-                                length = v.trim().parse().unwrap();
-                            }
+                        if line == "\r\n" {
+                            break;
                         }
-                        let mut body = vec![0; length];
-                        reader.read_exact(&mut body).unwrap();
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
                     }
-                    sent += n;
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
                 }
             });
         }

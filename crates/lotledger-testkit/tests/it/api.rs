@@ -131,16 +131,6 @@ async fn a_signed_distribution_is_processed_once_and_its_status_recorded() {
     .await;
 }
 
-/// A POST signed by `secret` whose `item_content` is `text` byte for byte.
-fn signed_text(secret: &[u8; 32], text: &str) -> Value {
-    let sender = lotledger_sig::evm_address(secret);
-    let item_hash = lotledger_sig::item_hash_of(text);
-    let buffer = lotledger_sig::verification_buffer("ETH", &sender, "POST", &item_hash);
-    json!({"item_hash": item_hash, "type": "POST", "chain": "ETH", "sender": sender,
-           "channel": "ALEPH_CREDIT", "item_type": "inline", "item_content": text,
-           "signature": lotledger_sig::sign_evm(secret, &buffer)})
-}
-
 /// One microsecond decides order (issue 9): an expense at `…16.0599735` is `…16.059973Z`
 /// (Python's correctly rounded float, then half-even), strictly before a grant at
 /// `…16.059974`, so it may not drain that grant: the holder keeps all 1 000.
@@ -156,7 +146,7 @@ async fn an_expense_a_microsecond_before_a_grant_does_not_drain_it() {
             r#"{{"address":"{grantor}","time":1773364396.0599735,"type":"aleph_credit_expense","content":{{"expense":{{"credits":[{{"address":"{holder}","amount":400,"ref":"r1"}}]}}}}}}"#
         );
         for text in [grant, expense] {
-            let (status, body) = app.post(&sync(&signed_text(&GRANTOR, &text))).await;
+            let (status, body) = app.post(&sync(&super::bad_input::signed_raw(&GRANTOR, &text))).await;
             assert_eq!(status, StatusCode::OK, "{body}");
         }
         assert_eq!(app.balance(&holder).await, 1000);

@@ -26,7 +26,7 @@ fn holder() -> String {
 }
 
 /// A message signed by `secret` carrying `item_content` verbatim (it may be invalid JSON).
-fn signed_raw(secret: &[u8; 32], item_content: &str) -> Value {
+pub(super) fn signed_raw(secret: &[u8; 32], item_content: &str) -> Value {
     let sender = lotledger_sig::evm_address(secret);
     let item_hash = lotledger_sig::item_hash_of(item_content);
     let buffer = lotledger_sig::verification_buffer("ETH", &sender, "POST", &item_hash);
