@@ -22,32 +22,32 @@ CHAIN_REF = {
 }
 
 
-def base(**changes):
-    content = {
-        "address": "0x2E4454fAD1906c0Ce6e45cBFA05cE898Ac3AC1dC",
-        "time": 1772323200.0,
-        "type": "aleph_credit_transfer",
-        "content": {"transfer": {"credits": [{"address": "0xabc", "amount": 5}]}},
-    }
+DROP = object()
+BASE = {
+    "address": "0x2E4454fAD1906c0Ce6e45cBFA05cE898Ac3AC1dC",
+    "time": 1772323200.0,
+    "type": "aleph_credit_transfer",
+    "content": {"transfer": {"credits": [{"address": "0xabc", "amount": 5}]}},
+}
+
+
+def changed(template, changes):
+    """A copy of `template` with `changes` set (a value of DROP removes the key)."""
+    out = dict(template)
     for key, value in changes.items():
         if value is DROP:
-            content.pop(key, None)
+            out.pop(key, None)
         else:
-            content[key] = value
-    return content
+            out[key] = value
+    return out
 
 
-DROP = object()
+def base(**changes):
+    return changed(BASE, changes)
 
 
 def ref(**changes):
-    r = dict(CHAIN_REF)
-    for key, value in changes.items():
-        if value is DROP:
-            r.pop(key, None)
-        else:
-            r[key] = value
-    return r
+    return changed(CHAIN_REF, changes)
 
 
 CASES = [
