@@ -1,6 +1,6 @@
 //! Databases written by an earlier release open with this one and migrate in place with nothing
-//! lost. `fixtures/v0003` was written by a lotledger binary of the 0003 layout
-//! (`scripts/make-v3-fixture`): a SQLite file, a PostgreSQL dump, and `expected.json` with
+//! lost. `fixtures/vNNNN` was written by a lotledger binary of layout NNNN
+//! (`scripts/make-layout-fixture`): a SQLite file, a PostgreSQL dump, and `expected.json` with
 //! what that binary answered. After migrating, every answer is the same, `verify` is clean,
 //! ingest progress rows are kept, and the ledger takes new messages.
 
@@ -9,10 +9,19 @@ use std::path::PathBuf;
 use serde_json::Value;
 use sqlx::Connection;
 
-fn fixture(name: &str) -> PathBuf {
+/// The layouts a fixture exists for: every release layout since the first one users kept.
+const LAYOUTS: [&str; 2] = ["v0003", "v0004"];
+
+fn fixture(layout: &str, name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/v0003")
+        .join("tests/fixtures")
+        .join(layout)
         .join(name)
+}
+
+fn expected(layout: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(layout, "expected.json")).unwrap())
+        .unwrap()
 }
 
 fn cli(url: &str, args: &[&str]) -> String {
@@ -28,9 +37,8 @@ fn json(url: &str, args: &[&str]) -> Value {
 }
 
 /// Every answer of `expected.json`, asked again of the migrated database.
-fn same_answers(url: &str) {
-    let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("expected.json")).unwrap()).unwrap();
+fn same_answers(layout: &str, url: &str) {
+    let expected = expected(layout);
     let at = expected["at"].as_str().unwrap();
     for (address, want) in expected["balances"].as_object().unwrap() {
         assert_eq!(
@@ -57,14 +65,25 @@ fn same_answers(url: &str) {
     cli(url, &["verify"]);
 }
 
-fn expected_progress() -> Vec<(String, i64)> {
-    let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("expected.json")).unwrap()).unwrap();
-    let mut rows: Vec<(String, i64)> = expected["ingest_progress"]
+/// `(source, lines, bytes, prefix_sha256)` of each progress row `expected.json` lists (0003
+/// rows hold a line count only).
+type ProgressRow = (String, i64, Option<i64>, Option<String>);
+
+fn expected_progress(layout: &str) -> Vec<ProgressRow> {
+    let expected = expected(layout);
+    let mut rows: Vec<ProgressRow> = expected["ingest_progress"]
         .as_object()
         .unwrap()
         .iter()
-        .map(|(k, v)| (k.clone(), v.as_i64().unwrap()))
+        .map(|(k, v)| match v.as_i64() {
+            Some(lines) => (k.clone(), lines, None, None),
+            None => (
+                k.clone(),
+                v["lines"].as_i64().unwrap(),
+                Some(v["bytes"].as_i64().unwrap()),
+                Some(v["prefix_sha256"].as_str().unwrap().to_string()),
+            ),
+        })
         .collect();
     rows.sort();
     assert!(!rows.is_empty());
@@ -74,7 +93,7 @@ fn expected_progress() -> Vec<(String, i64)> {
 /// The migrated ledger still takes messages and resumes files by their committed prefix.
 fn takes_new_messages(url: &str, dir: &tempfile::TempDir) {
     let path = dir.path().join("after.jsonl");
-    let item_content = r#"{"address":"0x2E4454fAD1906c0Ce6e45cBFA05cE898Ac3AC1dC","time":1772400000.0,"type":"aleph_credit_distribution","content":{"distribution":{"credits":[{"address":"0xdddd000000000000000000000000000000000004","amount":42,"price":"1","tx_hash":"0xt","provider":"ALEPH"}],"token":"ALEPH","chain":"ETH"}}}"#;
+    let item_content = r#"{"address":"0x2E4454fAD1906c0Ce6e45cBFA05cE898Ac3AC1dC","time":1772400000.0,"type":"aleph_credit_distribution","content":{"distribution":{"credits":[{"address":"0xeeee000000000000000000000000000000000005","amount":42,"price":"1","tx_hash":"0xt","provider":"ALEPH"}],"token":"ALEPH","chain":"ETH"}}}"#;
     let line = serde_json::json!({"item_hash": "after-migration", "type": "POST", "chain": "ETH",
         "sender": "0x2E4454fAD1906c0Ce6e45cBFA05cE898Ac3AC1dC", "channel": "ALEPH_CREDIT",
         "item_type": "inline", "item_content": item_content});
@@ -90,7 +109,7 @@ fn takes_new_messages(url: &str, dir: &tempfile::TempDir) {
             url,
             &[
                 "balance",
-                "0xdddd000000000000000000000000000000000004",
+                "0xeeee000000000000000000000000000000000005",
                 "--at",
                 "2026-06-01T00:00:00Z"
             ]
@@ -101,8 +120,9 @@ fn takes_new_messages(url: &str, dir: &tempfile::TempDir) {
 
 /// `(source, lines)` of every ingest progress row, read with SQL (rows of the 0003 layout are
 /// not visible through the store API, which returns only verifiable progress).
-fn progress_rows(rt: &tokio::runtime::Runtime, url: &str) -> Vec<(String, i64)> {
-    const SQL: &str = "SELECT source, lines FROM ingest_progress ORDER BY source";
+fn progress_rows(rt: &tokio::runtime::Runtime, url: &str) -> Vec<ProgressRow> {
+    const SQL: &str =
+        "SELECT source, lines, bytes, prefix_sha256 FROM ingest_progress ORDER BY source";
     rt.block_on(async {
         if url.starts_with("sqlite") {
             let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
@@ -114,27 +134,25 @@ fn progress_rows(rt: &tokio::runtime::Runtime, url: &str) -> Vec<(String, i64)> 
     })
 }
 
-#[test]
-fn a_sqlite_file_of_the_0003_layout_migrates_in_place() {
+fn sqlite_file_migrates_in_place(layout: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.db");
-    std::fs::copy(fixture("ledger.db"), &path).unwrap();
+    std::fs::copy(fixture(layout, "ledger.db"), &path).unwrap();
     let url = format!("sqlite://{}", path.display());
-    same_answers(&url);
+    same_answers(layout, &url);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    assert_eq!(progress_rows(&rt, &url), expected_progress());
+    assert_eq!(progress_rows(&rt, &url), expected_progress(layout));
     takes_new_messages(&url, &dir);
-    same_answers(&url);
+    same_answers(layout, &url);
 }
 
-#[test]
-fn a_postgres_dump_of_the_0003_layout_migrates_in_place() {
+fn postgres_dump_migrates_in_place(layout: &str) {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = rt.block_on(async {
         let url = lotledger_testkit::db::fresh_pg_url().await;
         let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-        let dump = std::fs::read_to_string(fixture("ledger.pg.sql")).unwrap();
+        let dump = std::fs::read_to_string(fixture(layout, "ledger.pg.sql")).unwrap();
         sqlx::raw_sql(sqlx::AssertSqlSafe(dump))
             .execute(&mut c)
             .await
@@ -142,8 +160,22 @@ fn a_postgres_dump_of_the_0003_layout_migrates_in_place() {
         url
     });
     cli(&url, &["migrate"]);
-    same_answers(&url);
-    assert_eq!(progress_rows(&rt, &url), expected_progress());
+    same_answers(layout, &url);
+    assert_eq!(progress_rows(&rt, &url), expected_progress(layout));
     takes_new_messages(&url, &dir);
-    same_answers(&url);
+    same_answers(layout, &url);
+}
+
+#[test]
+fn sqlite_files_of_earlier_layouts_migrate_in_place() {
+    for layout in LAYOUTS {
+        sqlite_file_migrates_in_place(layout);
+    }
+}
+
+#[test]
+fn postgres_dumps_of_earlier_layouts_migrate_in_place() {
+    for layout in LAYOUTS {
+        postgres_dump_migrates_in_place(layout);
+    }
 }
