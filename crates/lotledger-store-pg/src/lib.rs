@@ -1,6 +1,9 @@
 //! The PostgreSQL store, for production: row locks on drained lots, advisory locks per message
 //! and per address (taken in one sorted order, so writers never deadlock), instants as
-//! `TIMESTAMPTZ`, decimals as `NUMERIC`, text keys in the "C" collation.
+//! `TIMESTAMPTZ`, decimals as `NUMERIC`, text keys in the "C" collation. History rows and
+//! message records append under growing integer ids; addresses and references are interned
+//! (`addresses`, `refs`: a 64-hex reference as its 32 bytes), and the SQL joins the text back,
+//! so the [`LedgerTx`] seen by the writers speaks text as before (migration 0005).
 //!
 //! Rows are mapped by hand (`wrappers`): core types never see sqlx.
 
@@ -19,19 +22,98 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, QueryBuilder, Transaction};
 
 mod wrappers;
-use wrappers::{db_err, history_row, lock_key, lot, message_record, odt, opt_odt};
+use wrappers::{
+    db_err, history_row, lock_key, lot, message_record, odt, opt_odt, ref_arrays, ref_parts,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Rows per multi-row INSERT (17 parameters each, under PostgreSQL's 65 535).
 const INSERT_CHUNK_ROWS: usize = 1000;
 
-const HISTORY_COLUMNS: &str = "address, amount, price::text AS price, bonus_amount, tx_hash, token, chain, \
-     provider, origin, origin_ref, payment_method, credit_ref, credit_index, expiration_date, message_timestamp, \
-     expense_count, expense_size_mib::text AS expense_size_mib";
+/// A stored reference (the `refs` row aliased `r`) as text in the "C" collation: a hash as
+/// lower-case hex. References sort by this text, never by the stored value.
+macro_rules! ref_text {
+    () => {
+        "(COALESCE(encode(r.hash, 'hex'), r.name) COLLATE \"C\")"
+    };
+}
 
-const LOT_COLUMNS: &str =
-    "address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date";
+/// History rows with the columns `wrappers::history_row` reads; `h` the history row.
+macro_rules! history_select {
+    () => {
+        concat!(
+            "SELECT a.address, h.amount, h.price::text AS price, h.bonus_amount, h.tx_hash, \
+             h.token, h.chain, h.provider, h.origin, h.origin_ref, h.payment_method, ",
+            ref_text!(),
+            " AS credit_ref, h.credit_index, h.expiration_date, h.message_timestamp, \
+             h.expense_count, h.expense_size_mib::text AS expense_size_mib FROM credit_history h \
+             JOIN addresses a ON a.id = h.address_id JOIN refs r ON r.id = h.ref_id"
+        )
+    };
+}
+
+/// Lots with the columns `wrappers::lot` reads; `l` the lot.
+macro_rules! lot_select {
+    () => {
+        concat!(
+            "SELECT a.address, l.message_timestamp, ",
+            ref_text!(),
+            " AS credit_ref, l.credit_index, l.amount_remaining, l.expiration_date \
+             FROM credit_lots l JOIN addresses a ON a.id = l.address_id JOIN refs r ON r.id = l.ref_id"
+        )
+    };
+}
+
+/// Message records with the columns `wrappers::message_record` reads; `m` the record.
+macro_rules! message_select {
+    () => {
+        concat!(
+            "SELECT ",
+            ref_text!(),
+            " AS item_hash, m.status, m.ignored, m.error, m.recorded_at \
+             FROM credit_messages m JOIN refs r ON r.id = m.ref_id"
+        )
+    };
+}
+
+/// Emission (replay) order of lots `l` / history rows `h`.
+macro_rules! lot_order {
+    () => {
+        concat!(
+            " ORDER BY l.message_timestamp, ",
+            ref_text!(),
+            ", l.credit_index"
+        )
+    };
+}
+macro_rules! history_order {
+    () => {
+        concat!(
+            " ORDER BY h.message_timestamp, ",
+            ref_text!(),
+            ", h.credit_index"
+        )
+    };
+}
+
+/// `INSERT INTO credit_lots … SELECT` over the arrays `$1` addresses, `$2` instants, `$3`/`$4`
+/// references (hash, name), `$5` indexes, `$6` remainders, `$7` expiries.
+macro_rules! put_lots_select {
+    () => {
+        "INSERT INTO credit_lots (address_id, message_timestamp, ref_id, credit_index, \
+         amount_remaining, expiration_date) \
+         SELECT a.id, u.message_timestamp, COALESCE(rh.id, rn.id), u.credit_index, u.amount, u.expiry \
+         FROM UNNEST($1::text[], $2::timestamptz[], $3::bytea[], $4::text[], $5::int[], \
+         $6::bigint[], $7::timestamptz[]) AS u(address, message_timestamp, hash, name, credit_index, \
+         amount, expiry) \
+         LEFT JOIN addresses a ON a.address = u.address \
+         LEFT JOIN refs rh ON rh.hash = u.hash LEFT JOIN refs rn ON rn.name = u.name"
+    };
+}
+
+/// `addresses` rows of the text array bound as `$1`.
+const ADDRESS_IDS_1: &str = "(SELECT id FROM addresses WHERE address = ANY($1::text[]))";
 
 /// A lotledger store in a PostgreSQL database.
 #[derive(Clone, Debug)]
@@ -157,8 +239,8 @@ impl Store for PgStore {
         // Grouped in SQL: one row per expiry, not one per lot.
         let groups: Vec<(Option<time::OffsetDateTime>, i64)> = sqlx::query_as(
             "SELECT expiration_date, SUM(amount_remaining)::bigint FROM credit_lots \
-             WHERE address = $1 AND (expiration_date IS NULL OR expiration_date > $2) \
-             GROUP BY expiration_date",
+             WHERE address_id = (SELECT id FROM addresses WHERE address = $1) \
+             AND (expiration_date IS NULL OR expiration_date > $2) GROUP BY expiration_date",
         )
         .bind(address)
         .bind(odt(at))
@@ -174,17 +256,25 @@ impl Store for PgStore {
     }
 
     async fn history(&self, selector: &HistorySelector) -> Result<Vec<HistoryRow>, StoreError> {
-        let (sql, key) = match selector {
-            HistorySelector::Address(a) => ("WHERE address = $1", a),
-            HistorySelector::CreditRef(r) => ("WHERE credit_ref = $1", r),
+        let query = match selector {
+            HistorySelector::Address(a) => sqlx::query(concat!(
+                history_select!(),
+                " WHERE h.address_id = (SELECT id FROM addresses WHERE address = $1) \
+                 ORDER BY credit_ref, h.credit_index"
+            ))
+            .bind(a.clone()),
+            HistorySelector::CreditRef(r) => {
+                let (hash, name) = ref_parts(r);
+                sqlx::query(concat!(
+                    history_select!(),
+                    " WHERE h.ref_id = (SELECT id FROM refs WHERE hash = $1 OR name = $2) \
+                     ORDER BY h.credit_index"
+                ))
+                .bind(hash)
+                .bind(name)
+            }
         };
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {HISTORY_COLUMNS} FROM credit_history {sql} ORDER BY credit_ref, credit_index"
-        )))
-        .bind(key)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        let rows = query.fetch_all(&self.pool).await.map_err(db_err)?;
         rows.iter().map(history_row).collect()
     }
 
@@ -194,10 +284,14 @@ impl Store for PgStore {
     }
 
     async fn addresses(&self) -> Result<Vec<String>, StoreError> {
-        sqlx::query_scalar("SELECT address FROM credit_history UNION SELECT address FROM credit_lots ORDER BY address")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)
+        sqlx::query_scalar(
+            "SELECT address FROM addresses a \
+             WHERE EXISTS (SELECT 1 FROM credit_history WHERE address_id = a.id) \
+             OR EXISTS (SELECT 1 FROM credit_lots WHERE address_id = a.id) ORDER BY address",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)
     }
 
     async fn rebuild(&self, addresses: &[String]) -> Result<(), StoreError> {
@@ -249,19 +343,20 @@ impl Store for PgStore {
         q: &BalancesQuery<'_>,
     ) -> Result<Vec<(String, Credits)>, StoreError> {
         let mut b = QueryBuilder::<Postgres>::new(
-            "SELECT address, COALESCE(SUM(amount_remaining) FILTER \
-             (WHERE expiration_date IS NULL OR expiration_date > ",
+            "SELECT a.address, COALESCE(SUM(l.amount_remaining) FILTER \
+             (WHERE l.expiration_date IS NULL OR l.expiration_date > ",
         );
-        b.push_bind(odt(q.at))
-            .push("), 0)::bigint AS balance FROM credit_lots");
+        b.push_bind(odt(q.at)).push(
+            "), 0)::bigint AS balance FROM credit_lots l JOIN addresses a ON a.id = l.address_id",
+        );
         if let Some(after) = q.after {
-            b.push(" WHERE address > ").push_bind(after);
+            b.push(" WHERE a.address > ").push_bind(after);
         }
-        b.push(" GROUP BY address HAVING COALESCE(SUM(amount_remaining) FILTER (WHERE expiration_date IS NULL OR expiration_date > ")
+        b.push(" GROUP BY a.address HAVING COALESCE(SUM(l.amount_remaining) FILTER (WHERE l.expiration_date IS NULL OR l.expiration_date > ")
             .push_bind(odt(q.at))
             .push("), 0) >= ")
             .push_bind(q.min_balance)
-            .push(" ORDER BY address");
+            .push(" ORDER BY a.address");
         if let Some(limit) = q.limit {
             b.push(" LIMIT ")
                 .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
@@ -282,7 +377,7 @@ impl Store for PgStore {
         min_balance: i64,
     ) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM (SELECT address FROM credit_lots GROUP BY address \
+            "SELECT COUNT(*) FROM (SELECT address_id FROM credit_lots GROUP BY address_id \
              HAVING COALESCE(SUM(amount_remaining) FILTER \
              (WHERE expiration_date IS NULL OR expiration_date > $1), 0) >= $2) AS t",
         )
@@ -304,7 +399,9 @@ impl Store for PgStore {
              WHERE payment_method = 'credit_expense'",
         );
         if let Some(a) = address {
-            b.push(" AND address = ").push_bind(a);
+            b.push(" AND address_id = (SELECT id FROM addresses WHERE address = ")
+                .push_bind(a)
+                .push(")");
         }
         if let Some(r) = resource {
             b.push(" AND COALESCE(NULLIF(origin, ''), origin_ref) = ")
@@ -319,13 +416,26 @@ impl Store for PgStore {
     }
 
     async fn message(&self, item_hash: &str) -> Result<Option<MessageRecord>, StoreError> {
-        let row = sqlx::query("SELECT item_hash, status, ignored, error, recorded_at FROM credit_messages WHERE item_hash = $1")
-            .bind(item_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
-        row.as_ref().map(message_record).transpose()
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        message(&mut conn, item_hash).await
     }
+}
+
+async fn message(
+    conn: &mut PgConnection,
+    item_hash: &str,
+) -> Result<Option<MessageRecord>, StoreError> {
+    let (hash, name) = ref_parts(item_hash);
+    let row = sqlx::query(concat!(
+        message_select!(),
+        " WHERE r.hash = $1 OR r.name = $2"
+    ))
+    .bind(hash)
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    row.as_ref().map(message_record).transpose()
 }
 
 async fn balance(
@@ -335,7 +445,8 @@ async fn balance(
 ) -> Result<Credits, StoreError> {
     let sum: Option<i64> = sqlx::query_scalar(
         "SELECT SUM(amount_remaining)::bigint FROM credit_lots \
-         WHERE address = $1 AND (expiration_date IS NULL OR expiration_date > $2)",
+         WHERE address_id = (SELECT id FROM addresses WHERE address = $1) \
+         AND (expiration_date IS NULL OR expiration_date > $2)",
     )
     .bind(address)
     .bind(odt(at))
@@ -346,9 +457,11 @@ async fn balance(
 }
 
 async fn address_lots(conn: &mut PgConnection, address: &str) -> Result<Vec<Lot>, StoreError> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {LOT_COLUMNS} FROM credit_lots WHERE address = $1 ORDER BY message_timestamp, credit_ref, credit_index"
-    )))
+    let rows = sqlx::query(concat!(
+        lot_select!(),
+        " WHERE l.address_id = (SELECT id FROM addresses WHERE address = $1)",
+        lot_order!()
+    ))
     .bind(address)
     .fetch_all(&mut *conn)
     .await
@@ -360,10 +473,11 @@ async fn address_history(
     conn: &mut PgConnection,
     address: &str,
 ) -> Result<Vec<HistoryRow>, StoreError> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {HISTORY_COLUMNS} FROM credit_history WHERE address = $1 \
-         ORDER BY message_timestamp, credit_ref, credit_index"
-    )))
+    let rows = sqlx::query(concat!(
+        history_select!(),
+        " WHERE h.address_id = (SELECT id FROM addresses WHERE address = $1)",
+        history_order!()
+    ))
     .bind(address)
     .fetch_all(&mut *conn)
     .await
@@ -376,37 +490,11 @@ impl LedgerTx for PgTx {
         &mut self,
         item_hash: &str,
     ) -> Result<Option<MessageStatus>, StoreError> {
-        let row = sqlx::query("SELECT item_hash, status, ignored, error, recorded_at FROM credit_messages WHERE item_hash = $1")
-            .bind(item_hash)
-            .fetch_optional(&mut *self.tx)
-            .await
-            .map_err(db_err)?;
-        Ok(row
-            .as_ref()
-            .map(message_record)
-            .transpose()?
-            .map(|r| r.status))
+        Ok(message(&mut self.tx, item_hash).await?.map(|r| r.status))
     }
 
     async fn record_message(&mut self, record: &MessageRecord) -> Result<(), StoreError> {
-        let (status, error) = match &record.status {
-            MessageStatus::Processed => ("processed", None),
-            MessageStatus::Rejected { error } => ("rejected", Some(error.as_str())),
-        };
-        sqlx::query(
-            "INSERT INTO credit_messages (item_hash, status, ignored, error, recorded_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (item_hash) DO UPDATE SET status = excluded.status, ignored = excluded.ignored, \
-             error = excluded.error, recorded_at = excluded.recorded_at",
-        )
-        .bind(&record.item_hash)
-        .bind(status)
-        .bind(record.ignored.as_deref())
-        .bind(error)
-        .bind(odt(record.recorded_at))
-        .execute(&mut *self.tx)
-        .await
-        .map_err(db_err)?;
-        Ok(())
+        self.record_messages(std::slice::from_ref(record)).await
     }
 
     async fn lock(&mut self, item_hash: &str, addresses: &[&str]) -> Result<(), StoreError> {
@@ -429,11 +517,16 @@ impl LedgerTx for PgTx {
     ) -> Result<Vec<Lot>, StoreError> {
         let addresses: Vec<&str> = demand.iter().map(|(a, _)| *a).collect();
         let addresses: Vec<String> = addresses.iter().map(|a| (*a).to_string()).collect();
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {LOT_COLUMNS} FROM credit_lots WHERE address = ANY($1) AND message_timestamp <= $2 \
-             AND (expiration_date IS NULL OR expiration_date > $2) \
-             ORDER BY address, message_timestamp, credit_ref, credit_index FOR UPDATE"
-        )))
+        // Locked in primary-key order (address_id, message_timestamp, ref_id, credit_index), one
+        // order for every writer; handed back in emission order.
+        let rows = sqlx::query(concat!(
+            "SELECT * FROM (",
+            lot_select!(),
+            " WHERE l.address_id IN (SELECT id FROM addresses WHERE address = ANY($1::text[])) \
+             AND l.message_timestamp <= $2 AND (l.expiration_date IS NULL OR l.expiration_date > $2) \
+             ORDER BY l.address_id, l.message_timestamp, l.ref_id, l.credit_index FOR UPDATE OF l\
+             ) AS locked ORDER BY address, message_timestamp, credit_ref, credit_index"
+        ))
         .bind(&addresses)
         .bind(odt(ts))
         .fetch_all(&mut *self.tx)
@@ -447,89 +540,73 @@ impl LedgerTx for PgTx {
         rows: &[HistoryRow],
         last_update: Timestamp,
     ) -> Result<u64, StoreError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        self.intern(
+            rows.iter().map(|r| r.address.as_str()),
+            rows.iter().map(|r| r.credit_ref.as_str()),
+        )
+        .await?;
         let mut inserted = 0;
         for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
-            let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
-                "INSERT INTO credit_history (address, amount, price, bonus_amount, tx_hash, token, chain, provider, \
-                 origin, origin_ref, payment_method, credit_ref, credit_index, expiration_date, message_timestamp, \
-                 expense_count, expense_size_mib, last_update) ",
-            );
-            qb.push_values(chunk, |mut b, r| {
-                b.push_bind(r.address.clone())
-                    .push_bind(r.amount.0)
-                    .push_bind(r.price.clone())
-                    .push_unseparated("::numeric")
-                    .push_bind(r.bonus_amount)
-                    .push_bind(r.tx_hash.clone())
-                    .push_bind(r.token.clone())
-                    .push_bind(r.chain.clone())
-                    .push_bind(r.provider.clone())
-                    .push_bind(r.origin.clone())
-                    .push_bind(r.origin_ref.clone())
-                    .push_bind(r.payment_method.clone())
-                    .push_bind(r.credit_ref.clone())
-                    .push_bind(r.credit_index)
-                    .push_bind(opt_odt(r.expiration_date))
-                    .push_bind(odt(r.message_timestamp))
-                    .push_bind(r.expense_count)
-                    .push_bind(r.expense_size_mib.clone())
-                    .push_unseparated("::numeric")
-                    .push_bind(odt(last_update));
-            });
-            qb.push(" ON CONFLICT (credit_ref, credit_index) DO NOTHING");
-            inserted += qb
-                .build()
-                .execute(&mut *self.tx)
-                .await
-                .map_err(db_err)?
-                .rows_affected();
+            let (hashes, names) = ref_arrays(chunk.iter().map(|r| r.credit_ref.as_str()));
+            inserted += sqlx::query(
+                "INSERT INTO credit_history (ref_id, credit_index, address_id, message_timestamp, \
+                 amount, expiration_date, last_update, price, bonus_amount, tx_hash, token, chain, \
+                 provider, origin, origin_ref, payment_method, expense_count, expense_size_mib) \
+                 SELECT COALESCE(rh.id, rn.id), u.credit_index, a.id, u.message_timestamp, u.amount, \
+                 u.expiration_date, $7, u.price::numeric, u.bonus_amount, u.tx_hash, u.token, \
+                 u.chain, u.provider, u.origin, u.origin_ref, u.payment_method, u.expense_count, \
+                 u.expense_size_mib::numeric \
+                 FROM UNNEST($1::bytea[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], \
+                 $6::bigint[], $8::timestamptz[], $9::text[], $10::bigint[], $11::text[], \
+                 $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], \
+                 $18::bigint[], $19::text[]) WITH ORDINALITY AS u(hash, name, credit_index, \
+                 address, message_timestamp, amount, expiration_date, price, bonus_amount, \
+                 tx_hash, token, chain, provider, origin, origin_ref, payment_method, \
+                 expense_count, expense_size_mib, n) \
+                 LEFT JOIN addresses a ON a.address = u.address \
+                 LEFT JOIN refs rh ON rh.hash = u.hash LEFT JOIN refs rn ON rn.name = u.name \
+                 ORDER BY u.n ON CONFLICT (ref_id, credit_index) DO NOTHING",
+            )
+            .bind(hashes)
+            .bind(names)
+            .bind(chunk.iter().map(|r| r.credit_index).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.address.clone()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| odt(r.message_timestamp)).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.amount.0).collect::<Vec<_>>())
+            .bind(odt(last_update))
+            .bind(chunk.iter().map(|r| opt_odt(r.expiration_date)).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.price.clone()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.bonus_amount).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.tx_hash.clone()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.token.clone()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.chain.clone()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.provider.clone()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.origin.clone()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.origin_ref.clone()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.payment_method.clone()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.expense_count).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.expense_size_mib.clone()).collect::<Vec<_>>())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
         }
         Ok(inserted)
     }
 
     async fn insert_lots(&mut self, lots: &[Lot]) -> Result<(), StoreError> {
-        for chunk in lots.chunks(INSERT_CHUNK_ROWS) {
-            let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
-                "INSERT INTO credit_lots (address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date) ",
-            );
-            qb.push_values(chunk, |mut b, l| {
-                b.push_bind(l.address.clone())
-                    .push_bind(odt(l.message_timestamp))
-                    .push_bind(l.credit_ref.clone())
-                    .push_bind(l.credit_index)
-                    .push_bind(l.amount_remaining.0)
-                    .push_bind(opt_odt(l.expiration_date));
-            });
-            qb.push(" ON CONFLICT DO NOTHING");
-            qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
-        }
-        Ok(())
+        self.put_lots(lots, false).await
     }
 
     async fn update_lots(&mut self, lots: &[Lot]) -> Result<(), StoreError> {
-        for l in lots {
-            let query = if l.amount_remaining.is_positive() {
-                sqlx::query(
-                    "UPDATE credit_lots SET amount_remaining = $5 \
-                     WHERE address = $1 AND message_timestamp = $2 AND credit_ref = $3 AND credit_index = $4",
-                )
-            } else {
-                sqlx::query(
-                    "DELETE FROM credit_lots WHERE address = $1 AND message_timestamp = $2 AND credit_ref = $3 \
-                     AND credit_index = $4 AND $5::bigint = 0",
-                )
-            };
-            query
-                .bind(&l.address)
-                .bind(odt(l.message_timestamp))
-                .bind(&l.credit_ref)
-                .bind(l.credit_index)
-                .bind(l.amount_remaining.0)
-                .execute(&mut *self.tx)
-                .await
-                .map_err(db_err)?;
-        }
-        Ok(())
+        let (gone, left): (Vec<Lot>, Vec<Lot>) = lots
+            .iter()
+            .cloned()
+            .partition(|l| !l.amount_remaining.is_positive());
+        self.write_lots(&left, &gone).await
     }
 
     async fn rows_after(
@@ -538,10 +615,14 @@ impl LedgerTx for PgTx {
         ts: Timestamp,
         credit_ref: &str,
     ) -> Result<(bool, bool), StoreError> {
-        let row: (bool, bool) = sqlx::query_as(
-            "SELECT COUNT(*) > 0, COALESCE(bool_or(amount < 0), false) FROM credit_history \
-             WHERE address = $1 AND (message_timestamp > $2 OR (message_timestamp = $2 AND credit_ref > $3))",
-        )
+        let row: (bool, bool) = sqlx::query_as(concat!(
+            "SELECT COUNT(*) > 0, COALESCE(bool_or(h.amount < 0), false) FROM credit_history h \
+             JOIN refs r ON r.id = h.ref_id \
+             WHERE h.address_id = (SELECT id FROM addresses WHERE address = $1) \
+             AND (h.message_timestamp > $2 OR (h.message_timestamp = $2 AND ",
+            ref_text!(),
+            " > $3))"
+        ))
         .bind(address)
         .bind(odt(ts))
         .bind(credit_ref)
@@ -556,11 +637,7 @@ impl LedgerTx for PgTx {
     }
 
     async fn replace_lots(&mut self, address: &str, lots: &[Lot]) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM credit_lots WHERE address = $1")
-            .bind(address)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(db_err)?;
+        self.delete_lots_of(&[address]).await?;
         self.insert_lots(lots).await
     }
 
@@ -591,9 +668,10 @@ impl LedgerTx for PgTx {
 
     async fn load_lots(&mut self, addresses: &[&str]) -> Result<Vec<Lot>, StoreError> {
         let addresses: Vec<String> = addresses.iter().map(|a| (*a).to_string()).collect();
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {LOT_COLUMNS} FROM credit_lots WHERE address = ANY($1)"
-        )))
+        let rows = sqlx::query(concat!(
+            lot_select!(),
+            " WHERE l.address_id IN (SELECT id FROM addresses WHERE address = ANY($1::text[]))"
+        ))
         .bind(addresses)
         .fetch_all(&mut *self.tx)
         .await
@@ -605,8 +683,8 @@ impl LedgerTx for PgTx {
         &mut self,
         addresses: &[&str],
     ) -> Result<Vec<(String, LastRows)>, StoreError> {
-        // Index seeks on (address, message_timestamp, credit_ref, …) read backwards: the last
-        // row of each address, and its last debit. No scan of whole histories.
+        // Index seeks on (address_id, message_timestamp) read backwards: the last row of each
+        // address, and its last debit (ties on the instant broken by the reference's text).
         let addresses: Vec<String> = addresses.iter().map(|a| (*a).to_string()).collect();
         type Row = (
             String,
@@ -615,15 +693,20 @@ impl LedgerTx for PgTx {
             Option<time::OffsetDateTime>,
             Option<String>,
         );
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<Row> = sqlx::query_as(concat!(
             "SELECT a.address, l.message_timestamp, l.credit_ref, d.message_timestamp, d.credit_ref \
-             FROM UNNEST($1::text[]) AS a(address) \
-             LEFT JOIN LATERAL (SELECT message_timestamp, credit_ref FROM credit_history h \
-               WHERE h.address = a.address ORDER BY message_timestamp DESC, credit_ref DESC LIMIT 1) l ON TRUE \
-             LEFT JOIN LATERAL (SELECT message_timestamp, credit_ref FROM credit_history h \
-               WHERE h.address = a.address AND amount < 0 \
-               ORDER BY message_timestamp DESC, credit_ref DESC LIMIT 1) d ON TRUE",
-        )
+             FROM addresses a \
+             LEFT JOIN LATERAL (SELECT h.message_timestamp, ",
+            ref_text!(),
+            " AS credit_ref FROM credit_history h JOIN refs r ON r.id = h.ref_id \
+               WHERE h.address_id = a.id ORDER BY h.message_timestamp DESC, 2 DESC LIMIT 1) l ON TRUE \
+             LEFT JOIN LATERAL (SELECT h.message_timestamp, ",
+            ref_text!(),
+            " AS credit_ref FROM credit_history h JOIN refs r ON r.id = h.ref_id \
+               WHERE h.address_id = a.id AND h.amount < 0 \
+               ORDER BY h.message_timestamp DESC, 2 DESC LIMIT 1) d ON TRUE \
+             WHERE a.address = ANY($1::text[])"
+        ))
         .bind(addresses)
         .fetch_all(&mut *self.tx)
         .await
@@ -649,11 +732,13 @@ impl LedgerTx for PgTx {
         &mut self,
         item_hashes: &[&str],
     ) -> Result<Vec<(String, MessageStatus)>, StoreError> {
-        let hashes: Vec<String> = item_hashes.iter().map(|h| (*h).to_string()).collect();
-        let rows = sqlx::query(
-            "SELECT item_hash, status, ignored, error, recorded_at FROM credit_messages WHERE item_hash = ANY($1)",
-        )
+        let (hashes, names) = ref_arrays(item_hashes.iter().copied());
+        let rows = sqlx::query(concat!(
+            message_select!(),
+            " WHERE r.hash = ANY($1::bytea[]) OR r.name = ANY($2::text[])"
+        ))
         .bind(hashes)
+        .bind(names)
         .fetch_all(&mut *self.tx)
         .await
         .map_err(db_err)?;
@@ -666,11 +751,15 @@ impl LedgerTx for PgTx {
         &mut self,
         credit_refs: &[&str],
     ) -> Result<Vec<(String, i32)>, StoreError> {
-        let refs: Vec<String> = credit_refs.iter().map(|r| (*r).to_string()).collect();
-        sqlx::query_as(
-            "SELECT credit_ref, credit_index FROM credit_history WHERE credit_ref = ANY($1)",
-        )
-        .bind(refs)
+        let (hashes, names) = ref_arrays(credit_refs.iter().copied());
+        sqlx::query_as(concat!(
+            "SELECT ",
+            ref_text!(),
+            ", h.credit_index FROM credit_history h JOIN refs r ON r.id = h.ref_id \
+             WHERE r.hash = ANY($1::bytea[]) OR r.name = ANY($2::text[])"
+        ))
+        .bind(hashes)
+        .bind(names)
         .fetch_all(&mut *self.tx)
         .await
         .map_err(db_err)
@@ -678,36 +767,25 @@ impl LedgerTx for PgTx {
 
     async fn write_lots(&mut self, upserts: &[Lot], deletes: &[Lot]) -> Result<(), StoreError> {
         if !deletes.is_empty() {
+            let (hashes, names) = ref_arrays(deletes.iter().map(|l| l.credit_ref.as_str()));
             sqlx::query(
-                "DELETE FROM credit_lots WHERE (address, message_timestamp, credit_ref, credit_index) IN \
-                 (SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::int[]))",
+                "DELETE FROM credit_lots WHERE (address_id, message_timestamp, ref_id, credit_index) IN \
+                 (SELECT a.id, u.message_timestamp, COALESCE(rh.id, rn.id), u.credit_index \
+                  FROM UNNEST($1::text[], $2::timestamptz[], $3::bytea[], $4::text[], $5::int[]) \
+                  AS u(address, message_timestamp, hash, name, credit_index) \
+                  JOIN addresses a ON a.address = u.address \
+                  LEFT JOIN refs rh ON rh.hash = u.hash LEFT JOIN refs rn ON rn.name = u.name)",
             )
             .bind(deletes.iter().map(|l| l.address.clone()).collect::<Vec<_>>())
             .bind(deletes.iter().map(|l| odt(l.message_timestamp)).collect::<Vec<_>>())
-            .bind(deletes.iter().map(|l| l.credit_ref.clone()).collect::<Vec<_>>())
+            .bind(hashes)
+            .bind(names)
             .bind(deletes.iter().map(|l| l.credit_index).collect::<Vec<_>>())
             .execute(&mut *self.tx)
             .await
             .map_err(db_err)?;
         }
-        if !upserts.is_empty() {
-            sqlx::query(
-                "INSERT INTO credit_lots (address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date) \
-                 SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::int[], $5::bigint[], $6::timestamptz[]) \
-                 ON CONFLICT (address, message_timestamp, credit_ref, credit_index) \
-                 DO UPDATE SET amount_remaining = EXCLUDED.amount_remaining",
-            )
-            .bind(upserts.iter().map(|l| l.address.clone()).collect::<Vec<_>>())
-            .bind(upserts.iter().map(|l| odt(l.message_timestamp)).collect::<Vec<_>>())
-            .bind(upserts.iter().map(|l| l.credit_ref.clone()).collect::<Vec<_>>())
-            .bind(upserts.iter().map(|l| l.credit_index).collect::<Vec<_>>())
-            .bind(upserts.iter().map(|l| l.amount_remaining.0).collect::<Vec<_>>())
-            .bind(upserts.iter().map(|l| opt_odt(l.expiration_date)).collect::<Vec<_>>())
-            .execute(&mut *self.tx)
-            .await
-            .map_err(db_err)?;
-        }
-        Ok(())
+        self.put_lots(upserts, true).await
     }
 
     async fn replay_histories(
@@ -716,14 +794,20 @@ impl LedgerTx for PgTx {
     ) -> Result<Vec<HistoryRow>, StoreError> {
         // One row per address, the records built by the server.
         let addresses: Vec<String> = addresses.iter().map(|a| (*a).to_string()).collect();
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT address, string_agg(\
-             ((extract(epoch FROM message_timestamp) * 1000000)::bigint)::text || ',' || amount || ',' || \
-             COALESCE(((extract(epoch FROM expiration_date) * 1000000)::bigint)::text, '') || ',' || \
-             credit_index || ',' || octet_length(credit_ref) || ':' || credit_ref || ';', '' \
-             ORDER BY message_timestamp, credit_ref, credit_index) \
-             FROM credit_history WHERE address = ANY($1) GROUP BY address ORDER BY address",
-        )
+        let rows: Vec<(String, String)> = sqlx::query_as(concat!(
+            "SELECT a.address, string_agg(\
+             ((extract(epoch FROM h.message_timestamp) * 1000000)::bigint)::text || ',' || h.amount || ',' || \
+             COALESCE(((extract(epoch FROM h.expiration_date) * 1000000)::bigint)::text, '') || ',' || \
+             h.credit_index || ',' || octet_length(",
+            ref_text!(),
+            ") || ':' || ",
+            ref_text!(),
+            " || ';', ''",
+            history_order!(),
+            ") FROM credit_history h JOIN addresses a ON a.id = h.address_id \
+             JOIN refs r ON r.id = h.ref_id WHERE a.address = ANY($1::text[]) \
+             GROUP BY a.address ORDER BY a.address"
+        ))
         .bind(addresses)
         .fetch_all(&mut *self.tx)
         .await
@@ -737,11 +821,13 @@ impl LedgerTx for PgTx {
 
     async fn delete_lots_of(&mut self, addresses: &[&str]) -> Result<(), StoreError> {
         let addresses: Vec<String> = addresses.iter().map(|a| (*a).to_string()).collect();
-        sqlx::query("DELETE FROM credit_lots WHERE address = ANY($1)")
-            .bind(addresses)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(db_err)?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM credit_lots WHERE address_id IN {ADDRESS_IDS_1}"
+        )))
+        .bind(addresses)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
         Ok(())
     }
 
@@ -762,17 +848,28 @@ impl LedgerTx for PgTx {
         if records.is_empty() {
             return Ok(());
         }
+        self.intern(
+            std::iter::empty(),
+            records.iter().map(|r| r.item_hash.as_str()),
+        )
+        .await?;
         let status = |r: &MessageRecord| match &r.status {
             MessageStatus::Processed => ("processed".to_string(), None),
             MessageStatus::Rejected { error } => ("rejected".to_string(), Some(error.clone())),
         };
+        let (hashes, names) = ref_arrays(records.iter().map(|r| r.item_hash.as_str()));
         sqlx::query(
-            "INSERT INTO credit_messages (item_hash, status, ignored, error, recorded_at) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) \
-             ON CONFLICT (item_hash) DO UPDATE SET status = EXCLUDED.status, ignored = EXCLUDED.ignored, \
+            "INSERT INTO credit_messages (ref_id, status, ignored, error, recorded_at) \
+             SELECT COALESCE(rh.id, rn.id), u.status, u.ignored, u.error, u.recorded_at \
+             FROM UNNEST($1::bytea[], $2::text[], $3::text[], $4::text[], $5::text[], \
+             $6::timestamptz[]) WITH ORDINALITY AS u(hash, name, status, ignored, error, recorded_at, n) \
+             LEFT JOIN refs rh ON rh.hash = u.hash LEFT JOIN refs rn ON rn.name = u.name \
+             ORDER BY u.n \
+             ON CONFLICT (ref_id) DO UPDATE SET status = EXCLUDED.status, ignored = EXCLUDED.ignored, \
              error = EXCLUDED.error, recorded_at = EXCLUDED.recorded_at",
         )
-        .bind(records.iter().map(|r| r.item_hash.clone()).collect::<Vec<_>>())
+        .bind(hashes)
+        .bind(names)
         .bind(records.iter().map(|r| status(r).0).collect::<Vec<_>>())
         .bind(records.iter().map(|r| r.ignored.clone()).collect::<Vec<_>>())
         .bind(records.iter().map(|r| status(r).1).collect::<Vec<_>>())
@@ -780,6 +877,92 @@ impl LedgerTx for PgTx {
         .execute(&mut *self.tx)
         .await
         .map_err(db_err)?;
+        Ok(())
+    }
+}
+
+impl PgTx {
+    /// Interns addresses and references not seen before (ids in order of first appearance;
+    /// known ones keep theirs and consume no id).
+    async fn intern<'a>(
+        &mut self,
+        addresses: impl Iterator<Item = &'a str>,
+        references: impl Iterator<Item = &'a str>,
+    ) -> Result<(), StoreError> {
+        let mut seen = std::collections::HashSet::new();
+        let addresses: Vec<String> = addresses
+            .filter(|a| seen.insert(*a))
+            .map(str::to_string)
+            .collect();
+        if !addresses.is_empty() {
+            sqlx::query(
+                "INSERT INTO addresses (address) \
+                 SELECT u.address FROM UNNEST($1::text[]) WITH ORDINALITY AS u(address, n) \
+                 WHERE NOT EXISTS (SELECT 1 FROM addresses a WHERE a.address = u.address) \
+                 ORDER BY u.n ON CONFLICT DO NOTHING",
+            )
+            .bind(addresses)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        }
+        let mut seen = std::collections::HashSet::new();
+        let (hashes, names) = ref_arrays(references.filter(|r| seen.insert(*r)));
+        if !hashes.is_empty() {
+            sqlx::query(
+                "INSERT INTO refs (hash, name) \
+                 SELECT u.hash, u.name FROM UNNEST($1::bytea[], $2::text[]) WITH ORDINALITY \
+                 AS u(hash, name, n) \
+                 WHERE NOT EXISTS (SELECT 1 FROM refs r WHERE r.hash = u.hash OR r.name = u.name) \
+                 ORDER BY u.n ON CONFLICT DO NOTHING",
+            )
+            .bind(hashes)
+            .bind(names)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    /// Inserts lots (`upsert`: or sets the remainder of an existing one; else skips it).
+    async fn put_lots(&mut self, lots: &[Lot], upsert: bool) -> Result<(), StoreError> {
+        if lots.is_empty() {
+            return Ok(());
+        }
+        let (hashes, names) = ref_arrays(lots.iter().map(|l| l.credit_ref.as_str()));
+        let query = if upsert {
+            sqlx::query(concat!(
+                put_lots_select!(),
+                " ON CONFLICT (address_id, message_timestamp, ref_id, credit_index) \
+                 DO UPDATE SET amount_remaining = EXCLUDED.amount_remaining"
+            ))
+        } else {
+            sqlx::query(concat!(put_lots_select!(), " ON CONFLICT DO NOTHING"))
+        };
+        query
+            .bind(lots.iter().map(|l| l.address.clone()).collect::<Vec<_>>())
+            .bind(
+                lots.iter()
+                    .map(|l| odt(l.message_timestamp))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(hashes)
+            .bind(names)
+            .bind(lots.iter().map(|l| l.credit_index).collect::<Vec<_>>())
+            .bind(
+                lots.iter()
+                    .map(|l| l.amount_remaining.0)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                lots.iter()
+                    .map(|l| opt_odt(l.expiration_date))
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 }

@@ -110,3 +110,20 @@ pub fn message_record(r: &PgRow) -> Result<MessageRecord, StoreError> {
         recorded_at: ts(r.try_get("recorded_at").map_err(db_err)?)?,
     })
 }
+
+/// A reference (item hash, credit ref) as the `refs` table keeps it: `(hash, name)` — the 32
+/// bytes of 64 lower-case hex digits ([`lotledger_store::hash_bytes`]), or else the text.
+/// Exactly one is set.
+pub fn ref_parts(reference: &str) -> (Option<Vec<u8>>, Option<String>) {
+    match lotledger_store::hash_bytes(reference) {
+        Some(bytes) => (Some(bytes.to_vec()), None),
+        None => (None, Some(reference.to_string())),
+    }
+}
+
+/// [`ref_parts`] of many references, as the two arrays `UNNEST($n::bytea[], $m::text[])` takes.
+pub fn ref_arrays<'a>(
+    references: impl IntoIterator<Item = &'a str>,
+) -> (Vec<Option<Vec<u8>>>, Vec<Option<String>>) {
+    references.into_iter().map(ref_parts).unzip()
+}

@@ -1,6 +1,9 @@
 //! The embedded SQLite store: one file, WAL, `BEGIN IMMEDIATE` write transactions.
 //!
 //! Instants are stored as INTEGER microseconds, decimals as TEXT in PostgreSQL `NUMERIC` form.
+//! History rows and message records append under INTEGER row ids; addresses and references are
+//! interned (`addresses`, `refs`), a 64-hex reference as its 32 bytes (migration 0005). The
+//! SQL joins them back, so the [`LedgerTx`] seen by the writers speaks text as before.
 //! Rows are mapped by hand (`wrappers`): core types never see sqlx.
 
 use std::str::FromStr;
@@ -20,7 +23,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 mod wrappers;
-use wrappers::{db_err, history_row, lot, message_record};
+use wrappers::{StoredRef, db_err, history_row, lot, message_record};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -29,10 +32,78 @@ const INSERT_CHUNK_ROWS: usize = 500;
 /// Values per `IN (…)` list.
 const IN_CHUNK: usize = 500;
 
-const HISTORY_COLUMNS: &str = "address, amount, price, bonus_amount, tx_hash, token, chain, provider, origin, \
-     origin_ref, payment_method, credit_ref, credit_index, expiration_date, message_timestamp, expense_count, \
-     expense_size_mib";
+/// A stored reference (`refs.ref` of the row aliased `r`) as text: a BLOB (a 64-hex hash) as
+/// lower-case hex. References sort by this text, never by the stored value.
+macro_rules! ref_text {
+    () => {
+        "CASE WHEN typeof(r.ref) = 'blob' THEN lower(hex(r.ref)) ELSE r.ref END"
+    };
+}
 
+/// History rows with the columns `wrappers::history_row` reads; `h` the history row.
+macro_rules! history_select {
+    () => {
+        concat!(
+            "SELECT a.address, h.amount, h.price, h.bonus_amount, h.tx_hash, h.token, h.chain, \
+             h.provider, h.origin, h.origin_ref, h.payment_method, ",
+            ref_text!(),
+            " AS credit_ref, h.credit_index, h.expiration_date, h.message_timestamp, \
+             h.expense_count, h.expense_size_mib FROM credit_history h \
+             JOIN addresses a ON a.id = h.address_id JOIN refs r ON r.id = h.ref_id"
+        )
+    };
+}
+
+/// Lots with the columns `wrappers::lot` reads; `l` the lot.
+macro_rules! lot_select {
+    () => {
+        concat!(
+            "SELECT a.address, l.message_timestamp, ",
+            ref_text!(),
+            " AS credit_ref, l.credit_index, l.amount_remaining, l.expiration_date \
+             FROM credit_lots l JOIN addresses a ON a.id = l.address_id JOIN refs r ON r.id = l.ref_id"
+        )
+    };
+}
+
+/// Message records with the columns `wrappers::message_record` reads; `m` the record.
+macro_rules! message_select {
+    () => {
+        concat!(
+            "SELECT ",
+            ref_text!(),
+            " AS item_hash, m.status, m.ignored, m.error, m.recorded_at \
+             FROM credit_messages m JOIN refs r ON r.id = m.ref_id"
+        )
+    };
+}
+
+/// Emission (replay) order of lots `l` / history rows `h`.
+macro_rules! lot_order {
+    () => {
+        concat!(
+            " ORDER BY l.message_timestamp, ",
+            ref_text!(),
+            ", l.credit_index"
+        )
+    };
+}
+macro_rules! history_order {
+    () => {
+        concat!(
+            " ORDER BY h.message_timestamp, ",
+            ref_text!(),
+            ", h.credit_index"
+        )
+    };
+}
+
+/// The interned id of the address bound next (NULL if never interned).
+macro_rules! address_id {
+    () => {
+        "(SELECT id FROM addresses WHERE address = ?)"
+    };
+}
 /// A lotledger store in one SQLite file.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -167,11 +238,12 @@ impl Store for SqliteStore {
         at: Timestamp,
     ) -> Result<(Credits, Vec<BalanceDetail>), StoreError> {
         // Grouped in SQL: one row per expiry, not one per lot.
-        let groups: Vec<(Option<i64>, i64)> = sqlx::query_as(
+        let groups: Vec<(Option<i64>, i64)> = sqlx::query_as(concat!(
             "SELECT expiration_date, SUM(amount_remaining) FROM credit_lots \
-             WHERE address = ? AND (expiration_date IS NULL OR expiration_date > ?) \
-             GROUP BY expiration_date",
-        )
+             WHERE address_id = ",
+            address_id!(),
+            " AND (expiration_date IS NULL OR expiration_date > ?) GROUP BY expiration_date"
+        ))
         .bind(address)
         .bind(at.as_micros())
         .fetch_all(&self.pool)
@@ -192,17 +264,21 @@ impl Store for SqliteStore {
     }
 
     async fn history(&self, selector: &HistorySelector) -> Result<Vec<HistoryRow>, StoreError> {
-        let (sql, key) = match selector {
-            HistorySelector::Address(a) => ("WHERE address = ?", a),
-            HistorySelector::CreditRef(r) => ("WHERE credit_ref = ?", r),
+        let query = match selector {
+            HistorySelector::Address(a) => sqlx::query(concat!(
+                history_select!(),
+                " WHERE h.address_id = ",
+                address_id!(),
+                " ORDER BY credit_ref, h.credit_index"
+            ))
+            .bind(a.clone()),
+            HistorySelector::CreditRef(r) => sqlx::query(concat!(
+                history_select!(),
+                " WHERE h.ref_id = (SELECT id FROM refs WHERE ref = ?) ORDER BY h.credit_index"
+            ))
+            .bind(StoredRef::of(r)),
         };
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {HISTORY_COLUMNS} FROM credit_history {sql} ORDER BY credit_ref, credit_index"
-        )))
-        .bind(key)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        let rows = query.fetch_all(&self.pool).await.map_err(db_err)?;
         rows.iter().map(history_row).collect()
     }
 
@@ -213,7 +289,9 @@ impl Store for SqliteStore {
 
     async fn addresses(&self) -> Result<Vec<String>, StoreError> {
         sqlx::query_scalar(
-            "SELECT address FROM credit_history UNION SELECT address FROM credit_lots ORDER BY address",
+            "SELECT address FROM addresses a \
+             WHERE EXISTS (SELECT 1 FROM credit_history WHERE address_id = a.id) \
+             OR EXISTS (SELECT 1 FROM credit_lots WHERE address_id = a.id) ORDER BY address",
         )
         .fetch_all(&self.pool)
         .await
@@ -265,17 +343,20 @@ impl Store for SqliteStore {
         &self,
         q: &BalancesQuery<'_>,
     ) -> Result<Vec<(String, Credits)>, StoreError> {
+        // Addresses in text order off their unique index, each summing its own lots.
         let mut b = QueryBuilder::<Sqlite>::new(
-            "SELECT address, COALESCE(SUM(CASE WHEN expiration_date IS NULL OR expiration_date > ",
+            "SELECT a.address, COALESCE(SUM(CASE WHEN l.expiration_date IS NULL OR l.expiration_date > ",
         );
-        b.push_bind(q.at.as_micros())
-            .push(" THEN amount_remaining ELSE 0 END), 0) AS balance FROM credit_lots");
+        b.push_bind(q.at.as_micros()).push(
+            " THEN l.amount_remaining ELSE 0 END), 0) AS balance \
+             FROM addresses a JOIN credit_lots l ON l.address_id = a.id",
+        );
         if let Some(after) = q.after {
-            b.push(" WHERE address > ").push_bind(after);
+            b.push(" WHERE a.address > ").push_bind(after);
         }
-        b.push(" GROUP BY address HAVING balance >= ")
+        b.push(" GROUP BY a.address HAVING balance >= ")
             .push_bind(q.min_balance)
-            .push(" ORDER BY address LIMIT ")
+            .push(" ORDER BY a.address LIMIT ")
             .push_bind(q.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)))
             .push(" OFFSET ")
             .push_bind(i64::try_from(q.offset).unwrap_or(i64::MAX));
@@ -293,7 +374,7 @@ impl Store for SqliteStore {
         min_balance: i64,
     ) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM (SELECT address FROM credit_lots GROUP BY address \
+            "SELECT COUNT(*) FROM (SELECT address_id FROM credit_lots GROUP BY address_id \
              HAVING COALESCE(SUM(CASE WHEN expiration_date IS NULL OR expiration_date > ? \
              THEN amount_remaining ELSE 0 END), 0) >= ?)",
         )
@@ -315,7 +396,9 @@ impl Store for SqliteStore {
              WHERE payment_method = 'credit_expense'",
         );
         if let Some(a) = address {
-            b.push(" AND address = ").push_bind(a);
+            b.push(" AND address_id = (SELECT id FROM addresses WHERE address = ")
+                .push_bind(a)
+                .push(")");
         }
         if let Some(r) = resource {
             b.push(" AND COALESCE(NULLIF(origin, ''), origin_ref) = ")
@@ -330,13 +413,21 @@ impl Store for SqliteStore {
     }
 
     async fn message(&self, item_hash: &str) -> Result<Option<MessageRecord>, StoreError> {
-        let row = sqlx::query("SELECT item_hash, status, ignored, error, recorded_at FROM credit_messages WHERE item_hash = ?")
-            .bind(item_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
-        row.as_ref().map(message_record).transpose()
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        message(&mut conn, item_hash).await
     }
+}
+
+async fn message(
+    conn: &mut sqlx::SqliteConnection,
+    item_hash: &str,
+) -> Result<Option<MessageRecord>, StoreError> {
+    let row = sqlx::query(concat!(message_select!(), " WHERE r.ref = ?"))
+        .bind(StoredRef::of(item_hash))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    row.as_ref().map(message_record).transpose()
 }
 
 async fn balance(
@@ -344,10 +435,11 @@ async fn balance(
     address: &str,
     at: Timestamp,
 ) -> Result<Credits, StoreError> {
-    let sum: Option<i64> = sqlx::query_scalar(
-        "SELECT SUM(amount_remaining) FROM credit_lots \
-         WHERE address = ? AND (expiration_date IS NULL OR expiration_date > ?)",
-    )
+    let sum: Option<i64> = sqlx::query_scalar(concat!(
+        "SELECT SUM(amount_remaining) FROM credit_lots WHERE address_id = ",
+        address_id!(),
+        " AND (expiration_date IS NULL OR expiration_date > ?)"
+    ))
     .bind(address)
     .bind(at.as_micros())
     .fetch_one(&mut *conn)
@@ -360,10 +452,12 @@ async fn address_lots(
     conn: &mut sqlx::SqliteConnection,
     address: &str,
 ) -> Result<Vec<Lot>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date \
-         FROM credit_lots WHERE address = ? ORDER BY message_timestamp, credit_ref, credit_index",
-    )
+    let rows = sqlx::query(concat!(
+        lot_select!(),
+        " WHERE l.address_id = ",
+        address_id!(),
+        lot_order!()
+    ))
     .bind(address)
     .fetch_all(&mut *conn)
     .await
@@ -375,10 +469,12 @@ async fn address_history(
     conn: &mut sqlx::SqliteConnection,
     address: &str,
 ) -> Result<Vec<HistoryRow>, StoreError> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {HISTORY_COLUMNS} FROM credit_history WHERE address = ? \
-         ORDER BY message_timestamp, credit_ref, credit_index"
-    )))
+    let rows = sqlx::query(concat!(
+        history_select!(),
+        " WHERE h.address_id = ",
+        address_id!(),
+        history_order!()
+    ))
     .bind(address)
     .fetch_all(&mut *conn)
     .await
@@ -387,16 +483,102 @@ async fn address_history(
 }
 
 /// `v1, v2, …` bound as parameters, then `)` (the caller wrote `… IN (`).
-fn push_in_list(qb: &mut QueryBuilder<Sqlite>, values: &[&str]) {
+fn push_in_list<T>(qb: &mut QueryBuilder<Sqlite>, values: impl IntoIterator<Item = T>)
+where
+    T: for<'q> sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>,
+{
     let mut list = qb.separated(", ");
     for v in values {
-        list.push_bind(*v);
+        list.push_bind(v);
     }
     qb.push(")");
 }
 
+/// `(v1, …), (…), …` bound as parameters: one row of `row`'s values per item, for a
+/// `FROM (VALUES …) v` whose columns SQLite names `v.column1`, `v.column2`, ….
+fn push_value_rows<I>(
+    qb: &mut QueryBuilder<Sqlite>,
+    items: impl IntoIterator<Item = I>,
+    row: impl Fn(sqlx::query_builder::Separated<'_, Sqlite, &'static str>, I),
+) {
+    let mut first = true;
+    for item in items {
+        if !first {
+            qb.push(", ");
+        }
+        first = false;
+        qb.push("(");
+        row(qb.separated(", "), item);
+        qb.push(")");
+    }
+}
+
 fn opt_micros(t: Option<Timestamp>) -> Option<i64> {
     t.map(Timestamp::as_micros)
+}
+
+/// Distinct values in order of first appearance.
+fn distinct<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen = std::collections::HashSet::new();
+    values.into_iter().filter(|v| seen.insert(*v)).collect()
+}
+
+impl SqliteTx {
+    /// Interns addresses (ids in order of first appearance; known ones are kept).
+    async fn intern_addresses(&mut self, addresses: &[&str]) -> Result<(), StoreError> {
+        for chunk in distinct(addresses.iter().copied()).chunks(IN_CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO addresses (address) ");
+            qb.push_values(chunk, |mut b, a| {
+                b.push_bind(a.to_string());
+            });
+            qb.push(" ON CONFLICT DO NOTHING");
+            qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    /// Interns references (binary when 64-hex; ids in order of first appearance).
+    async fn intern_refs(&mut self, refs: &[&str]) -> Result<(), StoreError> {
+        for chunk in distinct(refs.iter().copied()).chunks(IN_CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO refs (ref) ");
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(StoredRef::of(r));
+            });
+            qb.push(" ON CONFLICT DO NOTHING");
+            qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    /// Inserts lots (`upsert`: or sets the remainder of an existing one; else skips it).
+    async fn put_lots(&mut self, lots: &[Lot], upsert: bool) -> Result<(), StoreError> {
+        for chunk in lots.chunks(INSERT_CHUNK_ROWS) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO credit_lots (address_id, message_timestamp, ref_id, credit_index, \
+                 amount_remaining, expiration_date) \
+                 SELECT (SELECT id FROM addresses WHERE address = v.column1), v.column2, \
+                 (SELECT id FROM refs WHERE ref = v.column3), v.column4, v.column5, v.column6 \
+                 FROM (VALUES ",
+            );
+            push_value_rows(&mut qb, chunk, |mut b, l| {
+                b.push_bind(l.address.clone())
+                    .push_bind(l.message_timestamp.as_micros())
+                    .push_bind(StoredRef::of(&l.credit_ref))
+                    .push_bind(l.credit_index)
+                    .push_bind(l.amount_remaining.0)
+                    .push_bind(opt_micros(l.expiration_date));
+            });
+            qb.push(if upsert {
+                ") v WHERE true ON CONFLICT (address_id, message_timestamp, ref_id, credit_index) \
+                 DO UPDATE SET amount_remaining = excluded.amount_remaining"
+            } else {
+                ") v WHERE true ON CONFLICT DO NOTHING"
+            });
+            qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
+        }
+        Ok(())
+    }
 }
 
 impl LedgerTx for SqliteTx {
@@ -404,37 +586,11 @@ impl LedgerTx for SqliteTx {
         &mut self,
         item_hash: &str,
     ) -> Result<Option<MessageStatus>, StoreError> {
-        let row = sqlx::query("SELECT item_hash, status, ignored, error, recorded_at FROM credit_messages WHERE item_hash = ?")
-            .bind(item_hash)
-            .fetch_optional(&mut *self.tx)
-            .await
-            .map_err(db_err)?;
-        Ok(row
-            .as_ref()
-            .map(message_record)
-            .transpose()?
-            .map(|r| r.status))
+        Ok(message(&mut self.tx, item_hash).await?.map(|r| r.status))
     }
 
     async fn record_message(&mut self, record: &MessageRecord) -> Result<(), StoreError> {
-        let (status, error) = match &record.status {
-            MessageStatus::Processed => ("processed", None),
-            MessageStatus::Rejected { error } => ("rejected", Some(error.as_str())),
-        };
-        sqlx::query(
-            "INSERT INTO credit_messages (item_hash, status, ignored, error, recorded_at) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (item_hash) DO UPDATE SET status = excluded.status, ignored = excluded.ignored, \
-             error = excluded.error, recorded_at = excluded.recorded_at",
-        )
-        .bind(&record.item_hash)
-        .bind(status)
-        .bind(record.ignored.as_deref())
-        .bind(error)
-        .bind(record.recorded_at.as_micros())
-        .execute(&mut *self.tx)
-        .await
-        .map_err(db_err)?;
-        Ok(())
+        self.record_messages(std::slice::from_ref(record)).await
     }
 
     async fn lock(&mut self, _item_hash: &str, _addresses: &[&str]) -> Result<(), StoreError> {
@@ -451,15 +607,16 @@ impl LedgerTx for SqliteTx {
         demand: &[(&str, i128)],
         ts: Timestamp,
     ) -> Result<Vec<Lot>, StoreError> {
-        let addresses: Vec<&str> = demand.iter().map(|(a, _)| *a).collect();
         let mut out = Vec::new();
-        for address in &addresses {
-            let rows = sqlx::query(
-                "SELECT address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date \
-                 FROM credit_lots WHERE address = ? AND message_timestamp <= ? \
-                 AND (expiration_date IS NULL OR expiration_date > ?) \
-                 ORDER BY message_timestamp, credit_ref, credit_index",
-            )
+        for (address, _) in demand {
+            let rows = sqlx::query(concat!(
+                lot_select!(),
+                " WHERE l.address_id = ",
+                address_id!(),
+                " AND l.message_timestamp <= ? \
+                 AND (l.expiration_date IS NULL OR l.expiration_date > ?)",
+                lot_order!()
+            ))
             .bind(*address)
             .bind(ts.as_micros())
             .bind(ts.as_micros())
@@ -478,14 +635,30 @@ impl LedgerTx for SqliteTx {
         rows: &[HistoryRow],
         last_update: Timestamp,
     ) -> Result<u64, StoreError> {
+        let addresses: Vec<&str> = rows.iter().map(|r| r.address.as_str()).collect();
+        self.intern_addresses(&addresses).await?;
+        let refs: Vec<&str> = rows.iter().map(|r| r.credit_ref.as_str()).collect();
+        self.intern_refs(&refs).await?;
         let mut inserted = 0;
         for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-                "INSERT INTO credit_history ({HISTORY_COLUMNS}, last_update) "
-            ));
-            qb.push_values(chunk, |mut b, r| {
-                b.push_bind(r.address.clone())
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO credit_history (ref_id, credit_index, address_id, message_timestamp, \
+                 amount, expiration_date, last_update, price, bonus_amount, tx_hash, token, chain, \
+                 provider, origin, origin_ref, payment_method, expense_count, expense_size_mib) \
+                 SELECT (SELECT id FROM refs WHERE ref = v.column1), v.column2, \
+                 (SELECT id FROM addresses WHERE address = v.column3), v.column4, v.column5, \
+                 v.column6, v.column7, v.column8, v.column9, v.column10, v.column11, v.column12, \
+                 v.column13, v.column14, v.column15, v.column16, v.column17, v.column18 \
+                 FROM (VALUES ",
+            );
+            push_value_rows(&mut qb, chunk, |mut b, r| {
+                b.push_bind(StoredRef::of(&r.credit_ref))
+                    .push_bind(r.credit_index)
+                    .push_bind(r.address.clone())
+                    .push_bind(r.message_timestamp.as_micros())
                     .push_bind(r.amount.0)
+                    .push_bind(opt_micros(r.expiration_date))
+                    .push_bind(last_update.as_micros())
                     .push_bind(r.price.clone())
                     .push_bind(r.bonus_amount)
                     .push_bind(r.tx_hash.clone())
@@ -495,15 +668,10 @@ impl LedgerTx for SqliteTx {
                     .push_bind(r.origin.clone())
                     .push_bind(r.origin_ref.clone())
                     .push_bind(r.payment_method.clone())
-                    .push_bind(r.credit_ref.clone())
-                    .push_bind(r.credit_index)
-                    .push_bind(opt_micros(r.expiration_date))
-                    .push_bind(r.message_timestamp.as_micros())
                     .push_bind(r.expense_count)
-                    .push_bind(r.expense_size_mib.clone())
-                    .push_bind(last_update.as_micros());
+                    .push_bind(r.expense_size_mib.clone());
             });
-            qb.push(" ON CONFLICT (credit_ref, credit_index) DO NOTHING");
+            qb.push(") v WHERE true ON CONFLICT (ref_id, credit_index) DO NOTHING");
             inserted += qb
                 .build()
                 .execute(&mut *self.tx)
@@ -515,41 +683,31 @@ impl LedgerTx for SqliteTx {
     }
 
     async fn insert_lots(&mut self, lots: &[Lot]) -> Result<(), StoreError> {
-        for chunk in lots.chunks(INSERT_CHUNK_ROWS) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO credit_lots (address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date) ",
-            );
-            qb.push_values(chunk, |mut b, l| {
-                b.push_bind(l.address.clone())
-                    .push_bind(l.message_timestamp.as_micros())
-                    .push_bind(l.credit_ref.clone())
-                    .push_bind(l.credit_index)
-                    .push_bind(l.amount_remaining.0)
-                    .push_bind(opt_micros(l.expiration_date));
-            });
-            qb.push(" ON CONFLICT DO NOTHING");
-            qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
-        }
-        Ok(())
+        self.put_lots(lots, false).await
     }
 
     async fn update_lots(&mut self, lots: &[Lot]) -> Result<(), StoreError> {
         for l in lots {
             let query = if l.amount_remaining.is_positive() {
-                sqlx::query(
-                    "UPDATE credit_lots SET amount_remaining = ? \
-                     WHERE address = ? AND message_timestamp = ? AND credit_ref = ? AND credit_index = ?",
-                )
+                sqlx::query(concat!(
+                    "UPDATE credit_lots SET amount_remaining = ? WHERE address_id = ",
+                    address_id!(),
+                    " AND message_timestamp = ? \
+                     AND ref_id = (SELECT id FROM refs WHERE ref = ?) AND credit_index = ?"
+                ))
                 .bind(l.amount_remaining.0)
             } else {
-                sqlx::query(
-                    "DELETE FROM credit_lots WHERE address = ? AND message_timestamp = ? AND credit_ref = ? AND credit_index = ?",
-                )
+                sqlx::query(concat!(
+                    "DELETE FROM credit_lots WHERE address_id = ",
+                    address_id!(),
+                    " AND message_timestamp = ? \
+                     AND ref_id = (SELECT id FROM refs WHERE ref = ?) AND credit_index = ?"
+                ))
             };
             query
-                .bind(&l.address)
+                .bind(l.address.clone())
                 .bind(l.message_timestamp.as_micros())
-                .bind(&l.credit_ref)
+                .bind(StoredRef::of(&l.credit_ref))
                 .bind(l.credit_index)
                 .execute(&mut *self.tx)
                 .await
@@ -564,10 +722,14 @@ impl LedgerTx for SqliteTx {
         ts: Timestamp,
         credit_ref: &str,
     ) -> Result<(bool, bool), StoreError> {
-        let row: (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*) > 0, COALESCE(MAX(amount < 0), 0) FROM (SELECT amount FROM credit_history \
-             WHERE address = ?1 AND (message_timestamp > ?2 OR (message_timestamp = ?2 AND credit_ref > ?3)))",
-        )
+        let row: (i64, i64) = sqlx::query_as(concat!(
+            "SELECT COUNT(*) > 0, COALESCE(MAX(h.amount < 0), 0) FROM credit_history h \
+             JOIN refs r ON r.id = h.ref_id \
+             WHERE h.address_id = (SELECT id FROM addresses WHERE address = ?1) \
+             AND (h.message_timestamp > ?2 OR (h.message_timestamp = ?2 AND ",
+            ref_text!(),
+            " > ?3))"
+        ))
         .bind(address)
         .bind(ts.as_micros())
         .bind(credit_ref)
@@ -582,11 +744,7 @@ impl LedgerTx for SqliteTx {
     }
 
     async fn replace_lots(&mut self, address: &str, lots: &[Lot]) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM credit_lots WHERE address = ?")
-            .bind(address)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(db_err)?;
+        self.delete_lots_of(&[address]).await?;
         self.insert_lots(lots).await
     }
 
@@ -598,11 +756,9 @@ impl LedgerTx for SqliteTx {
     async fn load_lots(&mut self, addresses: &[&str]) -> Result<Vec<Lot>, StoreError> {
         let mut out = Vec::new();
         for chunk in addresses.chunks(IN_CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "SELECT address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date \
-                 FROM credit_lots WHERE address IN (",
-            );
-            push_in_list(&mut qb, chunk);
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new(concat!(lot_select!(), " WHERE a.address IN ("));
+            push_in_list(&mut qb, chunk.iter().map(|a| a.to_string()));
             for row in qb.build().fetch_all(&mut *self.tx).await.map_err(db_err)? {
                 out.push(lot(&row)?);
             }
@@ -614,26 +770,29 @@ impl LedgerTx for SqliteTx {
         &mut self,
         addresses: &[&str],
     ) -> Result<Vec<(String, LastRows)>, StoreError> {
-        // Index seeks on (address, message_timestamp, credit_ref, …) read backwards: the last
-        // row of each address, and its last debit. No scan of whole histories.
+        // Index seeks on (address_id, message_timestamp) read backwards: the last row of each
+        // address, and its last debit (ties on the instant broken by the reference's text).
         let mut out = Vec::new();
         for chunk in addresses.chunks(IN_CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("WITH a(address) AS (VALUES ");
-            let mut first = true;
-            for a in chunk {
-                if !first {
-                    qb.push(", ");
-                }
-                first = false;
-                qb.push("(").push_bind(*a).push(")");
-            }
-            qb.push(
-                ") SELECT a.address, \
-                 (SELECT message_timestamp || ' ' || credit_ref FROM credit_history h WHERE h.address = a.address \
-                  ORDER BY message_timestamp DESC, credit_ref DESC LIMIT 1), \
-                 (SELECT message_timestamp || ' ' || credit_ref FROM credit_history h WHERE h.address = a.address \
-                  AND amount < 0 ORDER BY message_timestamp DESC, credit_ref DESC LIMIT 1) FROM a",
-            );
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("WITH q(address) AS (VALUES ");
+            push_value_rows(&mut qb, chunk, |mut b, a| {
+                b.push_bind(a.to_string());
+            });
+            qb.push(concat!(
+                ") SELECT q.address, \
+                 (SELECT h.message_timestamp || ' ' || ",
+                ref_text!(),
+                " FROM credit_history h JOIN refs r ON r.id = h.ref_id WHERE h.address_id = x.id \
+                 ORDER BY h.message_timestamp DESC, ",
+                ref_text!(),
+                " DESC LIMIT 1), \
+                 (SELECT h.message_timestamp || ' ' || ",
+                ref_text!(),
+                " FROM credit_history h JOIN refs r ON r.id = h.ref_id WHERE h.address_id = x.id \
+                 AND h.amount < 0 ORDER BY h.message_timestamp DESC, ",
+                ref_text!(),
+                " DESC LIMIT 1) FROM q JOIN addresses x ON x.address = q.address"
+            ));
             let rows: Vec<(String, Option<String>, Option<String>)> = qb
                 .build_query_as()
                 .fetch_all(&mut *self.tx)
@@ -671,10 +830,9 @@ impl LedgerTx for SqliteTx {
     ) -> Result<Vec<(String, MessageStatus)>, StoreError> {
         let mut out = Vec::new();
         for chunk in item_hashes.chunks(IN_CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "SELECT item_hash, status, ignored, error, recorded_at FROM credit_messages WHERE item_hash IN (",
-            );
-            push_in_list(&mut qb, chunk);
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new(concat!(message_select!(), " WHERE r.ref IN ("));
+            push_in_list(&mut qb, chunk.iter().map(|h| StoredRef::of(h)));
             for row in qb.build().fetch_all(&mut *self.tx).await.map_err(db_err)? {
                 let r = message_record(&row)?;
                 out.push((r.item_hash, r.status));
@@ -689,10 +847,13 @@ impl LedgerTx for SqliteTx {
     ) -> Result<Vec<(String, i32)>, StoreError> {
         let mut out = Vec::new();
         for chunk in credit_refs.chunks(IN_CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "SELECT credit_ref, credit_index FROM credit_history WHERE credit_ref IN (",
-            );
-            push_in_list(&mut qb, chunk);
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(concat!(
+                "SELECT ",
+                ref_text!(),
+                ", h.credit_index FROM credit_history h JOIN refs r ON r.id = h.ref_id \
+                 WHERE r.ref IN ("
+            ));
+            push_in_list(&mut qb, chunk.iter().map(|r| StoredRef::of(r)));
             let rows: Vec<(String, i32)> = qb
                 .build_query_as()
                 .fetch_all(&mut *self.tx)
@@ -706,46 +867,20 @@ impl LedgerTx for SqliteTx {
     async fn write_lots(&mut self, upserts: &[Lot], deletes: &[Lot]) -> Result<(), StoreError> {
         for chunk in deletes.chunks(IN_CHUNK / 4) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "DELETE FROM credit_lots WHERE (address, message_timestamp, credit_ref, credit_index) IN (VALUES ",
+                "DELETE FROM credit_lots WHERE (address_id, message_timestamp, ref_id, credit_index) \
+                 IN (SELECT (SELECT id FROM addresses WHERE address = v.column1), v.column2, \
+                 (SELECT id FROM refs WHERE ref = v.column3), v.column4 FROM (VALUES ",
             );
-            let mut first = true;
-            for l in chunk {
-                if !first {
-                    qb.push(", ");
-                }
-                first = false;
-                qb.push("(")
-                    .push_bind(l.address.clone())
-                    .push(", ")
-                    .push_bind(l.message_timestamp.as_micros())
-                    .push(", ")
-                    .push_bind(l.credit_ref.clone())
-                    .push(", ")
-                    .push_bind(l.credit_index)
-                    .push(")");
-            }
-            qb.push(")");
-            qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
-        }
-        for chunk in upserts.chunks(INSERT_CHUNK_ROWS) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO credit_lots (address, message_timestamp, credit_ref, credit_index, amount_remaining, expiration_date) ",
-            );
-            qb.push_values(chunk, |mut b, l| {
+            push_value_rows(&mut qb, chunk, |mut b, l| {
                 b.push_bind(l.address.clone())
                     .push_bind(l.message_timestamp.as_micros())
-                    .push_bind(l.credit_ref.clone())
-                    .push_bind(l.credit_index)
-                    .push_bind(l.amount_remaining.0)
-                    .push_bind(opt_micros(l.expiration_date));
+                    .push_bind(StoredRef::of(&l.credit_ref))
+                    .push_bind(l.credit_index);
             });
-            qb.push(
-                " ON CONFLICT (address, message_timestamp, credit_ref, credit_index) \
-                 DO UPDATE SET amount_remaining = excluded.amount_remaining",
-            );
+            qb.push(") v)");
             qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
         }
-        Ok(())
+        self.put_lots(upserts, true).await
     }
 
     async fn replay_histories(
@@ -756,15 +891,20 @@ impl LedgerTx for SqliteTx {
         // channel one by one.
         let mut out = Vec::new();
         for chunk in addresses.chunks(IN_CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "SELECT address, group_concat(message_timestamp || ',' || amount || ',' || \
-                 IFNULL(expiration_date, '') || ',' || credit_index || ',' || \
-                 length(CAST(credit_ref AS BLOB)) || ':' || credit_ref || ';', '' \
-                 ORDER BY message_timestamp, credit_ref, credit_index) \
-                 FROM credit_history WHERE address IN (",
-            );
-            push_in_list(&mut qb, chunk);
-            qb.push(" GROUP BY address ORDER BY address");
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(concat!(
+                "SELECT a.address, group_concat(h.message_timestamp || ',' || h.amount || ',' || \
+                 IFNULL(h.expiration_date, '') || ',' || h.credit_index || ',' || \
+                 length(CAST(",
+                ref_text!(),
+                " AS BLOB)) || ':' || ",
+                ref_text!(),
+                " || ';', ''",
+                history_order!(),
+                ") FROM credit_history h JOIN addresses a ON a.id = h.address_id \
+                 JOIN refs r ON r.id = h.ref_id WHERE a.address IN ("
+            ));
+            push_in_list(&mut qb, chunk.iter().map(|a| a.to_string()));
+            qb.push(" GROUP BY a.address ORDER BY a.address");
             let rows: Vec<(String, String)> = qb
                 .build_query_as()
                 .fetch_all(&mut *self.tx)
@@ -779,9 +919,12 @@ impl LedgerTx for SqliteTx {
 
     async fn delete_lots_of(&mut self, addresses: &[&str]) -> Result<(), StoreError> {
         for chunk in addresses.chunks(IN_CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new("DELETE FROM credit_lots WHERE address IN (");
-            push_in_list(&mut qb, chunk);
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "DELETE FROM credit_lots WHERE address_id IN \
+                 (SELECT id FROM addresses WHERE address IN (",
+            );
+            push_in_list(&mut qb, chunk.iter().map(|a| a.to_string()));
+            qb.push(")");
             qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
         }
         Ok(())
@@ -801,24 +944,28 @@ impl LedgerTx for SqliteTx {
     }
 
     async fn record_messages(&mut self, records: &[MessageRecord]) -> Result<(), StoreError> {
+        let hashes: Vec<&str> = records.iter().map(|r| r.item_hash.as_str()).collect();
+        self.intern_refs(&hashes).await?;
         for chunk in records.chunks(INSERT_CHUNK_ROWS) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO credit_messages (item_hash, status, ignored, error, recorded_at) ",
+                "INSERT INTO credit_messages (ref_id, status, ignored, error, recorded_at) \
+                 SELECT (SELECT id FROM refs WHERE ref = v.column1), v.column2, v.column3, \
+                 v.column4, v.column5 FROM (VALUES ",
             );
-            qb.push_values(chunk, |mut b, r| {
+            push_value_rows(&mut qb, chunk, |mut b, r| {
                 let (status, error) = match &r.status {
                     MessageStatus::Processed => ("processed", None),
                     MessageStatus::Rejected { error } => ("rejected", Some(error.clone())),
                 };
-                b.push_bind(r.item_hash.clone())
+                b.push_bind(StoredRef::of(&r.item_hash))
                     .push_bind(status)
                     .push_bind(r.ignored.clone())
                     .push_bind(error)
                     .push_bind(r.recorded_at.as_micros());
             });
             qb.push(
-                " ON CONFLICT (item_hash) DO UPDATE SET status = excluded.status, ignored = excluded.ignored, \
-                 error = excluded.error, recorded_at = excluded.recorded_at",
+                ") v WHERE true ON CONFLICT (ref_id) DO UPDATE SET status = excluded.status, \
+                 ignored = excluded.ignored, error = excluded.error, recorded_at = excluded.recorded_at",
             );
             qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
         }

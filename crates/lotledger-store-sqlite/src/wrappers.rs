@@ -87,3 +87,43 @@ pub fn message_record(r: &SqliteRow) -> Result<MessageRecord, StoreError> {
         recorded_at: ts(r.try_get("recorded_at").map_err(db_err)?)?,
     })
 }
+
+/// A reference (item hash, credit ref) as the `refs` table keeps it: a BLOB of 32 bytes for 64
+/// lower-case hex digits, TEXT otherwise ([`lotledger_store::hash_bytes`]). Bound wherever SQL
+/// looks a reference up by value; read back through `ref_text!()`.
+#[derive(Debug, Clone)]
+pub enum StoredRef {
+    Hash(Vec<u8>),
+    Text(String),
+}
+
+impl StoredRef {
+    pub fn of(reference: &str) -> StoredRef {
+        match lotledger_store::hash_bytes(reference) {
+            Some(bytes) => StoredRef::Hash(bytes.to_vec()),
+            None => StoredRef::Text(reference.to_string()),
+        }
+    }
+}
+
+impl sqlx::Type<sqlx::Sqlite> for StoredRef {
+    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+        <Vec<u8> as sqlx::Type<sqlx::Sqlite>>::type_info()
+    }
+}
+
+impl<'q> sqlx::Encode<'q, sqlx::Sqlite> for StoredRef {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::sqlite::SqliteArgumentsBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        match self {
+            StoredRef::Hash(bytes) => {
+                <Vec<u8> as sqlx::Encode<'q, sqlx::Sqlite>>::encode_by_ref(bytes, buf)
+            }
+            StoredRef::Text(text) => {
+                <String as sqlx::Encode<'q, sqlx::Sqlite>>::encode_by_ref(text, buf)
+            }
+        }
+    }
+}

@@ -65,6 +65,28 @@ impl IngestProgress {
     }
 }
 
+/// The 32 bytes of a reference (item hash, credit ref) written as 64 lower-case hex digits, as
+/// Aleph writes item hashes; the stores keep those in binary. `None` for any other text (names
+/// such as `no_expiry_credits`, upper-case hex, CIDs), which the stores keep as text. The
+/// mapping is one-to-one and keeps byte order among hashes, but a store must sort references
+/// by their text, never by the stored value.
+pub fn hash_bytes(reference: &str) -> Option<[u8; 32]> {
+    let digits = reference.as_bytes();
+    if digits.len() != 64 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
+}
+
 /// A storage failure. Never a validation problem: those are [`Outcome::Rejected`].
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -486,4 +508,42 @@ pub trait LedgerTx: Send {
         &mut self,
         progress: &IngestProgress,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hash_bytes;
+
+    #[test]
+    fn only_lower_case_64_hex_references_are_binary() {
+        let hex = "0f".repeat(32);
+        assert_eq!(hash_bytes(&hex), Some([0x0f; 32]));
+        let mut all = String::new();
+        for b in 0u8..32 {
+            all.push_str(&format!("{:02x}", b * 8));
+        }
+        let bytes = hash_bytes(&all).unwrap();
+        assert_eq!(
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            all
+        );
+        for other in [
+            "no_expiry_credits".to_string(),
+            "0F".repeat(32),
+            "0f".repeat(31),
+            "0f".repeat(33),
+            format!("{}g", "0".repeat(63)),
+            format!("{}é", "0".repeat(62)),
+        ] {
+            assert_eq!(hash_bytes(&other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn binary_hashes_keep_the_text_order() {
+        let a = format!("{}9{}", "a".repeat(10), "0".repeat(53));
+        let b = format!("{}a{}", "a".repeat(10), "0".repeat(53));
+        assert!(a < b);
+        assert!(hash_bytes(&a).unwrap() < hash_bytes(&b).unwrap());
+    }
 }

@@ -64,9 +64,10 @@ pub async fn apply<T: LedgerTx>(
         book.insert(tx.drainable_lots(&demand, op.ts).await?);
     }
     let plan = op.plan(&mut book)?;
+    // History first: a store may key lots by what the history rows introduce (interned ids).
+    let inserted = tx.insert_rows(&plan.rows, now).await?;
     tx.update_lots(&plan.drained_lots).await?;
     tx.insert_lots(&plan.new_lots).await?;
-    let inserted = tx.insert_rows(&plan.rows, now).await?;
     let conflicted = usize::try_from(inserted).ok() != Some(plan.rows.len());
     for address in touched {
         let debits_here = plan

@@ -19,9 +19,11 @@ fn grant(address: &str, credit_ref: &str, amount: i64) -> HistoryRow {
 /// Sets every lot of `address` to 1 behind the ledger's back.
 async fn tamper(url: &str, address: &str) {
     let sql = if url.starts_with("sqlite") {
-        "UPDATE credit_lots SET amount_remaining = 1 WHERE address = ?"
+        "UPDATE credit_lots SET amount_remaining = 1 \
+         WHERE address_id = (SELECT id FROM addresses WHERE address = ?)"
     } else {
-        "UPDATE credit_lots SET amount_remaining = 1 WHERE address = $1"
+        "UPDATE credit_lots SET amount_remaining = 1 \
+         WHERE address_id = (SELECT id FROM addresses WHERE address = $1)"
     };
     if url.starts_with("sqlite") {
         let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();

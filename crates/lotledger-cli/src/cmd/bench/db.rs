@@ -139,6 +139,8 @@ pub struct Sizes {
     pub history_index_bytes: u64,
     pub lots_bytes: u64,
     pub messages_bytes: u64,
+    /// Interned addresses and references (`addresses`, `refs`), where the layout has them.
+    pub interned_bytes: u64,
     pub database_bytes: u64,
     /// How the sizes were obtained.
     pub method: String,
@@ -216,6 +218,7 @@ pub async fn sizes(url: &str, counts: &Counts) -> Result<Sizes> {
                             }
                             "credit_lots" => s.lots_bytes += bytes,
                             "credit_messages" => s.messages_bytes += bytes,
+                            "addresses" | "refs" => s.interned_bytes += bytes,
                             _ => {}
                         }
                     }
@@ -238,6 +241,7 @@ pub async fn sizes(url: &str, counts: &Counts) -> Result<Sizes> {
                         history_index_bytes: 0,
                         lots_bytes: share(counts.lots),
                         messages_bytes: share(counts.messages),
+                        interned_bytes: 0,
                         database_bytes,
                         method: "page_count × page_size split by row counts (dbstat unavailable)"
                             .into(),
@@ -258,6 +262,7 @@ pub async fn sizes(url: &str, counts: &Counts) -> Result<Sizes> {
                 history_index_bytes: non_negative(hi),
                 lots_bytes: non_negative(l),
                 messages_bytes: non_negative(m),
+                interned_bytes: 0,
                 database_bytes: non_negative(d),
                 method: "pg_total_relation_size (dead tuples included)".into(),
             })

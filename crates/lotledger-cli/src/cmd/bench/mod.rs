@@ -637,6 +637,20 @@ async fn size_phase(url: &str, counts: &db::Counts, out: &mut StoreRun) -> Resul
     );
     f.push(
         "size",
+        "interned_bytes_per_history_row",
+        "interned addresses and references, bytes/history row",
+        per(sizes.interned_bytes, counts.history_rows),
+        Unit::Bytes,
+    );
+    f.push(
+        "size",
+        "database_bytes_per_history_row",
+        "whole database, bytes/history row",
+        per(sizes.database_bytes, counts.history_rows),
+        Unit::Bytes,
+    );
+    f.push(
+        "size",
         "database_mib",
         "database, MiB",
         sizes.database_bytes as f64 / MIB,
