@@ -189,6 +189,7 @@ impl Store for PgStore {
             rules,
             now,
             progress,
+            None,
         )
         .await
     }

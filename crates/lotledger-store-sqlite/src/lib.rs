@@ -12,7 +12,7 @@ use std::time::Duration;
 use lotledger_core::{
     BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_from_sums,
 };
-use lotledger_store::batch::{Commit, LastRows};
+use lotledger_store::batch::{BatchCache, Commit, LastRows};
 use lotledger_store::{
     BalancesQuery, BatchItem, Drift, HistorySelector, IngestProgress, LedgerTx, MessageRecord,
     MessageStatus, Outcome, Store, StoreError, writer,
@@ -108,6 +108,9 @@ macro_rules! address_id {
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The addresses the last batch left, for the next one (valid while the file's generation
+    /// is the one that batch committed).
+    cache: std::sync::Arc<std::sync::Mutex<BatchCache>>,
 }
 
 impl SqliteStore {
@@ -130,29 +133,59 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
-        let store = SqliteStore { pool };
+        let store = SqliteStore {
+            pool,
+            cache: Default::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
 
+    /// Opens a write transaction and advances the file's generation (`PRAGMA user_version`),
+    /// which every write transaction of every process does: a cache of what the last batch
+    /// left is exact only while the generation is the one that batch committed.
     async fn write(&self) -> Result<SqliteTx, StoreError> {
-        let tx = self
+        let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_err)?;
-        Ok(SqliteTx { tx })
+        let before: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        // A 32-bit header field: wraps around (only equality is ever asked of it).
+        let after = if before >= i64::from(i32::MAX) || before < 0 {
+            0
+        } else {
+            before + 1
+        };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA user_version = {after}"
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        Ok(SqliteTx {
+            tx,
+            generations: (before, after),
+        })
     }
 }
 
 /// One open `BEGIN IMMEDIATE` transaction.
 pub struct SqliteTx {
     tx: Transaction<'static, Sqlite>,
+    generations: (i64, i64),
 }
 
 impl Commit for SqliteTx {
     async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await.map_err(db_err)
+    }
+
+    fn generations(&self) -> Option<(i64, i64)> {
+        Some(self.generations)
     }
 }
 
@@ -190,6 +223,7 @@ impl Store for SqliteStore {
             rules,
             now,
             progress,
+            Some(&self.cache),
         )
         .await
     }
@@ -311,6 +345,7 @@ impl Store for SqliteStore {
         // taken at its first read, so history and lots are compared consistently.
         let mut tx = SqliteTx {
             tx: self.pool.begin().await.map_err(db_err)?,
+            generations: (0, 0),
         };
         let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
         let rows = tx.replay_histories(&refs).await?;

@@ -4,6 +4,13 @@
 //! write until one flush. A message is still atomic (the batch commits or rolls back as a whole;
 //! on any store error the caller replays the batch one transaction per message) and applied
 //! once (the status map sees the batch's own records).
+//!
+//! [`BatchCache`] carries the lots and last history positions of the addresses a batch loaded
+//! into the next batch, so that a store whose writers are strictly ordered (SQLite) reads an
+//! address from the database once, not once per batch. It is used only while the database is
+//! exactly as the last committed batch left it: each write transaction reports a generation
+//! (before, after) it advanced, and the cache is dropped unless `before` is the generation it
+//! was left at.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -40,6 +47,66 @@ impl LastRows {
     }
 }
 
+/// Lots held by the cache, at most: past it, the cache is emptied and refills from the next
+/// batches (about 200 bytes a lot).
+const CACHE_MAX_LOTS: usize = 500_000;
+
+/// What a batch knows of an address: all its lots and its last history positions.
+type AddressState = (BTreeMap<LotKey, Lot>, LastRows);
+
+/// The state of addresses as the last committed batch left them; see the module docs.
+#[derive(Debug, Default)]
+pub struct BatchCache {
+    /// The store generation the cache is exact for.
+    generation: Option<i64>,
+    addresses: HashMap<String, AddressState>,
+    lots: usize,
+}
+
+impl BatchCache {
+    /// The states of `addresses` the cache holds, removed from it (the batch owns them until it
+    /// commits), provided the store is at `generation`; otherwise the cache is emptied.
+    fn take(
+        &mut self,
+        generation: i64,
+        addresses: &BTreeSet<String>,
+    ) -> HashMap<String, AddressState> {
+        if self.generation != Some(generation) {
+            self.clear();
+            return HashMap::new();
+        }
+        self.generation = None;
+        let mut out = HashMap::new();
+        for a in addresses {
+            if let Some(state) = self.addresses.remove(a) {
+                self.lots -= state.0.len();
+                out.insert(a.clone(), state);
+            }
+        }
+        out
+    }
+
+    /// Keeps a committed batch's states, exact at `generation`.
+    fn put(&mut self, generation: i64, states: HashMap<String, AddressState>) {
+        for (address, state) in states {
+            self.lots += state.0.len();
+            if let Some(old) = self.addresses.insert(address, state) {
+                self.lots -= old.0.len();
+            }
+        }
+        if self.lots > CACHE_MAX_LOTS {
+            self.clear();
+        }
+        self.generation = Some(generation);
+    }
+
+    fn clear(&mut self) {
+        self.generation = None;
+        self.addresses.clear();
+        self.lots = 0;
+    }
+}
+
 /// A [`LedgerTx`] over an in-memory copy of the batch's state; see the module docs.
 pub struct BatchTx<'t, T: LedgerTx> {
     inner: &'t mut T,
@@ -56,11 +123,13 @@ pub struct BatchTx<'t, T: LedgerTx> {
 }
 
 impl<'t, T: LedgerTx> BatchTx<'t, T> {
-    /// Locks and loads everything the batch's messages touch.
+    /// Locks and loads everything the batch's messages touch; the lots and last positions of
+    /// addresses in `cached` (taken from a [`BatchCache`]) are not read again.
     pub async fn load(
         inner: &'t mut T,
         items: &[BatchItem],
         rules: &Rules,
+        cache: Option<(&std::sync::Mutex<BatchCache>, i64)>,
     ) -> Result<BatchTx<'t, T>, StoreError> {
         let mut hashes: BTreeSet<&str> = BTreeSet::new();
         let mut addresses: BTreeSet<String> = BTreeSet::new();
@@ -81,6 +150,18 @@ impl<'t, T: LedgerTx> BatchTx<'t, T> {
         let hashes: Vec<&str> = hashes.into_iter().collect();
         let address_refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
         inner.lock_many(&hashes, &address_refs).await?;
+        let cached = match cache {
+            Some((cache, generation)) => cache
+                .lock()
+                .map_err(|_| StoreError::Corrupt("batch cache poisoned".into()))?
+                .take(generation, &addresses),
+            None => HashMap::new(),
+        };
+        let uncached: Vec<&str> = address_refs
+            .iter()
+            .copied()
+            .filter(|a| !cached.contains_key(*a))
+            .collect();
         let mut statuses: HashMap<String, Option<MessageStatus>> =
             hashes.iter().map(|h| ((*h).to_string(), None)).collect();
         for (hash, status) in inner.message_statuses(&hashes).await? {
@@ -90,7 +171,7 @@ impl<'t, T: LedgerTx> BatchTx<'t, T> {
             .iter()
             .map(|a| (a.clone(), BTreeMap::new()))
             .collect();
-        for lot in inner.load_lots(&address_refs).await? {
+        for lot in inner.load_lots(&uncached).await? {
             lots.entry(lot.address.clone())
                 .or_default()
                 .insert(lot_key(&lot), lot);
@@ -99,8 +180,12 @@ impl<'t, T: LedgerTx> BatchTx<'t, T> {
             .iter()
             .map(|a| (a.clone(), LastRows::default()))
             .collect();
-        for (address, rows) in inner.last_rows(&address_refs).await? {
+        for (address, rows) in inner.last_rows(&uncached).await? {
             last.insert(address, rows);
+        }
+        for (address, (address_lots, address_last)) in cached {
+            lots.insert(address.clone(), address_lots);
+            last.insert(address, address_last);
         }
         let row_keys = inner
             .existing_row_keys(&hashes)
@@ -150,8 +235,9 @@ impl<'t, T: LedgerTx> BatchTx<'t, T> {
         Ok(())
     }
 
-    /// Writes everything buffered. The caller commits.
-    pub async fn flush(mut self) -> Result<(), StoreError> {
+    /// Writes everything buffered and hands back the state of every address the batch holds
+    /// completely (for a [`BatchCache`]). The caller commits.
+    pub async fn flush(mut self) -> Result<HashMap<String, AddressState>, StoreError> {
         self.flush_rows().await?;
         let mut upserts = Vec::new();
         let mut deletes = Vec::new();
@@ -178,7 +264,17 @@ impl<'t, T: LedgerTx> BatchTx<'t, T> {
             }
         }
         records.reverse();
-        self.inner.record_messages(&records).await
+        self.inner.record_messages(&records).await?;
+        // An address has both maps only when it was loaded whole (lots and last positions).
+        let mut last = self.last;
+        Ok(self
+            .lots
+            .into_iter()
+            .filter_map(|(address, lots)| {
+                let rows = last.remove(&address)?;
+                Some((address, (lots, rows)))
+            })
+            .collect())
     }
 }
 
@@ -425,7 +521,22 @@ pub async fn apply_batch<T: LedgerTx>(
     now: Timestamp,
     progress: Option<&IngestProgress>,
 ) -> Result<Vec<Outcome>, StoreError> {
-    let mut batch = BatchTx::load(tx, items, rules).await?;
+    Ok(apply_batch_cached(tx, items, rules, now, progress, None)
+        .await?
+        .0)
+}
+
+/// [`apply_batch`] with a [`BatchCache`] exact at the given generation; also returns the
+/// states to put back into it once committed.
+async fn apply_batch_cached<T: LedgerTx>(
+    tx: &mut T,
+    items: &[BatchItem],
+    rules: &Rules,
+    now: Timestamp,
+    progress: Option<&IngestProgress>,
+    cache: Option<(&std::sync::Mutex<BatchCache>, i64)>,
+) -> Result<(Vec<Outcome>, HashMap<String, AddressState>), StoreError> {
+    let mut batch = BatchTx::load(tx, items, rules, cache).await?;
     let mut outcomes = Vec::with_capacity(items.len());
     for item in items {
         outcomes.push(match item {
@@ -436,16 +547,23 @@ pub async fn apply_batch<T: LedgerTx>(
             BatchItem::Ignore => Outcome::Ignored(IgnoreReason::NotCreditType),
         });
     }
-    batch.flush().await?;
+    let states = batch.flush().await?;
     if let Some(progress) = progress {
         tx.set_ingest_progress(progress).await?;
     }
-    Ok(outcomes)
+    Ok((outcomes, states))
 }
 
 /// A write transaction that can be committed (a dropped one rolls back).
 pub trait Commit: LedgerTx + Sized {
     fn commit(self) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+
+    /// `(before, after)`: the store generation this transaction found and the one its commit
+    /// leaves, where every write transaction advances it and none runs concurrently with
+    /// another; `None` where writers may interleave (then no [`BatchCache`] is used).
+    fn generations(&self) -> Option<(i64, i64)> {
+        None
+    }
 }
 
 /// [`crate::Store::apply_batch_with_progress`] for a backend: the batch in one transaction
@@ -458,6 +576,7 @@ pub async fn apply_batch_committed<S, T, F, Fut>(
     rules: &Rules,
     now: Timestamp,
     progress: Option<&IngestProgress>,
+    cache: Option<&std::sync::Mutex<BatchCache>>,
 ) -> Result<Vec<Outcome>, StoreError>
 where
     S: crate::Store,
@@ -466,9 +585,18 @@ where
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
     let mut tx = open().await?;
-    match apply_batch(&mut tx, items, rules, now, progress).await {
-        Ok(outcomes) => {
+    let generations = tx.generations();
+    let cache = cache.zip(generations);
+    let cached = cache.map(|(cache, (before, _))| (cache, before));
+    match apply_batch_cached(&mut tx, items, rules, now, progress, cached).await {
+        Ok((outcomes, states)) => {
             tx.commit().await?;
+            if let Some((cache, (_, after))) = cache {
+                cache
+                    .lock()
+                    .map_err(|_| StoreError::Corrupt("batch cache poisoned".into()))?
+                    .put(after, states);
+            }
             Ok(outcomes)
         }
         Err(e) => {

@@ -185,6 +185,51 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    /// Two stores on one SQLite file, as two processes: batches through one, single messages
+    /// through the other, in turns. What a batch carries over to the next (the batch cache)
+    /// must never hide a write of the other store: same outcomes and state as one transaction
+    /// per message.
+    #[test]
+    fn batches_see_what_another_writer_of_the_file_did(
+        msgs in proptest::collection::vec(msg(), 1..40),
+        sizes in proptest::collection::vec(1usize..8, 1..6),
+        now_hour in 0i64..60,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let rules = Rules::new(vec![MINTER.to_string()], vec!["ALEPH_CREDIT".into()]);
+            let now = Timestamp::from_unix_seconds(BASE_SECONDS + now_hour * 3600).unwrap();
+            let items = items(&msgs);
+            let hashes: Vec<String> = (0..items.len()).map(|i| format!("h{i:03}")).collect();
+            let dir = tempfile::tempdir().unwrap();
+            let one = db::fresh_sqlite(&dir).await.0;
+            let expected = apply_one_by_one(&one, &items, &rules, now).await.unwrap();
+            let want = state(&one, &hashes).await;
+
+            let (batcher, url) = db::fresh_sqlite(&dir).await;
+            let other = lotledger_store_sqlite::SqliteStore::open(&url).await.unwrap();
+            let mut got = Vec::new();
+            let mut rest = &items[..];
+            let mut k = 0;
+            while !rest.is_empty() {
+                let n = sizes[k % sizes.len()].clamp(1, rest.len());
+                let (chunk, tail) = rest.split_at(n);
+                if k % 2 == 0 {
+                    got.extend(batcher.apply_batch(chunk, &rules, now).await.unwrap());
+                } else {
+                    got.extend(apply_one_by_one(&other, chunk, &rules, now).await.unwrap());
+                }
+                rest = tail;
+                k += 1;
+            }
+            assert_eq!(got, expected, "outcomes");
+            assert_eq!(state(&batcher, &hashes).await, want, "state");
+        });
+    }
+}
+
 /// An over-drawn expense, then an earlier grant arriving late: the replay lets the expense
 /// take from the late grant, so the batch must re-derive the address mid-batch.
 #[tokio::test]
