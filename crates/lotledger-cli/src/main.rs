@@ -7,6 +7,12 @@ use clap::{Parser, Subcommand};
 mod cmd;
 mod store;
 
+/// mimalloc: the ingest path allocates and frees many small objects per message (JSON values,
+/// rows, query arguments) beside a few large ones per batch, which glibc's allocator answers
+/// with repeated consolidation of its free lists (see BENCHMARKS.md, issue 10 steps).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A ledger of prepaid credits that expire, compatible with the Aleph.im node's credit messages.
 #[derive(Parser, Debug)]
 #[command(name = "lotledger", version, about)]

@@ -43,6 +43,15 @@ impl Store for AnyStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         dispatch!(self, s => s.migrate())
     }
+    async fn insert_raw(
+        &self,
+        rows: &[HistoryRow],
+        lots: &[Lot],
+        records: &[MessageRecord],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.insert_raw(rows, lots, records, now))
+    }
     async fn apply(
         &self,
         post: &Post,

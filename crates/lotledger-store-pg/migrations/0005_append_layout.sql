@@ -22,9 +22,8 @@ INSERT INTO addresses (address)
     SELECT address FROM (
         SELECT address, MIN(message_timestamp) AS first FROM credit_history GROUP BY address
         UNION ALL
-        SELECT address, NULL FROM credit_lots
-            WHERE address NOT IN (SELECT address FROM credit_history)
-            GROUP BY address
+        SELECT DISTINCT l.address, NULL::timestamptz FROM credit_lots l
+            WHERE NOT EXISTS (SELECT 1 FROM credit_history h WHERE h.address = l.address)
     ) AS a ORDER BY first NULLS LAST, address;
 
 CREATE TEMPORARY TABLE ref_texts ON COMMIT DROP AS

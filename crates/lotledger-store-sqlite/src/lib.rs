@@ -261,6 +261,18 @@ impl Store for SqliteStore {
         Ok(inserted)
     }
 
+    async fn insert_raw(
+        &self,
+        rows: &[HistoryRow],
+        lots: &[Lot],
+        records: &[MessageRecord],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        writer::insert_raw(&mut tx, rows, lots, records, now).await?;
+        tx.commit().await
+    }
+
     async fn balance(&self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         balance(&mut conn, address, at).await

@@ -124,28 +124,34 @@ pub struct BatchTx<'t, T: LedgerTx> {
 
 impl<'t, T: LedgerTx> BatchTx<'t, T> {
     /// Locks and loads everything the batch's messages touch; the lots and last positions of
-    /// addresses in `cached` (taken from a [`BatchCache`]) are not read again.
+    /// addresses in `cached` (taken from a [`BatchCache`]) are not read again. Also returns
+    /// each item's classification (`None` for items that are not posts), made once here.
     pub async fn load(
         inner: &'t mut T,
         items: &[BatchItem],
         rules: &Rules,
         cache: Option<(&std::sync::Mutex<BatchCache>, i64)>,
-    ) -> Result<BatchTx<'t, T>, StoreError> {
+    ) -> Result<(BatchTx<'t, T>, Vec<Option<Decision>>), StoreError> {
         let mut hashes: BTreeSet<&str> = BTreeSet::new();
         let mut addresses: BTreeSet<String> = BTreeSet::new();
+        let mut decisions = Vec::with_capacity(items.len());
         for item in items {
             match item {
                 BatchItem::Apply(post) => {
                     hashes.insert(&post.item_hash);
-                    if let Decision::Apply(op) = classify(post, rules) {
+                    let decision = classify(post, rules);
+                    if let Decision::Apply(op) = &decision {
                         addresses.extend(op.touched_addresses().into_iter().map(str::to_string));
                     }
+                    decisions.push(Some(decision));
+                    continue;
                 }
                 BatchItem::Reject { item_hash, .. } => {
                     hashes.insert(item_hash);
                 }
                 BatchItem::Ignore => {}
             }
+            decisions.push(None);
         }
         let hashes: Vec<&str> = hashes.into_iter().collect();
         let address_refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
@@ -192,7 +198,7 @@ impl<'t, T: LedgerTx> BatchTx<'t, T> {
             .await?
             .into_iter()
             .collect();
-        Ok(BatchTx {
+        let batch = BatchTx {
             inner,
             statuses,
             lots,
@@ -204,7 +210,8 @@ impl<'t, T: LedgerTx> BatchTx<'t, T> {
             last_update: Timestamp::UNIX_EPOCH,
             dirty_lots: BTreeSet::new(),
             pending_messages: Vec::new(),
-        })
+        };
+        Ok((batch, decisions))
     }
 
     async fn ensure_lots(&mut self, address: &str) -> Result<(), StoreError> {
@@ -536,15 +543,18 @@ async fn apply_batch_cached<T: LedgerTx>(
     progress: Option<&IngestProgress>,
     cache: Option<(&std::sync::Mutex<BatchCache>, i64)>,
 ) -> Result<(Vec<Outcome>, HashMap<String, AddressState>), StoreError> {
-    let mut batch = BatchTx::load(tx, items, rules, cache).await?;
+    let (mut batch, decisions) = BatchTx::load(tx, items, rules, cache).await?;
     let mut outcomes = Vec::with_capacity(items.len());
-    for item in items {
-        outcomes.push(match item {
-            BatchItem::Apply(post) => writer::apply(&mut batch, post, rules, now).await?,
-            BatchItem::Reject { item_hash, error } => {
+    for (item, decision) in items.iter().zip(decisions) {
+        outcomes.push(match (item, decision) {
+            (BatchItem::Apply(post), Some(decision)) => {
+                writer::apply_classified(&mut batch, post, decision, now).await?
+            }
+            (BatchItem::Apply(post), None) => writer::apply(&mut batch, post, rules, now).await?,
+            (BatchItem::Reject { item_hash, error }, _) => {
                 writer::reject(&mut batch, item_hash, error, now).await?
             }
-            BatchItem::Ignore => Outcome::Ignored(IgnoreReason::NotCreditType),
+            (BatchItem::Ignore, _) => Outcome::Ignored(IgnoreReason::NotCreditType),
         });
     }
     let states = batch.flush().await?;

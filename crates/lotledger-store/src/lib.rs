@@ -222,6 +222,19 @@ pub trait Store: Send + Sync {
         now: Timestamp,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
+    /// Inserts history rows, lots and message records exactly as given, in one transaction,
+    /// with no validation, planning or replay (rows and lots of existing keys are skipped,
+    /// records overwrite). For the bench's measure of what the layout allows
+    /// (`lotledger bench`, the "limit" line) and bulk copies of a verified ledger; a caller that
+    /// passes lots other than the replay of the rows breaks the cache invariant.
+    fn insert_raw(
+        &self,
+        rows: &[HistoryRow],
+        lots: &[Lot],
+        records: &[MessageRecord],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// `max(0, Σ remaining)` over the address's lots valid at `at`.
     fn balance(
         &self,

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeSet;
 
-use lotledger_core::{Decision, HistoryRow, LotBook, Post, Rules, Timestamp, classify, replay};
+use lotledger_core::{
+    Decision, HistoryRow, Lot, LotBook, Post, Rules, Timestamp, classify, replay,
+};
 
 use crate::{LedgerTx, MessageRecord, MessageStatus, Outcome, StoreError};
 
@@ -13,7 +15,17 @@ pub async fn apply<T: LedgerTx>(
     rules: &Rules,
     now: Timestamp,
 ) -> Result<Outcome, StoreError> {
-    let decision = classify(post, rules);
+    apply_classified(tx, post, classify(post, rules), now).await
+}
+
+/// [`apply`] for a post already classified under the rules (`decision` = `classify(post,
+/// rules)`; group commit classifies each post once, to find what to load).
+pub async fn apply_classified<T: LedgerTx>(
+    tx: &mut T,
+    post: &Post,
+    decision: Decision,
+    now: Timestamp,
+) -> Result<Outcome, StoreError> {
     let touched: Vec<&str> = match &decision {
         Decision::Apply(op) => op.touched_addresses().into_iter().collect(),
         _ => Vec::new(),
@@ -146,4 +158,17 @@ pub async fn rederive_many<T: LedgerTx>(tx: &mut T, addresses: &[&str]) -> Resul
     }
     tx.delete_lots_of(addresses).await?;
     tx.insert_lots(&lots).await
+}
+
+/// [`crate::Store::insert_raw`] on an open transaction: rows, then lots, then records.
+pub async fn insert_raw<T: LedgerTx>(
+    tx: &mut T,
+    rows: &[HistoryRow],
+    lots: &[Lot],
+    records: &[MessageRecord],
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    tx.insert_rows(rows, now).await?;
+    tx.insert_lots(lots).await?;
+    tx.record_messages(records).await
 }

@@ -51,6 +51,11 @@ fn bench_smoke_on_both_stores() {
             "{store}: W1 history rows"
         );
         positive(&s["w1"]["peak_rss_mib"], &format!("{store} w1 RSS"));
+        // The limit line: W1's rows inserted raw into a fresh store (the bench checks the
+        // counts and fails otherwise).
+        for key in ["limit_seconds", "fraction_of_limit"] {
+            positive(&s["w1"][key], &format!("{store} w1.{key}"));
+        }
         for key in ["lots", "expenses", "drains_per_s", "messages_per_s"] {
             positive(&s["w2"][key], &format!("{store} w2.{key}"));
         }
@@ -80,7 +85,12 @@ fn bench_smoke_on_both_stores() {
             s["size"]["history_rows"], ledger_rows,
             "{store}: ledger rows"
         );
-        for key in ["bytes_per_history_row", "bytes_per_lot", "database_mib"] {
+        for key in [
+            "bytes_per_history_row",
+            "bytes_per_lot",
+            "database_mib",
+            "database_bytes_per_history_row",
+        ] {
             positive(&s["size"][key], &format!("{store} size.{key}"));
         }
         assert!(

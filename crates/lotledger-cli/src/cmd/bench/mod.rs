@@ -327,7 +327,7 @@ async fn run_store(
 ) -> Result<StoreRun> {
     let mut out = StoreRun::default();
     let fresh = db::Fresh::create(kind, pg_admin).await?;
-    let result = workloads(&fresh, params, only, &mut out).await;
+    let result = workloads(&fresh, (kind, pg_admin), params, only, &mut out).await;
     let removed = fresh.remove().await;
     result?;
     removed?;
@@ -344,6 +344,7 @@ async fn run_store(
 /// W1 (child process), W2, W3, size, W4 on one fresh store, as selected.
 async fn workloads(
     fresh: &db::Fresh,
+    server: (StoreKind, Option<&str>),
     params: Params,
     only: &Only,
     out: &mut StoreRun,
@@ -372,7 +373,9 @@ async fn workloads(
     let mut expected = serde_json::Map::new();
 
     let after_w1 = if only.w1() {
-        w1_phase(url, params, &dry, gen_time, out).await?
+        let after = w1_phase(url, params, &dry, gen_time, out).await?;
+        limit_phase(&store, server, params, out).await?;
+        after
     } else {
         db::counts(url).await?
     };
@@ -475,6 +478,119 @@ async fn w1_phase(
         )
     });
     Ok(after)
+}
+
+/// The limit: the history rows, lots and message records W1 left, inserted raw
+/// ([`Store::insert_raw`]: no parsing, planning or checks) into a fresh store of the same
+/// schema, in as many transactions as W1 committed, in the order W1 wrote them. W1's time as a
+/// fraction of this one says how much of W1 the layout itself costs.
+async fn limit_phase(
+    source: &AnyStore,
+    server: (StoreKind, Option<&str>),
+    params: Params,
+    out: &mut StoreRun,
+) -> Result<()> {
+    let mut rows: Vec<HistoryRow> = Vec::new();
+    let mut lots = Vec::new();
+    for address in source.addresses().await? {
+        lots.extend(source.lots(&address).await?);
+        rows.extend(source.history(&HistorySelector::Address(address)).await?);
+    }
+    rows.sort_by(|a, b| {
+        (a.message_timestamp, &a.credit_ref, a.credit_index).cmp(&(
+            b.message_timestamp,
+            &b.credit_ref,
+            b.credit_index,
+        ))
+    });
+    lots.sort_by(|a, b| {
+        (a.message_timestamp, &a.credit_ref, a.credit_index).cmp(&(
+            b.message_timestamp,
+            &b.credit_ref,
+            b.credit_index,
+        ))
+    });
+    let mut records = Vec::new();
+    for line in W1::new(params.seed, params.scale) {
+        if let ingest::Line::Text { bytes, .. } = line? {
+            let value: Value = serde_json::from_slice(&bytes)?;
+            if let Some(hash) = value.get("item_hash").and_then(Value::as_str)
+                && let Some(record) = source.message(hash).await?
+            {
+                records.push(record);
+            }
+        }
+    }
+    let transactions = out
+        .figures
+        .get("w1", "batches")
+        .map_or(1, |b| b.max(1.0) as usize);
+    let part = |n: usize| n.div_ceil(transactions).max(1);
+    let now = instant(generator::W1_START_SECONDS)?;
+    let fresh = db::Fresh::create(server.0, server.1).await?;
+    let target = AnyStore::open(fresh.url()).await?;
+    let bar = super::progress_bar(transactions as u64, "limit (raw inserts)");
+    let started = Instant::now();
+    // Each transaction takes a slice of the rows and the lots those rows granted (a lot
+    // names its granting row), and a share of the records.
+    let mut row_chunks = rows.chunks(part(rows.len()));
+    let mut record_chunks = records.chunks(part(records.len()));
+    let mut lots_left = &lots[..];
+    loop {
+        let (row_chunk, record_chunk) = (row_chunks.next(), record_chunks.next());
+        if row_chunk.is_none() && record_chunk.is_none() {
+            break;
+        }
+        let row_chunk = row_chunk.unwrap_or_default();
+        let split = match row_chunk.last() {
+            Some(last) if row_chunks.len() > 0 => lots_left.partition_point(|l| {
+                (l.message_timestamp, &l.credit_ref, l.credit_index)
+                    <= (last.message_timestamp, &last.credit_ref, last.credit_index)
+            }),
+            _ => lots_left.len(),
+        };
+        let (lot_chunk, rest) = lots_left.split_at(split);
+        lots_left = rest;
+        target
+            .insert_raw(row_chunk, lot_chunk, record_chunk.unwrap_or_default(), now)
+            .await?;
+        bar.inc(1);
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let counts = db::counts(fresh.url()).await?;
+    drop(target);
+    fresh.remove().await?;
+    out.check(
+        counts.history_rows == rows.len() as u64 && counts.lots == lots.len() as u64,
+        || {
+            format!(
+                "limit: {} rows and {} lots inserted, {} and {} given",
+                counts.history_rows,
+                counts.lots,
+                rows.len(),
+                lots.len()
+            )
+        },
+    );
+    let f = &mut out.figures;
+    f.push(
+        "w1",
+        "limit_seconds",
+        "limit: the same rows inserted raw, s",
+        secs(elapsed),
+        Unit::Seconds,
+    );
+    if let Some(w1) = f.get("w1", "seconds").filter(|s| *s > 0.0) {
+        f.push(
+            "w1",
+            "fraction_of_limit",
+            "W1 speed as a fraction of the limit",
+            secs(elapsed) / w1,
+            Unit::Ratio,
+        );
+    }
+    Ok(())
 }
 
 /// W2: the hot account's lots, then the timed expenses.
