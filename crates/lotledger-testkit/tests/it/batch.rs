@@ -153,6 +153,38 @@ async fn batched<S: Store>(
     outcomes
 }
 
+/// A message sequence applied one transaction per message to a SQLite file: what every other
+/// way of applying it must give.
+struct Reference {
+    rules: Rules,
+    now: Timestamp,
+    items: Vec<BatchItem>,
+    hashes: Vec<String>,
+    dir: tempfile::TempDir,
+    expected: Vec<lotledger_store::Outcome>,
+    want: Value,
+}
+
+async fn reference(msgs: &[Msg], now_hour: i64) -> Reference {
+    let rules = Rules::new(vec![MINTER.to_string()], vec!["ALEPH_CREDIT".into()]);
+    let now = Timestamp::from_unix_seconds(BASE_SECONDS + now_hour * 3600).unwrap();
+    let items = items(msgs);
+    let hashes: Vec<String> = (0..items.len()).map(|i| format!("h{i:03}")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let one = db::fresh_sqlite(&dir).await.0;
+    let expected = apply_one_by_one(&one, &items, &rules, now).await.unwrap();
+    let want = state(&one, &hashes).await;
+    Reference {
+        rules,
+        now,
+        items,
+        hashes,
+        dir,
+        expected,
+        want,
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
     #[test]
@@ -163,14 +195,8 @@ proptest! {
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let rules = Rules::new(vec![MINTER.to_string()], vec!["ALEPH_CREDIT".into()]);
-            let now = Timestamp::from_unix_seconds(BASE_SECONDS + now_hour * 3600).unwrap();
-            let items = items(&msgs);
-            let hashes: Vec<String> = (0..items.len()).map(|i| format!("h{i:03}")).collect();
-            let dir = tempfile::tempdir().unwrap();
-            let one = db::fresh_sqlite(&dir).await.0;
-            let expected = apply_one_by_one(&one, &items, &rules, now).await.unwrap();
-            let want = state(&one, &hashes).await;
+            let Reference { rules, now, items, hashes, dir, expected, want } =
+                reference(&msgs, now_hour).await;
 
             let grouped = db::fresh_sqlite(&dir).await.0;
             let got = batched(&grouped, &items, &sizes, &rules, now).await;
@@ -199,14 +225,8 @@ proptest! {
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let rules = Rules::new(vec![MINTER.to_string()], vec!["ALEPH_CREDIT".into()]);
-            let now = Timestamp::from_unix_seconds(BASE_SECONDS + now_hour * 3600).unwrap();
-            let items = items(&msgs);
-            let hashes: Vec<String> = (0..items.len()).map(|i| format!("h{i:03}")).collect();
-            let dir = tempfile::tempdir().unwrap();
-            let one = db::fresh_sqlite(&dir).await.0;
-            let expected = apply_one_by_one(&one, &items, &rules, now).await.unwrap();
-            let want = state(&one, &hashes).await;
+            let Reference { rules, now, items, hashes, dir, expected, want } =
+                reference(&msgs, now_hour).await;
 
             let (batcher, url) = db::fresh_sqlite(&dir).await;
             let other = lotledger_store_sqlite::SqliteStore::open(&url).await.unwrap();
