@@ -250,9 +250,11 @@ pub async fn sizes(url: &str, counts: &Counts) -> Result<Sizes> {
             }
         }
         Conn::Pg(mut c) => {
-            let (h, hi, l, m, d): (i64, i64, i64, i64, i64) = sqlx::query_as(
+            let (h, hi, l, m, i, d): (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
                 "SELECT pg_total_relation_size('credit_history'), pg_indexes_size('credit_history'), \
                  pg_total_relation_size('credit_lots'), pg_total_relation_size('credit_messages'), \
+                 COALESCE(pg_total_relation_size(to_regclass('addresses')), 0) \
+                 + COALESCE(pg_total_relation_size(to_regclass('refs')), 0), \
                  pg_database_size(current_database())",
             )
             .fetch_one(&mut c)
@@ -262,7 +264,7 @@ pub async fn sizes(url: &str, counts: &Counts) -> Result<Sizes> {
                 history_index_bytes: non_negative(hi),
                 lots_bytes: non_negative(l),
                 messages_bytes: non_negative(m),
-                interned_bytes: 0,
+                interned_bytes: non_negative(i),
                 database_bytes: non_negative(d),
                 method: "pg_total_relation_size (dead tuples included)".into(),
             })
