@@ -90,6 +90,7 @@ fn bench_smoke_on_both_stores() {
             "bytes_per_lot",
             "database_mib",
             "database_bytes_per_history_row",
+            "interned_bytes_per_history_row",
         ] {
             positive(&s["size"][key], &format!("{store} size.{key}"));
         }
