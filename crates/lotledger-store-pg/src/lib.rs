@@ -16,7 +16,7 @@ use lotledger_core::{
 use lotledger_store::batch::{Commit, LastRows};
 use lotledger_store::{
     BalancesQuery, BatchItem, Drift, HistorySelector, IngestProgress, LedgerTx, MessageRecord,
-    MessageStatus, Outcome, Store, StoreError, writer,
+    MessageStatus, Outcome, Store, StoreError, distinct, writer,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, QueryBuilder, Transaction};
@@ -902,9 +902,8 @@ impl PgTx {
         addresses: impl Iterator<Item = &'a str>,
         references: impl Iterator<Item = &'a str>,
     ) -> Result<(), StoreError> {
-        let mut seen = std::collections::HashSet::new();
-        let addresses: Vec<String> = addresses
-            .filter(|a| seen.insert(*a))
+        let addresses: Vec<String> = distinct(addresses)
+            .into_iter()
             .map(str::to_string)
             .collect();
         if !addresses.is_empty() {
@@ -919,8 +918,7 @@ impl PgTx {
             .await
             .map_err(db_err)?;
         }
-        let mut seen = std::collections::HashSet::new();
-        let (hashes, names) = ref_arrays(references.filter(|r| seen.insert(*r)));
+        let (hashes, names) = ref_arrays(distinct(references));
         if !hashes.is_empty() {
             sqlx::query(
                 "INSERT INTO refs (hash, name) \

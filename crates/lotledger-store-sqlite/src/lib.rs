@@ -15,7 +15,7 @@ use lotledger_core::{
 use lotledger_store::batch::{BatchCache, Commit, LastRows};
 use lotledger_store::{
     BalancesQuery, BatchItem, Drift, HistorySelector, IngestProgress, LedgerTx, MessageRecord,
-    MessageStatus, Outcome, Store, StoreError, writer,
+    MessageStatus, Outcome, Store, StoreError, distinct, writer,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -168,15 +168,16 @@ impl SqliteStore {
         .map_err(db_err)?;
         Ok(SqliteTx {
             tx,
-            generations: (before, after),
+            generations: Some((before, after)),
         })
     }
 }
 
-/// One open `BEGIN IMMEDIATE` transaction.
+/// One open transaction: `BEGIN IMMEDIATE` for writes (with the generations it advanced), or a
+/// deferred read transaction (none).
 pub struct SqliteTx {
     tx: Transaction<'static, Sqlite>,
-    generations: (i64, i64),
+    generations: Option<(i64, i64)>,
 }
 
 impl Commit for SqliteTx {
@@ -185,7 +186,7 @@ impl Commit for SqliteTx {
     }
 
     fn generations(&self) -> Option<(i64, i64)> {
-        Some(self.generations)
+        self.generations
     }
 }
 
@@ -357,7 +358,7 @@ impl Store for SqliteStore {
         // taken at its first read, so history and lots are compared consistently.
         let mut tx = SqliteTx {
             tx: self.pool.begin().await.map_err(db_err)?,
-            generations: (0, 0),
+            generations: None,
         };
         let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
         let rows = tx.replay_histories(&refs).await?;
@@ -562,12 +563,6 @@ fn push_value_rows<I>(
 
 fn opt_micros(t: Option<Timestamp>) -> Option<i64> {
     t.map(Timestamp::as_micros)
-}
-
-/// Distinct values in order of first appearance.
-fn distinct<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
-    let mut seen = std::collections::HashSet::new();
-    values.into_iter().filter(|v| seen.insert(*v)).collect()
 }
 
 impl SqliteTx {

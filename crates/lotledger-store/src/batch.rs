@@ -64,6 +64,16 @@ pub struct BatchCache {
 }
 
 impl BatchCache {
+    /// The cache, locked. A lock poisoned by a panic elsewhere is recovered emptied: the cache
+    /// may be dropped at any time, and its state after a panic is not to be trusted.
+    fn locked(cache: &std::sync::Mutex<BatchCache>) -> std::sync::MutexGuard<'_, BatchCache> {
+        cache.lock().unwrap_or_else(|poisoned| {
+            let mut guard = poisoned.into_inner();
+            guard.clear();
+            guard
+        })
+    }
+
     /// The states of `addresses` the cache holds, removed from it (the batch owns them until it
     /// commits), provided the store is at `generation`; otherwise the cache is emptied.
     fn take(
@@ -136,31 +146,27 @@ impl<'t, T: LedgerTx> BatchTx<'t, T> {
         let mut addresses: BTreeSet<String> = BTreeSet::new();
         let mut decisions = Vec::with_capacity(items.len());
         for item in items {
-            match item {
+            decisions.push(match item {
                 BatchItem::Apply(post) => {
                     hashes.insert(&post.item_hash);
                     let decision = classify(post, rules);
                     if let Decision::Apply(op) = &decision {
                         addresses.extend(op.touched_addresses().into_iter().map(str::to_string));
                     }
-                    decisions.push(Some(decision));
-                    continue;
+                    Some(decision)
                 }
                 BatchItem::Reject { item_hash, .. } => {
                     hashes.insert(item_hash);
+                    None
                 }
-                BatchItem::Ignore => {}
-            }
-            decisions.push(None);
+                BatchItem::Ignore => None,
+            });
         }
         let hashes: Vec<&str> = hashes.into_iter().collect();
         let address_refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
         inner.lock_many(&hashes, &address_refs).await?;
         let cached = match cache {
-            Some((cache, generation)) => cache
-                .lock()
-                .map_err(|_| StoreError::Corrupt("batch cache poisoned".into()))?
-                .take(generation, &addresses),
+            Some((cache, generation)) => BatchCache::locked(cache).take(generation, &addresses),
             None => HashMap::new(),
         };
         let uncached: Vec<&str> = address_refs
@@ -602,10 +608,7 @@ where
         Ok((outcomes, states)) => {
             tx.commit().await?;
             if let Some((cache, (_, after))) = cache {
-                cache
-                    .lock()
-                    .map_err(|_| StoreError::Corrupt("batch cache poisoned".into()))?
-                    .put(after, states);
+                BatchCache::locked(cache).put(after, states);
             }
             Ok(outcomes)
         }

@@ -87,6 +87,12 @@ pub fn hash_bytes(reference: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// Distinct values in order of first appearance (what a store interns, once each).
+pub fn distinct<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen = std::collections::HashSet::new();
+    values.into_iter().filter(|v| seen.insert(*v)).collect()
+}
+
 /// A storage failure. Never a validation problem: those are [`Outcome::Rejected`].
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
