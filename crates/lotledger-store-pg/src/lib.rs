@@ -7,13 +7,14 @@
 //!
 //! Rows are mapped by hand (`wrappers`): core types never see sqlx.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
 use lotledger_core::{
     BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_from_sums,
 };
-use lotledger_store::batch::{Commit, LastRows};
+use lotledger_store::batch::{BatchCache, Commit, LastRows, Stamps};
 use lotledger_store::{
     BalancesQuery, BatchItem, Drift, HistorySelector, IngestProgress, LedgerTx, MessageRecord,
     MessageStatus, Outcome, Store, StoreError, distinct, writer,
@@ -119,6 +120,9 @@ const ADDRESS_IDS_1: &str = "(SELECT id FROM addresses WHERE address = ANY($1::t
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// The addresses the last batches left, for the next ones (each valid while its version in
+    /// `addresses` is the one that batch committed).
+    cache: std::sync::Arc<std::sync::Mutex<BatchCache>>,
 }
 
 impl PgStore {
@@ -132,7 +136,10 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
-        let store = PgStore { pool };
+        let store = PgStore {
+            pool,
+            cache: Default::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -140,18 +147,46 @@ impl PgStore {
     async fn write(&self) -> Result<PgTx, StoreError> {
         Ok(PgTx {
             tx: self.pool.begin().await.map_err(db_err)?,
+            written: HashSet::new(),
         })
     }
 }
 
-/// One open transaction.
+/// One open transaction, with the addresses whose history or lots it wrote.
 pub struct PgTx {
     tx: Transaction<'static, Postgres>,
+    written: HashSet<String>,
 }
 
 impl Commit for PgTx {
-    async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await.map_err(db_err)
+    /// Advances the version of every address written, then commits.
+    async fn commit_stamped(mut self) -> Result<Stamps, StoreError> {
+        let versions: Vec<(String, i64)> = if self.written.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as(
+                "UPDATE addresses SET version = version + 1 WHERE address = ANY($1::text[]) \
+                 RETURNING address, version",
+            )
+            .bind(self.written.drain().collect::<Vec<_>>())
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(db_err)?
+        };
+        self.tx.commit().await.map_err(db_err)?;
+        Ok(Stamps::Addresses(versions.into_iter().collect()))
+    }
+
+    async fn stamps(&mut self, addresses: &[&str]) -> Result<Stamps, StoreError> {
+        let addresses: Vec<String> = addresses.iter().map(|a| (*a).to_string()).collect();
+        let versions: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT address, version FROM addresses WHERE address = ANY($1::text[])",
+        )
+        .bind(addresses)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        Ok(Stamps::Addresses(versions.into_iter().collect()))
     }
 }
 
@@ -189,7 +224,7 @@ impl Store for PgStore {
             rules,
             now,
             progress,
-            None,
+            Some(&self.cache),
         )
         .await
     }
@@ -319,6 +354,7 @@ impl Store for PgStore {
         // One snapshot for the whole batch, so that history and lots are compared consistently.
         let mut tx = PgTx {
             tx: self.pool.begin().await.map_err(db_err)?,
+            written: HashSet::new(),
         };
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx.tx)
@@ -556,6 +592,7 @@ impl LedgerTx for PgTx {
         if rows.is_empty() {
             return Ok(0);
         }
+        self.written.extend(rows.iter().map(|r| r.address.clone()));
         self.intern(
             rows.iter().map(|r| r.address.as_str()),
             rows.iter().map(|r| r.credit_ref.as_str()),
@@ -780,6 +817,8 @@ impl LedgerTx for PgTx {
 
     async fn write_lots(&mut self, upserts: &[Lot], deletes: &[Lot]) -> Result<(), StoreError> {
         if !deletes.is_empty() {
+            self.written
+                .extend(deletes.iter().map(|l| l.address.clone()));
             let (hashes, names) = ref_arrays(deletes.iter().map(|l| l.credit_ref.as_str()));
             sqlx::query(
                 "DELETE FROM credit_lots WHERE (address_id, message_timestamp, ref_id, credit_index) IN \
@@ -834,6 +873,7 @@ impl LedgerTx for PgTx {
 
     async fn delete_lots_of(&mut self, addresses: &[&str]) -> Result<(), StoreError> {
         let addresses: Vec<String> = addresses.iter().map(|a| (*a).to_string()).collect();
+        self.written.extend(addresses.iter().cloned());
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM credit_lots WHERE address_id IN {ADDRESS_IDS_1}"
         )))
@@ -941,6 +981,7 @@ impl PgTx {
         if lots.is_empty() {
             return Ok(());
         }
+        self.written.extend(lots.iter().map(|l| l.address.clone()));
         let (hashes, names) = ref_arrays(lots.iter().map(|l| l.credit_ref.as_str()));
         let query = if upsert {
             sqlx::query(concat!(

@@ -12,7 +12,7 @@ use std::time::Duration;
 use lotledger_core::{
     BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_from_sums,
 };
-use lotledger_store::batch::{BatchCache, Commit, LastRows};
+use lotledger_store::batch::{BatchCache, Commit, LastRows, Stamps};
 use lotledger_store::{
     BalancesQuery, BatchItem, Drift, HistorySelector, IngestProgress, LedgerTx, MessageRecord,
     MessageStatus, Outcome, Store, StoreError, distinct, writer,
@@ -181,12 +181,17 @@ pub struct SqliteTx {
 }
 
 impl Commit for SqliteTx {
-    async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await.map_err(db_err)
+    async fn commit_stamped(self) -> Result<Stamps, StoreError> {
+        self.tx.commit().await.map_err(db_err)?;
+        Ok(self
+            .generations
+            .map_or(Stamps::None, |(_, after)| Stamps::Store(after)))
     }
 
-    fn generations(&self) -> Option<(i64, i64)> {
-        self.generations
+    async fn stamps(&mut self, _addresses: &[&str]) -> Result<Stamps, StoreError> {
+        Ok(self
+            .generations
+            .map_or(Stamps::None, |(before, _)| Stamps::Store(before)))
     }
 }
 

@@ -6,11 +6,12 @@
 //! once (the status map sees the batch's own records).
 //!
 //! [`BatchCache`] carries the lots and last history positions of the addresses a batch loaded
-//! into the next batch, so that a store whose writers are strictly ordered (SQLite) reads an
-//! address from the database once, not once per batch. It is used only while the database is
-//! exactly as the last committed batch left it: each write transaction reports a generation
-//! (before, after) it advanced, and the cache is dropped unless `before` is the generation it
-//! was left at.
+//! into the next batch, so that an address is read from the database once, not once per batch.
+//! An address's state is used only while the database holds it exactly as the last committed
+//! batch left it, which the store tells by [`Stamps`]: a generation of the whole store that
+//! every write transaction advances (SQLite, whose writers are strictly ordered), or a version
+//! per address that every transaction writing the address advances (PostgreSQL, whose writers
+//! of different addresses run concurrently).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -54,12 +55,28 @@ const CACHE_MAX_LOTS: usize = 500_000;
 /// What a batch knows of an address: all its lots and its last history positions.
 type AddressState = (BTreeMap<LotKey, Lot>, LastRows);
 
+/// What tells a [`BatchCache`] whether the state of an address it holds is still exact.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Stamps {
+    /// Nothing: the transaction uses no cache.
+    #[default]
+    None,
+    /// One generation for the whole store, advanced by every write transaction, where no two
+    /// write transactions run concurrently.
+    Store(i64),
+    /// A version per address, advanced by every transaction that writes the address's history
+    /// or lots while holding the address's lock. Addresses the store has no version of are
+    /// absent.
+    Addresses(HashMap<String, i64>),
+}
+
 /// The state of addresses as the last committed batch left them; see the module docs.
 #[derive(Debug, Default)]
 pub struct BatchCache {
-    /// The store generation the cache is exact for.
+    /// The store generation the cache is exact for ([`Stamps::Store`] only).
     generation: Option<i64>,
-    addresses: HashMap<String, AddressState>,
+    /// Each address's state, with its version when it was left ([`Stamps::Addresses`] only).
+    addresses: HashMap<String, (Option<i64>, AddressState)>,
     lots: usize,
 }
 
@@ -74,40 +91,70 @@ impl BatchCache {
         })
     }
 
-    /// The states of `addresses` the cache holds, removed from it (the batch owns them until it
-    /// commits), provided the store is at `generation`; otherwise the cache is emptied.
+    /// The states of `addresses` the cache holds exact at `stamps` (the stamps the store shows
+    /// now, to a transaction holding the addresses' locks), removed from it: the batch owns
+    /// them until it commits. States no longer exact are dropped.
     fn take(
         &mut self,
-        generation: i64,
+        stamps: &Stamps,
         addresses: &BTreeSet<String>,
     ) -> HashMap<String, AddressState> {
-        if self.generation != Some(generation) {
-            self.clear();
-            return HashMap::new();
-        }
-        self.generation = None;
+        let exact: &dyn Fn(&str, Option<i64>) -> bool = match stamps {
+            Stamps::None => {
+                self.clear();
+                return HashMap::new();
+            }
+            Stamps::Store(generation) => {
+                if self.generation != Some(*generation) {
+                    self.clear();
+                    return HashMap::new();
+                }
+                // Until this batch commits, the store is past the cache's generation.
+                self.generation = None;
+                &|_, _| true
+            }
+            Stamps::Addresses(versions) => &|address: &str, version: Option<i64>| {
+                version.is_some() && versions.get(address).copied() == version
+            },
+        };
         let mut out = HashMap::new();
         for a in addresses {
-            if let Some(state) = self.addresses.remove(a) {
+            if let Some((version, state)) = self.addresses.remove(a) {
                 self.lots -= state.0.len();
-                out.insert(a.clone(), state);
+                if exact(a, version) {
+                    out.insert(a.clone(), state);
+                }
             }
         }
         out
     }
 
-    /// Keeps a committed batch's states, exact at `generation`.
-    fn put(&mut self, generation: i64, states: HashMap<String, AddressState>) {
+    /// Keeps a committed batch's states: `before` the stamps its transaction found (see
+    /// [`BatchCache::take`]), `after` those its commit left.
+    fn put(&mut self, before: &Stamps, after: &Stamps, states: HashMap<String, AddressState>) {
         for (address, state) in states {
+            let version = match (before, after) {
+                (Stamps::Store(_), Stamps::Store(_)) => None,
+                (Stamps::Addresses(before), Stamps::Addresses(after)) => {
+                    match after.get(&address).or_else(|| before.get(&address)) {
+                        Some(v) => Some(*v),
+                        // Never written and unknown to the store: nothing to check it by.
+                        None => continue,
+                    }
+                }
+                _ => return self.clear(),
+            };
             self.lots += state.0.len();
-            if let Some(old) = self.addresses.insert(address, state) {
+            if let Some((_, old)) = self.addresses.insert(address, (version, state)) {
                 self.lots -= old.0.len();
             }
         }
         if self.lots > CACHE_MAX_LOTS {
             self.clear();
         }
-        self.generation = Some(generation);
+        if let Stamps::Store(generation) = after {
+            self.generation = Some(*generation);
+        }
     }
 
     fn clear(&mut self) {
@@ -130,17 +177,19 @@ pub struct BatchTx<'t, T: LedgerTx> {
     last_update: Timestamp,
     dirty_lots: BTreeSet<(String, LotKey)>,
     pending_messages: Vec<MessageRecord>,
+    /// The stamps the store showed once the batch's addresses were locked.
+    stamps: Stamps,
 }
 
-impl<'t, T: LedgerTx> BatchTx<'t, T> {
+impl<'t, T: Commit> BatchTx<'t, T> {
     /// Locks and loads everything the batch's messages touch; the lots and last positions of
-    /// addresses in `cached` (taken from a [`BatchCache`]) are not read again. Also returns
-    /// each item's classification (`None` for items that are not posts), made once here.
+    /// addresses the `cache` holds exact are not read again. Also returns each item's
+    /// classification (`None` for items that are not posts), made once here.
     pub async fn load(
         inner: &'t mut T,
         items: &[BatchItem],
         rules: &Rules,
-        cache: Option<(&std::sync::Mutex<BatchCache>, i64)>,
+        cache: Option<&std::sync::Mutex<BatchCache>>,
     ) -> Result<(BatchTx<'t, T>, Vec<Option<Decision>>), StoreError> {
         let mut hashes: BTreeSet<&str> = BTreeSet::new();
         let mut addresses: BTreeSet<String> = BTreeSet::new();
@@ -165,9 +214,13 @@ impl<'t, T: LedgerTx> BatchTx<'t, T> {
         let hashes: Vec<&str> = hashes.into_iter().collect();
         let address_refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
         inner.lock_many(&hashes, &address_refs).await?;
-        let cached = match cache {
-            Some((cache, generation)) => BatchCache::locked(cache).take(generation, &addresses),
-            None => HashMap::new(),
+        let (stamps, cached) = match cache {
+            Some(cache) => {
+                let stamps = inner.stamps(&address_refs).await?;
+                let cached = BatchCache::locked(cache).take(&stamps, &addresses);
+                (stamps, cached)
+            }
+            None => (Stamps::None, HashMap::new()),
         };
         let uncached: Vec<&str> = address_refs
             .iter()
@@ -216,10 +269,13 @@ impl<'t, T: LedgerTx> BatchTx<'t, T> {
             last_update: Timestamp::UNIX_EPOCH,
             dirty_lots: BTreeSet::new(),
             pending_messages: Vec::new(),
+            stamps,
         };
         Ok((batch, decisions))
     }
+}
 
+impl<T: LedgerTx> BatchTx<'_, T> {
     async fn ensure_lots(&mut self, address: &str) -> Result<(), StoreError> {
         if !self.lots.contains_key(address) {
             let mut map = BTreeMap::new();
@@ -249,8 +305,8 @@ impl<'t, T: LedgerTx> BatchTx<'t, T> {
     }
 
     /// Writes everything buffered and hands back the state of every address the batch holds
-    /// completely (for a [`BatchCache`]). The caller commits.
-    pub async fn flush(mut self) -> Result<HashMap<String, AddressState>, StoreError> {
+    /// completely, with the stamps found at load (for a [`BatchCache`]). The caller commits.
+    pub async fn flush(mut self) -> Result<(Stamps, HashMap<String, AddressState>), StoreError> {
         self.flush_rows().await?;
         let mut upserts = Vec::new();
         let mut deletes = Vec::new();
@@ -280,14 +336,15 @@ impl<'t, T: LedgerTx> BatchTx<'t, T> {
         self.inner.record_messages(&records).await?;
         // An address has both maps only when it was loaded whole (lots and last positions).
         let mut last = self.last;
-        Ok(self
+        let states = self
             .lots
             .into_iter()
             .filter_map(|(address, lots)| {
                 let rows = last.remove(&address)?;
                 Some((address, (lots, rows)))
             })
-            .collect())
+            .collect();
+        Ok((self.stamps, states))
     }
 }
 
@@ -526,29 +583,17 @@ impl<T: LedgerTx> LedgerTx for BatchTx<'_, T> {
 }
 
 /// Runs a batch on an open transaction: every item through the writer over [`BatchTx`], then
-/// one flush. The caller commits, or on error rolls back and replays one message at a time.
-pub async fn apply_batch<T: LedgerTx>(
+/// one flush; with a [`BatchCache`], the states it holds exact are not read again. Returns the
+/// outcomes, and the stamps and states to put back into the cache once committed. The caller
+/// commits, or on error rolls back and replays one message at a time.
+async fn apply_batch<T: Commit>(
     tx: &mut T,
     items: &[BatchItem],
     rules: &Rules,
     now: Timestamp,
     progress: Option<&IngestProgress>,
-) -> Result<Vec<Outcome>, StoreError> {
-    Ok(apply_batch_cached(tx, items, rules, now, progress, None)
-        .await?
-        .0)
-}
-
-/// [`apply_batch`] with a [`BatchCache`] exact at the given generation; also returns the
-/// states to put back into it once committed.
-async fn apply_batch_cached<T: LedgerTx>(
-    tx: &mut T,
-    items: &[BatchItem],
-    rules: &Rules,
-    now: Timestamp,
-    progress: Option<&IngestProgress>,
-    cache: Option<(&std::sync::Mutex<BatchCache>, i64)>,
-) -> Result<(Vec<Outcome>, HashMap<String, AddressState>), StoreError> {
+    cache: Option<&std::sync::Mutex<BatchCache>>,
+) -> Result<(Vec<Outcome>, Stamps, HashMap<String, AddressState>), StoreError> {
     let (mut batch, decisions) = BatchTx::load(tx, items, rules, cache).await?;
     let mut outcomes = Vec::with_capacity(items.len());
     for (item, decision) in items.iter().zip(decisions) {
@@ -563,22 +608,33 @@ async fn apply_batch_cached<T: LedgerTx>(
             (BatchItem::Ignore, _) => Outcome::Ignored(IgnoreReason::NotCreditType),
         });
     }
-    let states = batch.flush().await?;
+    let (stamps, states) = batch.flush().await?;
     if let Some(progress) = progress {
         tx.set_ingest_progress(progress).await?;
     }
-    Ok((outcomes, states))
+    Ok((outcomes, stamps, states))
 }
 
 /// A write transaction that can be committed (a dropped one rolls back).
 pub trait Commit: LedgerTx + Sized {
-    fn commit(self) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+    /// Commits, and returns the stamps the commit left: [`Stamps::Store`] with the generation
+    /// it advanced to, or [`Stamps::Addresses`] with the new version of every address it wrote.
+    fn commit_stamped(self)
+    -> impl std::future::Future<Output = Result<Stamps, StoreError>> + Send;
 
-    /// `(before, after)`: the store generation this transaction found and the one its commit
-    /// leaves, where every write transaction advances it and none runs concurrently with
-    /// another; `None` where writers may interleave (then no [`BatchCache`] is used).
-    fn generations(&self) -> Option<(i64, i64)> {
-        None
+    /// Commits.
+    fn commit(self) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+        async move { self.commit_stamped().await.map(drop) }
+    }
+
+    /// The stamps of `addresses` now, asked once this transaction holds their locks;
+    /// [`Stamps::None`] where no [`BatchCache`] can be used.
+    fn stamps(
+        &mut self,
+        addresses: &[&str],
+    ) -> impl std::future::Future<Output = Result<Stamps, StoreError>> + Send {
+        let _ = addresses;
+        async { Ok(Stamps::None) }
     }
 }
 
@@ -601,14 +657,11 @@ where
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
     let mut tx = open().await?;
-    let generations = tx.generations();
-    let cache = cache.zip(generations);
-    let cached = cache.map(|(cache, (before, _))| (cache, before));
-    match apply_batch_cached(&mut tx, items, rules, now, progress, cached).await {
-        Ok((outcomes, states)) => {
-            tx.commit().await?;
-            if let Some((cache, (_, after))) = cache {
-                BatchCache::locked(cache).put(after, states);
+    match apply_batch(&mut tx, items, rules, now, progress, cache).await {
+        Ok((outcomes, before, states)) => {
+            let after = tx.commit_stamped().await?;
+            if let Some(cache) = cache {
+                BatchCache::locked(cache).put(&before, &after, states);
             }
             Ok(outcomes)
         }

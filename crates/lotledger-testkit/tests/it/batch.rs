@@ -4,7 +4,7 @@
 //! SQLite file and to a PostgreSQL database. Same outcomes, history, lots and message records.
 
 use lotledger_core::{Post, Rules, Timestamp};
-use lotledger_store::{BatchItem, HistorySelector, Store, apply_one_by_one};
+use lotledger_store::{BatchItem, HistorySelector, Outcome, Store, apply_one_by_one};
 use lotledger_testkit::db;
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -211,14 +211,41 @@ proptest! {
     }
 }
 
+/// Batches through `batcher`, single messages through `other`, in turns (chunk sizes cycling
+/// through `sizes`); the outcomes in order.
+async fn in_turns<S: Store>(
+    batcher: &S,
+    other: &S,
+    items: &[BatchItem],
+    sizes: &[usize],
+    rules: &Rules,
+    now: Timestamp,
+) -> Vec<Outcome> {
+    let mut got = Vec::new();
+    let mut rest = items;
+    let mut k = 0;
+    while !rest.is_empty() {
+        let n = sizes[k % sizes.len()].clamp(1, rest.len());
+        let (chunk, tail) = rest.split_at(n);
+        if k % 2 == 0 {
+            got.extend(batcher.apply_batch(chunk, rules, now).await.unwrap());
+        } else {
+            got.extend(apply_one_by_one(other, chunk, rules, now).await.unwrap());
+        }
+        rest = tail;
+        k += 1;
+    }
+    got
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
-    /// Two stores on one SQLite file, as two processes: batches through one, single messages
-    /// through the other, in turns. What a batch carries over to the next (the batch cache)
-    /// must never hide a write of the other store: same outcomes and state as one transaction
-    /// per message.
+    /// Two stores on one database, as two processes: batches through one, single messages
+    /// through the other, in turns. What a batch carries over to the next (the batch cache:
+    /// a file generation on SQLite, address versions on PostgreSQL) must never hide a write of
+    /// the other store: same outcomes and state as one transaction per message.
     #[test]
-    fn batches_see_what_another_writer_of_the_file_did(
+    fn batches_see_what_another_writer_of_the_database_did(
         msgs in proptest::collection::vec(msg(), 1..40),
         sizes in proptest::collection::vec(1usize..8, 1..6),
         now_hour in 0i64..60,
@@ -230,22 +257,16 @@ proptest! {
 
             let (batcher, url) = db::fresh_sqlite(&dir).await;
             let other = lotledger_store_sqlite::SqliteStore::open(&url).await.unwrap();
-            let mut got = Vec::new();
-            let mut rest = &items[..];
-            let mut k = 0;
-            while !rest.is_empty() {
-                let n = sizes[k % sizes.len()].clamp(1, rest.len());
-                let (chunk, tail) = rest.split_at(n);
-                if k % 2 == 0 {
-                    got.extend(batcher.apply_batch(chunk, &rules, now).await.unwrap());
-                } else {
-                    got.extend(apply_one_by_one(&other, chunk, &rules, now).await.unwrap());
-                }
-                rest = tail;
-                k += 1;
-            }
-            assert_eq!(got, expected, "outcomes");
-            assert_eq!(state(&batcher, &hashes).await, want, "state");
+            let got = in_turns(&batcher, &other, &items, &sizes, &rules, now).await;
+            assert_eq!(got, expected, "sqlite outcomes");
+            assert_eq!(state(&batcher, &hashes).await, want, "sqlite state");
+
+            let url = db::fresh_pg_url().await;
+            let batcher = lotledger_store_pg::PgStore::open(&url).await.unwrap();
+            let other = lotledger_store_pg::PgStore::open(&url).await.unwrap();
+            let got = in_turns(&batcher, &other, &items, &sizes, &rules, now).await;
+            assert_eq!(got, expected, "postgres outcomes");
+            assert_eq!(state(&batcher, &hashes).await, want, "postgres state");
         });
     }
 }
