@@ -30,6 +30,13 @@ const MAX_LINE_BYTES: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_BATCH: u64 = 5000;
 /// Largest accepted `--batch`.
 const MAX_BATCH: u64 = 1_000_000;
+/// Largest accepted `--jobs`.
+const MAX_JOBS: u64 = 256;
+
+/// The machine's cores (the default of `--jobs`).
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -50,6 +57,10 @@ pub struct Args {
     #[arg(long, default_value_t = DEFAULT_BATCH,
           value_parser = clap::value_parser!(u64).range(1..=MAX_BATCH))]
     batch: u64,
+    /// Threads that parse and verify messages while the store applies the previous batch.
+    /// Default: the machine's cores.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_JOBS))]
+    jobs: Option<u64>,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -79,6 +90,8 @@ pub struct Options {
     pub now: Option<Timestamp>,
     /// Messages (and refused lines) per [`Store::apply_batch`] call, at least 1.
     pub batch: usize,
+    /// Threads parsing and verifying the next lines while a batch is applied, at least 1.
+    pub jobs: usize,
     /// Files whose progress is recorded (display name → canonical path): each batch then stays
     /// within one file and commits the file's read prefix with it.
     pub progress_keys: HashMap<Arc<str>, String>,
@@ -197,6 +210,13 @@ impl Pending {
         self.items.push(item);
     }
 
+    fn push(&mut self, source: &LineSource, parsed: Parsed) {
+        match parsed {
+            Parsed::Refused(error) => self.refuse(source, error),
+            Parsed::Item { item_hash, item } => self.item(source, item_hash, item),
+        }
+    }
+
     /// Applies the pending items in one [`Store::apply_batch`] call and records every outcome
     /// (and every refused line) in input order.
     async fn flush<S: Store>(
@@ -273,91 +293,175 @@ impl Pending {
     }
 }
 
+/// A line parsed (and verified unless trusted): its messages and refusals in order, or the
+/// input error that ends the input.
+enum Step {
+    Line {
+        source: LineSource,
+        parsed: Vec<Parsed>,
+    },
+    Failed(anyhow::Error),
+}
+
+/// One message of a line, ready for its batch, or the reason the line (or message) is refused.
+enum Parsed {
+    Item { item_hash: String, item: BatchItem },
+    Refused(String),
+}
+
+/// Reads the next `n` lines (fewer at the end of the input or after an input error, which ends
+/// the chunk) and parses them on a blocking thread, spread over `jobs` threads: the returned
+/// task runs while the caller applies the previous chunk. `None` at the end of the input.
+fn parse_ahead(
+    lines: &mut impl Iterator<Item = Result<Line>>,
+    n: usize,
+    jobs: usize,
+    trusted: bool,
+) -> Option<tokio::task::JoinHandle<Vec<Step>>> {
+    let mut chunk = Vec::with_capacity(n.min(65_536));
+    for line in lines.by_ref() {
+        let failed = line.is_err();
+        chunk.push(line);
+        if failed || chunk.len() >= n {
+            break;
+        }
+    }
+    if chunk.is_empty() {
+        return None;
+    }
+    Some(tokio::task::spawn_blocking(move || {
+        parse_chunk(chunk, jobs, trusted)
+    }))
+}
+
+/// Parses lines in input order, on up to `jobs` threads (contiguous shares).
+fn parse_chunk(chunk: Vec<Result<Line>>, jobs: usize, trusted: bool) -> Vec<Step> {
+    let step = |line: Result<Line>| match line {
+        Ok(Line::Refused { source, error }) => {
+            let error = format!("{source}: {error}");
+            Step::Line {
+                source,
+                parsed: vec![Parsed::Refused(error)],
+            }
+        }
+        Ok(Line::Text { source, bytes }) => {
+            let parsed = parse_line(&source, &bytes, trusted);
+            Step::Line { source, parsed }
+        }
+        Err(e) => Step::Failed(e),
+    };
+    let share = chunk.len().div_ceil(jobs.max(1)).max(1);
+    if jobs <= 1 || chunk.len() <= share {
+        return chunk.into_iter().map(step).collect();
+    }
+    let mut shares: Vec<Vec<Result<Line>>> = Vec::new();
+    let mut rest = chunk.into_iter();
+    loop {
+        let part: Vec<Result<Line>> = rest.by_ref().take(share).collect();
+        if part.is_empty() {
+            break;
+        }
+        shares.push(part);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = shares
+            .into_iter()
+            .map(|part| scope.spawn(move || part.into_iter().map(step).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(steps) => steps,
+                Err(_) => vec![Step::Failed(anyhow::anyhow!("a parsing thread panicked"))],
+            })
+            .collect()
+    })
+}
+
 /// Applies the messages of `lines` in batches of `opts.batch` (the whole ingest path: UTF-8,
 /// JSON, envelope, item hash and signature unless trusted, then [`Store::apply_batch`]).
+/// Lines are parsed and verified on `opts.jobs` threads a chunk ahead, while the store applies
+/// the batch before; batches, outcomes and their order are those of a sequential run.
 /// Outcomes are counted in input order. On an input error (`Err` from `lines`) the messages
 /// read before it are applied, then the error is returned.
 pub async fn ingest_lines<S: Store>(
     store: &S,
     rules: &Rules,
-    lines: impl Iterator<Item = Result<Line>>,
+    mut lines: impl Iterator<Item = Result<Line>>,
     opts: &Options,
 ) -> Result<Summary> {
     let batch = opts.batch.max(1);
+    let jobs = opts.jobs.max(1);
     let mut summary = Summary::default();
     let mut pending = Pending::new(batch.min(10_000));
-    for line in lines {
-        let line = match line {
-            Ok(line) => line,
-            Err(e) => {
+    let mut next = parse_ahead(&mut lines, batch, jobs, opts.trusted);
+    while let Some(task) = next.take() {
+        let steps = task.await.context("parsing messages")?;
+        let failed = matches!(steps.last(), Some(Step::Failed(_)));
+        if !failed {
+            next = parse_ahead(&mut lines, batch, jobs, opts.trusted);
+        }
+        for step in steps {
+            let (source, parsed) = match step {
+                Step::Line { source, parsed } => (source, parsed),
+                Step::Failed(e) => {
+                    pending.flush(store, rules, opts, &mut summary).await?;
+                    return Err(e);
+                }
+            };
+            // A batch stays within one file, so that it can commit that file's progress.
+            if pending.last.as_ref().is_some_and(|last| {
+                last.file != source.file && opts.progress_keys.contains_key(&last.file)
+            }) {
                 pending.flush(store, rules, opts, &mut summary).await?;
-                return Err(e);
             }
-        };
-        // A batch stays within one file, so that it can commit that file's progress.
-        let source = match &line {
-            Line::Text { source, .. } | Line::Refused { source, .. } => source,
-        };
-        if pending.last.as_ref().is_some_and(|last| {
-            last.file != source.file && opts.progress_keys.contains_key(&last.file)
-        }) {
-            pending.flush(store, rules, opts, &mut summary).await?;
-        }
-        match line {
-            Line::Refused { source, error } => {
-                pending.refuse(&source, format!("{source}: {error}"))
+            for p in parsed {
+                pending.push(&source, p);
             }
-            Line::Text { source, bytes } => parse_line(&source, &bytes, opts.trusted, &mut pending),
-        }
-        if pending.entries.len() >= batch {
-            pending.flush(store, rules, opts, &mut summary).await?;
+            if pending.entries.len() >= batch {
+                pending.flush(store, rules, opts, &mut summary).await?;
+            }
         }
     }
     pending.flush(store, rules, opts, &mut summary).await?;
     Ok(summary)
 }
 
-/// Turns one line into pending entries (a node's `messages.json` page holds several messages).
-fn parse_line(source: &LineSource, bytes: &[u8], trusted: bool, pending: &mut Pending) {
+/// One line's messages (a node's `messages.json` page holds several), each parsed and, unless
+/// trusted, verified; refusals name `source`.
+fn parse_line(source: &LineSource, bytes: &[u8], trusted: bool) -> Vec<Parsed> {
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t.trim(),
-        Err(_) => {
-            pending.refuse(source, format!("{source}: not valid UTF-8"));
-            return;
-        }
+        Err(_) => return vec![Parsed::Refused(format!("{source}: not valid UTF-8"))],
     };
     if text.is_empty() {
-        return;
+        return Vec::new();
     }
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(e) => {
-            pending.refuse(source, format!("{source}: not valid JSON: {e}"));
-            return;
-        }
+        Err(e) => return vec![Parsed::Refused(format!("{source}: not valid JSON: {e}"))],
     };
     match value {
         Value::Object(mut page)
             if page.get("item_hash").is_none()
                 && matches!(page.get("messages"), Some(Value::Array(_))) =>
         {
-            if let Some(Value::Array(list)) = page.remove("messages") {
-                for message in &list {
-                    parse_message(source, message, trusted, pending);
-                }
+            match page.remove("messages") {
+                Some(Value::Array(list)) => list
+                    .iter()
+                    .map(|message| parse_message(source, message, trusted))
+                    .collect(),
+                _ => Vec::new(),
             }
         }
-        message => parse_message(source, &message, trusted, pending),
+        message => vec![parse_message(source, &message, trusted)],
     }
 }
 
-fn parse_message(source: &LineSource, message: &Value, trusted: bool, pending: &mut Pending) {
+fn parse_message(source: &LineSource, message: &Value, trusted: bool) -> Parsed {
     let envelope = match Envelope::from_json(message) {
         Ok(e) => e,
-        Err(e) => {
-            pending.refuse(source, format!("{source}: {e}"));
-            return;
-        }
+        Err(e) => return Parsed::Refused(format!("{source}: {e}")),
     };
     let verified = if trusted || envelope.message_type != "POST" {
         Ok(())
@@ -371,7 +475,10 @@ fn parse_message(source: &LineSource, message: &Value, trusted: bool, pending: &
             error: e.to_string(),
         },
     };
-    pending.item(source, envelope.item_hash, item);
+    Parsed::Item {
+        item_hash: envelope.item_hash,
+        item,
+    }
 }
 
 /// A file being read.
@@ -593,6 +700,10 @@ pub async fn run(store: &AnyStore, rules: &Rules, args: Args) -> Result<ExitCode
             .map(|t| super::instant(Some(t)))
             .transpose()?,
         batch: usize::try_from(args.batch).context("--batch is too large")?,
+        jobs: match args.jobs {
+            Some(j) => usize::try_from(j).context("--jobs is too large")?,
+            None => default_jobs(),
+        },
         progress_keys: HashMap::new(),
     };
     let total_bytes: u64 = args

@@ -170,8 +170,16 @@ fn signed_distribution(secret: &[u8; 32], amount: i64) -> (String, String) {
     (sender, message.to_string())
 }
 
+/// Also with parsing and verification spread over threads, in chunks of every size: the same
+/// outcomes in the same order.
 #[test]
 fn ingest_verifies_envelopes_unless_trusted() {
+    for (batch, jobs) in [("5000", "1"), ("1", "2"), ("2", "3"), ("3", "8")] {
+        verifies_envelopes(batch, jobs);
+    }
+}
+
+fn verifies_envelopes(batch: &str, jobs: &str) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
     let secret = [0x11u8; 32];
@@ -197,6 +205,10 @@ fn ingest_verifies_envelopes_unless_trusted() {
             &format!("{signer},{WHITELISTED}"),
             "ingest",
             "--json",
+            "--batch",
+            batch,
+            "--jobs",
+            jobs,
             "--now",
             NOW,
             path.to_str().unwrap(),
@@ -204,7 +216,10 @@ fn ingest_verifies_envelopes_unless_trusted() {
     );
     assert!(ok, "{stderr}");
     let summary: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(summary["processed"], 1, "{summary}");
+    assert_eq!(
+        summary["processed"], 1,
+        "--batch {batch} --jobs {jobs}: {summary}"
+    );
     assert_eq!(summary["rejected"], 3, "{summary}");
     let errors: Vec<&str> = summary["errors"]
         .as_array()
@@ -282,10 +297,16 @@ fn batch_size_changes_no_outcome() {
     let path = dir.path().join("m.jsonl");
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     let mut summaries = Vec::new();
-    for batch in ["1", "2", "3", "1000"] {
+    for (batch, jobs) in [
+        ("1", "1"),
+        ("2", "1"),
+        ("3", "2"),
+        ("1000", "3"),
+        ("1", "4"),
+    ] {
         let url = format!(
             "sqlite://{}",
-            dir.path().join(format!("b{batch}.db")).display()
+            dir.path().join(format!("b{batch}-j{jobs}.db")).display()
         );
         let (ok, stdout, stderr) = lotledger(
             &url,
@@ -295,6 +316,8 @@ fn batch_size_changes_no_outcome() {
                 "--json",
                 "--batch",
                 batch,
+                "--jobs",
+                jobs,
                 "--now",
                 NOW,
                 path.to_str().unwrap(),

@@ -98,11 +98,25 @@ fn item_hash(rng: &mut Rng, tag: u64, seq: u64) -> String {
 }
 
 /// A POST envelope as a JSON line (the shape of `examples/sample.jsonl`); `content` is the
-/// credit content object as JSON text.
-fn envelope(sender: &str, hash: &str, ts_seconds: i64, kind: &str, content: &str) -> Vec<u8> {
+/// credit content object as JSON text; `hash`: the item hash, `None` for the content's own.
+fn envelope(
+    sender: &str,
+    hash: Option<&str>,
+    ts_seconds: i64,
+    kind: &str,
+    content: &str,
+) -> Vec<u8> {
     let item_content = format!(
         r#"{{"address":"{sender}","time":{ts_seconds}.0,"type":"{kind}","content":{content}}}"#
     );
+    let own;
+    let hash = match hash {
+        Some(h) => h,
+        None => {
+            own = lotledger_sig::item_hash_of(&item_content);
+            &own
+        }
+    };
     let escaped = item_content.replace('\\', "\\\\").replace('"', "\\\"");
     format!(
         r#"{{"chain":"ETH","sender":"{sender}","type":"POST","channel":"ALEPH_CREDIT","item_type":"inline","item_content":"{escaped}","item_hash":"{hash}","time":{ts_seconds}.0,"signature":"0x"}}"#
@@ -262,6 +276,65 @@ pub struct Expected {
 
 /// W1 sizes before scaling.
 pub const W1_DISTRIBUTIONS: u64 = 100_000;
+/// The secp256k1 keys of the signed workload (W5), derived from the seed: one per W1 address
+/// and the minter's (whitelisted by W5's rules).
+pub struct Keys {
+    pub minter: String,
+    holders: Vec<String>,
+    secrets: std::collections::HashMap<String, [u8; 32]>,
+}
+
+impl Keys {
+    pub fn new(seed: u64, scale: f64) -> Keys {
+        use sha2::{Digest, Sha256};
+        let secret = |index: u64| -> [u8; 32] {
+            let mut h = Sha256::new();
+            h.update(b"lotledger bench key");
+            h.update(seed.to_le_bytes());
+            h.update(index.to_le_bytes());
+            h.finalize().into()
+        };
+        let n = count(W1_ADDRESSES, scale).max(4);
+        let mut secrets = std::collections::HashMap::new();
+        let mut holders = Vec::new();
+        for i in 0..n {
+            let key = secret(i + 1);
+            let address = lotledger_sig::evm_address(&key);
+            holders.push(address.clone());
+            secrets.insert(address, key);
+        }
+        let key = secret(0);
+        let minter = lotledger_sig::evm_address(&key);
+        secrets.insert(minter.clone(), key);
+        Keys {
+            minter,
+            holders,
+            secrets,
+        }
+    }
+
+    /// A line of [`W1::signed`] with its `signature` made by its sender's key (EIP-191, as the
+    /// Aleph SDK signs).
+    pub fn sign(&self, line: &[u8]) -> Result<Vec<u8>> {
+        let mut message: serde_json::Value = serde_json::from_slice(line)?;
+        let field = |name: &str| {
+            message
+                .get(name)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| anyhow::anyhow!("a generated line without {name}"))
+        };
+        let (sender, item_hash) = (field("sender")?, field("item_hash")?);
+        let secret = self
+            .secrets
+            .get(&sender)
+            .ok_or_else(|| anyhow::anyhow!("no key for the sender {sender}"))?;
+        let buffer = lotledger_sig::verification_buffer("ETH", &sender, "POST", &item_hash);
+        message["signature"] = serde_json::Value::from(lotledger_sig::sign_evm(secret, &buffer));
+        Ok(serde_json::to_vec(&message)?)
+    }
+}
+
 pub const W1_EXPENSES: u64 = 70_000;
 pub const W1_TRANSFERS: u64 = 30_000;
 pub const W1_ADDRESSES: u64 = 10_000;
@@ -273,6 +346,10 @@ pub struct W1 {
     rng: Rng,
     file: std::sync::Arc<str>,
     addresses: Vec<String>,
+    /// The sender of distributions and expenses.
+    minter: String,
+    /// Item hashes are the content's own (the messages are then signed: [`Keys::sign`]).
+    signed: bool,
     model: Model,
     holders: Vec<usize>,
     is_holder: Vec<bool>,
@@ -304,6 +381,8 @@ impl W1 {
             rng: Rng::new(seed, W1_TAG),
             file: std::sync::Arc::from("w1"),
             addresses: (0..n).map(|i| address(seed, W1_TAG, i)).collect(),
+            minter: WHITELISTED.to_string(),
+            signed: false,
             model: Model::with_addresses(n as usize),
             holders: Vec::new(),
             is_holder: vec![false; n as usize],
@@ -313,6 +392,21 @@ impl W1 {
             total,
             expected: Expected::default(),
         }
+    }
+
+    /// W1 between the addresses of `keys` (same amounts, instants and outcomes), each message
+    /// under its content's own item hash, ready for [`Keys::sign`]: W5's workload.
+    pub fn signed(seed: u64, scale: f64, keys: &Keys) -> W1 {
+        let mut w1 = W1::new(seed, scale);
+        w1.addresses.clone_from(&keys.holders);
+        w1.minter.clone_from(&keys.minter);
+        w1.signed = true;
+        w1
+    }
+
+    /// A message envelope; signed workloads use the content's item hash, not `hash`.
+    fn envelope(&self, sender: &str, hash: &str, ts: i64, kind: &str, content: &str) -> Vec<u8> {
+        envelope(sender, (!self.signed).then_some(hash), ts, kind, content)
     }
 
     /// Messages W1 generates.
@@ -383,8 +477,8 @@ impl W1 {
         self.expected.expiring_lots += u64::from(expiry.is_some());
         let to = self.addresses.get(a).cloned().unwrap_or_default();
         let content = distribution_content(&[(to, amount, tx, expiry.map(|s| s * 1000))]);
-        envelope(
-            WHITELISTED,
+        self.envelope(
+            &self.minter,
             hash,
             ts,
             lotledger_core::message::DISTRIBUTION,
@@ -407,8 +501,8 @@ impl W1 {
         let node = format!("{:064x}", self.rng.below(16));
         let address = self.addresses.get(a).map_or("", String::as_str);
         let content = expense_content(address, amount, hash, &node);
-        envelope(
-            WHITELISTED,
+        self.envelope(
+            &self.minter,
             hash,
             ts,
             lotledger_core::message::EXPENSE,
@@ -461,7 +555,7 @@ impl W1 {
             .map(|(&r, &amount)| (self.addresses.get(r).map_or("", String::as_str), amount))
             .collect();
         let from = self.addresses.get(sender).map_or("", String::as_str);
-        envelope(
+        self.envelope(
             from,
             hash,
             ts,
@@ -599,7 +693,7 @@ impl W2 {
             let content = distribution_content(&[(self.hot.clone(), W2_LOT_AMOUNT, tx, None)]);
             envelope(
                 WHITELISTED,
-                &hash,
+                Some(&hash),
                 ts,
                 lotledger_core::message::DISTRIBUTION,
                 &content,
@@ -614,7 +708,7 @@ impl W2 {
             let content = expense_content(&self.hot, amount, &hash, &node);
             envelope(
                 WHITELISTED,
-                &hash,
+                Some(&hash),
                 ts,
                 lotledger_core::message::EXPENSE,
                 &content,
@@ -700,7 +794,7 @@ impl W3 {
                 .collect();
             let bytes = envelope(
                 WHITELISTED,
-                &hash,
+                Some(&hash),
                 ts,
                 lotledger_core::message::DISTRIBUTION,
                 &distribution_content(&entries),

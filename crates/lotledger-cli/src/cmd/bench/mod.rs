@@ -34,7 +34,7 @@ mod memory;
 mod report;
 mod sys;
 
-use generator::{Expected, W1, W2, W3, count};
+use generator::{Expected, Keys, W1, W2, W3, count};
 use report::{Figures, Unit};
 
 /// Rows W4 aims for at scale 1.
@@ -67,6 +67,7 @@ pub enum Workload {
     W2,
     W3,
     W4,
+    W5,
     Size,
 }
 
@@ -92,6 +93,9 @@ impl Only {
     }
     fn size(&self) -> bool {
         self.has(Workload::Size)
+    }
+    fn w5(&self) -> bool {
+        self.has(Workload::W5)
     }
 }
 
@@ -331,6 +335,9 @@ async fn run_store(
     let removed = fresh.remove().await;
     result?;
     removed?;
+    if only.w5() {
+        w5_phase((kind, pg_admin), params, &mut out).await?;
+    }
     if baseline {
         let fresh = db::Fresh::create(kind, pg_admin).await?;
         let result = baseline_run(&fresh, params, &mut out).await;
@@ -607,6 +614,7 @@ async fn w2_phase(
         trusted: true,
         now: Some(instant(w2.now_seconds())?),
         batch: params.batch,
+        jobs: ingest::default_jobs(),
         progress_keys: Default::default(),
     };
     let bar = super::progress_bar(w2.lots(), "W2 lots");
@@ -683,6 +691,7 @@ async fn w3_phase(
         trusted: true,
         now: Some(instant(w3.at_seconds())?),
         batch: params.batch,
+        jobs: ingest::default_jobs(),
         progress_keys: Default::default(),
     };
     let setup = ingest_lines(store, &rules(), lines.into_iter(), &opts).await?;
@@ -1064,6 +1073,7 @@ async fn baseline_run(fresh: &db::Fresh, params: Params, out: &mut StoreRun) -> 
         trusted: true,
         now: Some(instant(w2.now_seconds())?),
         batch: 1,
+        jobs: ingest::default_jobs(),
         progress_keys: Default::default(),
     };
     let setup = ingest_lines(&store, &rules, w2.setup(), &opts).await?;
@@ -1129,12 +1139,129 @@ async fn w1_ingest(
         trusted: true,
         now: Some(instant(w1.now_seconds())?),
         batch: params.batch,
+        jobs: ingest::default_jobs(),
         progress_keys: Default::default(),
     };
     let started = Instant::now();
     let summary = ingest_lines(store, &rules(), w1.by_ref().inspect(|_| bar.inc(1)), &opts).await?;
     let elapsed = started.elapsed();
     Ok((summary, w1.expected, elapsed))
+}
+
+/// W5, verified ingest: W1's workload between keys derived from the seed, each message
+/// signed by its sender (setup, not timed), through the ingest path without `--trusted` (item
+/// hash and EVM signature of every message checked), once with one parsing thread and once
+/// with one per core, each on a fresh store. Every message must verify and end as in W1.
+async fn w5_phase(
+    server: (StoreKind, Option<&str>),
+    params: Params,
+    out: &mut StoreRun,
+) -> Result<()> {
+    let keys = Keys::new(params.seed, params.scale);
+    let mut w5 = W1::signed(params.seed, params.scale, &keys);
+    let unsigned: Vec<ingest::Line> = w5.by_ref().collect::<Result<_>>()?;
+    let expected = w5.expected.clone();
+    let cores = ingest::default_jobs();
+    let bar = super::progress_bar(unsigned.len() as u64, "W5 signing (setup)");
+    let share = unsigned.len().div_ceil(cores).max(1);
+    let lines: Vec<ingest::Line> = std::thread::scope(|scope| {
+        let handles: Vec<_> = unsigned
+            .chunks(share)
+            .map(|part| {
+                let (keys, bar) = (&keys, &bar);
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|line| {
+                            bar.inc(1);
+                            match line {
+                                ingest::Line::Text { source, bytes } => Ok(ingest::Line::Text {
+                                    source: source.clone(),
+                                    bytes: keys.sign(bytes)?,
+                                }),
+                                other => Ok(other.clone()),
+                            }
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut lines = Vec::with_capacity(unsigned.len());
+        for handle in handles {
+            let part = handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("a signing thread panicked"))??;
+            lines.extend(part);
+        }
+        Ok::<_, anyhow::Error>(lines)
+    })?;
+    bar.finish_and_clear();
+    drop(unsigned);
+    let rules = Rules::new([keys.minter.clone()], Rules::default().channels);
+    let mut runs = vec![1];
+    if cores > 1 {
+        runs.push(cores);
+    }
+    let mut rates = Vec::new();
+    for jobs in runs {
+        let fresh = db::Fresh::create(server.0, server.1).await?;
+        let store = AnyStore::open(fresh.url()).await?;
+        let opts = ingest::Options {
+            trusted: false,
+            now: Some(instant(w5.now_seconds())?),
+            batch: params.batch,
+            jobs,
+            progress_keys: Default::default(),
+        };
+        let bar = super::progress_bar(lines.len() as u64, "W5 verified ingest");
+        let started = Instant::now();
+        let summary = ingest_lines(
+            &store,
+            &rules,
+            lines.iter().cloned().map(Ok).inspect(|_| bar.inc(1)),
+            &opts,
+        )
+        .await;
+        let elapsed = started.elapsed();
+        bar.finish_and_clear();
+        let counts = db::counts(fresh.url()).await;
+        drop(store);
+        fresh.remove().await?;
+        let (summary, counts) = (summary?, counts?);
+        check_ingest(out, &format!("W5 (--jobs {jobs})"), &[&summary], &expected);
+        out.check(counts.history_rows == expected.history_rows, || {
+            format!(
+                "W5 (--jobs {jobs}): {} history rows, the generator says {}",
+                counts.history_rows, expected.history_rows
+            )
+        });
+        rates.push((jobs, rate(summary.total(), elapsed)));
+    }
+    let f = &mut out.figures;
+    f.count("w5", "messages", "signed messages", lines.len() as u64);
+    for &(jobs, r) in &rates {
+        let (key, label) = if jobs == 1 {
+            (
+                "messages_per_s_1_job",
+                "messages/s, 1 parsing thread".to_string(),
+            )
+        } else {
+            (
+                "messages_per_s",
+                format!("messages/s, {jobs} parsing threads"),
+            )
+        };
+        f.push("w5", key, &label, r, Unit::PerSecond);
+    }
+    if let [(_, one), (_, all)] = rates[..] {
+        f.push(
+            "w5",
+            "speedup",
+            "all cores / 1 thread",
+            all / one,
+            Unit::Ratio,
+        );
+    }
+    Ok(())
 }
 
 /// What the W1 child reports.

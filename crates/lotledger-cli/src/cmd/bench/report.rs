@@ -104,6 +104,7 @@ fn workload_title(w: &str) -> &str {
         "w2" => "W2 hot account",
         "w3" => "W3 reads",
         "w4" => "W4 repair/verify",
+        "w5" => "W5 verified ingest",
         "size" => "Size",
         "baseline" => "Baseline (--batch 1, 1/10 size)",
         other => other,
