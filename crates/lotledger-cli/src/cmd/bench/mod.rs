@@ -1196,6 +1196,24 @@ async fn w5_phase(
     })?;
     bar.finish_and_clear();
     drop(unsigned);
+    // What one thread verifies alone (JSON, envelope, item hash, signature), without a store.
+    let sample = &lines[..lines.len().min(20_000)];
+    let started = Instant::now();
+    let mut verified = 0u64;
+    for line in sample {
+        if let ingest::Line::Text { bytes, .. } = line {
+            let value: Value = serde_json::from_slice(bytes)?;
+            let envelope = lotledger_core::envelope::Envelope::from_json(&value)?;
+            verified += u64::from(lotledger_sig::verify(&envelope).is_ok());
+        }
+    }
+    let verify_rate = rate(verified, started.elapsed());
+    out.check(verified == sample.len() as u64, || {
+        format!(
+            "W5: {verified} of {} signed messages verify",
+            sample.len()
+        )
+    });
     let rules = Rules::new([keys.minter.clone()], Rules::default().channels);
     let mut runs = vec![1];
     if cores > 1 {
@@ -1238,6 +1256,13 @@ async fn w5_phase(
     }
     let f = &mut out.figures;
     f.count("w5", "messages", "signed messages", lines.len() as u64);
+    f.push(
+        "w5",
+        "verify_per_s_1_thread",
+        "verified alone, 1 thread, messages/s",
+        verify_rate,
+        Unit::PerSecond,
+    );
     for &(jobs, r) in &rates {
         let (key, label) = if jobs == 1 {
             (
