@@ -14,7 +14,7 @@ const ERC6492_MAGIC: [u8; 32] = [
 ];
 
 /// keccak256("\x19Ethereum Signed Message:\n" + decimal byte length + message).
-pub(crate) fn eip191_hash(message: &[u8]) -> [u8; 32] {
+pub fn eip191_hash(message: &[u8]) -> [u8; 32] {
     let mut hasher = Keccak256::new();
     hasher.update(b"\x19Ethereum Signed Message:\n");
     hasher.update(message.len().to_string().as_bytes());
@@ -83,12 +83,7 @@ pub(crate) fn verify(buffer: &[u8], sender: &str, signature: &str) -> Result<(),
         .map_err(|_| SignatureFault::WrongLength { expected: 65, got })?;
     let (rs, v) = bytes.split_at(64);
     let v = v.first().copied().unwrap_or_default();
-    let recovery_id = RecoveryId::new(parity(v)?, false);
-    // High-s signatures are accepted, as eth-account does; recovery does not need low s.
-    let signature = Signature::from_slice(rs).map_err(|_| SignatureFault::ScalarOutOfRange)?;
-    let key = VerifyingKey::recover_from_prehash(&eip191_hash(buffer), &signature, recovery_id)
-        .map_err(|_| SignatureFault::RecoveryFailed)?;
-    let recovered = address_of(&key);
+    let recovered = recover(Recovery::Libsecp256k1, &eip191_hash(buffer), rs, parity(v)?)?;
     if recovered.eq_ignore_ascii_case(sender) {
         Ok(())
     } else {
@@ -96,6 +91,68 @@ pub(crate) fn verify(buffer: &[u8], sender: &str, signature: &str) -> Result<(),
             recovered,
             sender: sender.to_owned(),
         })
+    }
+}
+
+/// An implementation of secp256k1 public-key recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// The pure-Rust `k256` crate.
+    K256,
+    /// Bitcoin Core's libsecp256k1 (C, through the `secp256k1` crate): the one [`verify`]
+    /// uses, about three times faster (BENCHMARKS.md, W5).
+    Libsecp256k1,
+}
+
+/// libsecp256k1's verification context, built once (its tables take a while to compute).
+static SECP256K1: std::sync::LazyLock<secp256k1::Secp256k1<secp256k1::VerifyOnly>> =
+    std::sync::LazyLock::new(secp256k1::Secp256k1::verification_only);
+
+/// The lower-case `0x` address whose key signed the 32-byte `prehash` with the 64-byte `r ‖ s`
+/// and the y-parity `odd`. Both implementations give the same answer and the same fault on
+/// every input: r or s zero or not below the curve order is [`SignatureFault::ScalarOutOfRange`];
+/// an r that is no point's x coordinate is [`SignatureFault::RecoveryFailed`]; high-s
+/// signatures are accepted, as eth-account does (recovery does not need low s).
+pub fn recover(
+    implementation: Recovery,
+    prehash: &[u8; 32],
+    rs: &[u8],
+    odd: bool,
+) -> Result<String, SignatureFault> {
+    match implementation {
+        Recovery::K256 => {
+            let signature =
+                Signature::from_slice(rs).map_err(|_| SignatureFault::ScalarOutOfRange)?;
+            let key = VerifyingKey::recover_from_prehash(
+                prehash,
+                &signature,
+                RecoveryId::new(odd, false),
+            )
+            .map_err(|_| SignatureFault::RecoveryFailed)?;
+            Ok(address_of(&key))
+        }
+        Recovery::Libsecp256k1 => {
+            // libsecp256k1 parses a zero r or s and fails only at recovery: refuse it first.
+            let (r, s) = rs.split_at(rs.len().min(32));
+            if rs.len() != 64 || r.iter().all(|b| *b == 0) || s.iter().all(|b| *b == 0) {
+                return Err(SignatureFault::ScalarOutOfRange);
+            }
+            let id = if odd {
+                secp256k1::ecdsa::RecoveryId::One
+            } else {
+                secp256k1::ecdsa::RecoveryId::Zero
+            };
+            let signature = secp256k1::ecdsa::RecoverableSignature::from_compact(rs, id)
+                .map_err(|_| SignatureFault::ScalarOutOfRange)?;
+            let key = SECP256K1
+                .recover_ecdsa(secp256k1::Message::from_digest(*prehash), &signature)
+                .map_err(|_| SignatureFault::RecoveryFailed)?;
+            let point = key.serialize_uncompressed();
+            let coordinates = point.get(1..).unwrap_or_default();
+            let digest: [u8; 32] = Keccak256::digest(coordinates).into();
+            let (_, address) = digest.split_at(12);
+            Ok(format!("0x{}", hex::encode(address)))
+        }
     }
 }
 
@@ -126,6 +183,79 @@ mod tests {
         assert_eq!(parity(38), Ok(true));
         assert_eq!(parity(2), Err(SignatureFault::BadRecoveryByte(2)));
         assert_eq!(parity(34), Err(SignatureFault::BadRecoveryByte(34)));
+    }
+
+    /// The two recovery implementations agree, on signatures of many keys and messages, with
+    /// either s (low and its high twin), and on every malformed kind of r and s.
+    #[test]
+    fn both_recoveries_agree() {
+        use k256::elliptic_curve::ops::Reduce;
+        let order_minus = |s: &[u8]| -> Vec<u8> {
+            // n − s, the high twin of a low s (same signature for recovery, other parity).
+            let s = k256::Scalar::reduce(&k256::U256::from_be_slice(s));
+            (-s).to_bytes().to_vec()
+        };
+        for i in 1u8..=40 {
+            let secret = [i; 32];
+            let buffer = [b'm', i];
+            let signature = crate::sign_evm(&secret, &buffer);
+            let bytes = decode_hex(&signature).unwrap();
+            let (rs, v) = bytes.split_at(64);
+            let odd = v[0] == 28;
+            let prehash = eip191_hash(&buffer);
+            let want = recover(Recovery::K256, &prehash, rs, odd).unwrap();
+            assert_eq!(
+                recover(Recovery::Libsecp256k1, &prehash, rs, odd),
+                Ok(want.clone())
+            );
+            // High s with the other parity: the same key, by both.
+            let mut high = rs[..32].to_vec();
+            high.extend(order_minus(&rs[32..]));
+            assert_eq!(
+                recover(Recovery::K256, &prehash, &high, !odd),
+                Ok(want.clone())
+            );
+            assert_eq!(
+                recover(Recovery::Libsecp256k1, &prehash, &high, !odd),
+                Ok(want)
+            );
+            // Wrong parity: another key (or none), the same for both.
+            assert_eq!(
+                recover(Recovery::K256, &prehash, rs, !odd),
+                recover(Recovery::Libsecp256k1, &prehash, rs, !odd)
+            );
+        }
+        let n = hex::decode("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141")
+            .unwrap();
+        let one = {
+            let mut b = vec![0u8; 31];
+            b.push(1);
+            b
+        };
+        let zero = vec![0u8; 32];
+        // An x coordinate with no point on the curve (x = 5: 5³ + 7 = 132 is not a square).
+        let mut no_point = vec![0u8; 31];
+        no_point.push(5);
+        let cases: [(Vec<u8>, Vec<u8>); 6] = [
+            (zero.clone(), one.clone()),
+            (one.clone(), zero),
+            (n.clone(), one.clone()),
+            (one.clone(), n),
+            (vec![0xff; 32], one.clone()),
+            (no_point, one),
+        ];
+        for (r, s) in cases {
+            let rs = [r, s].concat();
+            for odd in [false, true] {
+                let k = recover(Recovery::K256, &[7; 32], &rs, odd);
+                assert!(k.is_err(), "{rs:02x?}");
+                assert_eq!(
+                    k,
+                    recover(Recovery::Libsecp256k1, &[7; 32], &rs, odd),
+                    "{rs:02x?}"
+                );
+            }
+        }
     }
 
     #[test]

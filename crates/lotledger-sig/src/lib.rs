@@ -17,6 +17,7 @@ mod svm;
 
 use sha2::{Digest, Sha256};
 
+pub use evm::{Recovery, eip191_hash, recover as recover_evm};
 pub use lotledger_core::envelope::Envelope;
 pub use signing::{evm_address, sign_evm, sign_sol};
 

@@ -104,7 +104,10 @@ fn bench_smoke_on_both_stores() {
         assert_eq!(s["w4"]["drifted"], 0, "{store}");
         // W5 signs W1's workload: as many messages, every one verified (else the run fails).
         assert_eq!(s["w5"]["messages"], s["w1"]["messages"], "{store}");
-        positive(&s["w5"]["messages_per_s_1_job"], &format!("{store} w5 one thread"));
+        positive(
+            &s["w5"]["messages_per_s_1_job"],
+            &format!("{store} w5 one thread"),
+        );
         if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
             positive(&s["w5"]["messages_per_s"], &format!("{store} w5 all cores"));
         }

@@ -1208,11 +1208,46 @@ async fn w5_phase(
         }
     }
     let verify_rate = rate(verified, started.elapsed());
+    // Public-key recovery alone, by each implementation, on the same signatures.
+    let mut inputs = Vec::new();
+    for line in sample {
+        if let ingest::Line::Text { bytes, .. } = line {
+            let value: Value = serde_json::from_slice(bytes)?;
+            let field = |name: &str| value.get(name).and_then(Value::as_str).unwrap_or_default();
+            let buffer = lotledger_sig::verification_buffer(
+                "ETH",
+                field("sender"),
+                "POST",
+                field("item_hash"),
+            );
+            let signature = hex::decode(field("signature").trim_start_matches("0x"))?;
+            let (rs, v) = signature.split_at(signature.len().min(64));
+            let odd = v.first() == Some(&28);
+            inputs.push((lotledger_sig::eip191_hash(&buffer), rs.to_vec(), odd));
+        }
+    }
+    let mut recovery_rates = Vec::new();
+    for implementation in [
+        lotledger_sig::Recovery::K256,
+        lotledger_sig::Recovery::Libsecp256k1,
+    ] {
+        let started = Instant::now();
+        let recovered = inputs
+            .iter()
+            .filter(|(prehash, rs, odd)| {
+                lotledger_sig::recover_evm(implementation, prehash, rs, *odd).is_ok()
+            })
+            .count();
+        recovery_rates.push(rate(recovered as u64, started.elapsed()));
+        out.check(recovered == inputs.len(), || {
+            format!(
+                "W5: {implementation:?} recovered {recovered} of {}",
+                inputs.len()
+            )
+        });
+    }
     out.check(verified == sample.len() as u64, || {
-        format!(
-            "W5: {verified} of {} signed messages verify",
-            sample.len()
-        )
+        format!("W5: {verified} of {} signed messages verify", sample.len())
     });
     let rules = Rules::new([keys.minter.clone()], Rules::default().channels);
     let mut runs = vec![1];
@@ -1263,6 +1298,22 @@ async fn w5_phase(
         verify_rate,
         Unit::PerSecond,
     );
+    if let [k256, libsecp] = recovery_rates[..] {
+        f.push(
+            "w5",
+            "k256_recoveries_per_s",
+            "k256 key recoveries/s, 1 thread",
+            k256,
+            Unit::PerSecond,
+        );
+        f.push(
+            "w5",
+            "libsecp256k1_recoveries_per_s",
+            "libsecp256k1 key recoveries/s, 1 thread",
+            libsecp,
+            Unit::PerSecond,
+        );
+    }
     for &(jobs, r) in &rates {
         let (key, label) = if jobs == 1 {
             (
