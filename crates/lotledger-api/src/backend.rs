@@ -7,7 +7,8 @@ use std::pin::Pin;
 use lotledger_core::envelope::Envelope;
 use lotledger_core::{BalanceDetail, Credits, HistoryRow, Rules, Timestamp};
 use lotledger_store::{
-    BalancesQuery, HistorySelector, MessageRecord, Outcome, Store, StoreError, apply_envelope,
+    BalancesQuery, BatchItem, HistorySelector, MessageRecord, Outcome, Store, StoreError,
+    apply_envelope, apply_one_by_one,
 };
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -26,6 +27,13 @@ pub trait Backend: Send + Sync + 'static {
         error: &'a str,
         now: Timestamp,
     ) -> BoxFuture<'a, Outcome>;
+    /// [`Store::apply_batch`]; a lone item takes the one-transaction path.
+    fn apply_batch<'a>(
+        &'a self,
+        items: &'a [BatchItem],
+        rules: &'a Rules,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Vec<Outcome>>;
     fn balance<'a>(&'a self, address: &'a str, at: Timestamp) -> BoxFuture<'a, Credits>;
     fn balance_details<'a>(
         &'a self,
@@ -62,6 +70,18 @@ impl<S: Store + 'static> Backend for S {
         now: Timestamp,
     ) -> BoxFuture<'a, Outcome> {
         Box::pin(Store::reject(self, item_hash, error, now))
+    }
+    fn apply_batch<'a>(
+        &'a self,
+        items: &'a [BatchItem],
+        rules: &'a Rules,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Vec<Outcome>> {
+        if items.len() == 1 {
+            Box::pin(apply_one_by_one(self, items, rules, now))
+        } else {
+            Box::pin(Store::apply_batch(self, items, rules, now))
+        }
     }
     fn balance<'a>(&'a self, address: &'a str, at: Timestamp) -> BoxFuture<'a, Credits> {
         Box::pin(Store::balance(self, address, at))

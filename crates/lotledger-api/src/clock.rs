@@ -28,6 +28,18 @@ pub fn wall_clock_now() -> Timestamp {
 
 impl TestClock {
     pub(crate) fn now(&self, enabled: bool, headers: &HeaderMap) -> Result<Timestamp, ApiError> {
+        Ok(self
+            .explicit(enabled, headers)?
+            .unwrap_or_else(wall_clock_now))
+    }
+
+    /// The instant the test clock fixes for a request (its header, else the instant set), or
+    /// `None` where the request follows the wall clock.
+    pub(crate) fn explicit(
+        &self,
+        enabled: bool,
+        headers: &HeaderMap,
+    ) -> Result<Option<Timestamp>, ApiError> {
         match headers.get(NOW_HEADER) {
             Some(_) if !enabled => Err(ApiError::BadRequest(
                 "the X-Lotledger-Now header needs a server started with --test-clock".into(),
@@ -36,12 +48,12 @@ impl TestClock {
                 let text = v
                     .to_str()
                     .map_err(|_| ApiError::BadRequest("X-Lotledger-Now is not text".into()))?;
-                Timestamp::parse_rfc3339(text).map_err(|e| {
+                Timestamp::parse_rfc3339(text).map(Some).map_err(|e| {
                     ApiError::BadRequest(format!("X-Lotledger-Now must be RFC 3339: {e}"))
                 })
             }
-            None if enabled => Ok(self.get().unwrap_or_else(wall_clock_now)),
-            None => Ok(wall_clock_now()),
+            None if enabled => Ok(self.get()),
+            None => Ok(None),
         }
     }
 

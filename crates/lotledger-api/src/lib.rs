@@ -13,12 +13,14 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use lotledger_core::{Rules, Timestamp};
 
 mod accounts;
 mod backend;
 mod clock;
 mod error;
+mod intake;
 mod messages;
 pub mod openapi;
 mod params;
@@ -30,6 +32,8 @@ pub use error::ApiError;
 
 /// Default cap on a request body (the node's messages are far smaller).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Default of [`ApiConfig::intake_batch`].
+pub const DEFAULT_INTAKE_BATCH: usize = 1000;
 
 /// How the API behaves.
 #[derive(Clone)]
@@ -43,6 +47,10 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Renders the Prometheus text for `/metrics` (the exporter lives in the binary).
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// Most messages one transaction of `POST /api/v0/messages` commits together (group
+    /// commit: the messages that arrive while a batch commits share the next one); 1: one
+    /// transaction per message.
+    pub intake_batch: usize,
 }
 
 impl ApiConfig {
@@ -52,6 +60,7 @@ impl ApiConfig {
             test_clock: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             metrics: None,
+            intake_batch: DEFAULT_INTAKE_BATCH,
         }
     }
 }
@@ -62,6 +71,9 @@ pub struct AppState {
     pub(crate) store: Arc<dyn Backend>,
     pub(crate) config: Arc<ApiConfig>,
     pub(crate) clock: Arc<clock::TestClock>,
+    /// The group-commit queue of message intake, started by the first POST (on the runtime
+    /// that serves it).
+    pub(crate) intake: Arc<std::sync::OnceLock<intake::Intake>>,
 }
 
 /// The API's router over a store.
@@ -71,6 +83,7 @@ pub fn router(store: Arc<dyn Backend>, config: ApiConfig) -> Router {
         store,
         config: Arc::new(config),
         clock: Arc::new(clock::TestClock::default()),
+        intake: Arc::default(),
     };
     Router::new()
         .route(
@@ -119,6 +132,12 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Replies are small and written once: send them without waiting for Nagle's delay.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY not set: {e}");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -160,6 +179,14 @@ async fn observe(request: Request, next: Next) -> Response {
     .record(elapsed.as_secs_f64());
     tracing::debug!(%method, %route, %status, elapsed_us = elapsed.as_micros() as u64, "request");
     response
+}
+
+/// The instant the test clock fixes for a request, or `None` (the wall clock).
+pub(crate) fn request_instant(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<Timestamp>, ApiError> {
+    state.clock.explicit(state.config.test_clock, headers)
 }
 
 /// The instant a request is served at.

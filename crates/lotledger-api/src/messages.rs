@@ -13,12 +13,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use lotledger_core::envelope::Envelope;
-use lotledger_store::{MessageStatus, Outcome};
+use lotledger_store::{BatchItem, MessageStatus, Outcome};
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use crate::{ApiError, AppState, request_now};
+use crate::intake::Intake;
+use crate::{ApiError, AppState, request_instant, request_now};
 
 /// The reply the Aleph clients read (`message_status`: processed, pending or rejected).
 #[derive(Debug, Serialize, ToSchema)]
@@ -79,7 +80,7 @@ pub(crate) async fn post_message(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let now = request_now(&state, &headers)?;
+    let now = request_instant(&state, &headers)?;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(state.config.max_body_bytes)
@@ -104,23 +105,30 @@ pub(crate) async fn post_message(
     let envelope = Envelope::from_json(message).map_err(|e| invalid_body(&e.to_string()))?;
     let kind = kind_label(&envelope);
 
-    let outcome = if envelope.message_type != "POST" {
-        let text = format!(
-            "Unsupported message type {}: lotledger processes POST messages only",
-            envelope.message_type
-        );
-        state.store.reject(&envelope.item_hash, &text, now).await?
+    let item = if envelope.message_type != "POST" {
+        BatchItem::Reject {
+            item_hash: envelope.item_hash.clone(),
+            error: format!(
+                "Unsupported message type {}: lotledger processes POST messages only",
+                envelope.message_type
+            ),
+        }
     } else if let Err(e) = lotledger_sig::verify(&envelope) {
-        state
-            .store
-            .reject(&envelope.item_hash, &e.to_string(), now)
-            .await?
+        BatchItem::Reject {
+            item_hash: envelope.item_hash.clone(),
+            error: e.to_string(),
+        }
     } else {
-        state
-            .store
-            .apply_envelope(&envelope, &state.config.rules, now)
-            .await?
+        BatchItem::from_envelope(&envelope)
     };
+    let intake = state.intake.get_or_init(|| {
+        Intake::start(
+            state.store.clone(),
+            state.config.rules.clone(),
+            state.config.intake_batch,
+        )
+    });
+    let outcome = intake.submit(item, now).await?;
     let (label, status) = match &outcome {
         Outcome::Processed => ("processed", "processed"),
         Outcome::Ignored(_) => ("ignored", "processed"),

@@ -30,6 +30,12 @@ pub struct Args {
     #[arg(long, default_value_t = telemetry::DEFAULT_UPKEEP_INTERVAL.as_secs_f64(),
           value_parser = upkeep_interval)]
     metrics_upkeep_secs: f64,
+    /// Most messages one transaction of `POST /api/v0/messages` commits (group commit: the
+    /// messages that arrive while a batch commits share the next transaction, and each is
+    /// answered once it is committed); 1: one transaction per message.
+    #[arg(long, default_value_t = lotledger_api::DEFAULT_INTAKE_BATCH as u64,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    intake_batch: u64,
 }
 
 fn upkeep_interval(text: &str) -> Result<f64, String> {
@@ -50,6 +56,7 @@ pub async fn run(store: AnyStore, rules: &Rules, args: Args) -> Result<ExitCode>
     let mut config = ApiConfig::new(rules.clone());
     config.test_clock = args.test_clock;
     config.max_body_bytes = args.max_body_bytes;
+    config.intake_batch = usize::try_from(args.intake_batch).context("--intake-batch")?;
     config.metrics = Some(Arc::new(move || handle.render()));
     if args.test_clock {
         tracing::warn!("test clock enabled: clients may choose the instant of their requests");
