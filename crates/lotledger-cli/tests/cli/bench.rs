@@ -111,6 +111,14 @@ fn bench_smoke_on_both_stores() {
         if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
             positive(&s["w5"]["messages_per_s"], &format!("{store} w5 all cores"));
         }
+        for key in ["libsecp256k1_recoveries_per_s", "k256_recoveries_per_s"] {
+            positive(&s["w5"][key], &format!("{store} w5.{key}"));
+        }
+        // W6 posts W5's distributions and expenses over HTTP: every reply 200 (else it fails).
+        assert!(s["w6"]["messages"].as_u64().unwrap() > 0, "{store}");
+        for key in ["messages_per_s_1_per_tx", "messages_per_s"] {
+            positive(&s["w6"][key], &format!("{store} w6.{key}"));
+        }
         w1_rows.push(s["w1"]["history_rows"].clone());
     }
     // Same seed, same workload: both stores hold the same rows.

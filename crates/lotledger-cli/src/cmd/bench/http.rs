@@ -1,6 +1,7 @@
 //! A small keep-alive HTTP/1.1 load client on tokio sockets: `connections` concurrent
-//! connections send GETs until `max_requests` are sent or `max_time` is up, each reading its
-//! response by `Content-Length` before sending the next.
+//! connections send requests (prepared bytes: [`get`], [`post_json`]) until `max_requests` are
+//! sent or `max_time` is up, each reading its response by `Content-Length` before sending the
+//! next.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,19 +29,36 @@ pub struct Load {
     pub elapsed: Duration,
 }
 
-/// Sends GETs of `paths` (round robin) to `addr`.
+/// A GET of `path`, as request bytes.
+pub fn get(addr: SocketAddr, path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes()
+}
+
+/// A POST of a JSON `body` to `path`, as request bytes.
+pub fn post_json(addr: SocketAddr, path: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+/// Sends `requests` (round robin: request `i` is `requests[i % len]`) to `addr`.
 pub async fn load(
     addr: SocketAddr,
-    paths: Vec<String>,
+    requests: Vec<Vec<u8>>,
     connections: usize,
     max_requests: u64,
     max_time: Duration,
     progress: indicatif::ProgressBar,
 ) -> Result<Load> {
-    if paths.is_empty() {
-        bail!("no paths to request");
+    if requests.is_empty() {
+        bail!("no requests to send");
     }
-    let paths = Arc::new(paths);
+    let paths = Arc::new(requests);
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(connections);
@@ -77,7 +95,7 @@ pub async fn load(
 
 async fn connection(
     addr: SocketAddr,
-    paths: &[String],
+    paths: &[Vec<u8>],
     next: &AtomicU64,
     max_requests: u64,
     started: Instant,
@@ -99,12 +117,11 @@ async fn connection(
             if i >= max_requests || started.elapsed() >= max_time {
                 return Ok(());
             }
-            let path = paths
+            let request = paths
                 .get((i % paths.len() as u64) as usize)
-                .context("no path")?;
-            let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+                .context("no request")?;
             let sent = Instant::now();
-            write.write_all(request.as_bytes()).await?;
+            write.write_all(request).await?;
             let status = read_response(&mut read, &mut body).await?;
             latencies.push(u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX));
             if status != 200 {

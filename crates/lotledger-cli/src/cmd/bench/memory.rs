@@ -86,7 +86,7 @@ pub async fn serve_growth(
         let run = |n: u64| {
             http::load(
                 served.1,
-                paths.to_vec(),
+                paths.iter().map(|p| http::get(served.1, p)).collect(),
                 connections,
                 n,
                 Duration::from_secs(600),
@@ -104,8 +104,8 @@ pub async fn serve_growth(
         tokio::time::sleep(Duration::from_millis(200)).await;
         let before = resident_bytes(served.0.id())?;
         let scraper = scraped.then(|| {
-            let metrics = vec!["/metrics".to_string()];
             let addr = served.1;
+            let metrics = vec![http::get(addr, "/metrics")];
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -51,6 +51,9 @@ const W3_WARMUP_CALLS: u64 = 10;
 const HTTP_REQUESTS: u64 = 20_000;
 const HTTP_MAX_TIME: Duration = Duration::from_secs(10);
 const HTTP_CONNECTIONS: usize = 32;
+/// W6: signed messages posted (before scaling), and concurrent clients.
+const W6_MESSAGES: u64 = 20_000;
+const W6_CONNECTIONS: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StoreChoice {
@@ -68,6 +71,7 @@ pub enum Workload {
     W3,
     W4,
     W5,
+    W6,
     Size,
 }
 
@@ -96,6 +100,9 @@ impl Only {
     }
     fn w5(&self) -> bool {
         self.has(Workload::W5)
+    }
+    fn w6(&self) -> bool {
+        self.has(Workload::W6)
     }
 }
 
@@ -335,8 +342,21 @@ async fn run_store(
     let removed = fresh.remove().await;
     result?;
     removed?;
-    if only.w5() {
-        w5_phase((kind, pg_admin), params, &mut out).await?;
+    if only.w5() || only.w6() {
+        let signed = Signed::new(params)?;
+        if only.w5() {
+            w5_phase((kind, pg_admin), params, &signed, &mut out).await?;
+        }
+        if only.w6() {
+            w6_phase(
+                (kind, pg_admin),
+                params,
+                &signed.lines,
+                &signed.rules,
+                &mut out,
+            )
+            .await?;
+        }
     }
     if baseline {
         let fresh = db::Fresh::create(kind, pg_admin).await?;
@@ -880,7 +900,7 @@ async fn reads(
     let connections = HTTP_CONNECTIONS.min(requests as usize).max(1);
     let load = http::load(
         addr,
-        paths.clone(),
+        paths.iter().map(|p| http::get(addr, p)).collect(),
         connections,
         requests,
         HTTP_MAX_TIME,
@@ -1155,47 +1175,16 @@ async fn w1_ingest(
 async fn w5_phase(
     server: (StoreKind, Option<&str>),
     params: Params,
+    signed: &Signed,
     out: &mut StoreRun,
 ) -> Result<()> {
-    let keys = Keys::new(params.seed, params.scale);
-    let mut w5 = W1::signed(params.seed, params.scale, &keys);
-    let unsigned: Vec<ingest::Line> = w5.by_ref().collect::<Result<_>>()?;
-    let expected = w5.expected.clone();
+    let Signed {
+        lines,
+        expected,
+        rules,
+        now_seconds,
+    } = signed;
     let cores = ingest::default_jobs();
-    let bar = super::progress_bar(unsigned.len() as u64, "W5 signing (setup)");
-    let share = unsigned.len().div_ceil(cores).max(1);
-    let lines: Vec<ingest::Line> = std::thread::scope(|scope| {
-        let handles: Vec<_> = unsigned
-            .chunks(share)
-            .map(|part| {
-                let (keys, bar) = (&keys, &bar);
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|line| {
-                            bar.inc(1);
-                            match line {
-                                ingest::Line::Text { source, bytes } => Ok(ingest::Line::Text {
-                                    source: source.clone(),
-                                    bytes: keys.sign(bytes)?,
-                                }),
-                                other => Ok(other.clone()),
-                            }
-                        })
-                        .collect::<Result<Vec<_>>>()
-                })
-            })
-            .collect();
-        let mut lines = Vec::with_capacity(unsigned.len());
-        for handle in handles {
-            let part = handle
-                .join()
-                .map_err(|_| anyhow::anyhow!("a signing thread panicked"))??;
-            lines.extend(part);
-        }
-        Ok::<_, anyhow::Error>(lines)
-    })?;
-    bar.finish_and_clear();
-    drop(unsigned);
     // What one thread verifies alone (JSON, envelope, item hash, signature), without a store.
     let sample = &lines[..lines.len().min(20_000)];
     let started = Instant::now();
@@ -1249,7 +1238,6 @@ async fn w5_phase(
     out.check(verified == sample.len() as u64, || {
         format!("W5: {verified} of {} signed messages verify", sample.len())
     });
-    let rules = Rules::new([keys.minter.clone()], Rules::default().channels);
     let mut runs = vec![1];
     if cores > 1 {
         runs.push(cores);
@@ -1260,7 +1248,7 @@ async fn w5_phase(
         let store = AnyStore::open(fresh.url()).await?;
         let opts = ingest::Options {
             trusted: false,
-            now: Some(instant(w5.now_seconds())?),
+            now: Some(instant(*now_seconds)?),
             batch: params.batch,
             jobs,
             progress_keys: Default::default(),
@@ -1269,7 +1257,7 @@ async fn w5_phase(
         let started = Instant::now();
         let summary = ingest_lines(
             &store,
-            &rules,
+            rules,
             lines.iter().cloned().map(Ok).inspect(|_| bar.inc(1)),
             &opts,
         )
@@ -1280,7 +1268,7 @@ async fn w5_phase(
         drop(store);
         fresh.remove().await?;
         let (summary, counts) = (summary?, counts?);
-        check_ingest(out, &format!("W5 (--jobs {jobs})"), &[&summary], &expected);
+        check_ingest(out, &format!("W5 (--jobs {jobs})"), &[&summary], expected);
         out.check(counts.history_rows == expected.history_rows, || {
             format!(
                 "W5 (--jobs {jobs}): {} history rows, the generator says {}",
@@ -1338,6 +1326,215 @@ async fn w5_phase(
         );
     }
     Ok(())
+}
+
+/// W1's workload signed for real, the setup of W5 and W6 (see [`w5_phase`]).
+struct Signed {
+    lines: Vec<ingest::Line>,
+    expected: Expected,
+    /// The minter whitelisted, the default channels.
+    rules: Rules,
+    /// The processing instant of the ingest runs, in seconds.
+    now_seconds: i64,
+}
+
+impl Signed {
+    fn new(params: Params) -> Result<Signed> {
+        let keys = Keys::new(params.seed, params.scale);
+        let mut w5 = W1::signed(params.seed, params.scale, &keys);
+        let unsigned: Vec<ingest::Line> = w5.by_ref().collect::<Result<_>>()?;
+        let cores = ingest::default_jobs();
+        let bar = super::progress_bar(unsigned.len() as u64, "W5 signing (setup)");
+        let share = unsigned.len().div_ceil(cores).max(1);
+        let lines: Vec<ingest::Line> = std::thread::scope(|scope| {
+            let handles: Vec<_> = unsigned
+                .chunks(share)
+                .map(|part| {
+                    let (keys, bar) = (&keys, &bar);
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|line| {
+                                bar.inc(1);
+                                match line {
+                                    ingest::Line::Text { source, bytes } => {
+                                        Ok(ingest::Line::Text {
+                                            source: source.clone(),
+                                            bytes: keys.sign(bytes)?,
+                                        })
+                                    }
+                                    other => Ok(other.clone()),
+                                }
+                            })
+                            .collect::<Result<Vec<_>>>()
+                    })
+                })
+                .collect();
+            let mut lines = Vec::with_capacity(unsigned.len());
+            for handle in handles {
+                let part = handle
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a signing thread panicked"))??;
+                lines.extend(part);
+            }
+            Ok::<_, anyhow::Error>(lines)
+        })?;
+        bar.finish_and_clear();
+        drop(unsigned);
+        Ok(Signed {
+            lines,
+            expected: w5.expected.clone(),
+            rules: Rules::new([keys.minter.clone()], Rules::default().channels),
+            now_seconds: w5.now_seconds(),
+        })
+    }
+}
+
+/// W6, HTTP intake: W5's signed distributions and expenses (not its transfers, whose funds
+/// checks depend on the order concurrent clients happen to reach the server in; a distribution
+/// or an expense is processed in any order), the first 20 000 × scale, each posted once with
+/// `sync: true` by 64 concurrent keep-alive clients to the router served on loopback over a
+/// fresh store: once with one transaction per message (`--intake-batch 1`) and once with group
+/// commit (the default). Every reply must be 200, the store must hold one history row per
+/// message, and `verify` must find no drift.
+async fn w6_phase(
+    server: (StoreKind, Option<&str>),
+    params: Params,
+    lines: &[ingest::Line],
+    rules: &Rules,
+    out: &mut StoreRun,
+) -> Result<()> {
+    let wanted = count(W6_MESSAGES, params.scale) as usize;
+    let bodies: Vec<Vec<u8>> = lines
+        .iter()
+        .filter_map(|line| match line {
+            ingest::Line::Text { bytes, .. } => Some(bytes),
+            ingest::Line::Refused { .. } => None,
+        })
+        .filter(|bytes| {
+            !bytes
+                .windows(lotledger_core::message::TRANSFER.len())
+                .any(|w| w == lotledger_core::message::TRANSFER.as_bytes())
+        })
+        .take(wanted)
+        .map(|bytes| {
+            let mut body = br#"{"sync":true,"message":"#.to_vec();
+            body.extend_from_slice(bytes);
+            body.push(b'}');
+            body
+        })
+        .collect();
+    let mut rates = Vec::new();
+    for intake_batch in [1, lotledger_api::DEFAULT_INTAKE_BATCH] {
+        let fresh = db::Fresh::create(server.0, server.1).await?;
+        let result = w6_run(&fresh, rules, intake_batch, &bodies, out).await;
+        fresh.remove().await?;
+        rates.push((intake_batch, result?));
+    }
+    let f = &mut out.figures;
+    f.count(
+        "w6",
+        "messages",
+        "signed messages posted",
+        bodies.len() as u64,
+    );
+    for &(batch, r) in &rates {
+        let (key, label) = if batch == 1 {
+            (
+                "messages_per_s_1_per_tx",
+                "messages/s, 1 per transaction".to_string(),
+            )
+        } else {
+            (
+                "messages_per_s",
+                format!("messages/s, group commit (≤ {batch} per transaction)"),
+            )
+        };
+        f.push("w6", key, &label, r, Unit::PerSecond);
+    }
+    if let [(_, one), (_, grouped)] = rates[..] {
+        f.push(
+            "w6",
+            "speedup",
+            "group commit / 1 per transaction",
+            grouped / one,
+            Unit::Ratio,
+        );
+    }
+    Ok(())
+}
+
+/// One W6 run on a fresh store; its messages/s.
+async fn w6_run(
+    fresh: &db::Fresh,
+    rules: &Rules,
+    intake_batch: usize,
+    bodies: &[Vec<u8>],
+    out: &mut StoreRun,
+) -> Result<f64> {
+    let store = AnyStore::open(fresh.url()).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding a loopback port")?;
+    let addr = listener.local_addr()?;
+    let mut config = lotledger_api::ApiConfig::new(rules.clone());
+    config.intake_batch = intake_batch;
+    let app = lotledger_api::router(Arc::new(store.clone()), config);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(lotledger_api::serve(listener, app, async move {
+        let _ = stopped.await;
+    }));
+    let requests: Vec<Vec<u8>> = bodies
+        .iter()
+        .map(|body| http::post_json(addr, "/api/v0/messages", body))
+        .collect();
+    let bar = super::progress_bar(requests.len() as u64, "W6 HTTP intake");
+    let load = http::load(
+        addr,
+        requests,
+        W6_CONNECTIONS,
+        bodies.len() as u64,
+        Duration::from_secs(1800),
+        bar.clone(),
+    )
+    .await;
+    bar.finish_and_clear();
+    let _ = stop.send(());
+    match served.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("bench HTTP server: {e}"),
+        Err(e) => tracing::warn!("bench HTTP server task: {e}"),
+    }
+    let load = load?;
+    let counts = db::counts(fresh.url()).await?;
+    let drifts = maintenance::verify(&store, |_, _| {}).await?;
+    drop(store);
+    let answered = load.latencies_nanos.len() as u64;
+    out.check(
+        load.non_ok == 0 && load.failed_connections == 0 && answered == bodies.len() as u64,
+        || {
+            format!(
+                "W6 (--intake-batch {intake_batch}): {} non-200 replies, {} failed connections, \
+                 {answered} of {} answered",
+                load.non_ok,
+                load.failed_connections,
+                bodies.len()
+            )
+        },
+    );
+    out.check(counts.history_rows == bodies.len() as u64, || {
+        format!(
+            "W6 (--intake-batch {intake_batch}): {} history rows for {} messages",
+            counts.history_rows,
+            bodies.len()
+        )
+    });
+    out.check(drifts.is_empty(), || {
+        format!(
+            "W6 (--intake-batch {intake_batch}): verify found {} drifts",
+            drifts.len()
+        )
+    });
+    Ok(rate(answered, load.elapsed))
 }
 
 /// What the W1 child reports.

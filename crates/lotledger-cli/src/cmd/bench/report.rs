@@ -105,6 +105,7 @@ fn workload_title(w: &str) -> &str {
         "w3" => "W3 reads",
         "w4" => "W4 repair/verify",
         "w5" => "W5 verified ingest",
+        "w6" => "W6 HTTP intake",
         "size" => "Size",
         "baseline" => "Baseline (--batch 1, 1/10 size)",
         other => other,
