@@ -182,8 +182,10 @@ fn memory_stays_flat_when_nobody_scrapes_metrics() {
         unbounded > 3_000_000,
         "the load did not show the leak: {unbounded} bytes"
     );
+    // Under the other tests' parallel load the allocator's own noise reaches ~1.4 MB (seen in
+    // a full CI run); the leak is 17 bytes a request, over 5 MB here.
     assert!(
-        bounded < 1_000_000,
-        "grew by {bounded} bytes over {REQUESTS} requests"
+        bounded < 2_000_000 && bounded * 3 < unbounded,
+        "grew by {bounded} bytes over {REQUESTS} requests ({unbounded} without upkeep)"
     );
 }
