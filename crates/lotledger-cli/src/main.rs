@@ -91,8 +91,53 @@ fn main() -> ExitCode {
     match runtime.block_on(cmd::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes on one line, each cause once: the store's errors already show their
+/// source in their own text, which `{:#}` would print again for every level.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_error_line_names_each_cause_once() {
+        /// Shows its source in its own text, as the store's errors do.
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "while executing migration 5: {}", self.0)
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let io = std::io::Error::other("disk full");
+        let e = anyhow::Error::new(Outer(io)).context("opening the ledger");
+        assert_eq!(
+            super::error_line(&e),
+            "opening the ledger: while executing migration 5: disk full"
+        );
+        let plain = anyhow::anyhow!("bad input").context("reading f");
+        assert_eq!(super::error_line(&plain), "reading f: bad input");
     }
 }

@@ -20,7 +20,7 @@ use lotledger_store::{
     MessageStatus, Outcome, Store, StoreError, distinct, writer,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{PgConnection, Postgres, QueryBuilder, Transaction};
+use sqlx::{ConnectOptions as _, PgConnection, Postgres, QueryBuilder, Transaction};
 
 mod wrappers;
 use wrappers::{
@@ -128,8 +128,12 @@ pub struct PgStore {
 impl PgStore {
     /// Connects to `url` (`postgres://…`) and migrates the schema.
     pub async fn open(url: &str) -> Result<PgStore, StoreError> {
-        let options =
-            PgConnectOptions::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(e.to_string()))?
+            .log_slow_statements(
+                lotledger_store::SLOW_STATEMENT_LOG.0,
+                lotledger_store::SLOW_STATEMENT_LOG.1,
+            );
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(3))

@@ -20,7 +20,7 @@ use lotledger_store::{
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Sqlite, Transaction};
+use sqlx::{ConnectOptions as _, QueryBuilder, Sqlite, Transaction};
 
 mod wrappers;
 use wrappers::{StoredRef, db_err, history_row, lot, message_record};
@@ -127,7 +127,11 @@ impl SqliteStore {
             // commit instead of spilling to the WAL mid-transaction; temporary b-trees (sorts,
             // statement journals) in memory.
             .pragma("cache_size", "-65536")
-            .pragma("temp_store", "MEMORY");
+            .pragma("temp_store", "MEMORY")
+            .log_slow_statements(
+                lotledger_store::SLOW_STATEMENT_LOG.0,
+                lotledger_store::SLOW_STATEMENT_LOG.1,
+            );
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)

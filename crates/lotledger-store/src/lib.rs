@@ -17,6 +17,12 @@ pub mod batch;
 pub mod maintenance;
 pub mod writer;
 
+/// How the backends have sqlx log a slow statement (with its whole SQL text): at debug level,
+/// past a second, so that a long migration or a large batch does not print its SQL among the
+/// warnings.
+pub const SLOW_STATEMENT_LOG: (log::LevelFilter, std::time::Duration) =
+    (log::LevelFilter::Debug, std::time::Duration::from_secs(1));
+
 /// How far `ingest` got in a source file: its first `lines` lines, `bytes` bytes long, whose
 /// SHA-256 is `prefix_sha256`. A later run resumes after them only if the file still begins
 /// with exactly those bytes, so input that was never applied is never skipped.

@@ -523,20 +523,9 @@ async fn limit_phase(
         lots.extend(source.lots(&address).await?);
         rows.extend(source.history(&HistorySelector::Address(address)).await?);
     }
-    rows.sort_by(|a, b| {
-        (a.message_timestamp, &a.credit_ref, a.credit_index).cmp(&(
-            b.message_timestamp,
-            &b.credit_ref,
-            b.credit_index,
-        ))
-    });
-    lots.sort_by(|a, b| {
-        (a.message_timestamp, &a.credit_ref, a.credit_index).cmp(&(
-            b.message_timestamp,
-            &b.credit_ref,
-            b.credit_index,
-        ))
-    });
+    // Emission order, the order W1 wrote them in.
+    rows.sort_by_cached_key(|r| (r.message_timestamp, r.credit_ref.clone(), r.credit_index));
+    lots.sort_by_cached_key(|l| (l.message_timestamp, l.credit_ref.clone(), l.credit_index));
     let mut records = Vec::new();
     for line in W1::new(params.seed, params.scale) {
         if let ingest::Line::Text { bytes, .. } = line? {
