@@ -8,13 +8,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use axum::serve::ListenerExt as _;
 use lotledger_core::{Rules, Timestamp};
+
+/// The router type [`router`] returns.
+pub use axum::Router;
 
 mod accounts;
 mod backend;

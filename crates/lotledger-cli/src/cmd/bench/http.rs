@@ -46,6 +46,42 @@ pub fn post_json(addr: SocketAddr, path: &str, body: &[u8]) -> Vec<u8> {
     request
 }
 
+/// Serves `app` on a loopback port for the time of a [`load`] of the requests `requests`
+/// builds for that address, then stops it.
+pub async fn load_router(
+    app: lotledger_api::Router,
+    requests: impl FnOnce(SocketAddr) -> Vec<Vec<u8>>,
+    connections: usize,
+    max_requests: u64,
+    max_time: Duration,
+    progress: indicatif::ProgressBar,
+) -> Result<Load> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding a loopback port")?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(lotledger_api::serve(listener, app, async move {
+        let _ = stopped.await;
+    }));
+    let result = load(
+        addr,
+        requests(addr),
+        connections,
+        max_requests,
+        max_time,
+        progress,
+    )
+    .await;
+    let _ = stop.send(());
+    match served.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("bench HTTP server: {e}"),
+        Err(e) => tracing::warn!("bench HTTP server task: {e}"),
+    }
+    result
+}
+
 /// Sends `requests` (round robin: request `i` is `requests[i % len]`) to `addr`.
 pub async fn load(
     addr: SocketAddr,
@@ -58,18 +94,18 @@ pub async fn load(
     if requests.is_empty() {
         bail!("no requests to send");
     }
-    let paths = Arc::new(requests);
+    let requests = Arc::new(requests);
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(connections);
     for _ in 0..connections.max(1) {
-        let paths = paths.clone();
+        let requests = requests.clone();
         let next = next.clone();
         let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
             connection(
                 addr,
-                &paths,
+                &requests,
                 &next,
                 max_requests,
                 started,
@@ -95,7 +131,7 @@ pub async fn load(
 
 async fn connection(
     addr: SocketAddr,
-    paths: &[Vec<u8>],
+    requests: &[Vec<u8>],
     next: &AtomicU64,
     max_requests: u64,
     started: Instant,
@@ -117,8 +153,8 @@ async fn connection(
             if i >= max_requests || started.elapsed() >= max_time {
                 return Ok(());
             }
-            let request = paths
-                .get((i % paths.len() as u64) as usize)
+            let request = requests
+                .get((i % requests.len() as u64) as usize)
                 .context("no request")?;
             let sent = Instant::now();
             write.write_all(request).await?;

@@ -867,18 +867,10 @@ async fn reads(
     bar.finish_and_clear();
 
     // HTTP: the router in process, the client on loopback.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding a loopback port")?;
-    let addr = listener.local_addr()?;
     let app = lotledger_api::router(
         Arc::new(store.clone()),
         lotledger_api::ApiConfig::new(rules()),
     );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(lotledger_api::serve(listener, app, async move {
-        let _ = stopped.await;
-    }));
     let requests = count(HTTP_REQUESTS, params.scale);
     let paths: Vec<String> = w3
         .addresses
@@ -887,9 +879,9 @@ async fn reads(
         .collect();
     let bar = super::progress_bar(requests, "W3 HTTP");
     let connections = HTTP_CONNECTIONS.min(requests as usize).max(1);
-    let load = http::load(
-        addr,
-        paths.iter().map(|p| http::get(addr, p)).collect(),
+    let load = http::load_router(
+        app,
+        |addr| paths.iter().map(|p| http::get(addr, p)).collect(),
         connections,
         requests,
         HTTP_MAX_TIME,
@@ -897,12 +889,6 @@ async fn reads(
     )
     .await;
     bar.finish_and_clear();
-    let _ = stop.send(());
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("bench HTTP server: {e}"),
-        Err(e) => tracing::warn!("bench HTTP server task: {e}"),
-    }
     let mut load = load?;
     let p = sys::Percentiles::of(&mut load.latencies_nanos);
     let f = &mut out.figures;
@@ -1291,29 +1277,14 @@ async fn w5_phase(
             Unit::PerSecond,
         );
     }
-    for &(jobs, r) in &rates {
-        let (key, label) = if jobs == 1 {
-            (
-                "messages_per_s_1_job",
-                "messages/s, 1 parsing thread".to_string(),
-            )
-        } else {
-            (
-                "messages_per_s",
-                format!("messages/s, {jobs} parsing threads"),
-            )
-        };
-        f.push("w5", key, &label, r, Unit::PerSecond);
-    }
-    if let [(_, one), (_, all)] = rates[..] {
-        f.push(
-            "w5",
-            "speedup",
-            "all cores / 1 thread",
-            all / one,
-            Unit::Ratio,
-        );
-    }
+    push_runs(
+        f,
+        "w5",
+        &rates,
+        ("messages_per_s_1_job", "messages/s, 1 parsing thread"),
+        |jobs| format!("messages/s, {jobs} parsing threads"),
+        "all cores / 1 thread",
+    );
     Ok(())
 }
 
@@ -1426,30 +1397,49 @@ async fn w6_phase(
         "signed messages posted",
         bodies.len() as u64,
     );
-    for &(batch, r) in &rates {
-        let (key, label) = if batch == 1 {
-            (
-                "messages_per_s_1_per_tx",
-                "messages/s, 1 per transaction".to_string(),
-            )
+    push_runs(
+        f,
+        "w6",
+        &rates,
+        ("messages_per_s_1_per_tx", "messages/s, 1 per transaction"),
+        |batch| format!("messages/s, group commit (≤ {batch} per transaction)"),
+        "group commit / 1 per transaction",
+    );
+    Ok(())
+}
+
+/// The messages/s of a workload's runs `(setting, rate)`: the run at setting 1 under the
+/// `one` key and label, another under `messages_per_s`, and their ratio as `speedup`.
+fn push_runs(
+    f: &mut Figures,
+    workload: &'static str,
+    rates: &[(usize, f64)],
+    one: (&str, &str),
+    label: impl Fn(usize) -> String,
+    ratio_label: &str,
+) {
+    for &(setting, r) in rates {
+        if setting == 1 {
+            f.push(workload, one.0, one.1, r, Unit::PerSecond);
         } else {
-            (
+            f.push(
+                workload,
                 "messages_per_s",
-                format!("messages/s, group commit (≤ {batch} per transaction)"),
-            )
-        };
-        f.push("w6", key, &label, r, Unit::PerSecond);
+                &label(setting),
+                r,
+                Unit::PerSecond,
+            );
+        }
     }
-    if let [(_, one), (_, grouped)] = rates[..] {
+    if let [(_, before), (_, after)] = rates[..] {
         f.push(
-            "w6",
+            workload,
             "speedup",
-            "group commit / 1 per transaction",
-            grouped / one,
+            ratio_label,
+            after / before,
             Unit::Ratio,
         );
     }
-    Ok(())
 }
 
 /// One W6 run on a fresh store; its messages/s.
@@ -1461,25 +1451,18 @@ async fn w6_run(
     out: &mut StoreRun,
 ) -> Result<f64> {
     let store = AnyStore::open(fresh.url()).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding a loopback port")?;
-    let addr = listener.local_addr()?;
     let mut config = lotledger_api::ApiConfig::new(rules.clone());
     config.intake_batch = intake_batch;
     let app = lotledger_api::router(Arc::new(store.clone()), config);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(lotledger_api::serve(listener, app, async move {
-        let _ = stopped.await;
-    }));
-    let requests: Vec<Vec<u8>> = bodies
-        .iter()
-        .map(|body| http::post_json(addr, "/api/v0/messages", body))
-        .collect();
-    let bar = super::progress_bar(requests.len() as u64, "W6 HTTP intake");
-    let load = http::load(
-        addr,
-        requests,
+    let bar = super::progress_bar(bodies.len() as u64, "W6 HTTP intake");
+    let load = http::load_router(
+        app,
+        |addr| {
+            bodies
+                .iter()
+                .map(|body| http::post_json(addr, "/api/v0/messages", body))
+                .collect()
+        },
         W6_CONNECTIONS,
         bodies.len() as u64,
         Duration::from_secs(1800),
@@ -1487,12 +1470,6 @@ async fn w6_run(
     )
     .await;
     bar.finish_and_clear();
-    let _ = stop.send(());
-    match served.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("bench HTTP server: {e}"),
-        Err(e) => tracing::warn!("bench HTTP server task: {e}"),
-    }
     let load = load?;
     let counts = db::counts(fresh.url()).await?;
     let drifts = maintenance::verify(&store, |_, _| {}).await?;
