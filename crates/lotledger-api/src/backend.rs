@@ -27,6 +27,8 @@ pub trait Backend: Send + Sync + 'static {
         error: &'a str,
         now: Timestamp,
     ) -> BoxFuture<'a, Outcome>;
+    /// [`Store::concurrent_writers`].
+    fn concurrent_writers(&self) -> usize;
     /// [`Store::apply_batch`]; a lone item takes the one-transaction path.
     fn apply_batch<'a>(
         &'a self,
@@ -70,6 +72,9 @@ impl<S: Store + 'static> Backend for S {
         now: Timestamp,
     ) -> BoxFuture<'a, Outcome> {
         Box::pin(Store::reject(self, item_hash, error, now))
+    }
+    fn concurrent_writers(&self) -> usize {
+        Store::concurrent_writers(self)
     }
     fn apply_batch<'a>(
         &'a self,

@@ -1,5 +1,6 @@
-//! Group commit for `POST /api/v0/messages`: verified messages are queued to one committer
-//! task, which applies everything queued so far as one batch ([`Backend::apply_batch`], one
+//! Group commit for `POST /api/v0/messages`: verified messages are queued to committer tasks
+//! (as many as the store runs write transactions at once: one on SQLite, two on PostgreSQL);
+//! a committer applies everything queued so far as one batch ([`Backend::apply_batch`], one
 //! transaction, each message still atomic and applied once) and answers each request with its
 //! own outcome once the batch is committed. An idle server commits a lone message at once; under
 //! load, the messages that arrive while a batch commits share the next transaction.
@@ -30,11 +31,20 @@ pub(crate) struct Intake {
 }
 
 impl Intake {
-    /// Starts the committer on the current tokio runtime: batches of at most `max_batch`.
+    /// Starts the committers on the current tokio runtime (as many as the store runs write
+    /// transactions at once): batches of at most `max_batch`.
     pub(crate) fn start(store: Arc<dyn Backend>, rules: Rules, max_batch: usize) -> Intake {
         let max_batch = max_batch.max(1);
         let (jobs, queue) = mpsc::channel(max_batch.saturating_mul(4));
-        tokio::spawn(commit_loop(store, rules, max_batch, queue));
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        for _ in 0..store.concurrent_writers().max(1) {
+            tokio::spawn(commit_loop(
+                store.clone(),
+                rules.clone(),
+                max_batch,
+                queue.clone(),
+            ));
+        }
         Intake { jobs }
     }
 
@@ -68,30 +78,36 @@ fn shared(e: &StoreError) -> StoreError {
     }
 }
 
+/// One committer: takes what is queued (the queue is shared by the store's concurrent
+/// writers; one of them takes at a time), applies it, answers, and again.
 async fn commit_loop(
     store: Arc<dyn Backend>,
     rules: Rules,
     max_batch: usize,
-    mut queue: mpsc::Receiver<Job>,
+    queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
 ) {
     let mut carried: Option<Job> = None;
     loop {
-        let first = match carried.take() {
-            Some(job) => job,
-            None => match queue.recv().await {
+        let mut jobs = Vec::new();
+        {
+            let mut queue = queue.lock().await;
+            let first = match carried.take() {
                 Some(job) => job,
-                None => return,
-            },
-        };
-        let mut jobs = vec![first];
-        while jobs.len() < max_batch {
-            match queue.try_recv() {
-                Ok(job) if job.now == jobs[0].now => jobs.push(job),
-                Ok(job) => {
-                    carried = Some(job);
-                    break;
+                None => match queue.recv().await {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
+            jobs.push(first);
+            while jobs.len() < max_batch {
+                match queue.try_recv() {
+                    Ok(job) if job.now == jobs[0].now => jobs.push(job),
+                    Ok(job) => {
+                        carried = Some(job);
+                        break;
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
         }
         let now = jobs[0].now.unwrap_or_else(wall_clock_now);

@@ -40,6 +40,12 @@ macro_rules! dispatch {
 }
 
 impl Store for AnyStore {
+    fn concurrent_writers(&self) -> usize {
+        match self {
+            AnyStore::Sqlite(s) => s.concurrent_writers(),
+            AnyStore::Pg(s) => s.concurrent_writers(),
+        }
+    }
     async fn migrate(&self) -> Result<(), StoreError> {
         dispatch!(self, s => s.migrate())
     }

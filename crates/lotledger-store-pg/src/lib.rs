@@ -29,6 +29,9 @@ use wrappers::{
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Write transactions worth running at once (a quarter of the pool: reads keep the rest).
+const CONCURRENT_WRITERS: usize = 2;
+
 /// Rows per multi-row INSERT (17 parameters each, under PostgreSQL's 65 535).
 const INSERT_CHUNK_ROWS: usize = 1000;
 
@@ -195,6 +198,10 @@ impl Commit for PgTx {
 }
 
 impl Store for PgStore {
+    fn concurrent_writers(&self) -> usize {
+        CONCURRENT_WRITERS
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR
             .run(&self.pool)

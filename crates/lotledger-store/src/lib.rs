@@ -178,6 +178,12 @@ pub trait Store: Send + Sync {
     /// Creates or upgrades the schema.
     fn migrate(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// How many write transactions are worth running at once (SQLite: one writer at a time;
+    /// PostgreSQL: writers of different addresses run side by side).
+    fn concurrent_writers(&self) -> usize {
+        1
+    }
+
     /// Applies one post, once: validation, funds check at `now`, drains, history, lots, and the
     /// re-derivation of out-of-order addresses, in one transaction.
     fn apply(
