@@ -15,9 +15,10 @@ use lotledger_core::{
     BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_from_sums,
 };
 use lotledger_store::batch::{BatchCache, Commit, LastRows, Stamps};
+use lotledger_store::transactional::{self, Transactional};
 use lotledger_store::{
     BalancesQuery, BatchItem, Drift, HistorySelector, IngestProgress, LedgerTx, MessageRecord,
-    MessageStatus, Outcome, Store, StoreError, distinct, writer,
+    MessageStatus, Outcome, Store, StoreError, distinct,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions as _, PgConnection, Postgres, QueryBuilder, Transaction};
@@ -150,6 +151,14 @@ impl PgStore {
         store.migrate().await?;
         Ok(store)
     }
+}
+
+impl Transactional for PgStore {
+    type Tx = PgTx;
+
+    fn batch_cache(&self) -> Option<&std::sync::Mutex<BatchCache>> {
+        Some(&self.cache)
+    }
 
     async fn write(&self) -> Result<PgTx, StoreError> {
         Ok(PgTx {
@@ -215,10 +224,7 @@ impl Store for PgStore {
         rules: &Rules,
         now: Timestamp,
     ) -> Result<Outcome, StoreError> {
-        let mut tx = self.write().await?;
-        let outcome = writer::apply(&mut tx, post, rules, now).await?;
-        tx.commit().await?;
-        Ok(outcome)
+        transactional::apply(self, post, rules, now).await
     }
 
     async fn apply_batch_with_progress(
@@ -228,16 +234,7 @@ impl Store for PgStore {
         now: Timestamp,
         progress: Option<&IngestProgress>,
     ) -> Result<Vec<Outcome>, StoreError> {
-        lotledger_store::batch::apply_batch_committed(
-            self,
-            || self.write(),
-            items,
-            rules,
-            now,
-            progress,
-            Some(&self.cache),
-        )
-        .await
+        transactional::apply_batch_with_progress(self, items, rules, now, progress).await
     }
 
     async fn ingest_progress(&self, source: &str) -> Result<Option<IngestProgress>, StoreError> {
@@ -260,17 +257,11 @@ impl Store for PgStore {
         error: &str,
         now: Timestamp,
     ) -> Result<Outcome, StoreError> {
-        let mut tx = self.write().await?;
-        let outcome = writer::reject(&mut tx, item_hash, error, now).await?;
-        tx.commit().await?;
-        Ok(outcome)
+        transactional::reject(self, item_hash, error, now).await
     }
 
     async fn import_history(&self, rows: &[HistoryRow], now: Timestamp) -> Result<u64, StoreError> {
-        let mut tx = self.write().await?;
-        let inserted = writer::import_history(&mut tx, rows, now).await?;
-        tx.commit().await?;
-        Ok(inserted)
+        transactional::import_history(self, rows, now).await
     }
 
     async fn insert_raw(
@@ -280,9 +271,7 @@ impl Store for PgStore {
         records: &[MessageRecord],
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        writer::insert_raw(&mut tx, rows, lots, records, now).await?;
-        tx.commit().await
+        transactional::insert_raw(self, rows, lots, records, now).await
     }
 
     async fn balance(&self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
@@ -354,11 +343,7 @@ impl Store for PgStore {
     }
 
     async fn rebuild(&self, addresses: &[String]) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
-        tx.lock("", &refs).await?;
-        writer::rederive_many(&mut tx, &refs).await?;
-        tx.commit().await
+        transactional::rebuild(self, addresses).await
     }
 
     async fn verify(&self, addresses: &[String]) -> Result<Vec<Drift>, StoreError> {

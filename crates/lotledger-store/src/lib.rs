@@ -15,6 +15,7 @@ use lotledger_core::{
 
 pub mod batch;
 pub mod maintenance;
+pub mod transactional;
 pub mod writer;
 
 /// How the backends have sqlx log a slow statement (with its whole SQL text): at debug level,

@@ -1,0 +1,105 @@
+//! The writing [`Store`] methods, written once over a backend's write transactions: a backend
+//! implements [`Transactional`] (how to open a write transaction, and its batch cache) and its
+//! `Store::apply`, `reject`, `import_history`, `insert_raw`, `rebuild` and
+//! `apply_batch_with_progress` call the functions here.
+
+use lotledger_core::{HistoryRow, Lot, Post, Rules, Timestamp};
+
+use crate::batch::{BatchCache, Commit};
+use crate::{
+    BatchItem, IngestProgress, LedgerTx, MessageRecord, Outcome, Store, StoreError, writer,
+};
+
+/// A [`Store`] whose writes are [`LedgerTx`] transactions.
+pub trait Transactional: Store {
+    type Tx: Commit;
+
+    /// Opens a write transaction.
+    fn write(&self) -> impl std::future::Future<Output = Result<Self::Tx, StoreError>> + Send;
+
+    /// The cache batches carry their addresses' states in, where the backend keeps one.
+    fn batch_cache(&self) -> Option<&std::sync::Mutex<BatchCache>> {
+        None
+    }
+}
+
+/// [`Store::apply`].
+pub async fn apply<S: Transactional>(
+    store: &S,
+    post: &Post,
+    rules: &Rules,
+    now: Timestamp,
+) -> Result<Outcome, StoreError> {
+    let mut tx = store.write().await?;
+    let outcome = writer::apply(&mut tx, post, rules, now).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// [`Store::reject`].
+pub async fn reject<S: Transactional>(
+    store: &S,
+    item_hash: &str,
+    error: &str,
+    now: Timestamp,
+) -> Result<Outcome, StoreError> {
+    let mut tx = store.write().await?;
+    let outcome = writer::reject(&mut tx, item_hash, error, now).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// [`Store::import_history`].
+pub async fn import_history<S: Transactional>(
+    store: &S,
+    rows: &[HistoryRow],
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let mut tx = store.write().await?;
+    let inserted = writer::import_history(&mut tx, rows, now).await?;
+    tx.commit().await?;
+    Ok(inserted)
+}
+
+/// [`Store::insert_raw`].
+pub async fn insert_raw<S: Transactional>(
+    store: &S,
+    rows: &[HistoryRow],
+    lots: &[Lot],
+    records: &[MessageRecord],
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let mut tx = store.write().await?;
+    writer::insert_raw(&mut tx, rows, lots, records, now).await?;
+    tx.commit().await
+}
+
+/// [`Store::rebuild`]: the addresses locked, then re-derived by replay, in one transaction.
+pub async fn rebuild<S: Transactional>(store: &S, addresses: &[String]) -> Result<(), StoreError> {
+    let mut tx = store.write().await?;
+    let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
+    tx.lock("", &refs).await?;
+    writer::rederive_many(&mut tx, &refs).await?;
+    tx.commit().await
+}
+
+/// [`Store::apply_batch_with_progress`]: [`crate::batch::apply_batch_committed`] over the
+/// backend's write transactions and batch cache.
+pub async fn apply_batch_with_progress<S: Transactional>(
+    store: &S,
+    items: &[BatchItem],
+    rules: &Rules,
+    now: Timestamp,
+    progress: Option<&IngestProgress>,
+) -> Result<Vec<Outcome>, StoreError> {
+    crate::batch::apply_batch_committed(
+        store,
+        || store.write(),
+        items,
+        rules,
+        now,
+        progress,
+        store.batch_cache(),
+    )
+    .await
+}
