@@ -4,29 +4,16 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use lotledger_core::envelope::Envelope;
 use lotledger_core::{BalanceDetail, Credits, HistoryRow, Rules, Timestamp};
 use lotledger_store::{
     BalancesQuery, BatchItem, HistorySelector, MessageRecord, Outcome, Store, StoreError,
-    apply_envelope, apply_one_by_one,
+    apply_one_by_one,
 };
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 /// What the API needs of a store. Implemented for every [`Store`].
 pub trait Backend: Send + Sync + 'static {
-    fn apply_envelope<'a>(
-        &'a self,
-        envelope: &'a Envelope,
-        rules: &'a Rules,
-        now: Timestamp,
-    ) -> BoxFuture<'a, Outcome>;
-    fn reject<'a>(
-        &'a self,
-        item_hash: &'a str,
-        error: &'a str,
-        now: Timestamp,
-    ) -> BoxFuture<'a, Outcome>;
     /// [`Store::concurrent_writers`].
     fn concurrent_writers(&self) -> usize;
     /// [`Store::apply_batch`]; a lone item takes the one-transaction path.
@@ -57,22 +44,6 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 impl<S: Store + 'static> Backend for S {
-    fn apply_envelope<'a>(
-        &'a self,
-        envelope: &'a Envelope,
-        rules: &'a Rules,
-        now: Timestamp,
-    ) -> BoxFuture<'a, Outcome> {
-        Box::pin(apply_envelope(self, envelope, rules, now))
-    }
-    fn reject<'a>(
-        &'a self,
-        item_hash: &'a str,
-        error: &'a str,
-        now: Timestamp,
-    ) -> BoxFuture<'a, Outcome> {
-        Box::pin(Store::reject(self, item_hash, error, now))
-    }
     fn concurrent_writers(&self) -> usize {
         Store::concurrent_writers(self)
     }
