@@ -25,8 +25,12 @@ pub fn eip191_hash(message: &[u8]) -> [u8; 32] {
 /// Lowercase `0x` address of a public key: the last 20 bytes of keccak256 of the uncompressed
 /// point without its `0x04` tag.
 pub(crate) fn address_of(key: &VerifyingKey) -> String {
-    let point = key.to_sec1_point(false);
-    let coordinates = point.as_bytes().get(1..).unwrap_or_default();
+    address_of_point(key.to_sec1_point(false).as_bytes())
+}
+
+/// [`address_of`] for the 65 bytes of an uncompressed SEC1 point (`0x04 ‖ x ‖ y`).
+fn address_of_point(uncompressed: &[u8]) -> String {
+    let coordinates = uncompressed.get(1..).unwrap_or_default();
     let digest: [u8; 32] = Keccak256::digest(coordinates).into();
     let (_, address) = digest.split_at(12);
     format!("0x{}", hex::encode(address))
@@ -100,7 +104,7 @@ pub enum Recovery {
     /// The pure-Rust `k256` crate.
     K256,
     /// Bitcoin Core's libsecp256k1 (C, through the `secp256k1` crate): the one [`verify`]
-    /// uses, about three times faster (BENCHMARKS.md, W5).
+    /// uses, about 1.8 times as fast here (BENCHMARKS.md, W5).
     Libsecp256k1,
 }
 
@@ -147,11 +151,7 @@ pub fn recover(
             let key = SECP256K1
                 .recover_ecdsa(secp256k1::Message::from_digest(*prehash), &signature)
                 .map_err(|_| SignatureFault::RecoveryFailed)?;
-            let point = key.serialize_uncompressed();
-            let coordinates = point.get(1..).unwrap_or_default();
-            let digest: [u8; 32] = Keccak256::digest(coordinates).into();
-            let (_, address) = digest.split_at(12);
-            Ok(format!("0x{}", hex::encode(address)))
+            Ok(address_of_point(&key.serialize_uncompressed()))
         }
     }
 }
