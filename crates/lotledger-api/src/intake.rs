@@ -25,7 +25,7 @@ struct Job {
     reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
-/// The queue to the committer task.
+/// The queue to the committer tasks.
 pub(crate) struct Intake {
     jobs: mpsc::Sender<Job>,
 }
@@ -114,22 +114,25 @@ async fn commit_loop(
         let (items, replies): (Vec<BatchItem>, Vec<_>) =
             jobs.into_iter().map(|job| (job.item, job.reply)).unzip();
         metrics::histogram!("lotledger_intake_batch_messages").record(items.len() as f64);
-        let result = store.apply_batch(&items, &rules, now).await;
+        let result = store
+            .apply_batch(&items, &rules, now)
+            .await
+            .and_then(|outcomes| {
+                if outcomes.len() == replies.len() {
+                    Ok(outcomes)
+                } else {
+                    Err(StoreError::Corrupt(format!(
+                        "the store returned {} outcomes for {} messages",
+                        outcomes.len(),
+                        replies.len()
+                    )))
+                }
+            });
         match result {
-            Ok(outcomes) if outcomes.len() == replies.len() => {
+            Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     // A request that went away (client gone) needs no answer.
                     let _ = reply.send(Ok(outcome));
-                }
-            }
-            Ok(outcomes) => {
-                let e = StoreError::Corrupt(format!(
-                    "the store returned {} outcomes for {} messages",
-                    outcomes.len(),
-                    replies.len()
-                ));
-                for reply in replies {
-                    let _ = reply.send(Err(shared(&e)));
                 }
             }
             Err(e) => {

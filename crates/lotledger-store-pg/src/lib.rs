@@ -161,10 +161,7 @@ impl Transactional for PgStore {
     }
 
     async fn write(&self) -> Result<PgTx, StoreError> {
-        Ok(PgTx {
-            tx: self.pool.begin().await.map_err(db_err)?,
-            written: HashSet::new(),
-        })
+        PgTx::begin(&self.pool).await
     }
 }
 
@@ -348,10 +345,7 @@ impl Store for PgStore {
 
     async fn verify(&self, addresses: &[String]) -> Result<Vec<Drift>, StoreError> {
         // One snapshot for the whole batch, so that history and lots are compared consistently.
-        let mut tx = PgTx {
-            tx: self.pool.begin().await.map_err(db_err)?,
-            written: HashSet::new(),
-        };
+        let mut tx = PgTx::begin(&self.pool).await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx.tx)
             .await
@@ -931,6 +925,14 @@ impl LedgerTx for PgTx {
 }
 
 impl PgTx {
+    /// A transaction that has written nothing yet.
+    async fn begin(pool: &PgPool) -> Result<PgTx, StoreError> {
+        Ok(PgTx {
+            tx: pool.begin().await.map_err(db_err)?,
+            written: HashSet::new(),
+        })
+    }
+
     /// Interns addresses and references not seen before (ids in order of first appearance;
     /// known ones keep theirs and consume no id).
     async fn intern<'a>(
