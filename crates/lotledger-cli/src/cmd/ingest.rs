@@ -350,30 +350,41 @@ fn parse_chunk(chunk: Vec<Result<Line>>, jobs: usize, trusted: bool) -> Vec<Step
         }
         Err(e) => Step::Failed(e),
     };
-    let share = chunk.len().div_ceil(jobs.max(1)).max(1);
-    if jobs <= 1 || chunk.len() <= share {
-        return chunk.into_iter().map(step).collect();
+    map_on_threads(chunk, jobs, step, || {
+        Step::Failed(anyhow::anyhow!("a parsing thread panicked"))
+    })
+}
+
+/// `f` over `items` on up to `jobs` threads, each a contiguous share, the results in input
+/// order; a share whose thread panicked gives one `panicked()` in its place.
+pub fn map_on_threads<T: Send, U: Send>(
+    items: Vec<T>,
+    jobs: usize,
+    f: impl Fn(T) -> U + Sync,
+    panicked: impl Fn() -> U,
+) -> Vec<U> {
+    let share = items.len().div_ceil(jobs.max(1)).max(1);
+    if jobs <= 1 || items.len() <= share {
+        return items.into_iter().map(f).collect();
     }
-    let mut shares: Vec<Vec<Result<Line>>> = Vec::new();
-    let mut rest = chunk.into_iter();
+    let mut shares: Vec<Vec<T>> = Vec::new();
+    let mut rest = items.into_iter();
     loop {
-        let part: Vec<Result<Line>> = rest.by_ref().take(share).collect();
+        let part: Vec<T> = rest.by_ref().take(share).collect();
         if part.is_empty() {
             break;
         }
         shares.push(part);
     }
+    let f = &f;
     std::thread::scope(|scope| {
         let handles: Vec<_> = shares
             .into_iter()
-            .map(|part| scope.spawn(move || part.into_iter().map(step).collect::<Vec<_>>()))
+            .map(|part| scope.spawn(move || part.into_iter().map(f).collect::<Vec<_>>()))
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| match h.join() {
-                Ok(steps) => steps,
-                Err(_) => vec![Step::Failed(anyhow::anyhow!("a parsing thread panicked"))],
-            })
+            .flat_map(|h| h.join().unwrap_or_else(|_| vec![panicked()]))
             .collect()
     })
 }

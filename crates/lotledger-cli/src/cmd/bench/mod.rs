@@ -348,14 +348,7 @@ async fn run_store(
             w5_phase((kind, pg_admin), params, &signed, &mut out).await?;
         }
         if only.w6() {
-            w6_phase(
-                (kind, pg_admin),
-                params,
-                &signed.lines,
-                &signed.rules,
-                &mut out,
-            )
-            .await?;
+            w6_phase((kind, pg_admin), params, &signed, &mut out).await?;
         }
     }
     if baseline {
@@ -1303,43 +1296,25 @@ impl Signed {
         let keys = Keys::new(params.seed, params.scale);
         let mut w5 = W1::signed(params.seed, params.scale, &keys);
         let unsigned: Vec<ingest::Line> = w5.by_ref().collect::<Result<_>>()?;
-        let cores = ingest::default_jobs();
         let bar = super::progress_bar(unsigned.len() as u64, "W5 signing (setup)");
-        let share = unsigned.len().div_ceil(cores).max(1);
-        let lines: Vec<ingest::Line> = std::thread::scope(|scope| {
-            let handles: Vec<_> = unsigned
-                .chunks(share)
-                .map(|part| {
-                    let (keys, bar) = (&keys, &bar);
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|line| {
-                                bar.inc(1);
-                                match line {
-                                    ingest::Line::Text { source, bytes } => {
-                                        Ok(ingest::Line::Text {
-                                            source: source.clone(),
-                                            bytes: keys.sign(bytes)?,
-                                        })
-                                    }
-                                    other => Ok(other.clone()),
-                                }
-                            })
-                            .collect::<Result<Vec<_>>>()
-                    })
-                })
-                .collect();
-            let mut lines = Vec::with_capacity(unsigned.len());
-            for handle in handles {
-                let part = handle
-                    .join()
-                    .map_err(|_| anyhow::anyhow!("a signing thread panicked"))??;
-                lines.extend(part);
-            }
-            Ok::<_, anyhow::Error>(lines)
-        })?;
+        let lines: Vec<ingest::Line> = ingest::map_on_threads(
+            unsigned,
+            ingest::default_jobs(),
+            |line| {
+                bar.inc(1);
+                match line {
+                    ingest::Line::Text { source, bytes } => Ok(ingest::Line::Text {
+                        source,
+                        bytes: keys.sign(&bytes)?,
+                    }),
+                    other => Ok(other),
+                }
+            },
+            || Err(anyhow::anyhow!("a signing thread panicked")),
+        )
+        .into_iter()
+        .collect::<Result<_>>()?;
         bar.finish_and_clear();
-        drop(unsigned);
         Ok(Signed {
             lines,
             expected: w5.expected.clone(),
@@ -1359,10 +1334,10 @@ impl Signed {
 async fn w6_phase(
     server: (StoreKind, Option<&str>),
     params: Params,
-    lines: &[ingest::Line],
-    rules: &Rules,
+    signed: &Signed,
     out: &mut StoreRun,
 ) -> Result<()> {
+    let Signed { lines, rules, .. } = signed;
     let wanted = count(W6_MESSAGES, params.scale) as usize;
     let bodies: Vec<Vec<u8>> = lines
         .iter()
