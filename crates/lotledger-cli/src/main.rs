@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
-mod store;
 
 /// mimalloc: the ingest path allocates and frees many small objects per message (JSON values,
 /// rows, query arguments) beside a few large ones per batch, which glibc's allocator answers
@@ -66,7 +65,7 @@ enum Command {
     /// Measure ingest, drains, reads, repair and verify on fresh stores with generated
     /// workloads; prints one table (see BENCHMARKS.md). Ignores --database-url, --whitelist
     /// and --channels: its stores are fresh, its rules the defaults.
-    Bench(cmd::bench::Args),
+    Bench(lotledger_bench::Args),
 }
 
 fn main() -> ExitCode {

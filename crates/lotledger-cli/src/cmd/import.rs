@@ -8,7 +8,7 @@ use lotledger_core::json::parse_history_row;
 use lotledger_store::Store;
 use serde_json::Value;
 
-use crate::store::AnyStore;
+use lotledger_ingest::AnyStore;
 
 /// Rows per transaction.
 const BATCH_ROWS: usize = 5000;

@@ -6,7 +6,7 @@ use anyhow::Result;
 use lotledger_store::maintenance;
 use serde_json::json;
 
-use crate::store::AnyStore;
+use lotledger_ingest::AnyStore;
 
 #[derive(clap::Args, Debug)]
 pub struct RepairArgs {

@@ -7,10 +7,9 @@ use anyhow::{Context, Result};
 use lotledger_core::message::{DEFAULT_CHANNEL, DEFAULT_WHITELIST};
 use lotledger_core::{Rules, Timestamp};
 
-use crate::store::AnyStore;
 use crate::{Cli, Command};
+use lotledger_ingest::{AnyStore, redact};
 
-pub mod bench;
 pub mod import;
 pub mod ingest;
 pub mod maintain;
@@ -28,7 +27,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     }
     // The bench creates its own stores: --database-url is not opened.
     let command = match cli.command {
-        Command::Bench(args) => return bench::run(args).await,
+        Command::Bench(args) => return Ok(lotledger_bench::run(args).await?),
         other => other,
     };
     let store = AnyStore::open(&cli.database_url)
@@ -36,7 +35,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         .with_context(|| format!("opening the store at {}", redact(&cli.database_url)))?;
     match command {
         // Handled above, before a store is opened.
-        Command::Bench(args) => bench::run(args).await,
+        Command::Bench(args) => Ok(lotledger_bench::run(args).await?),
         Command::Ingest(args) => ingest::run(&store, &rules, args).await,
         Command::ImportHistory(args) => import::run(&store, args).await,
         Command::Balance(args) => read::balance(&store, args).await,
@@ -66,20 +65,6 @@ fn list_setting(flag: Option<String>, env: &str, default: &str) -> BTreeSet<Stri
         .collect()
 }
 
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
 /// `--at`/`--now` values: RFC 3339, default the current time.
 pub fn instant(arg: Option<&str>) -> Result<Timestamp> {
     match arg {
@@ -89,25 +74,9 @@ pub fn instant(arg: Option<&str>) -> Result<Timestamp> {
     }
 }
 
-/// The wall clock, read here and only here: the core never reads it.
+/// The wall clock (read in one place, [`lotledger_ingest::clock_now`]).
 pub fn clock_now() -> Result<Timestamp> {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .context("the system clock is before 1970")?;
-    let micros = i64::try_from(since.as_micros()).context("the system clock is out of range")?;
-    Ok(Timestamp::from_micros(micros)?)
+    Ok(lotledger_ingest::clock_now()?)
 }
 
-/// A progress bar on stderr (hidden when stderr is not a terminal).
-pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(len),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
-        "{{spinner}} {what} [{{elapsed_precise}}] [{{wide_bar}}] {{pos}}/{{len}} ({{per_sec}}, eta {{eta}})"
-    )) {
-        bar.set_style(style);
-    }
-    bar
-}
+pub use lotledger_ingest::progress_bar;

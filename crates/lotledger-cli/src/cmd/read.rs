@@ -8,7 +8,7 @@ use lotledger_core::json;
 use lotledger_store::{HistorySelector, MessageStatus, Store};
 use serde_json::Value;
 
-use crate::store::AnyStore;
+use lotledger_ingest::AnyStore;
 
 #[derive(clap::Args, Debug)]
 pub struct BalanceArgs {

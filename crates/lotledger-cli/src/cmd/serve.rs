@@ -11,7 +11,7 @@ use lotledger_api::ApiConfig;
 use lotledger_api::telemetry;
 use lotledger_core::Rules;
 
-use crate::store::AnyStore;
+use lotledger_ingest::AnyStore;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

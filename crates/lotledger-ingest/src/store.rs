@@ -8,6 +8,20 @@ use lotledger_store::{
 use lotledger_store_pg::PgStore;
 use lotledger_store_sqlite::SqliteStore;
 
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// SQLite (`sqlite://…`, the default) or PostgreSQL (`postgres://…`, `postgresql://…`).
 #[derive(Clone, Debug)]
 pub enum AnyStore {

@@ -7,10 +7,11 @@
 //! generator fund every expense and transfer, and it predicts the exact row counts, which the
 //! bench checks against the store.
 
-use anyhow::Result;
+use crate::error::Result;
 use lotledger_core::message::DEFAULT_WHITELIST;
+use lotledger_ingest::Result as IngestResult;
 
-use crate::cmd::ingest::{Line, LineSource};
+use lotledger_ingest::{Line, LineSource};
 
 /// The whitelisted sender of distributions and expenses (the bench runs with the default rules).
 pub const WHITELISTED: &str = DEFAULT_WHITELIST;
@@ -154,7 +155,7 @@ fn transfer_content(entries: &[(&str, i64)]) -> String {
     format!(r#"{{"transfer":{{"credits":[{}]}}}}"#, credits.join(","))
 }
 
-fn line(file: &std::sync::Arc<str>, line_no: u64, bytes: Vec<u8>) -> Result<Line> {
+fn line(file: &std::sync::Arc<str>, line_no: u64, bytes: Vec<u8>) -> IngestResult<Line> {
     Ok(Line::Text {
         source: LineSource {
             file: file.clone(),
@@ -322,13 +323,15 @@ impl Keys {
                 .get(name)
                 .and_then(serde_json::Value::as_str)
                 .map(str::to_string)
-                .ok_or_else(|| anyhow::anyhow!("a generated line without {name}"))
+                .ok_or_else(|| {
+                    crate::BenchError::Failed(format!("a generated line without {name}"))
+                })
         };
         let (sender, item_hash) = (field("sender")?, field("item_hash")?);
         let secret = self
             .secrets
             .get(&sender)
-            .ok_or_else(|| anyhow::anyhow!("no key for the sender {sender}"))?;
+            .ok_or_else(|| crate::BenchError::Failed(format!("no key for the sender {sender}")))?;
         let buffer = lotledger_sig::verification_buffer("ETH", &sender, "POST", &item_hash);
         message["signature"] = serde_json::Value::from(lotledger_sig::sign_evm(secret, &buffer));
         Ok(serde_json::to_vec(&message)?)
@@ -615,9 +618,9 @@ impl W1 {
 }
 
 impl Iterator for W1 {
-    type Item = Result<Line>;
+    type Item = IngestResult<Line>;
 
-    fn next(&mut self) -> Option<Result<Line>> {
+    fn next(&mut self) -> Option<IngestResult<Line>> {
         let bytes = self.next_message()?;
         Some(line(&self.file, self.seq, bytes))
     }
@@ -722,7 +725,7 @@ impl W2 {
     }
 
     /// The distributions that give the hot address its lots.
-    pub fn setup(&mut self) -> impl Iterator<Item = Result<Line>> + '_ {
+    pub fn setup(&mut self) -> impl Iterator<Item = IngestResult<Line>> + '_ {
         let end = self.lots;
         std::iter::from_fn(move || {
             let bytes = self.next_message(end)?;
@@ -731,7 +734,7 @@ impl W2 {
     }
 
     /// The expenses (after [`W2::setup`]).
-    pub fn drains(&mut self) -> impl Iterator<Item = Result<Line>> + '_ {
+    pub fn drains(&mut self) -> impl Iterator<Item = IngestResult<Line>> + '_ {
         let end = self.lots + self.expenses;
         std::iter::from_fn(move || {
             let bytes = self.next_message(end)?;
@@ -773,7 +776,7 @@ impl W3 {
         self.start + 10
     }
 
-    pub fn setup(&mut self, seed: u64) -> Vec<Result<Line>> {
+    pub fn setup(&mut self, seed: u64) -> Vec<IngestResult<Line>> {
         let file: std::sync::Arc<str> = std::sync::Arc::from("w3");
         let mut rng = Rng::new(seed, W3_TAG);
         let mut out = Vec::new();
@@ -815,7 +818,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn texts(lines: impl Iterator<Item = Result<Line>>) -> Vec<String> {
+    fn texts(lines: impl Iterator<Item = IngestResult<Line>>) -> Vec<String> {
         lines
             .map(|l| match l.unwrap() {
                 Line::Text { bytes, .. } => String::from_utf8(bytes).unwrap(),

@@ -1,4 +1,4 @@
-//! `lotledger bench`: generated workloads on fresh stores, one table on stdout, figures in JSON.
+//! `lotledger bench` (the binary keeps the subcommand; the workloads live here): generated workloads on fresh stores, one table on stdout, figures in JSON.
 //!
 //! Per store, on one fresh store, in this order:
 //! - **W1 ingest** in a child process (`lotledger bench --child-w1-url …`), so its peak RSS is
@@ -19,20 +19,22 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
 use lotledger_core::{HistoryRow, Rules, Timestamp};
+use lotledger_ingest::{self as ingest, AnyStore, Summary, ingest_lines, progress_bar, redact};
 use lotledger_store::{HistorySelector, Store, maintenance};
 use serde_json::{Value, json};
 
-use super::ingest::{self, Summary, ingest_lines};
-use crate::store::AnyStore;
-
+#[macro_use]
+mod error;
 mod db;
 mod generator;
 mod http;
 mod memory;
 mod report;
 mod sys;
+
+pub use error::BenchError;
+use error::{Context, Result};
 
 use generator::{Expected, Keys, W1, W2, W3, count};
 use report::{Figures, Unit};
@@ -372,7 +374,7 @@ async fn workloads(
     let url = fresh.url();
     let store = AnyStore::open(url)
         .await
-        .with_context(|| format!("opening the bench store {}", super::redact(url)))?;
+        .with_context(|| format!("opening the bench store {}", redact(url)))?;
     out.settings = db::settings(url).await?;
     if out.settings.get("fsync").and_then(Value::as_str) == Some("off") {
         out.notes.push(
@@ -538,7 +540,7 @@ async fn limit_phase(
     let now = instant(generator::W1_START_SECONDS)?;
     let fresh = db::Fresh::create(server.0, server.1).await?;
     let target = AnyStore::open(fresh.url()).await?;
-    let bar = super::progress_bar(transactions as u64, "limit (raw inserts)");
+    let bar = progress_bar(transactions as u64, "limit (raw inserts)");
     let started = Instant::now();
     // Each transaction takes a slice of the rows and the lots those rows granted (a lot
     // names its granting row), and a share of the records.
@@ -619,12 +621,12 @@ async fn w2_phase(
         jobs: ingest::default_jobs(),
         progress_keys: Default::default(),
     };
-    let bar = super::progress_bar(w2.lots(), "W2 lots");
+    let bar = progress_bar(w2.lots(), "W2 lots");
     let started = Instant::now();
     let setup = ingest_lines(store, &rules, w2.setup().inspect(|_| bar.inc(1)), &opts).await?;
     let setup_time = started.elapsed();
     bar.finish_and_clear();
-    let bar = super::progress_bar(w2.expenses(), "W2 drains");
+    let bar = progress_bar(w2.expenses(), "W2 drains");
     let started = Instant::now();
     let drains = ingest_lines(store, &rules, w2.drains().inspect(|_| bar.inc(1)), &opts).await?;
     let drain_time = started.elapsed();
@@ -815,7 +817,7 @@ async fn reads(
 ) -> Result<()> {
     let at = instant(w3.at_seconds())?;
     let calls = count(W3_CALLS, params.scale);
-    let bar = super::progress_bar(calls * 2 * w3.addresses.len() as u64, "W3 store reads");
+    let bar = progress_bar(calls * 2 * w3.addresses.len() as u64, "W3 store reads");
     for (lots, address) in &w3.addresses {
         for details in [false, true] {
             let mut nanos = Vec::with_capacity(calls as usize);
@@ -870,7 +872,7 @@ async fn reads(
         .iter()
         .map(|(_, a)| format!("/api/v0/addresses/{a}/balance"))
         .collect();
-    let bar = super::progress_bar(requests, "W3 HTTP");
+    let bar = progress_bar(requests, "W3 HTTP");
     let connections = HTTP_CONNECTIONS.min(requests as usize).max(1);
     let load = http::load_router(
         app,
@@ -935,8 +937,8 @@ async fn w4(
         (target - before.history_rows).div_ceil(w1_rows)
     };
     let addresses = W1::addresses(params.seed, params.scale);
-    let now = super::clock_now()?;
-    let bar = super::progress_bar(copies * w1_rows, "W4 import");
+    let now = ingest::clock_now()?;
+    let bar = progress_bar(copies * w1_rows, "W4 import");
     let started = Instant::now();
     let mut inserted = 0u64;
     if copies > 0 {
@@ -975,7 +977,7 @@ async fn w4(
         },
     );
 
-    let bar = super::progress_bar(0, "W4 repair");
+    let bar = progress_bar(0, "W4 repair");
     let started = Instant::now();
     let repaired = maintenance::repair(store, true, |done, total| {
         bar.set_length(total as u64);
@@ -984,7 +986,7 @@ async fn w4(
     .await?;
     let repair_time = started.elapsed();
     bar.finish_and_clear();
-    let bar = super::progress_bar(0, "W4 verify");
+    let bar = progress_bar(0, "W4 verify");
     let started = Instant::now();
     let drifts = maintenance::verify(store, |done, total| {
         bar.set_length(total as u64);
@@ -1046,7 +1048,7 @@ async fn baseline_run(fresh: &db::Fresh, params: Params, out: &mut StoreRun) -> 
         batch: 1,
         ..params
     };
-    let bar = super::progress_bar(W1::new(small.seed, small.scale).total(), "baseline W1");
+    let bar = progress_bar(W1::new(small.seed, small.scale).total(), "baseline W1");
     let (w1, expected, w1_time) = w1_ingest(&store, small, &bar).await?;
     bar.finish_and_clear();
     check_ingest(out, "baseline W1", &[&w1], &expected);
@@ -1065,7 +1067,7 @@ async fn baseline_run(fresh: &db::Fresh, params: Params, out: &mut StoreRun) -> 
         progress_keys: Default::default(),
     };
     let setup = ingest_lines(&store, &rules, w2.setup(), &opts).await?;
-    let bar = super::progress_bar(w2.expenses(), "baseline W2");
+    let bar = progress_bar(w2.expenses(), "baseline W2");
     let started = Instant::now();
     let drains = ingest_lines(&store, &rules, w2.drains().inspect(|_| bar.inc(1)), &opts).await?;
     let drain_time = started.elapsed();
@@ -1221,7 +1223,7 @@ async fn w5_phase(
             jobs,
             progress_keys: Default::default(),
         };
-        let bar = super::progress_bar(lines.len() as u64, "W5 verified ingest");
+        let bar = progress_bar(lines.len() as u64, "W5 verified ingest");
         let started = Instant::now();
         let summary = ingest_lines(
             &store,
@@ -1295,8 +1297,8 @@ impl Signed {
     fn new(params: Params) -> Result<Signed> {
         let keys = Keys::new(params.seed, params.scale);
         let mut w5 = W1::signed(params.seed, params.scale, &keys);
-        let unsigned: Vec<ingest::Line> = w5.by_ref().collect::<Result<_>>()?;
-        let bar = super::progress_bar(unsigned.len() as u64, "W5 signing (setup)");
+        let unsigned: Vec<ingest::Line> = w5.by_ref().collect::<ingest::Result<_>>()?;
+        let bar = progress_bar(unsigned.len() as u64, "W5 signing (setup)");
         let lines: Vec<ingest::Line> = ingest::map_on_threads(
             unsigned,
             ingest::default_jobs(),
@@ -1310,7 +1312,7 @@ impl Signed {
                     other => Ok(other),
                 }
             },
-            || Err(anyhow::anyhow!("a signing thread panicked")),
+            || Err(BenchError::Failed("a signing thread panicked".into())),
         )
         .into_iter()
         .collect::<Result<_>>()?;
@@ -1429,7 +1431,7 @@ async fn w6_run(
     let mut config = lotledger_api::ApiConfig::new(rules.clone());
     config.intake_batch = intake_batch;
     let app = lotledger_api::router(Arc::new(store.clone()), config);
-    let bar = super::progress_bar(bodies.len() as u64, "W6 HTTP intake");
+    let bar = progress_bar(bodies.len() as u64, "W6 HTTP intake");
     let load = http::load_router(
         app,
         |addr| {
@@ -1530,8 +1532,8 @@ async fn child_w1(url: &str, report: &PathBuf, params: Params) -> Result<ExitCod
     let rss_before = sys::rss_bytes().unwrap_or(0);
     let store = AnyStore::open(url)
         .await
-        .with_context(|| format!("opening {}", super::redact(url)))?;
-    let bar = super::progress_bar(W1::new(params.seed, params.scale).total(), "W1 ingest");
+        .with_context(|| format!("opening {}", redact(url)))?;
+    let bar = progress_bar(W1::new(params.seed, params.scale).total(), "W1 ingest");
     let (summary, _, elapsed) = w1_ingest(&store, params, &bar).await?;
     bar.finish_and_clear();
     let out = ChildReport {

@@ -7,7 +7,7 @@
 
 use std::str::FromStr;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result};
 use serde::Serialize;
 use sqlx::Connection;
 use sqlx::postgres::PgConnectOptions;
@@ -83,7 +83,10 @@ impl Fresh {
                     );
                 };
                 let mut conn = sqlx::PgConnection::connect(admin).await.with_context(|| {
-                    format!("connecting to PostgreSQL at {}", crate::cmd::redact(admin))
+                    format!(
+                        "connecting to PostgreSQL at {}",
+                        lotledger_ingest::redact(admin)
+                    )
                 })?;
                 let name = unique_name("lotledger_bench");
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
