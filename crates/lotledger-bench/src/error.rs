@@ -24,8 +24,6 @@ pub enum BenchError {
     #[error(transparent)]
     Ingest(#[from] IngestError),
     #[error(transparent)]
-    Sql(#[from] sqlx::Error),
-    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Json(#[from] serde_json::Error),

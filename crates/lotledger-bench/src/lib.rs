@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use lotledger_core::{HistoryRow, Rules, Timestamp};
 use lotledger_ingest::{self as ingest, AnyStore, Summary, ingest_lines, progress_bar, redact};
-use lotledger_store::{HistorySelector, Store, maintenance};
+use lotledger_store::{HistorySelector, Store, TableCounts, maintenance};
 use serde_json::{Value, json};
 
 #[macro_use]
@@ -375,7 +375,14 @@ async fn workloads(
     let store = AnyStore::open(url)
         .await
         .with_context(|| format!("opening the bench store {}", redact(url)))?;
-    out.settings = db::settings(url).await?;
+    out.settings = Value::Object(
+        store
+            .engine_settings()
+            .await?
+            .into_iter()
+            .map(|(name, value)| (name, Value::String(value)))
+            .collect(),
+    );
     if out.settings.get("fsync").and_then(Value::as_str) == Some("off") {
         out.notes.push(
             "the PostgreSQL server runs with fsync=off: commits are not durable and faster than \
@@ -395,17 +402,17 @@ async fn workloads(
     let mut expected = serde_json::Map::new();
 
     let after_w1 = if only.w1() {
-        let after = w1_phase(url, params, &dry, gen_time, out).await?;
+        let after = w1_phase(&store, url, params, &dry, gen_time, out).await?;
         limit_phase(&store, server, params, out).await?;
         after
     } else {
-        db::counts(url).await?
+        store.table_counts().await?
     };
     expected.insert("w1".into(), json!(dry.expected));
 
     let mut w2 = W2::after(&dry, params.seed, params.scale);
     let after_w2 = if only.w2() {
-        w2_phase(&store, url, params, &mut w2, after_w1, out).await?
+        w2_phase(&store, params, &mut w2, after_w1, out).await?
     } else {
         after_w1
     };
@@ -420,10 +427,10 @@ async fn workloads(
     expected.insert("w3".into(), json!(w3.expected));
 
     if only.size() {
-        size_phase(url, &after_w3, out).await?;
+        size_phase(&store, &after_w3, out).await?;
     }
     if only.w4() {
-        w4(&store, url, params, after_w1.history_rows, out).await?;
+        w4(&store, params, after_w1.history_rows, out).await?;
     }
     out.expected = Value::Object(expected);
     drop(store);
@@ -432,14 +439,15 @@ async fn workloads(
 
 /// W1 in a child process; the store's counts after it.
 async fn w1_phase(
+    store: &AnyStore,
     url: &str,
     params: Params,
     dry: &W1,
     gen_time: Duration,
     out: &mut StoreRun,
-) -> Result<db::Counts> {
+) -> Result<TableCounts> {
     let w1 = spawn_w1(url, params).await?;
-    let after = db::counts(url).await?;
+    let after = store.table_counts().await?;
     let expected = &dry.expected;
     let f = &mut out.figures;
     f.count("w1", "messages", "messages", w1.total);
@@ -569,7 +577,7 @@ async fn limit_phase(
     }
     let elapsed = started.elapsed();
     bar.finish_and_clear();
-    let counts = db::counts(fresh.url()).await?;
+    let counts = target.table_counts().await?;
     drop(target);
     fresh.remove().await?;
     out.check(
@@ -607,12 +615,11 @@ async fn limit_phase(
 /// W2: the hot account's lots, then the timed expenses.
 async fn w2_phase(
     store: &AnyStore,
-    url: &str,
     params: Params,
     w2: &mut W2,
-    before: db::Counts,
+    before: TableCounts,
     out: &mut StoreRun,
-) -> Result<db::Counts> {
+) -> Result<TableCounts> {
     let rules = rules();
     let opts = ingest::Options {
         trusted: true,
@@ -631,7 +638,7 @@ async fn w2_phase(
     let drains = ingest_lines(store, &rules, w2.drains().inspect(|_| bar.inc(1)), &opts).await?;
     let drain_time = started.elapsed();
     bar.finish_and_clear();
-    let after = db::counts(url).await?;
+    let after = store.table_counts().await?;
     let expected = &w2.expected;
     let f = &mut out.figures;
     f.count(
@@ -687,9 +694,9 @@ async fn w3_phase(
     url: &str,
     params: Params,
     w3: &mut W3,
-    before: db::Counts,
+    before: TableCounts,
     out: &mut StoreRun,
-) -> Result<db::Counts> {
+) -> Result<TableCounts> {
     let lines = w3.setup(params.seed);
     let opts = ingest::Options {
         trusted: true,
@@ -701,7 +708,7 @@ async fn w3_phase(
     let setup = ingest_lines(store, &rules(), lines.into_iter(), &opts).await?;
     check_ingest(out, "W3", &[&setup], &w3.expected);
     reads(store, url, w3, params, out).await?;
-    let after = db::counts(url).await?;
+    let after = store.table_counts().await?;
     check_growth(out, "W3", before, after, &w3.expected);
     Ok(after)
 }
@@ -710,8 +717,8 @@ async fn w3_phase(
 fn check_growth(
     out: &mut StoreRun,
     what: &str,
-    before: db::Counts,
-    after: db::Counts,
+    before: TableCounts,
+    after: TableCounts,
     expected: &Expected,
 ) {
     let rows = after.history_rows.saturating_sub(before.history_rows);
@@ -728,8 +735,8 @@ fn check_growth(
 }
 
 /// On-disk bytes per history row, per lot and per message record.
-async fn size_phase(url: &str, counts: &db::Counts, out: &mut StoreRun) -> Result<()> {
-    let sizes = db::sizes(url, counts).await?;
+async fn size_phase(store: &AnyStore, counts: &TableCounts, out: &mut StoreRun) -> Result<()> {
+    let sizes = store.footprint().await?;
     let per = |bytes: u64, n: u64| {
         if n == 0 { 0.0 } else { bytes as f64 / n as f64 }
     };
@@ -922,14 +929,8 @@ async fn reads(
 
 /// W4: copies W1's rows (addresses and refs suffixed `-N`) until the ledger holds the target,
 /// then times a full repair and a verify.
-async fn w4(
-    store: &AnyStore,
-    url: &str,
-    params: Params,
-    w1_rows: u64,
-    out: &mut StoreRun,
-) -> Result<()> {
-    let before = db::counts(url).await?;
+async fn w4(store: &AnyStore, params: Params, w1_rows: u64, out: &mut StoreRun) -> Result<()> {
+    let before = store.table_counts().await?;
     let target = count(W4_TARGET_ROWS, params.scale);
     let copies = if before.history_rows >= target || w1_rows == 0 {
         0
@@ -966,7 +967,7 @@ async fn w4(
     }
     let import_time = started.elapsed();
     bar.finish_and_clear();
-    let after = db::counts(url).await?;
+    let after = store.table_counts().await?;
     out.check(
         inserted == copies * w1_rows && after.history_rows == before.history_rows + inserted,
         || {
@@ -1234,7 +1235,7 @@ async fn w5_phase(
         .await;
         let elapsed = started.elapsed();
         bar.finish_and_clear();
-        let counts = db::counts(fresh.url()).await;
+        let counts = store.table_counts().await;
         drop(store);
         fresh.remove().await?;
         let (summary, counts) = (summary?, counts?);
@@ -1448,7 +1449,7 @@ async fn w6_run(
     .await;
     bar.finish_and_clear();
     let load = load?;
-    let counts = db::counts(fresh.url()).await?;
+    let counts = store.table_counts().await?;
     let drifts = maintenance::verify(&store, |_, _| {}).await?;
     drop(store);
     let answered = load.latencies_nanos.len() as u64;

@@ -2,8 +2,8 @@
 
 use lotledger_core::{BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp};
 use lotledger_store::{
-    BalancesQuery, BatchItem, Drift, HistorySelector, IngestProgress, MessageRecord, Outcome,
-    Store, StoreError,
+    BalancesQuery, BatchItem, Drift, Footprint, HistorySelector, IngestProgress, MessageRecord,
+    Outcome, Store, StoreError, TableCounts,
 };
 use lotledger_store_pg::PgStore;
 use lotledger_store_sqlite::SqliteStore;
@@ -136,6 +136,15 @@ impl Store for AnyStore {
     }
     async fn message(&self, item_hash: &str) -> Result<Option<MessageRecord>, StoreError> {
         dispatch!(self, s => s.message(item_hash))
+    }
+    async fn table_counts(&self) -> Result<TableCounts, StoreError> {
+        dispatch!(self, s => s.table_counts())
+    }
+    async fn footprint(&self) -> Result<Footprint, StoreError> {
+        dispatch!(self, s => s.footprint())
+    }
+    async fn engine_settings(&self) -> Result<Vec<(String, String)>, StoreError> {
+        dispatch!(self, s => s.engine_settings())
     }
     async fn credit_balances(
         &self,

@@ -17,13 +17,16 @@ use lotledger_core::{
 use lotledger_store::batch::{BatchCache, Commit, LastRows, Stamps};
 use lotledger_store::transactional::{self, Transactional};
 use lotledger_store::{
-    BalancesQuery, BatchItem, Drift, HistorySelector, IngestProgress, LedgerTx, MessageRecord,
-    MessageStatus, Outcome, Store, StoreError, distinct,
+    BalancesQuery, BatchItem, Drift, Footprint, HistorySelector, IngestProgress, LedgerTx,
+    MessageRecord, MessageStatus, Outcome, Store, StoreError, TableCounts, distinct, non_negative,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions as _, PgConnection, Postgres, QueryBuilder, Transaction};
 
+mod databases;
 mod wrappers;
+
+pub use databases::{create_database, drop_database, unique_database_name, with_database};
 use wrappers::{
     db_err, history_row, lock_key, lot, message_record, odt, opt_odt, ref_arrays, ref_parts,
 };
@@ -457,6 +460,69 @@ impl Store for PgStore {
     async fn message(&self, item_hash: &str) -> Result<Option<MessageRecord>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         message(&mut conn, item_hash).await
+    }
+
+    async fn table_counts(&self) -> Result<TableCounts, StoreError> {
+        let (h, l, m): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM credit_history), (SELECT COUNT(*) FROM credit_lots), \
+             (SELECT COUNT(*) FROM credit_messages)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(TableCounts {
+            history_rows: non_negative(h),
+            lots: non_negative(l),
+            messages: non_negative(m),
+        })
+    }
+
+    /// `pg_total_relation_size` (heap, indexes, TOAST; dead tuples included).
+    async fn footprint(&self) -> Result<Footprint, StoreError> {
+        let (h, hi, l, m, i, d): (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT pg_total_relation_size('credit_history'), pg_indexes_size('credit_history'), \
+             pg_total_relation_size('credit_lots'), pg_total_relation_size('credit_messages'), \
+             pg_total_relation_size('addresses') + pg_total_relation_size('refs'), \
+             pg_database_size(current_database())",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(Footprint {
+            history_bytes: non_negative(h),
+            history_index_bytes: non_negative(hi),
+            lots_bytes: non_negative(l),
+            messages_bytes: non_negative(m),
+            interned_bytes: non_negative(i),
+            database_bytes: non_negative(d),
+            method: "pg_total_relation_size (dead tuples included)".into(),
+        })
+    }
+
+    async fn engine_settings(&self) -> Result<Vec<(String, String)>, StoreError> {
+        const NAMES: [&str; 6] = [
+            "server_version",
+            "fsync",
+            "synchronous_commit",
+            "full_page_writes",
+            "shared_buffers",
+            "wal_level",
+        ];
+        let values: Vec<(String, String)> = sqlx::query_as(
+            "SELECT n, current_setting(n) FROM unnest($1::text[]) WITH ORDINALITY AS s(n, i) \
+             ORDER BY i",
+        )
+        .bind(&NAMES[..])
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(values
+            .into_iter()
+            .map(|(name, value)| match name.as_str() {
+                "server_version" => ("version".to_string(), value),
+                _ => (name, value),
+            })
+            .collect())
     }
 }
 

@@ -15,8 +15,8 @@ use lotledger_core::{
 use lotledger_store::batch::{BatchCache, Commit, LastRows, Stamps};
 use lotledger_store::transactional::{self, Transactional};
 use lotledger_store::{
-    BalancesQuery, BatchItem, Drift, HistorySelector, IngestProgress, LedgerTx, MessageRecord,
-    MessageStatus, Outcome, Store, StoreError, distinct,
+    BalancesQuery, BatchItem, Drift, Footprint, HistorySelector, IngestProgress, LedgerTx,
+    MessageRecord, MessageStatus, Outcome, Store, StoreError, TableCounts, distinct, non_negative,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -457,6 +457,111 @@ impl Store for SqliteStore {
     async fn message(&self, item_hash: &str) -> Result<Option<MessageRecord>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         message(&mut conn, item_hash).await
+    }
+
+    async fn table_counts(&self) -> Result<TableCounts, StoreError> {
+        let (h, l, m): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM credit_history), (SELECT COUNT(*) FROM credit_lots), \
+             (SELECT COUNT(*) FROM credit_messages)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(TableCounts {
+            history_rows: non_negative(h),
+            lots: non_negative(l),
+            messages: non_negative(m),
+        })
+    }
+
+    /// `dbstat` (the pages of each table's b-trees, indexes included, WAL content seen through
+    /// the pager), else `page_count × page_size` split by row counts.
+    async fn footprint(&self) -> Result<Footprint, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        let by_table: Result<Vec<(String, String, i64)>, sqlx::Error> = sqlx::query_as(
+            "SELECT m.tbl_name, m.name, SUM(s.pgsize) FROM dbstat AS s \
+             JOIN sqlite_master AS m ON s.name = m.name GROUP BY m.tbl_name, m.name",
+        )
+        .fetch_all(&mut *conn)
+        .await;
+        let (page_count, page_size): (i64, i64) = sqlx::query_as(
+            "SELECT page_count, page_size FROM pragma_page_count(), pragma_page_size()",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        drop(conn);
+        let database_bytes = non_negative(page_count.saturating_mul(page_size));
+        let rows = match by_table {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!("dbstat unavailable ({e}): splitting the file size by row counts");
+                let counts = self.table_counts().await?;
+                let all = counts.history_rows + counts.lots + counts.messages;
+                let share = |n: u64| {
+                    let bytes = u128::from(database_bytes) * u128::from(n) / u128::from(all.max(1));
+                    u64::try_from(bytes).unwrap_or(u64::MAX)
+                };
+                return Ok(Footprint {
+                    history_bytes: share(counts.history_rows),
+                    lots_bytes: share(counts.lots),
+                    messages_bytes: share(counts.messages),
+                    database_bytes,
+                    method: "page_count × page_size split by row counts (dbstat unavailable)"
+                        .into(),
+                    ..Footprint::default()
+                });
+            }
+        };
+        let mut f = Footprint {
+            database_bytes,
+            method: "sqlite dbstat".into(),
+            ..Footprint::default()
+        };
+        for (table, name, bytes) in rows {
+            let bytes = non_negative(bytes);
+            match table.as_str() {
+                "credit_history" => {
+                    f.history_bytes += bytes;
+                    if name != table {
+                        f.history_index_bytes += bytes;
+                    }
+                }
+                "credit_lots" => f.lots_bytes += bytes,
+                "credit_messages" => f.messages_bytes += bytes,
+                "addresses" | "refs" => f.interned_bytes += bytes,
+                _ => {}
+            }
+        }
+        Ok(f)
+    }
+
+    async fn engine_settings(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        let (version,): (String,) = sqlx::query_as("SELECT sqlite_version()")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        let (journal_mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        let (synchronous,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        let synchronous = match synchronous {
+            0 => "off".to_string(),
+            1 => "normal".to_string(),
+            2 => "full".to_string(),
+            3 => "extra".to_string(),
+            n => n.to_string(),
+        };
+        Ok(vec![
+            ("version".into(), version),
+            ("journal_mode".into(), journal_mode),
+            ("synchronous".into(), synchronous),
+        ])
     }
 }
 

@@ -174,6 +174,36 @@ pub struct Drift {
     pub replayed: Vec<Lot>,
 }
 
+/// Rows in the ledger's three tables.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableCounts {
+    pub history_rows: u64,
+    pub lots: u64,
+    pub messages: u64,
+}
+
+/// On-disk bytes of the ledger's tables, indexes included, and how they were measured.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// `credit_history` with its indexes.
+    pub history_bytes: u64,
+    /// `credit_history`'s indexes alone.
+    pub history_index_bytes: u64,
+    pub lots_bytes: u64,
+    pub messages_bytes: u64,
+    /// Interned addresses and references (`addresses`, `refs`).
+    pub interned_bytes: u64,
+    /// The whole database (SQLite: the file's pages; PostgreSQL: the database).
+    pub database_bytes: u64,
+    /// How the sizes were obtained.
+    pub method: String,
+}
+
+/// A count or size from SQL (`BIGINT`), never negative.
+pub fn non_negative(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
 /// A lotledger store. Every method is one transaction (or a read).
 pub trait Store: Send + Sync {
     /// Creates or upgrades the schema.
@@ -326,6 +356,19 @@ pub trait Store: Send + Sync {
         &self,
         item_hash: &str,
     ) -> impl Future<Output = Result<Option<MessageRecord>, StoreError>> + Send;
+
+    /// Rows in the ledger's tables (full counts: for reports such as the bench's, not for a
+    /// request path).
+    fn table_counts(&self) -> impl Future<Output = Result<TableCounts, StoreError>> + Send;
+
+    /// The ledger's size on disk, table by table.
+    fn footprint(&self) -> impl Future<Output = Result<Footprint, StoreError>> + Send;
+
+    /// The engine's version and the settings that decide its durability and speed, as
+    /// `(name, value)` pairs, `version` first.
+    fn engine_settings(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>> + Send;
 }
 
 /// Decodes the per-address aggregate a backend builds for [`LedgerTx::replay_histories`]:

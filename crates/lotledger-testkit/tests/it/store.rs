@@ -1,5 +1,5 @@
 //! Store behaviour beyond the scenarios, on both backends: repair resumes from its checkpoint,
-//! and the history refuses updates and deletes.
+//! the history refuses updates and deletes, and the store reports its rows, size and settings.
 
 use lotledger_core::{Credits, HistoryRow, Timestamp};
 use lotledger_store::{Store, maintenance};
@@ -122,6 +122,82 @@ async fn postgres_repair_resumes_and_history_is_append_only() {
     let store = lotledger_store_pg::PgStore::open(&url).await.unwrap();
     repair_resumes(&store, &url).await;
     history_is_append_only(&url).await;
+}
+
+/// The counts, sizes and settings the bench reports: counts follow what was written, sizes grow
+/// with it and hold together, the settings name the engine's version first.
+async fn reports_its_footprint<S: Store>(store: &S) {
+    let empty = store.table_counts().await.unwrap();
+    assert_eq!(empty, lotledger_store::TableCounts::default());
+    let small = store.footprint().await.unwrap();
+    let rows: Vec<HistoryRow> = (0..400)
+        .map(|i| grant(&format!("0x{i:040x}"), &format!("g{i}"), 10 + i))
+        .collect();
+    store
+        .import_history(&rows, Timestamp::UNIX_EPOCH)
+        .await
+        .unwrap();
+    let counts = store.table_counts().await.unwrap();
+    assert_eq!((counts.history_rows, counts.lots), (400, 400));
+    let big = store.footprint().await.unwrap();
+    assert!(big.history_bytes > small.history_bytes, "{small:?} {big:?}");
+    assert!(big.lots_bytes > small.lots_bytes, "{small:?} {big:?}");
+    assert!(
+        big.interned_bytes > small.interned_bytes,
+        "{small:?} {big:?}"
+    );
+    assert!(
+        big.history_index_bytes < big.history_bytes
+            && big.history_bytes + big.lots_bytes + big.messages_bytes <= big.database_bytes,
+        "{big:?}"
+    );
+    assert!(!big.method.is_empty());
+    let settings = store.engine_settings().await.unwrap();
+    assert_eq!(settings.first().map(|(n, _)| n.as_str()), Some("version"));
+    assert!(settings.iter().all(|(_, v)| !v.is_empty()), "{settings:?}");
+}
+
+#[tokio::test]
+async fn sqlite_reports_its_footprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = db::fresh_sqlite(&dir).await;
+    reports_its_footprint(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_reports_its_footprint() {
+    reports_its_footprint(&db::fresh_pg().await).await;
+}
+
+/// A database the tests created is dropped, and only plain names are created or dropped.
+#[tokio::test]
+async fn postgres_databases_are_created_and_dropped_by_name() {
+    let admin = db::pg_admin_url();
+    let name = db::unique_name("lotledger_drop");
+    let url = lotledger_store_pg::create_database(&admin, &name)
+        .await
+        .unwrap();
+    assert!(url.contains(&name));
+    let store = lotledger_store_pg::PgStore::open(&url).await.unwrap();
+    drop(store);
+    lotledger_store_pg::drop_database(&admin, &name)
+        .await
+        .unwrap();
+    assert!(
+        lotledger_store_pg::PgStore::open(&url).await.is_err(),
+        "the dropped database still opens"
+    );
+    // Dropping what is not there is no error.
+    lotledger_store_pg::drop_database(&admin, &name)
+        .await
+        .unwrap();
+    let refused = lotledger_store_pg::create_database(&admin, "x\"; DROP DATABASE postgres; --")
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("not a database name"),
+        "{refused}"
+    );
 }
 
 /// Both stores carry the same migration versions and names (their SQL differs by dialect).
