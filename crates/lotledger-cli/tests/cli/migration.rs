@@ -10,7 +10,7 @@ use serde_json::Value;
 use sqlx::Connection;
 
 /// The layouts a fixture exists for: every release layout since the first one users kept.
-const LAYOUTS: [&str; 3] = ["v0003", "v0004", "v0005"];
+const LAYOUTS: [&str; 4] = ["v0003", "v0004", "v0005", "v0006"];
 
 fn fixture(layout: &str, name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -63,6 +63,58 @@ fn same_answers(layout: &str, url: &str) {
         assert_eq!(&json(url, &["message", hash]), want, "message {hash}");
     }
     cli(url, &["verify"]);
+    same_consumed_credits(&expected, url);
+}
+
+/// Consumed credits per resource (an expense row's effective origin: its origin, else its ref)
+/// and per address, as the expected history gives them, asked of the store: the resource key
+/// is read through the layout's own index.
+fn same_consumed_credits(expected: &Value, url: &str) {
+    let mut by_resource = std::collections::BTreeMap::<String, i64>::new();
+    let mut by_address = std::collections::BTreeMap::<String, i64>::new();
+    for (address, rows) in expected["history"].as_object().unwrap() {
+        for row in rows.as_array().unwrap() {
+            if row["payment_method"] != "credit_expense" {
+                continue;
+            }
+            let amount = row["amount"].as_i64().unwrap().abs();
+            *by_address.entry(address.clone()).or_default() += amount;
+            let resource = [&row["origin"], &row["origin_ref"]]
+                .into_iter()
+                .find_map(|v| v.as_str().filter(|s| !s.is_empty()));
+            if let Some(r) = resource {
+                *by_resource.entry(r.to_string()).or_default() += amount;
+            }
+        }
+    }
+    assert!(!by_resource.is_empty());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        if url.starts_with("sqlite") {
+            let store = lotledger_store_sqlite::SqliteStore::open(url)
+                .await
+                .unwrap();
+            consumed_as(&store, &by_resource, &by_address).await;
+        } else {
+            let store = lotledger_store_pg::PgStore::open(url).await.unwrap();
+            consumed_as(&store, &by_resource, &by_address).await;
+        }
+    });
+}
+
+async fn consumed_as<S: lotledger_store::Store>(
+    store: &S,
+    by_resource: &std::collections::BTreeMap<String, i64>,
+    by_address: &std::collections::BTreeMap<String, i64>,
+) {
+    for (resource, want) in by_resource {
+        let got = store.consumed_credits(None, Some(resource)).await.unwrap();
+        assert_eq!(got.0, *want, "consumed credits of {resource}");
+    }
+    for (address, want) in by_address {
+        let got = store.consumed_credits(Some(address), None).await.unwrap();
+        assert_eq!(got.0, *want, "consumed credits by {address}");
+    }
 }
 
 /// `(source, lines, bytes, prefix_sha256)` of each progress row `expected.json` lists (0003
@@ -93,7 +145,7 @@ fn expected_progress(layout: &str) -> Vec<ProgressRow> {
 /// The migrated ledger still takes messages and resumes files by their committed prefix.
 fn takes_new_messages(url: &str, dir: &tempfile::TempDir) {
     let path = dir.path().join("after.jsonl");
-    let item_content = r#"{"address":"0x2E4454fAD1906c0Ce6e45cBFA05cE898Ac3AC1dC","time":1772400000.0,"type":"aleph_credit_distribution","content":{"distribution":{"credits":[{"address":"0xeeee000000000000000000000000000000000005","amount":42,"price":"1","tx_hash":"0xt","provider":"ALEPH"}],"token":"ALEPH","chain":"ETH"}}}"#;
+    let item_content = r#"{"address":"0x2E4454fAD1906c0Ce6e45cBFA05cE898Ac3AC1dC","time":1772400000.0,"type":"aleph_credit_distribution","content":{"distribution":{"credits":[{"address":"0xffff000000000000000000000000000000000006","amount":42,"price":"1","tx_hash":"0xt","provider":"ALEPH"}],"token":"ALEPH","chain":"ETH"}}}"#;
     let line = serde_json::json!({"item_hash": "after-migration", "type": "POST", "chain": "ETH",
         "sender": "0x2E4454fAD1906c0Ce6e45cBFA05cE898Ac3AC1dC", "channel": "ALEPH_CREDIT",
         "item_type": "inline", "item_content": item_content});
@@ -109,7 +161,7 @@ fn takes_new_messages(url: &str, dir: &tempfile::TempDir) {
             url,
             &[
                 "balance",
-                "0xeeee000000000000000000000000000000000005",
+                "0xffff000000000000000000000000000000000006",
                 "--at",
                 "2026-06-01T00:00:00Z"
             ]
