@@ -15,6 +15,7 @@ use lotledger_core::{
     BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_from_sums,
 };
 use lotledger_store::batch::{BatchCache, Commit, LastRows, Stamps};
+use lotledger_store::compact;
 use lotledger_store::transactional::{self, Transactional};
 use lotledger_store::{
     BalancesQuery, BatchItem, Drift, Footprint, HistorySelector, IngestProgress, LedgerTx,
@@ -118,6 +119,14 @@ macro_rules! put_lots_select {
          LEFT JOIN addresses a ON a.address = u.address \
          LEFT JOIN refs rh ON rh.hash = u.hash LEFT JOIN refs rn ON rn.name = u.name"
     };
+}
+
+/// A column of texts kept by [`compact`], as the `bytea[]` an `UNNEST` insert binds.
+fn compact_column(
+    rows: &[HistoryRow],
+    text: impl Fn(&HistoryRow) -> Option<&str>,
+) -> Vec<Option<Vec<u8>>> {
+    rows.iter().map(|r| text(r).map(compact::encode)).collect()
 }
 
 /// `addresses` rows of the text array bound as `$1`.
@@ -446,8 +455,9 @@ impl Store for PgStore {
                 .push(")");
         }
         if let Some(r) = resource {
-            b.push(" AND COALESCE(NULLIF(origin, ''), origin_ref) = ")
-                .push_bind(r);
+            // Stored compactly: '' is '\x00' (see migration 0007).
+            b.push(" AND COALESCE(NULLIF(origin, '\\x00'::bytea), origin_ref) = ")
+                .push_bind(compact::encode(r));
         }
         let sum: i64 = b
             .build_query_scalar()
@@ -666,8 +676,8 @@ impl LedgerTx for PgTx {
                  u.chain, u.provider, u.origin, u.origin_ref, u.payment_method, u.expense_count, \
                  u.expense_size_mib::numeric \
                  FROM UNNEST($1::bytea[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], \
-                 $6::bigint[], $8::timestamptz[], $9::text[], $10::bigint[], $11::text[], \
-                 $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], \
+                 $6::bigint[], $8::timestamptz[], $9::text[], $10::bigint[], $11::bytea[], \
+                 $12::text[], $13::text[], $14::text[], $15::bytea[], $16::bytea[], $17::text[], \
                  $18::bigint[], $19::text[]) WITH ORDINALITY AS u(hash, name, credit_index, \
                  address, message_timestamp, amount, expiration_date, price, bonus_amount, \
                  tx_hash, token, chain, provider, origin, origin_ref, payment_method, \
@@ -686,12 +696,12 @@ impl LedgerTx for PgTx {
             .bind(chunk.iter().map(|r| opt_odt(r.expiration_date)).collect::<Vec<_>>())
             .bind(chunk.iter().map(|r| r.price.clone()).collect::<Vec<_>>())
             .bind(chunk.iter().map(|r| r.bonus_amount).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|r| r.tx_hash.clone()).collect::<Vec<_>>())
+            .bind(compact_column(chunk, |r| r.tx_hash.as_deref()))
             .bind(chunk.iter().map(|r| r.token.clone()).collect::<Vec<_>>())
             .bind(chunk.iter().map(|r| r.chain.clone()).collect::<Vec<_>>())
             .bind(chunk.iter().map(|r| r.provider.clone()).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|r| r.origin.clone()).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|r| r.origin_ref.clone()).collect::<Vec<_>>())
+            .bind(compact_column(chunk, |r| r.origin.as_deref()))
+            .bind(compact_column(chunk, |r| r.origin_ref.as_deref()))
             .bind(chunk.iter().map(|r| r.payment_method.clone()).collect::<Vec<_>>())
             .bind(chunk.iter().map(|r| r.expense_count).collect::<Vec<_>>())
             .bind(chunk.iter().map(|r| r.expense_size_mib.clone()).collect::<Vec<_>>())

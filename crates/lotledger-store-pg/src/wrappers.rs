@@ -56,18 +56,24 @@ pub fn lock_key(namespace: &str, value: &str) -> i64 {
     i64::from_ne_bytes(h.to_ne_bytes())
 }
 
+/// A column of texts kept by [`lotledger_store::compact`].
+fn compact_text(r: &PgRow, column: &str) -> Result<Option<String>, StoreError> {
+    let stored: Option<&[u8]> = r.try_get(column).map_err(db_err)?;
+    lotledger_store::compact::decode_opt(stored)
+}
+
 pub fn history_row(r: &PgRow) -> Result<HistoryRow, StoreError> {
     Ok(HistoryRow {
         address: r.try_get("address").map_err(db_err)?,
         amount: Credits(r.try_get("amount").map_err(db_err)?),
         price: r.try_get("price").map_err(db_err)?,
         bonus_amount: r.try_get("bonus_amount").map_err(db_err)?,
-        tx_hash: r.try_get("tx_hash").map_err(db_err)?,
+        tx_hash: compact_text(r, "tx_hash")?,
         token: r.try_get("token").map_err(db_err)?,
         chain: r.try_get("chain").map_err(db_err)?,
         provider: r.try_get("provider").map_err(db_err)?,
-        origin: r.try_get("origin").map_err(db_err)?,
-        origin_ref: r.try_get("origin_ref").map_err(db_err)?,
+        origin: compact_text(r, "origin")?,
+        origin_ref: compact_text(r, "origin_ref")?,
         payment_method: r.try_get("payment_method").map_err(db_err)?,
         credit_ref: r.try_get("credit_ref").map_err(db_err)?,
         credit_index: r.try_get("credit_index").map_err(db_err)?,

@@ -13,6 +13,7 @@ use lotledger_core::{
     BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_from_sums,
 };
 use lotledger_store::batch::{BatchCache, Commit, LastRows, Stamps};
+use lotledger_store::compact;
 use lotledger_store::transactional::{self, Transactional};
 use lotledger_store::{
     BalancesQuery, BatchItem, Drift, Footprint, HistorySelector, IngestProgress, LedgerTx,
@@ -443,8 +444,9 @@ impl Store for SqliteStore {
                 .push(")");
         }
         if let Some(r) = resource {
-            b.push(" AND COALESCE(NULLIF(origin, ''), origin_ref) = ")
-                .push_bind(r);
+            // Stored compactly: '' is x'00' (see migration 0007).
+            b.push(" AND COALESCE(NULLIF(origin, x'00'), origin_ref) = ")
+                .push_bind(compact::encode(r));
         }
         let sum: i64 = b
             .build_query_scalar()
@@ -802,12 +804,12 @@ impl LedgerTx for SqliteTx {
                     .push_bind(last_update.as_micros())
                     .push_bind(r.price.clone())
                     .push_bind(r.bonus_amount)
-                    .push_bind(r.tx_hash.clone())
+                    .push_bind(r.tx_hash.as_deref().map(compact::encode))
                     .push_bind(r.token.clone())
                     .push_bind(r.chain.clone())
                     .push_bind(r.provider.clone())
-                    .push_bind(r.origin.clone())
-                    .push_bind(r.origin_ref.clone())
+                    .push_bind(r.origin.as_deref().map(compact::encode))
+                    .push_bind(r.origin_ref.as_deref().map(compact::encode))
                     .push_bind(r.payment_method.clone())
                     .push_bind(r.expense_count)
                     .push_bind(r.expense_size_mib.clone());

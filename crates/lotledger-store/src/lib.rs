@@ -14,6 +14,7 @@ use lotledger_core::{
 };
 
 pub mod batch;
+pub mod compact;
 pub mod maintenance;
 pub mod transactional;
 pub mod writer;

@@ -186,6 +186,36 @@ fn progress_rows(rt: &tokio::runtime::Runtime, url: &str) -> Vec<ProgressRow> {
     })
 }
 
+/// Every compact text the migration wrote (history's tx_hash, origin, origin_ref) is in the
+/// form `lotledger_store::compact::encode` gives its text: the migration's SQL and the writers
+/// agree, so equal texts are equal stored values (the consumed-credits index relies on it).
+/// Fixtures from layout 0006 on hold texts of all three forms.
+fn stored_texts_are_canonical(rt: &tokio::runtime::Runtime, url: &str, layout: &str) {
+    type Texts = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
+    const SQL: &str = "SELECT tx_hash, origin, origin_ref FROM credit_history";
+    let rows: Vec<Texts> = rt.block_on(async {
+        if url.starts_with("sqlite") {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query_as(SQL).fetch_all(&mut c).await.unwrap()
+        } else {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query_as(SQL).fetch_all(&mut c).await.unwrap()
+        }
+    });
+    assert!(!rows.is_empty());
+    let mut tags = std::collections::BTreeSet::new();
+    for (a, b, c) in rows {
+        for stored in [a, b, c].into_iter().flatten() {
+            let text = lotledger_store::compact::decode(&stored).unwrap();
+            assert_eq!(lotledger_store::compact::encode(&text), stored, "{text:?}");
+            tags.insert(stored[0]);
+        }
+    }
+    if layout >= "v0006" {
+        assert_eq!(tags.len(), 3, "its fixture holds every form: {tags:?}");
+    }
+}
+
 fn sqlite_file_migrates_in_place(layout: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.db");
@@ -194,6 +224,7 @@ fn sqlite_file_migrates_in_place(layout: &str) {
     same_answers(layout, &url);
     let rt = tokio::runtime::Runtime::new().unwrap();
     assert_eq!(progress_rows(&rt, &url), expected_progress(layout));
+    stored_texts_are_canonical(&rt, &url, layout);
     takes_new_messages(&url, &dir);
     same_answers(layout, &url);
 }
@@ -214,6 +245,7 @@ fn postgres_dump_migrates_in_place(layout: &str) {
     cli(&url, &["migrate"]);
     same_answers(layout, &url);
     assert_eq!(progress_rows(&rt, &url), expected_progress(layout));
+    stored_texts_are_canonical(&rt, &url, layout);
     takes_new_messages(&url, &dir);
     same_answers(layout, &url);
 }

@@ -1,0 +1,127 @@
+//! Texts kept compactly (history's `tx_hash`, `origin` and `origin_ref`, since migration 0007):
+//! hashes and addresses are hex, and hex stored as its bytes takes half the room.
+//!
+//! A stored value is one tag byte, then:
+//! - [`HEX`]: the bytes of a text that is lower-case hex digits, an even number of them, at
+//!   least two (`00ff`, a 64-digit item hash);
+//! - [`HEX_0X`]: the bytes of a text that is `0x` followed by such digits (a transaction hash,
+//!   an EVM address in lower case);
+//! - [`TEXT`]: the text's UTF-8 bytes (anything else: upper-case hex, odd lengths, names, `""`).
+//!
+//! The mapping is one-to-one, so equality of texts is equality of stored values (the
+//! consumed-credits index compares them), but it keeps no order: never sort by a stored value.
+//! Both stores' migration 0007 compute the same mapping in SQL; the migration test checks
+//! they agree with [`encode`] on texts of every shape.
+
+use crate::StoreError;
+
+/// Tag of a text kept as its UTF-8 bytes.
+pub const TEXT: u8 = 0;
+/// Tag of lower-case hex kept as its bytes.
+pub const HEX: u8 = 1;
+/// Tag of `0x` and lower-case hex kept as its bytes.
+pub const HEX_0X: u8 = 2;
+
+/// The bytes of `digits` when they are lower-case hex, an even number of them, at least two.
+fn hex_bytes(digits: &[u8]) -> Option<Vec<u8>> {
+    if digits.is_empty() || digits.len() % 2 != 0 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    digits
+        .chunks_exact(2)
+        .map(|pair| Some((nibble(pair[0])? << 4) | nibble(pair[1])?))
+        .collect()
+}
+
+/// The stored form of `text`.
+pub fn encode(text: &str) -> Vec<u8> {
+    let (tag, body) = match hex_bytes(text.as_bytes()) {
+        Some(bytes) => (HEX, bytes),
+        None => match text
+            .strip_prefix("0x")
+            .and_then(|d| hex_bytes(d.as_bytes()))
+        {
+            Some(bytes) => (HEX_0X, bytes),
+            None => (TEXT, text.as_bytes().to_vec()),
+        },
+    };
+    let mut out = Vec::with_capacity(body.len() + 1);
+    out.push(tag);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The text a stored value holds.
+pub fn decode(stored: &[u8]) -> Result<String, StoreError> {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let hex = |prefix: &str, bytes: &[u8]| {
+        let mut s = String::with_capacity(prefix.len() + bytes.len() * 2);
+        s.push_str(prefix);
+        for b in bytes {
+            s.push(char::from(DIGITS[usize::from(b >> 4)]));
+            s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+        }
+        s
+    };
+    match stored.split_first() {
+        Some((&TEXT, body)) => String::from_utf8(body.to_vec())
+            .map_err(|_| StoreError::Corrupt("a stored text is not UTF-8".into())),
+        Some((&HEX, body)) if !body.is_empty() => Ok(hex("", body)),
+        Some((&HEX_0X, body)) if !body.is_empty() => Ok(hex("0x", body)),
+        _ => Err(StoreError::Corrupt(format!(
+            "a stored text has an unknown form ({} bytes, tag {:?})",
+            stored.len(),
+            stored.first()
+        ))),
+    }
+}
+
+/// [`decode`] of a column that may be NULL.
+pub fn decode_opt(stored: Option<&[u8]>) -> Result<Option<String>, StoreError> {
+    stored.map(decode).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shape_round_trips_and_hex_halves() {
+        let cases = [
+            ("", TEXT, 1),
+            ("00ff", HEX, 3),
+            ("0x", TEXT, 3),
+            ("0x0", TEXT, 4),
+            ("0x00", HEX_0X, 2),
+            ("abc", TEXT, 4),
+            ("ABCDEF", TEXT, 7),
+            ("0xABCDEF", TEXT, 9),
+            ("Ab12", TEXT, 5),
+            ("job-5", TEXT, 6),
+            ("0x0x00", TEXT, 7),
+            ("é", TEXT, 3),
+        ];
+        for (text, tag, len) in cases {
+            let stored = encode(text);
+            assert_eq!((stored[0], stored.len()), (tag, len), "{text:?}");
+            assert_eq!(decode(&stored).unwrap(), text);
+        }
+        let hash = "c".repeat(64);
+        assert_eq!(encode(&hash).len(), 33);
+        let tx = format!("0x{}", "ab".repeat(32));
+        assert_eq!(encode(&tx).len(), 33);
+        assert_eq!(decode(&encode(&tx)).unwrap(), tx);
+    }
+
+    #[test]
+    fn malformed_stored_values_are_errors() {
+        for bad in [&[][..], &[HEX], &[HEX_0X], &[7, 1], &[TEXT, 0xff]] {
+            assert!(decode(bad).is_err(), "{bad:?}");
+        }
+    }
+}
