@@ -24,7 +24,7 @@ pub const HEX_0X: u8 = 2;
 
 /// The bytes of `digits` when they are lower-case hex, an even number of them, at least two.
 fn hex_bytes(digits: &[u8]) -> Option<Vec<u8>> {
-    if digits.is_empty() || digits.len() % 2 != 0 {
+    if digits.is_empty() || !digits.len().is_multiple_of(2) {
         return None;
     }
     let nibble = |c: u8| match c {
