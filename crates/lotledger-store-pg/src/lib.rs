@@ -12,14 +12,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use lotledger_core::{
-    BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp, balance_details_from_sums,
+    BalanceDetail, Credits, HistoryRow, Lot, Timestamp, balance_details_from_sums,
 };
 use lotledger_store::batch::{BatchCache, Commit, LastRows, Stamps};
 use lotledger_store::compact;
-use lotledger_store::transactional::{self, Transactional};
+use lotledger_store::transactional::Transactional;
 use lotledger_store::{
-    BalancesQuery, BatchItem, Drift, Footprint, HistorySelector, IngestProgress, LedgerTx,
-    MessageRecord, MessageStatus, Outcome, Store, StoreError, TableCounts, distinct, non_negative,
+    BalancesQuery, Drift, Footprint, HistorySelector, IngestProgress, LedgerTx, MessageRecord,
+    MessageStatus, Store, StoreError, TableCounts, distinct, non_negative,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions as _, PgConnection, Postgres, QueryBuilder, Transaction};
@@ -51,58 +51,33 @@ macro_rules! ref_text {
 /// History rows with the columns `wrappers::history_row` reads; `h` the history row.
 macro_rules! history_select {
     () => {
-        concat!(
-            "SELECT a.address, h.amount, h.price::text AS price, h.bonus_amount, h.tx_hash, \
-             h.token, h.chain, h.provider, h.origin, h.origin_ref, h.payment_method, ",
-            ref_text!(),
-            " AS credit_ref, h.credit_index, h.expiration_date, h.message_timestamp, \
-             h.expense_count, h.expense_size_mib::text AS expense_size_mib FROM credit_history h \
-             JOIN addresses a ON a.id = h.address_id JOIN refs r ON r.id = h.ref_id"
-        )
+        lotledger_store::sql_history_select!(ref_text, "h.price::text", "h.expense_size_mib::text")
     };
 }
 
 /// Lots with the columns `wrappers::lot` reads; `l` the lot.
 macro_rules! lot_select {
     () => {
-        concat!(
-            "SELECT a.address, l.message_timestamp, ",
-            ref_text!(),
-            " AS credit_ref, l.credit_index, l.amount_remaining, l.expiration_date \
-             FROM credit_lots l JOIN addresses a ON a.id = l.address_id JOIN refs r ON r.id = l.ref_id"
-        )
+        lotledger_store::sql_lot_select!(ref_text)
     };
 }
 
 /// Message records with the columns `wrappers::message_record` reads; `m` the record.
 macro_rules! message_select {
     () => {
-        concat!(
-            "SELECT ",
-            ref_text!(),
-            " AS item_hash, m.status, m.ignored, m.error, m.recorded_at \
-             FROM credit_messages m JOIN refs r ON r.id = m.ref_id"
-        )
+        lotledger_store::sql_message_select!(ref_text)
     };
 }
 
 /// Emission (replay) order of lots `l` / history rows `h`.
 macro_rules! lot_order {
     () => {
-        concat!(
-            " ORDER BY l.message_timestamp, ",
-            ref_text!(),
-            ", l.credit_index"
-        )
+        lotledger_store::sql_emission_order!(ref_text, "l")
     };
 }
 macro_rules! history_order {
     () => {
-        concat!(
-            " ORDER BY h.message_timestamp, ",
-            ref_text!(),
-            ", h.credit_index"
-        )
+        lotledger_store::sql_emission_order!(ref_text, "h")
     };
 }
 
@@ -216,6 +191,8 @@ impl Commit for PgTx {
 }
 
 impl Store for PgStore {
+    lotledger_store::transactional_writes!();
+
     fn concurrent_writers(&self) -> usize {
         CONCURRENT_WRITERS
     }
@@ -225,25 +202,6 @@ impl Store for PgStore {
             .run(&self.pool)
             .await
             .map_err(|e| StoreError::Database(Box::new(e)))
-    }
-
-    async fn apply(
-        &self,
-        post: &Post,
-        rules: &Rules,
-        now: Timestamp,
-    ) -> Result<Outcome, StoreError> {
-        transactional::apply(self, post, rules, now).await
-    }
-
-    async fn apply_batch_with_progress(
-        &self,
-        items: &[BatchItem],
-        rules: &Rules,
-        now: Timestamp,
-        progress: Option<&IngestProgress>,
-    ) -> Result<Vec<Outcome>, StoreError> {
-        transactional::apply_batch_with_progress(self, items, rules, now, progress).await
     }
 
     async fn ingest_progress(&self, source: &str) -> Result<Option<IngestProgress>, StoreError> {
@@ -258,29 +216,6 @@ impl Store for PgStore {
             IngestProgress::from_row(source, lines, bytes, prefix_sha256)
         })
         .transpose()
-    }
-
-    async fn reject(
-        &self,
-        item_hash: &str,
-        error: &str,
-        now: Timestamp,
-    ) -> Result<Outcome, StoreError> {
-        transactional::reject(self, item_hash, error, now).await
-    }
-
-    async fn import_history(&self, rows: &[HistoryRow], now: Timestamp) -> Result<u64, StoreError> {
-        transactional::import_history(self, rows, now).await
-    }
-
-    async fn insert_raw(
-        &self,
-        rows: &[HistoryRow],
-        lots: &[Lot],
-        records: &[MessageRecord],
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        transactional::insert_raw(self, rows, lots, records, now).await
     }
 
     async fn balance(&self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
@@ -349,10 +284,6 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)
-    }
-
-    async fn rebuild(&self, addresses: &[String]) -> Result<(), StoreError> {
-        transactional::rebuild(self, addresses).await
     }
 
     async fn verify(&self, addresses: &[String]) -> Result<Vec<Drift>, StoreError> {

@@ -1,7 +1,8 @@
 //! The writing [`Store`] methods, written once over a backend's write transactions: a backend
 //! implements [`Transactional`] (how to open a write transaction, and its batch cache) and its
 //! `Store::apply`, `reject`, `import_history`, `insert_raw`, `rebuild` and
-//! `apply_batch_with_progress` call the functions here.
+//! `apply_batch_with_progress` are the functions here, written into its `impl Store` by
+//! [`transactional_writes!`](crate::transactional_writes).
 
 use lotledger_core::{HistoryRow, Lot, Post, Rules, Timestamp};
 
@@ -9,6 +10,64 @@ use crate::batch::{BatchCache, Commit};
 use crate::{
     BatchItem, IngestProgress, LedgerTx, MessageRecord, Outcome, Store, StoreError, writer,
 };
+
+/// The writing methods of `impl Store for` a [`Transactional`] backend, each a call of this
+/// module's function of the same name (the caller's crate depends on `lotledger_core`).
+#[macro_export]
+macro_rules! transactional_writes {
+    () => {
+        async fn apply(
+            &self,
+            post: &::lotledger_core::Post,
+            rules: &::lotledger_core::Rules,
+            now: ::lotledger_core::Timestamp,
+        ) -> Result<$crate::Outcome, $crate::StoreError> {
+            $crate::transactional::apply(self, post, rules, now).await
+        }
+
+        async fn apply_batch_with_progress(
+            &self,
+            items: &[$crate::BatchItem],
+            rules: &::lotledger_core::Rules,
+            now: ::lotledger_core::Timestamp,
+            progress: Option<&$crate::IngestProgress>,
+        ) -> Result<Vec<$crate::Outcome>, $crate::StoreError> {
+            $crate::transactional::apply_batch_with_progress(self, items, rules, now, progress)
+                .await
+        }
+
+        async fn reject(
+            &self,
+            item_hash: &str,
+            error: &str,
+            now: ::lotledger_core::Timestamp,
+        ) -> Result<$crate::Outcome, $crate::StoreError> {
+            $crate::transactional::reject(self, item_hash, error, now).await
+        }
+
+        async fn import_history(
+            &self,
+            rows: &[::lotledger_core::HistoryRow],
+            now: ::lotledger_core::Timestamp,
+        ) -> Result<u64, $crate::StoreError> {
+            $crate::transactional::import_history(self, rows, now).await
+        }
+
+        async fn insert_raw(
+            &self,
+            rows: &[::lotledger_core::HistoryRow],
+            lots: &[::lotledger_core::Lot],
+            records: &[$crate::MessageRecord],
+            now: ::lotledger_core::Timestamp,
+        ) -> Result<(), $crate::StoreError> {
+            $crate::transactional::insert_raw(self, rows, lots, records, now).await
+        }
+
+        async fn rebuild(&self, addresses: &[String]) -> Result<(), $crate::StoreError> {
+            $crate::transactional::rebuild(self, addresses).await
+        }
+    };
+}
 
 /// A [`Store`] whose writes are [`LedgerTx`] transactions.
 pub trait Transactional: Store {

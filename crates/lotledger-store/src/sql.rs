@@ -1,0 +1,66 @@
+//! The SELECTs and orders both stores run, written once around what differs by dialect: the
+//! caller names its macro that turns the `refs` row aliased `r` into the reference's text (the
+//! stores keep a reference as bytes or text), and gives PostgreSQL's `NUMERIC` columns as text.
+//! The row mappings (`wrappers` in each store) read the columns by these names.
+
+/// History rows (`h`): `sql_history_select!(ref_text, "h.price", "h.expense_size_mib")`.
+#[macro_export]
+macro_rules! sql_history_select {
+    ($ref_text:ident, $price:literal, $size:literal) => {
+        concat!(
+            "SELECT a.address, h.amount, ",
+            $price,
+            " AS price, h.bonus_amount, h.tx_hash, h.token, h.chain, h.provider, h.origin, \
+             h.origin_ref, h.payment_method, ",
+            $ref_text!(),
+            " AS credit_ref, h.credit_index, h.expiration_date, h.message_timestamp, \
+             h.expense_count, ",
+            $size,
+            " AS expense_size_mib FROM credit_history h \
+             JOIN addresses a ON a.id = h.address_id JOIN refs r ON r.id = h.ref_id"
+        )
+    };
+}
+
+/// Lots (`l`).
+#[macro_export]
+macro_rules! sql_lot_select {
+    ($ref_text:ident) => {
+        concat!(
+            "SELECT a.address, l.message_timestamp, ",
+            $ref_text!(),
+            " AS credit_ref, l.credit_index, l.amount_remaining, l.expiration_date \
+             FROM credit_lots l JOIN addresses a ON a.id = l.address_id JOIN refs r ON r.id = l.ref_id"
+        )
+    };
+}
+
+/// Message records (`m`).
+#[macro_export]
+macro_rules! sql_message_select {
+    ($ref_text:ident) => {
+        concat!(
+            "SELECT ",
+            $ref_text!(),
+            " AS item_hash, m.status, m.ignored, m.error, m.recorded_at \
+             FROM credit_messages m JOIN refs r ON r.id = m.ref_id"
+        )
+    };
+}
+
+/// Emission (replay) order of lots `l` (`l`) or history rows (`h`): instant, the reference's
+/// text, index.
+#[macro_export]
+macro_rules! sql_emission_order {
+    ($ref_text:ident, $alias:literal) => {
+        concat!(
+            " ORDER BY ",
+            $alias,
+            ".message_timestamp, ",
+            $ref_text!(),
+            ", ",
+            $alias,
+            ".credit_index"
+        )
+    };
+}
