@@ -1,7 +1,8 @@
 //! Hand-written mapping between PostgreSQL rows and core types.
 
-use lotledger_core::{Credits, HistoryRow, Lot, Timestamp};
-use lotledger_store::{MessageRecord, MessageStatus, StoreError};
+use lotledger_core::{HistoryRow, Lot, Timestamp};
+use lotledger_store::rows::{self, Columns};
+use lotledger_store::{MessageRecord, StoreError};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use time::OffsetDateTime;
@@ -42,10 +43,6 @@ pub fn ts(t: OffsetDateTime) -> Result<Timestamp, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("instant {t} out of range")))
 }
 
-fn opt_ts(t: Option<OffsetDateTime>) -> Result<Option<Timestamp>, StoreError> {
-    t.map(ts).transpose()
-}
-
 /// A stable 64-bit advisory-lock key (FNV-1a over a namespace and the value).
 pub fn lock_key(namespace: &str, value: &str) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -56,65 +53,57 @@ pub fn lock_key(namespace: &str, value: &str) -> i64 {
     i64::from_ne_bytes(h.to_ne_bytes())
 }
 
-/// A column of texts kept by [`lotledger_store::compact`].
-fn compact_text(r: &PgRow, column: &str) -> Result<Option<String>, StoreError> {
-    let stored: Option<&[u8]> = r.try_get(column).map_err(db_err)?;
-    lotledger_store::compact::decode_opt(stored)
+/// A row's columns as [`lotledger_store::rows`] reads them.
+struct Cols<'r>(&'r PgRow);
+
+impl Cols<'_> {
+    fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(
+        &'r self,
+        column: &str,
+    ) -> Result<T, StoreError> {
+        self.0.try_get(column).map_err(db_err)
+    }
+}
+
+impl Columns for Cols<'_> {
+    fn text(&self, column: &str) -> Result<String, StoreError> {
+        self.get(column)
+    }
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        self.get(column)
+    }
+    fn int(&self, column: &str) -> Result<i64, StoreError> {
+        self.get(column)
+    }
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        self.get(column)
+    }
+    fn int32(&self, column: &str) -> Result<i32, StoreError> {
+        self.get(column)
+    }
+    fn instant(&self, column: &str) -> Result<Timestamp, StoreError> {
+        ts(self.get::<OffsetDateTime>(column)?)
+    }
+    fn opt_instant(&self, column: &str) -> Result<Option<Timestamp>, StoreError> {
+        self.get::<Option<OffsetDateTime>>(column)?
+            .map(ts)
+            .transpose()
+    }
+    fn compact_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        rows::compact_column(self.get::<Option<&[u8]>>(column)?)
+    }
 }
 
 pub fn history_row(r: &PgRow) -> Result<HistoryRow, StoreError> {
-    Ok(HistoryRow {
-        address: r.try_get("address").map_err(db_err)?,
-        amount: Credits(r.try_get("amount").map_err(db_err)?),
-        price: r.try_get("price").map_err(db_err)?,
-        bonus_amount: r.try_get("bonus_amount").map_err(db_err)?,
-        tx_hash: compact_text(r, "tx_hash")?,
-        token: r.try_get("token").map_err(db_err)?,
-        chain: r.try_get("chain").map_err(db_err)?,
-        provider: r.try_get("provider").map_err(db_err)?,
-        origin: compact_text(r, "origin")?,
-        origin_ref: compact_text(r, "origin_ref")?,
-        payment_method: r.try_get("payment_method").map_err(db_err)?,
-        credit_ref: r.try_get("credit_ref").map_err(db_err)?,
-        credit_index: r.try_get("credit_index").map_err(db_err)?,
-        expiration_date: opt_ts(r.try_get("expiration_date").map_err(db_err)?)?,
-        message_timestamp: ts(r.try_get("message_timestamp").map_err(db_err)?)?,
-        expense_count: r.try_get("expense_count").map_err(db_err)?,
-        expense_size_mib: r.try_get("expense_size_mib").map_err(db_err)?,
-    })
+    rows::history_row(&Cols(r))
 }
 
 pub fn lot(r: &PgRow) -> Result<Lot, StoreError> {
-    Ok(Lot {
-        address: r.try_get("address").map_err(db_err)?,
-        credit_ref: r.try_get("credit_ref").map_err(db_err)?,
-        credit_index: r.try_get("credit_index").map_err(db_err)?,
-        amount_remaining: Credits(r.try_get("amount_remaining").map_err(db_err)?),
-        expiration_date: opt_ts(r.try_get("expiration_date").map_err(db_err)?)?,
-        message_timestamp: ts(r.try_get("message_timestamp").map_err(db_err)?)?,
-    })
+    rows::lot(&Cols(r))
 }
 
 pub fn message_record(r: &PgRow) -> Result<MessageRecord, StoreError> {
-    let status: String = r.try_get("status").map_err(db_err)?;
-    let error: Option<String> = r.try_get("error").map_err(db_err)?;
-    let status = match status.as_str() {
-        "processed" => MessageStatus::Processed,
-        "rejected" => MessageStatus::Rejected {
-            error: error.unwrap_or_default(),
-        },
-        other => {
-            return Err(StoreError::Corrupt(format!(
-                "unknown message status {other:?}"
-            )));
-        }
-    };
-    Ok(MessageRecord {
-        item_hash: r.try_get("item_hash").map_err(db_err)?,
-        status,
-        ignored: r.try_get("ignored").map_err(db_err)?,
-        recorded_at: ts(r.try_get("recorded_at").map_err(db_err)?)?,
-    })
+    rows::message_record(&Cols(r))
 }
 
 /// A reference (item hash, credit ref) as the `refs` table keeps it: `(hash, name)` — the 32
