@@ -404,18 +404,11 @@ impl Store for PgStore {
     }
 
     async fn table_counts(&self) -> Result<TableCounts, StoreError> {
-        let (h, l, m): (i64, i64, i64) = sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM credit_history), (SELECT COUNT(*) FROM credit_lots), \
-             (SELECT COUNT(*) FROM credit_messages)",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_err)?;
-        Ok(TableCounts {
-            history_rows: non_negative(h),
-            lots: non_negative(l),
-            messages: non_negative(m),
-        })
+        let row: (i64, i64, i64) = sqlx::query_as(lotledger_store::sql_table_counts!())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(TableCounts::from_row(row))
     }
 
     /// `pg_total_relation_size` (heap, indexes, TOAST; dead tuples included).

@@ -202,6 +202,17 @@ pub struct Footprint {
     pub method: String,
 }
 
+impl TableCounts {
+    /// The counts of [`sql_table_counts!`]'s row.
+    pub fn from_row((history_rows, lots, messages): (i64, i64, i64)) -> TableCounts {
+        TableCounts {
+            history_rows: non_negative(history_rows),
+            lots: non_negative(lots),
+            messages: non_negative(messages),
+        }
+    }
+}
+
 /// A count or size from SQL (`BIGINT`), never negative.
 pub fn non_negative(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)

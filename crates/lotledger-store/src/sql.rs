@@ -64,3 +64,12 @@ macro_rules! sql_emission_order {
         )
     };
 }
+
+/// Rows of the ledger's three tables, as one row of three counts ([`crate::TableCounts`]).
+#[macro_export]
+macro_rules! sql_table_counts {
+    () => {
+        "SELECT (SELECT COUNT(*) FROM credit_history), (SELECT COUNT(*) FROM credit_lots), \
+         (SELECT COUNT(*) FROM credit_messages)"
+    };
+}

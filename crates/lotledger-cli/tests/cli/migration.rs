@@ -170,20 +170,33 @@ fn takes_new_messages(url: &str, dir: &tempfile::TempDir) {
     );
 }
 
-/// `(source, lines)` of every ingest progress row, read with SQL (rows of the 0003 layout are
-/// not visible through the store API, which returns only verifiable progress).
-fn progress_rows(rt: &tokio::runtime::Runtime, url: &str) -> Vec<ProgressRow> {
-    const SQL: &str =
-        "SELECT source, lines, bytes, prefix_sha256 FROM ingest_progress ORDER BY source";
+/// Every row `sql` selects from the database at `url`, read with SQL on a connection of its own.
+fn fetch_all<T>(rt: &tokio::runtime::Runtime, url: &str, sql: &'static str) -> Vec<T>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+        + Send
+        + Unpin,
+{
     rt.block_on(async {
         if url.starts_with("sqlite") {
             let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-            sqlx::query_as(SQL).fetch_all(&mut c).await.unwrap()
+            sqlx::query_as(sql).fetch_all(&mut c).await.unwrap()
         } else {
             let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-            sqlx::query_as(SQL).fetch_all(&mut c).await.unwrap()
+            sqlx::query_as(sql).fetch_all(&mut c).await.unwrap()
         }
     })
+}
+
+/// `(source, lines)` of every ingest progress row, read with SQL (rows of the 0003 layout are
+/// not visible through the store API, which returns only verifiable progress).
+fn progress_rows(rt: &tokio::runtime::Runtime, url: &str) -> Vec<ProgressRow> {
+    fetch_all(
+        rt,
+        url,
+        "SELECT source, lines, bytes, prefix_sha256 FROM ingest_progress ORDER BY source",
+    )
 }
 
 /// Every compact text the migration wrote (history's tx_hash, origin, origin_ref) is in the
@@ -192,16 +205,11 @@ fn progress_rows(rt: &tokio::runtime::Runtime, url: &str) -> Vec<ProgressRow> {
 /// Fixtures from layout 0006 on hold texts of all three forms.
 fn stored_texts_are_canonical(rt: &tokio::runtime::Runtime, url: &str, layout: &str) {
     type Texts = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
-    const SQL: &str = "SELECT tx_hash, origin, origin_ref FROM credit_history";
-    let rows: Vec<Texts> = rt.block_on(async {
-        if url.starts_with("sqlite") {
-            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-            sqlx::query_as(SQL).fetch_all(&mut c).await.unwrap()
-        } else {
-            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-            sqlx::query_as(SQL).fetch_all(&mut c).await.unwrap()
-        }
-    });
+    let rows: Vec<Texts> = fetch_all(
+        rt,
+        url,
+        "SELECT tx_hash, origin, origin_ref FROM credit_history",
+    );
     assert!(!rows.is_empty());
     let mut tags = std::collections::BTreeSet::new();
     for (a, b, c) in rows {
