@@ -90,7 +90,7 @@ impl Columns for Cols<'_> {
             .transpose()
     }
     fn compact_text(&self, column: &str) -> Result<Option<String>, StoreError> {
-        rows::compact_column(self.get::<Option<&[u8]>>(column)?)
+        lotledger_store::compact::decode_opt(self.get::<Option<&[u8]>>(column)?)
     }
 }
 

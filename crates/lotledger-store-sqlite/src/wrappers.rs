@@ -65,7 +65,7 @@ impl Columns for Cols<'_> {
         self.get::<Option<i64>>(column)?.map(ts).transpose()
     }
     fn compact_text(&self, column: &str) -> Result<Option<String>, StoreError> {
-        rows::compact_column(self.get::<Option<&[u8]>>(column)?)
+        lotledger_store::compact::decode_opt(self.get::<Option<&[u8]>>(column)?)
     }
 }
 

@@ -6,7 +6,7 @@
 
 use lotledger_core::{Credits, HistoryRow, Lot, Timestamp};
 
-use crate::{MessageRecord, MessageStatus, StoreError, compact};
+use crate::{MessageRecord, MessageStatus, StoreError};
 
 /// One row's columns, by name, as a store reads them.
 pub trait Columns {
@@ -17,7 +17,7 @@ pub trait Columns {
     fn int32(&self, column: &str) -> Result<i32, StoreError>;
     fn instant(&self, column: &str) -> Result<Timestamp, StoreError>;
     fn opt_instant(&self, column: &str) -> Result<Option<Timestamp>, StoreError>;
-    /// A column of texts kept by [`compact`], decoded.
+    /// A column of texts kept by [`crate::compact`], decoded ([`crate::compact::decode_opt`]).
     fn compact_text(&self, column: &str) -> Result<Option<String>, StoreError>;
 }
 
@@ -75,9 +75,4 @@ pub fn message_record(r: &impl Columns) -> Result<MessageRecord, StoreError> {
         ignored: r.opt_text("ignored")?,
         recorded_at: r.instant("recorded_at")?,
     })
-}
-
-/// [`compact::decode`] of a column that may be NULL (for [`Columns::compact_text`]).
-pub fn compact_column(stored: Option<&[u8]>) -> Result<Option<String>, StoreError> {
-    compact::decode_opt(stored)
 }
