@@ -22,5 +22,5 @@ pub use message::{CreditOp, Decision, IgnoreReason, OpKind, Post, Rejection, Rul
 pub use model::{
     BalanceDetail, HistoryRow, Lot, balance_at, balance_details_at, balance_details_from_sums,
 };
-pub use plan::{LotBook, Plan, PlanError, replay};
+pub use plan::{LotBook, Plan, PlanError, ReplayLot, ReplayRow, replay, replay_rows};
 pub use timestamp::{Timestamp, TimestampError};

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::message::{CreditOp, OpKind, PAYMENT_EXPENSE, PAYMENT_TRANSFER, PROVIDER_ALEPH};
-use crate::model::{HistoryRow, Lot};
+use crate::model::{HistoryRow, Lot, OrderKey};
 use crate::{Credits, Timestamp};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -250,41 +250,94 @@ fn merge_adjacent(
 /// debits (and zero rows) take from the lots in list order, skipping empty lots and lots expired
 /// at the debit's instant; an over-draw is dropped. Returns the lots with something left.
 pub fn replay<'a, I: IntoIterator<Item = &'a HistoryRow>>(rows: I) -> Result<Vec<Lot>, PlanError> {
-    let mut sorted: Vec<&HistoryRow> = rows.into_iter().collect();
-    sorted.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
-    let mut lots: Vec<Lot> = Vec::new();
+    let mut keyed: Vec<ReplayRow<'a, &'a HistoryRow>> = rows
+        .into_iter()
+        .map(|row| ReplayRow {
+            key: row,
+            credit_ref: &row.credit_ref,
+            credit_index: row.credit_index,
+            amount: row.amount,
+            expiration_date: row.expiration_date,
+            message_timestamp: row.message_timestamp,
+        })
+        .collect();
+    Ok(replay_rows(&mut keyed)?
+        .into_iter()
+        .map(|lot| Lot {
+            address: lot.key.address.clone(),
+            credit_ref: lot.key.credit_ref.clone(),
+            credit_index: lot.key.credit_index,
+            amount_remaining: lot.amount_remaining,
+            expiration_date: lot.key.expiration_date,
+            message_timestamp: lot.key.message_timestamp,
+        })
+        .collect())
+}
+
+/// One history row as [`replay_rows`] reads it, borrowed; `key` names the row to the caller
+/// (a lot carries its granting row's key).
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayRow<'a, K> {
+    pub key: K,
+    pub credit_ref: &'a str,
+    pub credit_index: i32,
+    pub amount: Credits,
+    pub expiration_date: Option<Timestamp>,
+    pub message_timestamp: Timestamp,
+}
+
+impl<K> ReplayRow<'_, K> {
+    pub fn order_key(&self) -> OrderKey<'_> {
+        (self.message_timestamp, self.credit_ref, self.credit_index)
+    }
+}
+
+/// A lot [`replay_rows`] leaves: its granting row's key and what remains of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayLot<K> {
+    pub key: K,
+    pub amount_remaining: Credits,
+}
+
+/// [`replay`] without copies: sorts `rows` into replay order and returns, in that order, the
+/// lots with something left, each under its granting row's key. The one replay algorithm.
+pub fn replay_rows<K: Copy>(rows: &mut [ReplayRow<'_, K>]) -> Result<Vec<ReplayLot<K>>, PlanError> {
+    rows.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+    // Granted lots: the row's key, its remainder, its expiry.
+    let mut lots: Vec<(K, Credits, Option<Timestamp>)> = Vec::new();
     // Lots before this index are empty: a cheap skip for long histories.
     let mut first_live = 0usize;
-    for row in sorted {
+    for row in rows.iter() {
         if row.amount.is_positive() {
-            lots.push(Lot {
-                address: row.address.clone(),
-                credit_ref: row.credit_ref.clone(),
-                credit_index: row.credit_index,
-                amount_remaining: row.amount,
-                expiration_date: row.expiration_date,
-                message_timestamp: row.message_timestamp,
-            });
+            lots.push((row.key, row.amount, row.expiration_date));
             continue;
         }
         let mut needed = row.amount.checked_neg().ok_or(PlanError::Overflow)?;
         let at = row.message_timestamp;
-        for lot in lots.iter_mut().skip(first_live) {
+        for (_, remaining, expiry) in lots.iter_mut().skip(first_live) {
             if !needed.is_positive() {
                 break;
             }
-            if !lot.amount_remaining.is_positive() || !lot.valid_at(at) {
+            if !remaining.is_positive() || !expiry.is_none_or(|e| e > at) {
                 continue;
             }
-            take_from(lot, &mut needed)?;
+            let take = (*remaining).min(needed);
+            *remaining = remaining.checked_sub(take).ok_or(PlanError::Overflow)?;
+            needed = needed.checked_sub(take).ok_or(PlanError::Overflow)?;
         }
         while lots
             .get(first_live)
-            .is_some_and(|l| !l.amount_remaining.is_positive())
+            .is_some_and(|(_, remaining, _)| !remaining.is_positive())
         {
             first_live += 1;
         }
     }
-    lots.retain(|l| l.amount_remaining.is_positive());
-    Ok(lots)
+    Ok(lots
+        .into_iter()
+        .filter(|(_, remaining, _)| remaining.is_positive())
+        .map(|(key, amount_remaining, _)| ReplayLot {
+            key,
+            amount_remaining,
+        })
+        .collect())
 }
