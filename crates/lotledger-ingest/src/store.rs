@@ -60,6 +60,12 @@ impl Store for AnyStore {
             AnyStore::Pg(s) => s.concurrent_writers(),
         }
     }
+    fn maintenance_batch(&self) -> lotledger_store::maintenance::BatchLimit {
+        match self {
+            AnyStore::Sqlite(s) => s.maintenance_batch(),
+            AnyStore::Pg(s) => s.maintenance_batch(),
+        }
+    }
     async fn migrate(&self) -> Result<(), StoreError> {
         dispatch!(self, s => s.migrate())
     }
@@ -121,6 +127,9 @@ impl Store for AnyStore {
     }
     async fn addresses(&self) -> Result<Vec<String>, StoreError> {
         dispatch!(self, s => s.addresses())
+    }
+    async fn address_rows(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        dispatch!(self, s => s.address_rows())
     }
     async fn rebuild(&self, addresses: &[String]) -> Result<(), StoreError> {
         dispatch!(self, s => s.rebuild(addresses))

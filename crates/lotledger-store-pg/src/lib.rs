@@ -286,6 +286,17 @@ impl Store for PgStore {
         .map_err(db_err)
     }
 
+    async fn address_rows(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(lotledger_store::sql::ADDRESS_ROWS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(address, n)| (address, non_negative(n)))
+            .collect())
+    }
+
     async fn verify(&self, addresses: &[String]) -> Result<Vec<Drift>, StoreError> {
         // One snapshot for the whole batch, so that history and lots are compared consistently.
         let mut tx = PgTx::begin(&self.pool).await?;

@@ -14,6 +14,7 @@ use lotledger_core::{
 };
 use lotledger_store::batch::{BatchCache, Commit, LastRows, Stamps};
 use lotledger_store::compact;
+use lotledger_store::maintenance::BatchLimit;
 use lotledger_store::transactional::Transactional;
 use lotledger_store::{
     BalancesQuery, Drift, Footprint, HistorySelector, IngestProgress, LedgerTx, MessageRecord,
@@ -24,7 +25,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions as _, QueryBuilder, Sqlite, Transaction};
 
+mod scan;
 mod wrappers;
+pub use scan::{Access, PASS_ROWS, SCAN_FRACTION, ScanFile};
 use wrappers::{StoredRef, db_err, history_row, lot, message_record};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -88,6 +91,18 @@ pub struct SqliteStore {
     /// The addresses the last batch left, for the next one (valid while the file's generation
     /// is the one that batch committed).
     cache: std::sync::Arc<std::sync::Mutex<BatchCache>>,
+    /// Whole-table verify and rebuild on a connection of their own (none in memory).
+    scan: Option<ScanFile>,
+}
+
+/// The generation a write transaction leaves after `before` (a 32-bit header field: it wraps
+/// around; only equality is ever asked of it).
+fn next_generation(before: i64) -> i64 {
+    if before >= i64::from(i32::MAX) || before < 0 {
+        0
+    } else {
+        before + 1
+    }
 }
 
 impl SqliteStore {
@@ -109,6 +124,7 @@ impl SqliteStore {
                 lotledger_store::SLOW_STATEMENT_LOG.0,
                 lotledger_store::SLOW_STATEMENT_LOG.1,
             );
+        let scan = ScanFile::new(options.get_filename());
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -117,6 +133,7 @@ impl SqliteStore {
         let store = SqliteStore {
             pool,
             cache: Default::default(),
+            scan,
         };
         store.migrate().await?;
         Ok(store)
@@ -125,6 +142,19 @@ impl SqliteStore {
 
 impl Transactional for SqliteStore {
     type Tx = SqliteTx;
+
+    /// By the scans when the store is a file: only the addresses whose cache differs from the
+    /// replay are written, with the lots the replay gives, as `rederive_many` would write them.
+    async fn rebuild_addresses(&self, addresses: &[String]) -> Result<(), StoreError> {
+        match &self.scan {
+            Some(scan) => {
+                let scan = scan.clone();
+                let addresses = addresses.to_vec();
+                blocking(move || scan.rebuild(&addresses, Access::Auto).map(drop)).await
+            }
+            None => lotledger_store::transactional::rebuild(self, addresses).await,
+        }
+    }
 
     fn batch_cache(&self) -> Option<&std::sync::Mutex<BatchCache>> {
         Some(&self.cache)
@@ -143,12 +173,7 @@ impl Transactional for SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(db_err)?;
-        // A 32-bit header field: wraps around (only equality is ever asked of it).
-        let after = if before >= i64::from(i32::MAX) || before < 0 {
-            0
-        } else {
-            before + 1
-        };
+        let after = next_generation(before);
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "PRAGMA user_version = {after}"
         )))
@@ -182,6 +207,15 @@ impl Commit for SqliteTx {
             .generations
             .map_or(Stamps::None, |(before, _)| Stamps::Store(before)))
     }
+}
+
+/// Runs blocking SQLite work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Database(Box::new(e)))?
 }
 
 impl Store for SqliteStore {
@@ -279,7 +313,34 @@ impl Store for SqliteStore {
         .map_err(db_err)
     }
 
+    async fn address_rows(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(lotledger_store::sql::ADDRESS_ROWS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(address, n)| (address, non_negative(n)))
+            .collect())
+    }
+
+    fn maintenance_batch(&self) -> BatchLimit {
+        if self.scan.is_some() {
+            BatchLimit {
+                addresses: usize::MAX,
+                rows: PASS_ROWS,
+            }
+        } else {
+            BatchLimit::default()
+        }
+    }
+
     async fn verify(&self, addresses: &[String]) -> Result<Vec<Drift>, StoreError> {
+        if let Some(scan) = &self.scan {
+            let scan = scan.clone();
+            let addresses = addresses.to_vec();
+            return blocking(move || scan.verify(&addresses, Access::Auto)).await;
+        }
         // A deferred read transaction: in WAL mode every read of the batch sees the snapshot
         // taken at its first read, so history and lots are compared consistently.
         let mut tx = SqliteTx {

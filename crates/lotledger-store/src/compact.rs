@@ -56,18 +56,21 @@ pub fn encode(text: &str) -> Vec<u8> {
     out
 }
 
+/// `prefix`, then `bytes` as lower-case hex digits.
+pub fn lower_hex(prefix: &str, bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(prefix.len() + bytes.len() * 2);
+    s.push_str(prefix);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
+}
+
 /// The text a stored value holds.
 pub fn decode(stored: &[u8]) -> Result<String, StoreError> {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let hex = |prefix: &str, bytes: &[u8]| {
-        let mut s = String::with_capacity(prefix.len() + bytes.len() * 2);
-        s.push_str(prefix);
-        for b in bytes {
-            s.push(char::from(DIGITS[usize::from(b >> 4)]));
-            s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-        }
-        s
-    };
+    let hex = lower_hex;
     match stored.split_first() {
         Some((&TEXT, body)) => String::from_utf8(body.to_vec())
             .map_err(|_| StoreError::Corrupt("a stored text is not UTF-8".into())),

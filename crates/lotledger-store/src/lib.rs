@@ -327,6 +327,14 @@ pub trait Store: Send + Sync {
     /// Rebuilds the lots of these addresses from history, in one transaction.
     fn rebuild(&self, addresses: &[String]) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// How much `repair` and `verify` hand to one [`Store::rebuild`] / [`Store::verify`] call.
+    fn maintenance_batch(&self) -> maintenance::BatchLimit {
+        maintenance::BatchLimit::default()
+    }
+
+    /// [`Store::addresses`], each with its number of history rows.
+    fn address_rows(&self) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send;
+
     /// Compares cache and replay for these addresses without writing.
     fn verify(
         &self,

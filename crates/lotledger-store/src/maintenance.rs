@@ -7,8 +7,46 @@ use lotledger_core::{HistoryRow, Lot, replay};
 
 use crate::{Drift, Store, StoreError};
 
-/// Addresses rebuilt or checked per transaction.
+/// Addresses rebuilt or checked per transaction, unless the store asks for another
+/// [`Store::maintenance_batch`].
 pub const BATCH_ADDRESSES: usize = 500;
+
+/// Where maintenance closes a batch: at this many addresses or history rows, whichever comes
+/// first (a batch holds at least one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimit {
+    pub addresses: usize,
+    pub rows: u64,
+}
+
+impl Default for BatchLimit {
+    fn default() -> BatchLimit {
+        BatchLimit {
+            addresses: BATCH_ADDRESSES,
+            rows: u64::MAX,
+        }
+    }
+}
+
+/// `all` (addresses with their history rows) cut into batches within `limit`.
+fn batches(all: &[(String, u64)], limit: BatchLimit) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut batch: Vec<String> = Vec::new();
+    let mut rows = 0u64;
+    for (address, n) in all {
+        let full = batch.len() >= limit.addresses || rows.saturating_add(*n) > limit.rows;
+        if full && !batch.is_empty() {
+            out.push(std::mem::take(&mut batch));
+            rows = 0;
+        }
+        batch.push(address.clone());
+        rows = rows.saturating_add(*n);
+    }
+    if !batch.is_empty() {
+        out.push(batch);
+    }
+    out
+}
 
 /// What a repair did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,15 +69,15 @@ pub async fn repair<S: Store>(
     } else {
         store.repair_checkpoint().await?
     };
-    let all = store.addresses().await?;
-    let todo: Vec<String> = match &resumed_after {
-        Some(last) => all.into_iter().filter(|a| a > last).collect(),
+    let all = store.address_rows().await?;
+    let todo: Vec<(String, u64)> = match &resumed_after {
+        Some(last) => all.into_iter().filter(|(a, _)| a > last).collect(),
         None => all,
     };
     let total = todo.len();
     let mut done = 0;
-    for batch in todo.chunks(BATCH_ADDRESSES) {
-        store.rebuild(batch).await?;
+    for batch in batches(&todo, store.maintenance_batch()) {
+        store.rebuild(&batch).await?;
         if let Some(last) = batch.last() {
             store.set_repair_checkpoint(Some(last)).await?;
         }
@@ -58,12 +96,12 @@ pub async fn verify<S: Store>(
     store: &S,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Vec<Drift>, StoreError> {
-    let all = store.addresses().await?;
+    let all = store.address_rows().await?;
     let total = all.len();
     let mut drifts = Vec::new();
     let mut done = 0;
-    for batch in all.chunks(BATCH_ADDRESSES) {
-        drifts.extend(store.verify(batch).await?);
+    for batch in batches(&all, store.maintenance_batch()) {
+        drifts.extend(store.verify(&batch).await?);
         done += batch.len();
         progress(done, total);
     }
@@ -89,16 +127,20 @@ pub fn drifts(
     }
     let mut out = Vec::new();
     for address in addresses {
-        let mut have = cached.remove(address).unwrap_or_default();
-        have.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        let have = cached.remove(address).unwrap_or_default();
         let want = replayed.remove(address.as_str()).unwrap_or_default();
-        if have != want {
-            out.push(Drift {
-                address: address.clone(),
-                cached: have,
-                replayed: want,
-            });
+        if let Some(drift) = compare(address, have, want) {
+            out.push(drift);
         }
     }
     Ok(out)
+}
+
+fn compare(address: &str, mut have: Vec<Lot>, want: Vec<Lot>) -> Option<Drift> {
+    have.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+    (have != want).then(|| Drift {
+        address: address.to_string(),
+        cached: have,
+        replayed: want,
+    })
 }

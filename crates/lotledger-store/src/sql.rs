@@ -73,3 +73,10 @@ macro_rules! sql_table_counts {
          (SELECT COUNT(*) FROM credit_messages)"
     };
 }
+
+/// Every address with history or lots, in text order, with its number of history rows (`a`,
+/// `n`); the same text in both dialects.
+pub const ADDRESS_ROWS: &str = "SELECT a.address, \
+     (SELECT count(*) FROM credit_history h WHERE h.address_id = a.id) AS n FROM addresses a \
+     WHERE EXISTS (SELECT 1 FROM credit_history WHERE address_id = a.id) \
+     OR EXISTS (SELECT 1 FROM credit_lots WHERE address_id = a.id) ORDER BY a.address";

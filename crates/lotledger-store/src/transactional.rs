@@ -64,7 +64,7 @@ macro_rules! transactional_writes {
         }
 
         async fn rebuild(&self, addresses: &[String]) -> Result<(), $crate::StoreError> {
-            $crate::transactional::rebuild(self, addresses).await
+            $crate::transactional::Transactional::rebuild_addresses(self, addresses).await
         }
     };
 }
@@ -79,6 +79,18 @@ pub trait Transactional: Store {
     /// The cache batches carry their addresses' states in, where the backend keeps one.
     fn batch_cache(&self) -> Option<&std::sync::Mutex<BatchCache>> {
         None
+    }
+
+    /// [`Store::rebuild`]; by default [`rebuild`] (re-derived through [`LedgerTx`]), or a
+    /// backend's own way of giving the same lots.
+    fn rebuild_addresses(
+        &self,
+        addresses: &[String],
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send
+    where
+        Self: Sized,
+    {
+        rebuild(self, addresses)
     }
 }
 

@@ -219,3 +219,142 @@ fn migration_folders_hold_the_same_versions() {
     assert!(!sqlite.is_empty());
     assert_eq!(sqlite, names("lotledger-store-pg"));
 }
+
+/// A history row of `address` at `second` (after 2026-03-01): a grant when `amount` is
+/// positive, a debit otherwise.
+fn row(
+    address: &str,
+    credit_ref: &str,
+    second: i64,
+    amount: i64,
+    expiry: Option<i64>,
+) -> HistoryRow {
+    let at = |s: i64| Timestamp::from_unix_seconds(1_772_323_200 + s).unwrap();
+    let mut row = HistoryRow::bare(address, Credits(amount), credit_ref, 0, at(second));
+    row.expiration_date = expiry.map(at);
+    row
+}
+
+/// What verify must find, computed without the scans: each address's lots against the core's
+/// replay of its history, both read through the Store API.
+async fn drifts_by_replay<S: Store>(
+    store: &S,
+    addresses: &[String],
+) -> Vec<lotledger_store::Drift> {
+    let mut out = Vec::new();
+    for address in addresses {
+        let history = store
+            .history(&lotledger_store::HistorySelector::Address(address.clone()))
+            .await
+            .unwrap();
+        let replayed = lotledger_core::replay(&history).unwrap();
+        let cached = store.lots(address).await.unwrap();
+        if cached != replayed {
+            out.push(lotledger_store::Drift {
+                address: address.clone(),
+                cached,
+                replayed,
+            });
+        }
+    }
+    out
+}
+
+/// SQLite's verify and rebuild read whole tables or seek address by address, in one pass or
+/// many: every way finds exactly the drifts the replay gives, and rebuilding leaves the lots the
+/// replay gives.
+#[tokio::test]
+async fn sqlite_scans_and_seeks_agree_with_replay() {
+    use lotledger_store_sqlite::{Access, ScanFile};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, url) = db::fresh_sqlite(&dir).await;
+    let hash = |i: u32| format!("{i:064x}");
+    let mut rows = Vec::new();
+    for a in 0..12u32 {
+        let address = format!("0x{a:040x}");
+        // Two grants at one instant: replay order is by reference text (`b…` after `a…`,
+        // whatever order they were interned in), one of them a name, not a hash.
+        rows.push(row(&address, &format!("b-grant-{a}"), 10, 40, Some(500)));
+        rows.push(row(&address, &format!("a-grant-{a}"), 10, 30, None));
+        rows.push(row(&address, &hash(a), 20, 100 + i64::from(a), Some(50)));
+        // A debit that drains the first lot in replay order and part of the next; a debit
+        // after the hash grant expired.
+        rows.push(row(&address, &hash(100 + a), 30, -35, None));
+        rows.push(row(&address, &hash(200 + a), 60, -7, None));
+    }
+    store
+        .import_history(&rows, Timestamp::UNIX_EPOCH)
+        .await
+        .unwrap();
+    let addresses: Vec<String> = store.addresses().await.unwrap();
+    assert_eq!(addresses.len(), 12);
+    assert!(drifts_by_replay(&store, &addresses).await.is_empty());
+
+    // Behind the ledger's back: every lot set to 1, every lot deleted, one lot deleted, a lot
+    // the history never granted.
+    tamper(&url, &addresses[1]).await;
+    let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    for sql in [
+        "DELETE FROM credit_lots WHERE address_id = (SELECT id FROM addresses WHERE address = ?)",
+        "DELETE FROM credit_lots WHERE address_id = (SELECT id FROM addresses WHERE address = ?) \
+         AND amount_remaining > 50",
+        "INSERT INTO credit_lots SELECT address_id, 7, ref_id, 9, 5, NULL FROM credit_lots \
+         WHERE address_id = (SELECT id FROM addresses WHERE address = ?) LIMIT 1",
+    ]
+    .iter()
+    .zip([&addresses[4], &addresses[7], &addresses[10]])
+    {
+        let done = sqlx::query(*sql.0)
+            .bind(sql.1)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        assert!(done.rows_affected() > 0, "{}", sql.0);
+    }
+    let want = drifts_by_replay(&store, &addresses).await;
+    assert_eq!(
+        want.iter().map(|d| d.address.as_str()).collect::<Vec<_>>(),
+        [&addresses[1], &addresses[4], &addresses[7], &addresses[10]]
+    );
+
+    let path = url.trim_start_matches("sqlite://");
+    let scans = ScanFile::new(std::path::Path::new(path)).unwrap();
+    for access in [Access::Scan, Access::Seek, Access::Auto] {
+        for pass_rows in [1, 7, u64::MAX] {
+            let scans = scans.clone().with_pass_rows(pass_rows);
+            let found = tokio::task::spawn_blocking({
+                let addresses = addresses.clone();
+                move || scans.verify(&addresses, access)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+            assert_eq!(found, want, "{access:?}, {pass_rows} rows per pass");
+        }
+    }
+    assert_eq!(store.verify(&addresses).await.unwrap(), want);
+
+    // Rebuild by seeks (two addresses per pass) for the first half, by scans for the rest:
+    // exactly the drifted addresses are rewritten, and the lots are the replay's.
+    let (first, rest) = addresses.split_at(6);
+    let rewritten = tokio::task::spawn_blocking({
+        let (scans, first, rest) = (scans.clone(), first.to_vec(), rest.to_vec());
+        move || {
+            let a = scans
+                .clone()
+                .with_pass_rows(10)
+                .rebuild(&first, Access::Seek)?;
+            let b = scans.rebuild(&rest, Access::Scan)?;
+            Ok::<_, lotledger_store::StoreError>((a, b))
+        }
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(rewritten, (2, 2));
+    assert!(drifts_by_replay(&store, &addresses).await.is_empty());
+    assert!(store.verify(&addresses).await.unwrap().is_empty());
+    for d in &want {
+        assert_eq!(store.lots(&d.address).await.unwrap(), d.replayed);
+    }
+}
