@@ -1,5 +1,5 @@
 //! Verify and rebuild (`repair`) on a connection of their own (rusqlite, on a blocking thread),
-//! reading the tables front to back.
+//! reading the tables front to back into a [`lotledger_store::scan::Pass`].
 //!
 //! The reads of [`crate::SqliteTx`] fetch an address's history through the address index: a
 //! descent of the history b-tree per row, another into `refs`, and every value copied across
@@ -13,22 +13,15 @@
 //! lots of the addresses whose cache differs from the replay and advances the file's
 //! generation as every write transaction does.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lotledger_core::{Credits, Lot, ReplayRow, Timestamp, replay_rows};
+use lotledger_store::scan::{Entry, IdMap, Pass, SlotTable, Slotted};
 use lotledger_store::{Drift, StoreError, compact};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-/// History rows one pass holds in memory at most (about 60 bytes each, plus the reference
-/// texts of the pass).
-pub const PASS_ROWS: u64 = 2_000_000;
-/// A pass reads whole tables when its rows are at least this fraction of the history (1 / N),
-/// and seeks each address through the indexes otherwise.
-pub const SCAN_FRACTION: u64 = 20;
+pub use lotledger_store::scan::{PASS_ROWS, SCAN_FRACTION};
 
 /// Where the scans read: the database file.
 #[derive(Debug, Clone)]
@@ -48,52 +41,6 @@ pub enum Access {
     Seek,
 }
 
-/// One history row or lot of a pass, by ids: `amount` is a row's amount or a lot's remainder.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Entry {
-    ts: i64,
-    ref_id: i64,
-    index: i32,
-    amount: i64,
-    expiry: Option<i64>,
-}
-
-/// An entry under the position of its address in the pass.
-type Slotted = (usize, Entry);
-
-/// Hashes a row id (already well spread over its low bits) by one multiplication.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_i64(&mut self, id: i64) {
-        self.0 = u64::from_ne_bytes(id.to_ne_bytes()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-/// A map keyed by row ids.
-type IdMap<V> = HashMap<i64, V, BuildHasherDefault<IdHasher>>;
-
-/// The rows and lots of one pass, each under the position of its address in `addresses`,
-/// sorted by it.
-struct Pass<'a> {
-    addresses: &'a [String],
-    /// The address's interned id, by position in `addresses` (none: never interned).
-    ids: Vec<Option<i64>>,
-    rows: Vec<Slotted>,
-    lots: Vec<Slotted>,
-    /// The text of every reference the pass names.
-    refs: IdMap<String>,
-}
-
 fn err(e: rusqlite::Error) -> StoreError {
     match e {
         rusqlite::Error::SqliteFailure(ref f, _)
@@ -106,11 +53,6 @@ fn err(e: rusqlite::Error) -> StoreError {
         }
         other => StoreError::Database(Box::new(other)),
     }
-}
-
-fn ts(micros: i64) -> Result<Timestamp, StoreError> {
-    Timestamp::from_micros(micros)
-        .map_err(|e| StoreError::Corrupt(format!("instant {micros}: {e}")))
 }
 
 impl ScanFile {
@@ -157,9 +99,7 @@ impl ScanFile {
         let tx = conn.transaction().map_err(err)?;
         let mut drifts = Vec::new();
         for_each_pass(&tx, addresses, access, self.pass_rows, |pass| {
-            for (slot, rows, lots) in pass.addresses() {
-                drifts.extend(pass.check(slot, rows, lots)?.map(|(drift, _)| drift));
-            }
+            drifts.extend(pass.drifts()?);
             Ok(())
         })?;
         tx.rollback().map_err(err)?;
@@ -188,8 +128,8 @@ impl ScanFile {
                 .map_err(err)?;
             for_each_pass(&tx, addresses, access, self.pass_rows, |pass| {
                 for (slot, rows, lots) in pass.addresses() {
-                    let (Some((_, replayed)), Some(Some(address_id))) =
-                        (pass.check(slot, rows, lots)?, pass.ids.get(slot))
+                    let (Some((_, replayed)), Some(address_id)) =
+                        (pass.check(slot, rows, lots)?, pass.id(slot))
                     else {
                         continue;
                     };
@@ -287,8 +227,8 @@ fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     })
 }
 
-/// Reads the pass's history rows (`rows` of them) and lots, by whole-table scans or per
-/// address.
+/// Reads the pass's history rows (`rows` of them), lots and reference texts, by whole-table
+/// scans or per address.
 fn load<'a>(
     conn: &Connection,
     addresses: &'a [String],
@@ -296,56 +236,34 @@ fn load<'a>(
     rows: u64,
     scan: bool,
 ) -> Result<Pass<'a>, StoreError> {
-    let mut pass = Pass {
-        addresses,
-        ids: ids.to_vec(),
-        rows: Vec::with_capacity(usize::try_from(rows).unwrap_or(0)),
-        lots: Vec::new(),
-        refs: IdMap::default(),
-    };
+    let mut history: Vec<Slotted> = Vec::with_capacity(usize::try_from(rows).unwrap_or(0));
+    let mut lots: Vec<Slotted> = Vec::new();
     // Columns: address id, then an `Entry`.
     const HISTORY: &str = "SELECT address_id, message_timestamp, ref_id, credit_index, amount, \
                            expiration_date FROM credit_history";
     const LOTS: &str = "SELECT address_id, message_timestamp, ref_id, credit_index, \
                         amount_remaining, expiration_date FROM credit_lots";
     if scan {
-        // The pass's slot by address id (ids are dense row ids: a table, not a hash).
-        let top = ids.iter().flatten().copied().max().unwrap_or(0);
-        let mut slot_of = vec![usize::MAX; usize::try_from(top).unwrap_or(0).saturating_add(1)];
-        for (slot, id) in ids.iter().enumerate() {
-            if let Some(place) = id
-                .and_then(|id| usize::try_from(id).ok())
-                .and_then(|i| slot_of.get_mut(i))
-            {
-                *place = slot;
-            }
-        }
-        for (sql, into) in [(HISTORY, &mut pass.rows), (LOTS, &mut pass.lots)] {
+        let slots = SlotTable::new(ids);
+        for (sql, into) in [(HISTORY, &mut history), (LOTS, &mut lots)] {
             let mut stmt = conn.prepare(sql).map_err(err)?;
             let mut found = stmt.query([]).map_err(err)?;
             while let Some(r) = found.next().map_err(err)? {
-                let address_id: i64 = r.get(0).map_err(err)?;
-                let slot = usize::try_from(address_id)
-                    .ok()
-                    .and_then(|i| slot_of.get(i))
-                    .copied()
-                    .unwrap_or(usize::MAX);
-                if slot != usize::MAX {
+                if let Some(slot) = slots.get(r.get(0).map_err(err)?) {
                     into.push((slot, entry(r).map_err(err)?));
                 }
             }
-            *into = by_slot(std::mem::take(into), addresses.len());
         }
     } else {
-        let mut history = conn
+        let mut by_history = conn
             .prepare(&format!("{HISTORY} WHERE address_id = ?1"))
             .map_err(err)?;
-        let mut lots = conn
+        let mut by_lots = conn
             .prepare(&format!("{LOTS} WHERE address_id = ?1"))
             .map_err(err)?;
         for (slot, id) in ids.iter().enumerate() {
             let Some(id) = id else { continue };
-            for (stmt, into) in [(&mut history, &mut pass.rows), (&mut lots, &mut pass.lots)] {
+            for (stmt, into) in [(&mut by_history, &mut history), (&mut by_lots, &mut lots)] {
                 let mut found = stmt.query(params![id]).map_err(err)?;
                 while let Some(r) = found.next().map_err(err)? {
                     into.push((slot, entry(r).map_err(err)?));
@@ -353,22 +271,22 @@ fn load<'a>(
             }
         }
     }
-    load_refs(conn, &mut pass, scan)?;
+    let mut pass = Pass::new(addresses, ids.to_vec(), history, lots);
+    let texts = ref_texts(conn, pass.wanted_refs(), scan)?;
+    pass.set_refs(texts)?;
     Ok(pass)
 }
 
-/// The texts of the references the pass's rows and lots name.
-fn load_refs(conn: &Connection, pass: &mut Pass<'_>, scan: bool) -> Result<(), StoreError> {
-    let mut wanted: IdMap<String> = IdMap::default();
-    for (_, e) in pass.rows.iter().chain(&pass.lots) {
-        wanted.entry(e.ref_id).or_default();
-    }
+/// Fills in the texts of `wanted`, by a scan of `refs` or one seek per reference.
+fn ref_texts(
+    conn: &Connection,
+    mut wanted: IdMap<Option<String>>,
+    scan: bool,
+) -> Result<IdMap<Option<String>>, StoreError> {
     let ids: Vec<i64> = wanted.keys().copied().collect();
-    let mut found = 0usize;
     let mut keep = |id: i64, value: ValueRef<'_>| -> Result<(), StoreError> {
         if let Some(text) = wanted.get_mut(&id) {
-            *text = ref_text(id, value)?;
-            found += 1;
+            *text = Some(ref_text(id, value)?);
         }
         Ok(())
     };
@@ -389,14 +307,7 @@ fn load_refs(conn: &Connection, pass: &mut Pass<'_>, scan: bool) -> Result<(), S
             }
         }
     }
-    if found != wanted.len() {
-        return Err(StoreError::Corrupt(format!(
-            "{} references named by history or lots are not in refs",
-            wanted.len().saturating_sub(found)
-        )));
-    }
-    pass.refs = wanted;
-    Ok(())
+    Ok(wanted)
 }
 
 /// A stored reference as text: a BLOB (a 64-hex hash) as lower-case hex, a TEXT as it is.
@@ -408,115 +319,5 @@ fn ref_text(id: i64, value: ValueRef<'_>) -> Result<String, StoreError> {
         _ => Err(StoreError::Corrupt(format!(
             "reference {id} is neither a BLOB nor a TEXT"
         ))),
-    }
-}
-
-/// `entries` ordered by slot (a counting sort: slots are positions below `slots`).
-fn by_slot(entries: Vec<Slotted>, slots: usize) -> Vec<Slotted> {
-    let mut start = vec![0usize; slots + 1];
-    for (slot, _) in &entries {
-        if let Some(n) = start.get_mut(slot + 1) {
-            *n += 1;
-        }
-    }
-    for i in 1..start.len() {
-        start[i] += start[i - 1];
-    }
-    let mut out = vec![(0, Entry::default()); entries.len()];
-    for (slot, e) in entries {
-        if let Some(at) = start.get_mut(slot) {
-            if let Some(cell) = out.get_mut(*at) {
-                *cell = (slot, e);
-            }
-            *at += 1;
-        }
-    }
-    out
-}
-
-/// The leading entries of `slot`, taken off the front of `entries` (sorted by slot).
-fn take_slot<'e>(entries: &mut &'e [Slotted], slot: usize) -> &'e [Slotted] {
-    let n = entries.iter().take_while(|(s, _)| *s == slot).count();
-    let (mine, rest) = entries.split_at(n);
-    *entries = rest;
-    mine
-}
-
-impl Pass<'_> {
-    fn text(&self, ref_id: i64) -> Result<&str, StoreError> {
-        self.refs
-            .get(&ref_id)
-            .map(String::as_str)
-            .ok_or_else(|| StoreError::Corrupt(format!("reference {ref_id} not loaded")))
-    }
-
-    /// Each address of the pass with its rows and lots, in order.
-    fn addresses(&self) -> impl Iterator<Item = (usize, &[Slotted], &[Slotted])> {
-        let (mut rows, mut lots) = (self.rows.as_slice(), self.lots.as_slice());
-        (0..self.addresses.len())
-            .map(move |slot| (slot, take_slot(&mut rows, slot), take_slot(&mut lots, slot)))
-    }
-
-    /// The address in `slot`, given its rows and lots: if its cache differs from the replay
-    /// of its rows, the drift and the lots the replay gives (in replay order).
-    fn check(
-        &self,
-        slot: usize,
-        rows: &[Slotted],
-        lots: &[Slotted],
-    ) -> Result<Option<(Drift, Vec<Entry>)>, StoreError> {
-        let Some(address) = self.addresses.get(slot) else {
-            return Ok(None);
-        };
-        let mut keyed = rows
-            .iter()
-            .map(|(_, e)| {
-                Ok(ReplayRow {
-                    key: e,
-                    credit_ref: self.text(e.ref_id)?,
-                    credit_index: e.index,
-                    amount: Credits(e.amount),
-                    expiration_date: e.expiry.map(ts).transpose()?,
-                    message_timestamp: ts(e.ts)?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let replayed: Vec<Entry> = replay_rows(&mut keyed)?
-            .into_iter()
-            .map(|lot| Entry {
-                amount: lot.amount_remaining.0,
-                ..*lot.key
-            })
-            .collect();
-        let mut named = lots
-            .iter()
-            .map(|(_, e)| Ok((self.text(e.ref_id)?, *e)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        named.sort_by(|(a_ref, a), (b_ref, b)| (a.ts, a_ref, a.index).cmp(&(b.ts, b_ref, b.index)));
-        let cached: Vec<Entry> = named.into_iter().map(|(_, e)| e).collect();
-        if cached == replayed {
-            return Ok(None);
-        }
-        let as_lots = |entries: &[Entry]| {
-            entries
-                .iter()
-                .map(|e| {
-                    Ok(Lot {
-                        address: address.clone(),
-                        credit_ref: self.text(e.ref_id)?.to_string(),
-                        credit_index: e.index,
-                        amount_remaining: Credits(e.amount),
-                        expiration_date: e.expiry.map(ts).transpose()?,
-                        message_timestamp: ts(e.ts)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, StoreError>>()
-        };
-        let drift = Drift {
-            address: address.clone(),
-            cached: as_lots(&cached)?,
-            replayed: as_lots(&replayed)?,
-        };
-        Ok(Some((drift, replayed)))
     }
 }

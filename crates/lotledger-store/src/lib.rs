@@ -17,6 +17,7 @@ pub mod batch;
 pub mod compact;
 pub mod maintenance;
 pub mod rows;
+pub mod scan;
 pub mod sql;
 pub mod transactional;
 pub mod writer;
