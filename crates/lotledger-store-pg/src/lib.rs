@@ -25,6 +25,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions as _, PgConnection, Postgres, QueryBuilder, Transaction};
 
 mod databases;
+mod scan;
 mod wrappers;
 
 pub use databases::{create_database, drop_database, unique_database_name, with_database};
@@ -149,6 +150,22 @@ impl Transactional for PgStore {
 
     async fn write(&self) -> Result<PgTx, StoreError> {
         PgTx::begin(&self.pool).await
+    }
+
+    /// The addresses whose cache differs from the replay (one read-only snapshot, by ids), each
+    /// re-derived under its locks as [`lotledger_store::transactional::rebuild`] does; the
+    /// others already hold the lots it would write.
+    async fn rebuild_addresses(&self, addresses: &[String]) -> Result<(), StoreError> {
+        let drifted: Vec<String> = self
+            .verify(addresses)
+            .await?
+            .into_iter()
+            .map(|d| d.address)
+            .collect();
+        for chunk in drifted.chunks(lotledger_store::maintenance::BATCH_ADDRESSES) {
+            lotledger_store::transactional::rebuild(self, chunk).await?;
+        }
+        Ok(())
     }
 }
 
@@ -297,6 +314,13 @@ impl Store for PgStore {
             .collect())
     }
 
+    fn maintenance_batch(&self) -> lotledger_store::maintenance::BatchLimit {
+        lotledger_store::maintenance::BatchLimit {
+            addresses: usize::MAX,
+            rows: lotledger_store::scan::PASS_ROWS,
+        }
+    }
+
     async fn verify(&self, addresses: &[String]) -> Result<Vec<Drift>, StoreError> {
         // One snapshot for the whole batch, so that history and lots are compared consistently.
         let mut tx = PgTx::begin(&self.pool).await?;
@@ -304,11 +328,9 @@ impl Store for PgStore {
             .execute(&mut *tx.tx)
             .await
             .map_err(db_err)?;
-        let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
-        let rows = tx.replay_histories(&refs).await?;
-        let lots = tx.load_lots(&refs).await?;
+        let pass = scan::load(&mut tx.tx, addresses).await?;
         tx.tx.rollback().await.map_err(db_err)?;
-        lotledger_store::maintenance::drifts(addresses, &rows, lots)
+        pass.drifts()
     }
 
     async fn repair_checkpoint(&self) -> Result<Option<String>, StoreError> {

@@ -260,14 +260,31 @@ async fn drifts_by_replay<S: Store>(
     out
 }
 
-/// SQLite's verify and rebuild read whole tables or seek address by address, in one pass or
-/// many: every way finds exactly the drifts the replay gives, and rebuilding leaves the lots the
-/// replay gives.
-#[tokio::test]
-async fn sqlite_scans_and_seeks_agree_with_replay() {
-    use lotledger_store_sqlite::{Access, ScanFile};
-    let dir = tempfile::tempdir().unwrap();
-    let (store, url) = db::fresh_sqlite(&dir).await;
+/// Runs `sql` (`sqlite` or `pg`, by the URL's scheme) with `address` bound; returns the rows
+/// it changed.
+async fn exec(url: &str, sqlite: &'static str, pg: &'static str, address: &str) -> u64 {
+    if url.starts_with("sqlite") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        let done = sqlx::query(sqlite)
+            .bind(address)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        done.rows_affected()
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        let done = sqlx::query(pg).bind(address).execute(&mut c).await.unwrap();
+        done.rows_affected()
+    }
+}
+
+/// Twelve addresses whose histories tie on instants, expire and drain, then four of them
+/// tampered with behind the ledger's back. Returns every address and the drifts the core's
+/// replay finds.
+async fn tampered_ledger<S: Store>(
+    store: &S,
+    url: &str,
+) -> (Vec<String>, Vec<lotledger_store::Drift>) {
     let hash = |i: u32| format!("{i:064x}");
     let mut rows = Vec::new();
     for a in 0..12u32 {
@@ -288,34 +305,78 @@ async fn sqlite_scans_and_seeks_agree_with_replay() {
         .unwrap();
     let addresses: Vec<String> = store.addresses().await.unwrap();
     assert_eq!(addresses.len(), 12);
-    assert!(drifts_by_replay(&store, &addresses).await.is_empty());
-
-    // Behind the ledger's back: every lot set to 1, every lot deleted, one lot deleted, a lot
-    // the history never granted.
-    tamper(&url, &addresses[1]).await;
-    let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    for sql in [
-        "DELETE FROM credit_lots WHERE address_id = (SELECT id FROM addresses WHERE address = ?)",
-        "DELETE FROM credit_lots WHERE address_id = (SELECT id FROM addresses WHERE address = ?) \
-         AND amount_remaining > 50",
-        "INSERT INTO credit_lots SELECT address_id, 7, ref_id, 9, 5, NULL FROM credit_lots \
-         WHERE address_id = (SELECT id FROM addresses WHERE address = ?) LIMIT 1",
-    ]
-    .iter()
-    .zip([&addresses[4], &addresses[7], &addresses[10]])
+    assert!(drifts_by_replay(store, &addresses).await.is_empty());
+    // Every lot set to 1; every lot deleted; the larger lots deleted; a lot the history never
+    // granted.
+    tamper(url, &addresses[1]).await;
+    let changes = [
+        (
+            "DELETE FROM credit_lots WHERE address_id = (SELECT id FROM addresses WHERE address = ?)",
+            "DELETE FROM credit_lots WHERE address_id = (SELECT id FROM addresses WHERE address = $1)",
+        ),
+        (
+            "DELETE FROM credit_lots WHERE address_id = (SELECT id FROM addresses WHERE address = ?) \
+             AND amount_remaining > 50",
+            "DELETE FROM credit_lots WHERE address_id = (SELECT id FROM addresses WHERE address = $1) \
+             AND amount_remaining > 50",
+        ),
+        (
+            "INSERT INTO credit_lots SELECT address_id, message_timestamp + 7, ref_id, 9, 5, NULL \
+             FROM credit_lots WHERE address_id = (SELECT id FROM addresses WHERE address = ?) LIMIT 1",
+            "INSERT INTO credit_lots SELECT address_id, message_timestamp + interval '7 seconds', \
+             ref_id, 9, 5, NULL FROM credit_lots \
+             WHERE address_id = (SELECT id FROM addresses WHERE address = $1) LIMIT 1",
+        ),
+    ];
+    for ((sqlite, pg), address) in
+        changes
+            .into_iter()
+            .zip([&addresses[4], &addresses[7], &addresses[10]])
     {
-        let done = sqlx::query(*sql.0)
-            .bind(sql.1)
-            .execute(&mut c)
-            .await
-            .unwrap();
-        assert!(done.rows_affected() > 0, "{}", sql.0);
+        assert!(exec(url, sqlite, pg, address).await > 0, "{sqlite}");
     }
-    let want = drifts_by_replay(&store, &addresses).await;
+    let want = drifts_by_replay(store, &addresses).await;
     assert_eq!(
         want.iter().map(|d| d.address.as_str()).collect::<Vec<_>>(),
         [&addresses[1], &addresses[4], &addresses[7], &addresses[10]]
     );
+    (addresses, want)
+}
+
+/// The store's verify finds exactly the drifts the replay gives; repair leaves the lots the
+/// replay gives.
+async fn verify_and_repair_agree_with_replay<S: Store>(
+    store: &S,
+    addresses: &[String],
+    want: &[lotledger_store::Drift],
+) {
+    assert_eq!(store.verify(addresses).await.unwrap(), want);
+    assert_eq!(maintenance::verify(store, |_, _| {}).await.unwrap(), want);
+    maintenance::repair(store, true, |_, _| {}).await.unwrap();
+    assert!(drifts_by_replay(store, addresses).await.is_empty());
+    assert!(store.verify(addresses).await.unwrap().is_empty());
+    for d in want {
+        assert_eq!(store.lots(&d.address).await.unwrap(), d.replayed);
+    }
+}
+
+#[tokio::test]
+async fn postgres_verify_and_repair_agree_with_replay() {
+    let url = db::fresh_pg_url().await;
+    let store = lotledger_store_pg::PgStore::open(&url).await.unwrap();
+    let (addresses, want) = tampered_ledger(&store, &url).await;
+    verify_and_repair_agree_with_replay(&store, &addresses, &want).await;
+}
+
+/// SQLite's verify and rebuild read whole tables or seek address by address, in one pass or
+/// many: every way finds exactly the drifts the replay gives, and rebuilding leaves the lots the
+/// replay gives.
+#[tokio::test]
+async fn sqlite_scans_and_seeks_agree_with_replay() {
+    use lotledger_store_sqlite::{Access, ScanFile};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, url) = db::fresh_sqlite(&dir).await;
+    let (addresses, want) = tampered_ledger(&store, &url).await;
 
     let path = url.trim_start_matches("sqlite://");
     let scans = ScanFile::new(std::path::Path::new(path)).unwrap();
@@ -332,7 +393,6 @@ async fn sqlite_scans_and_seeks_agree_with_replay() {
             assert_eq!(found, want, "{access:?}, {pass_rows} rows per pass");
         }
     }
-    assert_eq!(store.verify(&addresses).await.unwrap(), want);
 
     // Rebuild by seeks (two addresses per pass) for the first half, by scans for the rest:
     // exactly the drifted addresses are rewritten, and the lots are the replay's.
@@ -353,8 +413,13 @@ async fn sqlite_scans_and_seeks_agree_with_replay() {
     .unwrap();
     assert_eq!(rewritten, (2, 2));
     assert!(drifts_by_replay(&store, &addresses).await.is_empty());
-    assert!(store.verify(&addresses).await.unwrap().is_empty());
     for d in &want {
         assert_eq!(store.lots(&d.address).await.unwrap(), d.replayed);
     }
+
+    // And through the store's own verify and repair, on a ledger tampered with again.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, url) = db::fresh_sqlite(&dir).await;
+    let (addresses, want) = tampered_ledger(&store, &url).await;
+    verify_and_repair_agree_with_replay(&store, &addresses, &want).await;
 }
