@@ -95,6 +95,16 @@ pub struct SqliteStore {
     scan: Option<ScanFile>,
 }
 
+/// Whether `url` names an in-memory database (`sqlite::memory:`, or `mode=memory`), which only
+/// the pool's own connections can see.
+fn in_memory(url: &str) -> bool {
+    let (database, params) = url.split_once('?').unwrap_or((url, ""));
+    let database = database
+        .trim_start_matches("sqlite:")
+        .trim_start_matches("//");
+    database == ":memory:" || params.split('&').any(|p| p == "mode=memory")
+}
+
 /// The generation a write transaction leaves after `before` (a 32-bit header field: it wraps
 /// around; only equality is ever asked of it).
 fn next_generation(before: i64) -> i64 {
@@ -124,7 +134,11 @@ impl SqliteStore {
                 lotledger_store::SLOW_STATEMENT_LOG.0,
                 lotledger_store::SLOW_STATEMENT_LOG.1,
             );
-        let scan = ScanFile::new(options.get_filename());
+        let scan = if in_memory(url) {
+            None
+        } else {
+            ScanFile::new(options.get_filename())
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -1098,5 +1112,55 @@ impl LedgerTx for SqliteTx {
             qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lotledger_store::maintenance;
+
+    #[test]
+    fn in_memory_urls_are_told_from_files() {
+        for url in [
+            "sqlite::memory:",
+            "sqlite://ledger?mode=memory&cache=shared",
+        ] {
+            assert!(in_memory(url), "{url}");
+        }
+        for url in [
+            "sqlite://ledger.db",
+            "sqlite:///tmp/a.db?mode=rwc",
+            "sqlite://memory.db",
+        ] {
+            assert!(!in_memory(url), "{url}");
+        }
+    }
+
+    /// An in-memory store has no file for the scans: verify and repair take the set-based
+    /// path and still find and mend a drift.
+    #[tokio::test]
+    async fn in_memory_store_verifies_and_repairs_without_scans() {
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        assert!(store.scan.is_none());
+        let at = Timestamp::from_unix_seconds(1_772_323_200).unwrap();
+        let rows = [HistoryRow::bare("0xa", Credits(10), "g", 0, at)];
+        store.import_history(&rows, at).await.unwrap();
+        sqlx::query("UPDATE credit_lots SET amount_remaining = 3")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            maintenance::verify(&store, |_, _| {}).await.unwrap().len(),
+            1
+        );
+        maintenance::repair(&store, true, |_, _| {}).await.unwrap();
+        assert!(
+            maintenance::verify(&store, |_, _| {})
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.balance("0xa", at).await.unwrap(), Credits(10));
     }
 }
