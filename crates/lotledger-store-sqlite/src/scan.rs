@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lotledger_store::scan::{Entry, IdMap, Pass, SlotTable, Slotted};
+use lotledger_store::scan::{Entry, IdMap, Pass, SlotTable, Slotted, cores};
 use lotledger_store::{Drift, StoreError, compact};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -127,10 +127,8 @@ impl ScanFile {
                 )
                 .map_err(err)?;
             for_each_pass(&tx, addresses, access, self.pass_rows, |pass| {
-                for (slot, rows, lots) in pass.addresses() {
-                    let (Some((_, replayed)), Some(address_id)) =
-                        (pass.check(slot, rows, lots)?, pass.id(slot))
-                    else {
+                for (slot, _, replayed) in pass.drifted(cores())? {
+                    let Some(address_id) = pass.id(slot) else {
                         continue;
                     };
                     delete.execute(params![address_id]).map_err(err)?;

@@ -97,6 +97,11 @@ fn ts(micros: i64) -> Result<Timestamp, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("instant {micros}: {e}")))
 }
 
+/// The threads a pass's replay may use: the machine's cores.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// `entries` ordered by slot (a counting sort: slots are positions below `slots`).
 fn by_slot(entries: Vec<Slotted>, slots: usize) -> Vec<Slotted> {
     let mut start = vec![0usize; slots + 1];
@@ -118,6 +123,13 @@ fn by_slot(entries: Vec<Slotted>, slots: usize) -> Vec<Slotted> {
         }
     }
     out
+}
+
+/// The entries of `slot` and after (`entries` sorted by slot).
+fn from_slot(entries: &[Slotted], slot: usize) -> &[Slotted] {
+    entries
+        .get(entries.partition_point(|(s, _)| *s < slot)..)
+        .unwrap_or_default()
 }
 
 /// The leading entries of `slot`, taken off the front of `entries` (sorted by slot).
@@ -179,20 +191,66 @@ impl<'a> Pass<'a> {
             .ok_or_else(|| StoreError::Corrupt(format!("reference {ref_id} not loaded")))
     }
 
-    /// Each address of the pass (its position) with its rows and lots, in order.
-    pub fn addresses(&self) -> impl Iterator<Item = (usize, &[Slotted], &[Slotted])> {
-        let (mut rows, mut lots) = (self.rows.as_slice(), self.lots.as_slice());
-        (0..self.addresses.len())
+    /// The addresses at positions `from..to` (with their rows and lots), in order.
+    fn range(
+        &self,
+        from: usize,
+        to: usize,
+    ) -> impl Iterator<Item = (usize, &[Slotted], &[Slotted])> {
+        let (mut rows, mut lots) = (from_slot(&self.rows, from), from_slot(&self.lots, from));
+        (from..to.min(self.addresses.len()))
             .map(move |slot| (slot, take_slot(&mut rows, slot), take_slot(&mut lots, slot)))
     }
 
-    /// The drifts of the pass, in the order of its addresses.
-    pub fn drifts(&self) -> Result<Vec<Drift>, StoreError> {
+    /// Every address of the pass whose cache differs from its replay, in order: its position,
+    /// its drift and the lots the replay gives. The addresses are checked on up to `threads`
+    /// threads, each a contiguous share of them.
+    pub fn drifted(&self, threads: usize) -> Result<Vec<(usize, Drift, Vec<Entry>)>, StoreError> {
+        let n = self.addresses.len();
+        let threads = threads.clamp(1, n.max(1));
+        let check_range = |from: usize, to: usize| {
+            let mut out = Vec::new();
+            for (slot, rows, lots) in self.range(from, to) {
+                if let Some((drift, replayed)) = self.check(slot, rows, lots)? {
+                    out.push((slot, drift, replayed));
+                }
+            }
+            Ok::<_, StoreError>(out)
+        };
+        if threads == 1 {
+            return check_range(0, n);
+        }
+        let share = n.div_ceil(threads);
+        let parts: Vec<Result<Vec<_>, StoreError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let check_range = &check_range;
+                    scope.spawn(move || check_range(t * share, ((t + 1) * share).min(n)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(StoreError::Corrupt("a replay thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
         let mut out = Vec::new();
-        for (slot, rows, lots) in self.addresses() {
-            out.extend(self.check(slot, rows, lots)?.map(|(drift, _)| drift));
+        for part in parts {
+            out.extend(part?);
         }
         Ok(out)
+    }
+
+    /// The drifts of the pass, in the order of its addresses, checked on all cores.
+    pub fn drifts(&self) -> Result<Vec<Drift>, StoreError> {
+        Ok(self
+            .drifted(cores())?
+            .into_iter()
+            .map(|(_, drift, _)| drift)
+            .collect())
     }
 
     /// The address at `slot`, given its rows and lots: if its cache differs from the replay of
@@ -256,5 +314,57 @@ impl<'a> Pass<'a> {
             replayed: as_lots(&replayed)?,
         };
         Ok(Some((drift, replayed)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ts: i64, ref_id: i64, amount: i64) -> Entry {
+        Entry {
+            ts,
+            ref_id,
+            index: 0,
+            amount,
+            expiry: None,
+        }
+    }
+
+    /// Five addresses, two of them drifted: any number of threads finds the same drifts in the
+    /// same order, with the replay's lots.
+    #[test]
+    fn drifts_are_the_same_on_any_number_of_threads() {
+        let addresses: Vec<String> = (0..5).map(|i| format!("0x{i}")).collect();
+        let ids = (1..=5).map(Some).collect();
+        let mut rows = Vec::new();
+        let mut lots = Vec::new();
+        for slot in (0..5).rev() {
+            let base = i64::try_from(slot).unwrap() * 10;
+            rows.push((slot, entry(1, base + 1, 50)));
+            rows.push((slot, entry(2, base + 2, -20)));
+            // Slots 1 and 3 hold a wrong remainder; the others the replay's 30.
+            let left = if slot % 2 == 1 { 31 } else { 30 };
+            lots.push((slot, entry(1, base + 1, left)));
+        }
+        let mut pass = Pass::new(&addresses, ids, rows, lots);
+        let mut texts = pass.wanted_refs();
+        for (id, text) in texts.iter_mut() {
+            *text = Some(format!("ref-{id}"));
+        }
+        pass.set_refs(texts).unwrap();
+        let one = pass.drifted(1).unwrap();
+        assert_eq!(
+            one.iter()
+                .map(|(slot, d, _)| (*slot, d.address.as_str()))
+                .collect::<Vec<_>>(),
+            [(1, "0x1"), (3, "0x3")]
+        );
+        assert_eq!(one[0].2, [entry(1, 11, 30)]);
+        for threads in [2, 3, 5, 64] {
+            assert_eq!(pass.drifted(threads).unwrap(), one, "{threads} threads");
+        }
+        let mut missing = Pass::new(&addresses, vec![Some(1)], vec![(0, entry(1, 9, 5))], vec![]);
+        missing.set_refs(missing.wanted_refs()).unwrap_err();
     }
 }
