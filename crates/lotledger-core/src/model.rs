@@ -75,10 +75,15 @@ pub struct Lot {
     pub message_timestamp: Timestamp,
 }
 
+/// A lot expiring at `expiration` is valid at `t`: no expiry, or an expiry strictly after `t`.
+pub(crate) fn valid_at(expiration: Option<Timestamp>, t: Timestamp) -> bool {
+    expiration.is_none_or(|e| e > t)
+}
+
 impl Lot {
     /// Valid at `t`: no expiry, or an expiry strictly after `t`.
     pub fn valid_at(&self, t: Timestamp) -> bool {
-        self.expiration_date.is_none_or(|e| e > t)
+        valid_at(self.expiration_date, t)
     }
 
     /// Drainable by a debit at `ts` (the reference's eager rule): something left, granted at or

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::message::{CreditOp, OpKind, PAYMENT_EXPENSE, PAYMENT_TRANSFER, PROVIDER_ALEPH};
-use crate::model::{HistoryRow, Lot, OrderKey};
+use crate::model::{HistoryRow, Lot, OrderKey, valid_at};
 use crate::{Credits, Timestamp};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,7 +68,7 @@ impl LotBook {
                 if !lot.drainable_at(ts) {
                     continue;
                 }
-                let take = take_from(lot, &mut needed)?;
+                let take = take_from(&mut lot.amount_remaining, &mut needed)?;
                 taken.push((take, lot.expiration_date));
             }
         }
@@ -194,13 +194,11 @@ impl CreditOp {
     }
 }
 
-/// Takes `min(remaining, needed)` from `lot`, lowering both; returns what was taken.
-fn take_from(lot: &mut Lot, needed: &mut Credits) -> Result<Credits, PlanError> {
-    let take = lot.amount_remaining.min(*needed);
-    lot.amount_remaining = lot
-        .amount_remaining
-        .checked_sub(take)
-        .ok_or(PlanError::Overflow)?;
+/// Takes `min(remaining, needed)` from a lot's `remaining`, lowering both; returns what was
+/// taken.
+fn take_from(remaining: &mut Credits, needed: &mut Credits) -> Result<Credits, PlanError> {
+    let take = (*remaining).min(*needed);
+    *remaining = remaining.checked_sub(take).ok_or(PlanError::Overflow)?;
     *needed = needed.checked_sub(take).ok_or(PlanError::Overflow)?;
     Ok(take)
 }
@@ -318,12 +316,10 @@ pub fn replay_rows<K: Copy>(rows: &mut [ReplayRow<'_, K>]) -> Result<Vec<ReplayL
             if !needed.is_positive() {
                 break;
             }
-            if !remaining.is_positive() || !expiry.is_none_or(|e| e > at) {
+            if !remaining.is_positive() || !valid_at(*expiry, at) {
                 continue;
             }
-            let take = (*remaining).min(needed);
-            *remaining = remaining.checked_sub(take).ok_or(PlanError::Overflow)?;
-            needed = needed.checked_sub(take).ok_or(PlanError::Overflow)?;
+            take_from(remaining, &mut needed)?;
         }
         while lots
             .get(first_live)

@@ -70,12 +70,11 @@ pub fn lower_hex(prefix: &str, bytes: &[u8]) -> String {
 
 /// The text a stored value holds.
 pub fn decode(stored: &[u8]) -> Result<String, StoreError> {
-    let hex = lower_hex;
     match stored.split_first() {
         Some((&TEXT, body)) => String::from_utf8(body.to_vec())
             .map_err(|_| StoreError::Corrupt("a stored text is not UTF-8".into())),
-        Some((&HEX, body)) if !body.is_empty() => Ok(hex("", body)),
-        Some((&HEX_0X, body)) if !body.is_empty() => Ok(hex("0x", body)),
+        Some((&HEX, body)) if !body.is_empty() => Ok(lower_hex("", body)),
+        Some((&HEX_0X, body)) if !body.is_empty() => Ok(lower_hex("0x", body)),
         _ => Err(StoreError::Corrupt(format!(
             "a stored text has an unknown form ({} bytes, tag {:?})",
             stored.len(),
