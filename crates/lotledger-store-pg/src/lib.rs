@@ -304,21 +304,15 @@ impl Store for PgStore {
     }
 
     async fn address_rows(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(lotledger_store::sql::ADDRESS_ROWS)
+        let rows = sqlx::query_as(lotledger_store::sql::ADDRESS_ROWS)
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        Ok(rows
-            .into_iter()
-            .map(|(address, n)| (address, non_negative(n)))
-            .collect())
+        Ok(lotledger_store::sql::address_rows(rows))
     }
 
     fn maintenance_batch(&self) -> lotledger_store::maintenance::BatchLimit {
-        lotledger_store::maintenance::BatchLimit {
-            addresses: usize::MAX,
-            rows: lotledger_store::scan::PASS_ROWS,
-        }
+        lotledger_store::scan::BATCH
     }
 
     async fn verify(&self, addresses: &[String]) -> Result<Vec<Drift>, StoreError> {

@@ -95,14 +95,15 @@ pub struct SqliteStore {
     scan: Option<ScanFile>,
 }
 
-/// Whether `url` names an in-memory database (`sqlite::memory:`, or `mode=memory`), which only
-/// the pool's own connections can see.
+/// Whether `url` names a database no other connection can open: in memory (`sqlite::memory:`,
+/// `mode=memory`; sqlx names those files `file:sqlx-in-memory-N`, so the URL decides) or a
+/// private temporary one (no path).
 fn in_memory(url: &str) -> bool {
     let (database, params) = url.split_once('?').unwrap_or((url, ""));
     let database = database
         .trim_start_matches("sqlite:")
         .trim_start_matches("//");
-    database == ":memory:" || params.split('&').any(|p| p == "mode=memory")
+    database.is_empty() || database == ":memory:" || params.split('&').any(|p| p == "mode=memory")
 }
 
 /// The generation a write transaction leaves after `before` (a 32-bit header field: it wraps
@@ -134,11 +135,7 @@ impl SqliteStore {
                 lotledger_store::SLOW_STATEMENT_LOG.0,
                 lotledger_store::SLOW_STATEMENT_LOG.1,
             );
-        let scan = if in_memory(url) {
-            None
-        } else {
-            ScanFile::new(options.get_filename())
-        };
+        let scan = (!in_memory(url)).then(|| ScanFile::new(options.get_filename()));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -328,22 +325,16 @@ impl Store for SqliteStore {
     }
 
     async fn address_rows(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(lotledger_store::sql::ADDRESS_ROWS)
+        let rows = sqlx::query_as(lotledger_store::sql::ADDRESS_ROWS)
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        Ok(rows
-            .into_iter()
-            .map(|(address, n)| (address, non_negative(n)))
-            .collect())
+        Ok(lotledger_store::sql::address_rows(rows))
     }
 
     fn maintenance_batch(&self) -> BatchLimit {
         if self.scan.is_some() {
-            BatchLimit {
-                addresses: usize::MAX,
-                rows: PASS_ROWS,
-            }
+            lotledger_store::scan::BATCH
         } else {
             BatchLimit::default()
         }
@@ -1125,6 +1116,7 @@ mod tests {
         for url in [
             "sqlite::memory:",
             "sqlite://ledger?mode=memory&cache=shared",
+            "sqlite:",
         ] {
             assert!(in_memory(url), "{url}");
         }

@@ -56,17 +56,13 @@ fn err(e: rusqlite::Error) -> StoreError {
 }
 
 impl ScanFile {
-    /// The scans of the database at `path`; `None` for an in-memory database, which no other
-    /// connection can open.
-    pub fn new(path: &Path) -> Option<ScanFile> {
-        let name = path.to_string_lossy();
-        if name.is_empty() || name == ":memory:" || name.contains("mode=memory") {
-            return None;
-        }
-        Some(ScanFile {
+    /// The scans of the database file at `path` (an in-memory database has none: see
+    /// `SqliteStore::open`).
+    pub fn new(path: &Path) -> ScanFile {
+        ScanFile {
             path: path.to_path_buf(),
             pass_rows: PASS_ROWS,
-        })
+        }
     }
 
     /// The same scans with at most `rows` history rows per pass (at least one address each).

@@ -9,11 +9,19 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use lotledger_core::{Credits, Lot, ReplayRow, Timestamp, replay_rows};
 
+use crate::maintenance::BatchLimit;
 use crate::{Drift, StoreError};
 
 /// History rows one maintenance batch holds in memory at most (about 60 bytes each, plus the
 /// texts of the references they name).
 pub const PASS_ROWS: u64 = 2_000_000;
+
+/// The maintenance batches of a store that reads them by ids: up to [`PASS_ROWS`] history rows,
+/// any number of addresses.
+pub const BATCH: BatchLimit = BatchLimit {
+    addresses: usize::MAX,
+    rows: PASS_ROWS,
+};
 
 /// A batch reads whole tables when it holds at least this fraction (1 / N) of the ledger, and
 /// seeks its addresses through the indexes otherwise.
@@ -255,7 +263,7 @@ impl<'a> Pass<'a> {
 
     /// The address at `slot`, given its rows and lots: if its cache differs from the replay of
     /// its rows, the drift and the lots the replay gives (in replay order).
-    pub fn check(
+    fn check(
         &self,
         slot: usize,
         rows: &[Slotted],

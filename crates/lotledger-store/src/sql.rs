@@ -80,3 +80,10 @@ pub const ADDRESS_ROWS: &str = "SELECT a.address, \
      (SELECT count(*) FROM credit_history h WHERE h.address_id = a.id) AS n FROM addresses a \
      WHERE EXISTS (SELECT 1 FROM credit_history WHERE address_id = a.id) \
      OR EXISTS (SELECT 1 FROM credit_lots WHERE address_id = a.id) ORDER BY a.address";
+
+/// The rows of [`ADDRESS_ROWS`], counts as `u64`.
+pub fn address_rows(rows: Vec<(String, i64)>) -> Vec<(String, u64)> {
+    rows.into_iter()
+        .map(|(address, n)| (address, crate::non_negative(n)))
+        .collect()
+}

@@ -379,7 +379,7 @@ async fn sqlite_scans_and_seeks_agree_with_replay() {
     let (addresses, want) = tampered_ledger(&store, &url).await;
 
     let path = url.trim_start_matches("sqlite://");
-    let scans = ScanFile::new(std::path::Path::new(path)).unwrap();
+    let scans = ScanFile::new(std::path::Path::new(path));
     for access in [Access::Scan, Access::Seek, Access::Auto] {
         for pass_rows in [1, 7, u64::MAX] {
             let scans = scans.clone().with_pass_rows(pass_rows);
