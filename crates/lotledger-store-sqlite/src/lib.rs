@@ -12,18 +12,18 @@ use std::time::Duration;
 use lotledger_core::{
     BalanceDetail, Credits, HistoryRow, Lot, Timestamp, balance_details_from_sums,
 };
-use lotledger_store::batch::{BatchCache, Commit, LastRows, Stamps};
+use lotledger_store::batch::BatchCache;
 use lotledger_store::compact;
 use lotledger_store::maintenance::BatchLimit;
 use lotledger_store::transactional::Transactional;
 use lotledger_store::{
     BalancesQuery, Drift, Footprint, HistorySelector, IngestProgress, LedgerTx, MessageRecord,
-    MessageStatus, Store, StoreError, TableCounts, distinct, non_negative,
+    Store, StoreError, TableCounts, non_negative,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions as _, QueryBuilder, Sqlite, Transaction};
+use sqlx::{ConnectOptions as _, QueryBuilder, Sqlite};
 
 mod scan;
 mod wrappers;
@@ -31,11 +31,6 @@ pub use scan::{Access, PASS_ROWS, SCAN_FRACTION, ScanFile};
 use wrappers::{StoredRef, db_err, history_row, lot, message_record};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// Rows per multi-row INSERT (17 columns each, well under SQLite's variable limit).
-const INSERT_CHUNK_ROWS: usize = 500;
-/// Values per `IN (…)` list.
-const IN_CHUNK: usize = 500;
 
 /// A stored reference (`refs.ref` of the row aliased `r`) as text: a BLOB (a 64-hex hash) as
 /// lower-case hex. References sort by this text, never by the stored value.
@@ -84,10 +79,15 @@ macro_rules! address_id {
         "(SELECT id FROM addresses WHERE address = ?)"
     };
 }
+
+mod write;
+pub use write::SqliteTx;
 /// A lotledger store in one SQLite file.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The one connection that writes (rusqlite: see `write`).
+    writer: write::Writer,
     /// The addresses the last batch left, for the next one (valid while the file's generation
     /// is the one that batch committed).
     cache: std::sync::Arc<std::sync::Mutex<BatchCache>>,
@@ -135,14 +135,24 @@ impl SqliteStore {
                 lotledger_store::SLOW_STATEMENT_LOG.0,
                 lotledger_store::SLOW_STATEMENT_LOG.1,
             );
-        let scan = (!in_memory(url)).then(|| ScanFile::new(options.get_filename()));
+        let memory = in_memory(url);
+        let filename = options.get_filename().to_path_buf();
+        if filename.as_os_str().is_empty() {
+            return Err(StoreError::Config(format!(
+                "{url}: no database file (give a path, or sqlite::memory: for a database in memory)"
+            )));
+        }
+        let scan = (!memory).then(|| ScanFile::new(&filename));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        // Opened once the pool has created the file (or the in-memory database it keeps).
+        let writer = write::Writer::open(&filename, memory)?;
         let store = SqliteStore {
             pool,
+            writer,
             cache: Default::default(),
             scan,
         };
@@ -175,48 +185,7 @@ impl Transactional for SqliteStore {
     /// which every write transaction of every process does: a cache of what the last batch
     /// left is exact only while the generation is the one that batch committed.
     async fn write(&self) -> Result<SqliteTx, StoreError> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
-        let before: i64 = sqlx::query_scalar("PRAGMA user_version")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        let after = next_generation(before);
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "PRAGMA user_version = {after}"
-        )))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        Ok(SqliteTx {
-            tx,
-            generations: Some((before, after)),
-        })
-    }
-}
-
-/// One open transaction: `BEGIN IMMEDIATE` for writes (with the generations it advanced), or a
-/// deferred read transaction (none).
-pub struct SqliteTx {
-    tx: Transaction<'static, Sqlite>,
-    generations: Option<(i64, i64)>,
-}
-
-impl Commit for SqliteTx {
-    async fn commit_stamped(self) -> Result<Stamps, StoreError> {
-        self.tx.commit().await.map_err(db_err)?;
-        Ok(self
-            .generations
-            .map_or(Stamps::None, |(_, after)| Stamps::Store(after)))
-    }
-
-    async fn stamps(&mut self, _addresses: &[&str]) -> Result<Stamps, StoreError> {
-        Ok(self
-            .generations
-            .map_or(Stamps::None, |(before, _)| Stamps::Store(before)))
+        self.writer.begin(true).await
     }
 }
 
@@ -348,14 +317,11 @@ impl Store for SqliteStore {
         }
         // A deferred read transaction: in WAL mode every read of the batch sees the snapshot
         // taken at its first read, so history and lots are compared consistently.
-        let mut tx = SqliteTx {
-            tx: self.pool.begin().await.map_err(db_err)?,
-            generations: None,
-        };
+        let mut tx = self.writer.begin(false).await?;
         let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
         let rows = tx.replay_histories(&refs).await?;
         let lots = tx.load_lots(&refs).await?;
-        tx.tx.rollback().await.map_err(db_err)?;
+        tx.rollback();
         lotledger_store::maintenance::drifts(addresses, &rows, lots)
     }
 
@@ -602,508 +568,6 @@ async fn address_lots(
     .await
     .map_err(db_err)?;
     rows.iter().map(lot).collect()
-}
-
-async fn address_history(
-    conn: &mut sqlx::SqliteConnection,
-    address: &str,
-) -> Result<Vec<HistoryRow>, StoreError> {
-    let rows = sqlx::query(concat!(
-        history_select!(),
-        " WHERE h.address_id = ",
-        address_id!(),
-        history_order!()
-    ))
-    .bind(address)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    rows.iter().map(history_row).collect()
-}
-
-/// `v1, v2, …` bound as parameters, then `)` (the caller wrote `… IN (`).
-fn push_in_list<T>(qb: &mut QueryBuilder<Sqlite>, values: impl IntoIterator<Item = T>)
-where
-    T: for<'q> sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>,
-{
-    let mut list = qb.separated(", ");
-    for v in values {
-        list.push_bind(v);
-    }
-    qb.push(")");
-}
-
-/// `(v1, …), (…), …` bound as parameters: one row of `row`'s values per item, for a
-/// `FROM (VALUES …) v` whose columns SQLite names `v.column1`, `v.column2`, ….
-fn push_value_rows<I>(
-    qb: &mut QueryBuilder<Sqlite>,
-    items: impl IntoIterator<Item = I>,
-    row: impl Fn(sqlx::query_builder::Separated<'_, Sqlite, &'static str>, I),
-) {
-    let mut first = true;
-    for item in items {
-        if !first {
-            qb.push(", ");
-        }
-        first = false;
-        qb.push("(");
-        row(qb.separated(", "), item);
-        qb.push(")");
-    }
-}
-
-fn opt_micros(t: Option<Timestamp>) -> Option<i64> {
-    t.map(Timestamp::as_micros)
-}
-
-impl SqliteTx {
-    /// Interns addresses (ids in order of first appearance; known ones are kept).
-    async fn intern_addresses(&mut self, addresses: &[&str]) -> Result<(), StoreError> {
-        for chunk in distinct(addresses.iter().copied()).chunks(IN_CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO addresses (address) ");
-            qb.push_values(chunk, |mut b, a| {
-                b.push_bind(a.to_string());
-            });
-            qb.push(" ON CONFLICT DO NOTHING");
-            qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
-        }
-        Ok(())
-    }
-
-    /// Interns references (binary when 64-hex; ids in order of first appearance).
-    async fn intern_refs(&mut self, refs: &[&str]) -> Result<(), StoreError> {
-        for chunk in distinct(refs.iter().copied()).chunks(IN_CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO refs (ref) ");
-            qb.push_values(chunk, |mut b, r| {
-                b.push_bind(StoredRef::of(r));
-            });
-            qb.push(" ON CONFLICT DO NOTHING");
-            qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
-        }
-        Ok(())
-    }
-
-    /// Inserts lots (`upsert`: or sets the remainder of an existing one; else skips it).
-    async fn put_lots(&mut self, lots: &[Lot], upsert: bool) -> Result<(), StoreError> {
-        for chunk in lots.chunks(INSERT_CHUNK_ROWS) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO credit_lots (address_id, message_timestamp, ref_id, credit_index, \
-                 amount_remaining, expiration_date) \
-                 SELECT (SELECT id FROM addresses WHERE address = v.column1), v.column2, \
-                 (SELECT id FROM refs WHERE ref = v.column3), v.column4, v.column5, v.column6 \
-                 FROM (VALUES ",
-            );
-            push_value_rows(&mut qb, chunk, |mut b, l| {
-                b.push_bind(l.address.clone())
-                    .push_bind(l.message_timestamp.as_micros())
-                    .push_bind(StoredRef::of(&l.credit_ref))
-                    .push_bind(l.credit_index)
-                    .push_bind(l.amount_remaining.0)
-                    .push_bind(opt_micros(l.expiration_date));
-            });
-            qb.push(if upsert {
-                ") v WHERE true ON CONFLICT (address_id, message_timestamp, ref_id, credit_index) \
-                 DO UPDATE SET amount_remaining = excluded.amount_remaining"
-            } else {
-                ") v WHERE true ON CONFLICT DO NOTHING"
-            });
-            qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
-        }
-        Ok(())
-    }
-}
-
-impl LedgerTx for SqliteTx {
-    async fn message_status(
-        &mut self,
-        item_hash: &str,
-    ) -> Result<Option<MessageStatus>, StoreError> {
-        Ok(message(&mut self.tx, item_hash).await?.map(|r| r.status))
-    }
-
-    async fn record_message(&mut self, record: &MessageRecord) -> Result<(), StoreError> {
-        self.record_messages(std::slice::from_ref(record)).await
-    }
-
-    async fn lock(&mut self, _item_hash: &str, _addresses: &[&str]) -> Result<(), StoreError> {
-        // BEGIN IMMEDIATE already excludes every other writer.
-        Ok(())
-    }
-
-    async fn balance(&mut self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
-        balance(&mut self.tx, address, at).await
-    }
-
-    async fn drainable_lots(
-        &mut self,
-        demand: &[(&str, i128)],
-        ts: Timestamp,
-    ) -> Result<Vec<Lot>, StoreError> {
-        let mut out = Vec::new();
-        for (address, _) in demand {
-            let rows = sqlx::query(concat!(
-                lot_select!(),
-                " WHERE l.address_id = ",
-                address_id!(),
-                " AND l.message_timestamp <= ? \
-                 AND (l.expiration_date IS NULL OR l.expiration_date > ?)",
-                lot_order!()
-            ))
-            .bind(*address)
-            .bind(ts.as_micros())
-            .bind(ts.as_micros())
-            .fetch_all(&mut *self.tx)
-            .await
-            .map_err(db_err)?;
-            for row in &rows {
-                out.push(lot(row)?);
-            }
-        }
-        Ok(out)
-    }
-
-    async fn insert_rows(
-        &mut self,
-        rows: &[HistoryRow],
-        last_update: Timestamp,
-    ) -> Result<u64, StoreError> {
-        let addresses: Vec<&str> = rows.iter().map(|r| r.address.as_str()).collect();
-        self.intern_addresses(&addresses).await?;
-        let refs: Vec<&str> = rows.iter().map(|r| r.credit_ref.as_str()).collect();
-        self.intern_refs(&refs).await?;
-        let mut inserted = 0;
-        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO credit_history (ref_id, credit_index, address_id, message_timestamp, \
-                 amount, expiration_date, last_update, price, bonus_amount, tx_hash, token, chain, \
-                 provider, origin, origin_ref, payment_method, expense_count, expense_size_mib) \
-                 SELECT (SELECT id FROM refs WHERE ref = v.column1), v.column2, \
-                 (SELECT id FROM addresses WHERE address = v.column3), v.column4, v.column5, \
-                 v.column6, v.column7, v.column8, v.column9, v.column10, v.column11, v.column12, \
-                 v.column13, v.column14, v.column15, v.column16, v.column17, v.column18 \
-                 FROM (VALUES ",
-            );
-            push_value_rows(&mut qb, chunk, |mut b, r| {
-                b.push_bind(StoredRef::of(&r.credit_ref))
-                    .push_bind(r.credit_index)
-                    .push_bind(r.address.clone())
-                    .push_bind(r.message_timestamp.as_micros())
-                    .push_bind(r.amount.0)
-                    .push_bind(opt_micros(r.expiration_date))
-                    .push_bind(last_update.as_micros())
-                    .push_bind(r.price.clone())
-                    .push_bind(r.bonus_amount)
-                    .push_bind(r.tx_hash.as_deref().map(compact::encode))
-                    .push_bind(r.token.clone())
-                    .push_bind(r.chain.clone())
-                    .push_bind(r.provider.clone())
-                    .push_bind(r.origin.as_deref().map(compact::encode))
-                    .push_bind(r.origin_ref.as_deref().map(compact::encode))
-                    .push_bind(r.payment_method.clone())
-                    .push_bind(r.expense_count)
-                    .push_bind(r.expense_size_mib.clone());
-            });
-            qb.push(") v WHERE true ON CONFLICT (ref_id, credit_index) DO NOTHING");
-            inserted += qb
-                .build()
-                .execute(&mut *self.tx)
-                .await
-                .map_err(db_err)?
-                .rows_affected();
-        }
-        Ok(inserted)
-    }
-
-    async fn insert_lots(&mut self, lots: &[Lot]) -> Result<(), StoreError> {
-        self.put_lots(lots, false).await
-    }
-
-    async fn update_lots(&mut self, lots: &[Lot]) -> Result<(), StoreError> {
-        for l in lots {
-            let query = if l.amount_remaining.is_positive() {
-                sqlx::query(concat!(
-                    "UPDATE credit_lots SET amount_remaining = ? WHERE address_id = ",
-                    address_id!(),
-                    " AND message_timestamp = ? \
-                     AND ref_id = (SELECT id FROM refs WHERE ref = ?) AND credit_index = ?"
-                ))
-                .bind(l.amount_remaining.0)
-            } else {
-                sqlx::query(concat!(
-                    "DELETE FROM credit_lots WHERE address_id = ",
-                    address_id!(),
-                    " AND message_timestamp = ? \
-                     AND ref_id = (SELECT id FROM refs WHERE ref = ?) AND credit_index = ?"
-                ))
-            };
-            query
-                .bind(l.address.clone())
-                .bind(l.message_timestamp.as_micros())
-                .bind(StoredRef::of(&l.credit_ref))
-                .bind(l.credit_index)
-                .execute(&mut *self.tx)
-                .await
-                .map_err(db_err)?;
-        }
-        Ok(())
-    }
-
-    async fn rows_after(
-        &mut self,
-        address: &str,
-        ts: Timestamp,
-        credit_ref: &str,
-    ) -> Result<(bool, bool), StoreError> {
-        let row: (i64, i64) = sqlx::query_as(concat!(
-            "SELECT COUNT(*) > 0, COALESCE(MAX(h.amount < 0), 0) FROM credit_history h \
-             JOIN refs r ON r.id = h.ref_id \
-             WHERE h.address_id = (SELECT id FROM addresses WHERE address = ?1) \
-             AND (h.message_timestamp > ?2 OR (h.message_timestamp = ?2 AND ",
-            ref_text!(),
-            " > ?3))"
-        ))
-        .bind(address)
-        .bind(ts.as_micros())
-        .bind(credit_ref)
-        .fetch_one(&mut *self.tx)
-        .await
-        .map_err(db_err)?;
-        Ok((row.0 != 0, row.1 != 0))
-    }
-
-    async fn address_history(&mut self, address: &str) -> Result<Vec<HistoryRow>, StoreError> {
-        address_history(&mut self.tx, address).await
-    }
-
-    async fn replace_lots(&mut self, address: &str, lots: &[Lot]) -> Result<(), StoreError> {
-        self.delete_lots_of(&[address]).await?;
-        self.insert_lots(lots).await
-    }
-
-    async fn lock_many(&mut self, _hashes: &[&str], _addresses: &[&str]) -> Result<(), StoreError> {
-        // BEGIN IMMEDIATE already excludes every other writer.
-        Ok(())
-    }
-
-    async fn load_lots(&mut self, addresses: &[&str]) -> Result<Vec<Lot>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in addresses.chunks(IN_CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new(concat!(lot_select!(), " WHERE a.address IN ("));
-            push_in_list(&mut qb, chunk.iter().map(|a| a.to_string()));
-            for row in qb.build().fetch_all(&mut *self.tx).await.map_err(db_err)? {
-                out.push(lot(&row)?);
-            }
-        }
-        Ok(out)
-    }
-
-    async fn last_rows(
-        &mut self,
-        addresses: &[&str],
-    ) -> Result<Vec<(String, LastRows)>, StoreError> {
-        // Index seeks on (address_id, message_timestamp) read backwards: the last row of each
-        // address, and its last debit (ties on the instant broken by the reference's text).
-        let mut out = Vec::new();
-        for chunk in addresses.chunks(IN_CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("WITH q(address) AS (VALUES ");
-            push_value_rows(&mut qb, chunk, |mut b, a| {
-                b.push_bind(a.to_string());
-            });
-            qb.push(concat!(
-                ") SELECT q.address, \
-                 (SELECT h.message_timestamp || ' ' || ",
-                ref_text!(),
-                " FROM credit_history h JOIN refs r ON r.id = h.ref_id WHERE h.address_id = x.id \
-                 ORDER BY h.message_timestamp DESC, ",
-                ref_text!(),
-                " DESC LIMIT 1), \
-                 (SELECT h.message_timestamp || ' ' || ",
-                ref_text!(),
-                " FROM credit_history h JOIN refs r ON r.id = h.ref_id WHERE h.address_id = x.id \
-                 AND h.amount < 0 ORDER BY h.message_timestamp DESC, ",
-                ref_text!(),
-                " DESC LIMIT 1) FROM q JOIN addresses x ON x.address = q.address"
-            ));
-            let rows: Vec<(String, Option<String>, Option<String>)> = qb
-                .build_query_as()
-                .fetch_all(&mut *self.tx)
-                .await
-                .map_err(db_err)?;
-            for (address, any, debit) in rows {
-                let position =
-                    |text: Option<String>| -> Result<Option<(Timestamp, String)>, StoreError> {
-                        let Some(text) = text else { return Ok(None) };
-                        let (micros, credit_ref) = text.split_once(' ').ok_or_else(|| {
-                            StoreError::Corrupt(format!("history position {text:?}"))
-                        })?;
-                        let micros: i64 = micros.parse().map_err(|_| {
-                            StoreError::Corrupt(format!("history position {text:?}"))
-                        })?;
-                        let at = Timestamp::from_micros(micros)
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                        Ok(Some((at, credit_ref.to_string())))
-                    };
-                let rows = LastRows {
-                    any: position(any)?,
-                    debit: position(debit)?,
-                };
-                if rows.any.is_some() {
-                    out.push((address, rows));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    async fn message_statuses(
-        &mut self,
-        item_hashes: &[&str],
-    ) -> Result<Vec<(String, MessageStatus)>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in item_hashes.chunks(IN_CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new(concat!(message_select!(), " WHERE r.ref IN ("));
-            push_in_list(&mut qb, chunk.iter().map(|h| StoredRef::of(h)));
-            for row in qb.build().fetch_all(&mut *self.tx).await.map_err(db_err)? {
-                let r = message_record(&row)?;
-                out.push((r.item_hash, r.status));
-            }
-        }
-        Ok(out)
-    }
-
-    async fn existing_row_keys(
-        &mut self,
-        credit_refs: &[&str],
-    ) -> Result<Vec<(String, i32)>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in credit_refs.chunks(IN_CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(concat!(
-                "SELECT ",
-                ref_text!(),
-                ", h.credit_index FROM credit_history h JOIN refs r ON r.id = h.ref_id \
-                 WHERE r.ref IN ("
-            ));
-            push_in_list(&mut qb, chunk.iter().map(|r| StoredRef::of(r)));
-            let rows: Vec<(String, i32)> = qb
-                .build_query_as()
-                .fetch_all(&mut *self.tx)
-                .await
-                .map_err(db_err)?;
-            out.extend(rows);
-        }
-        Ok(out)
-    }
-
-    async fn write_lots(&mut self, upserts: &[Lot], deletes: &[Lot]) -> Result<(), StoreError> {
-        for chunk in deletes.chunks(IN_CHUNK / 4) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "DELETE FROM credit_lots WHERE (address_id, message_timestamp, ref_id, credit_index) \
-                 IN (SELECT (SELECT id FROM addresses WHERE address = v.column1), v.column2, \
-                 (SELECT id FROM refs WHERE ref = v.column3), v.column4 FROM (VALUES ",
-            );
-            push_value_rows(&mut qb, chunk, |mut b, l| {
-                b.push_bind(l.address.clone())
-                    .push_bind(l.message_timestamp.as_micros())
-                    .push_bind(StoredRef::of(&l.credit_ref))
-                    .push_bind(l.credit_index);
-            });
-            qb.push(") v)");
-            qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
-        }
-        self.put_lots(upserts, true).await
-    }
-
-    async fn replay_histories(
-        &mut self,
-        addresses: &[&str],
-    ) -> Result<Vec<HistoryRow>, StoreError> {
-        // One row per address: SQLite builds the records, so rows do not cross sqlx's worker
-        // channel one by one.
-        let mut out = Vec::new();
-        for chunk in addresses.chunks(IN_CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(concat!(
-                "SELECT a.address, group_concat(h.message_timestamp || ',' || h.amount || ',' || \
-                 IFNULL(h.expiration_date, '') || ',' || h.credit_index || ',' || \
-                 length(CAST(",
-                ref_text!(),
-                " AS BLOB)) || ':' || ",
-                ref_text!(),
-                " || ';', ''",
-                history_order!(),
-                ") FROM credit_history h JOIN addresses a ON a.id = h.address_id \
-                 JOIN refs r ON r.id = h.ref_id WHERE a.address IN ("
-            ));
-            push_in_list(&mut qb, chunk.iter().map(|a| a.to_string()));
-            qb.push(" GROUP BY a.address ORDER BY a.address");
-            let rows: Vec<(String, String)> = qb
-                .build_query_as()
-                .fetch_all(&mut *self.tx)
-                .await
-                .map_err(db_err)?;
-            for (address, text) in rows {
-                lotledger_store::decode_replay_rows(&address, &text, &mut out)?;
-            }
-        }
-        Ok(out)
-    }
-
-    async fn delete_lots_of(&mut self, addresses: &[&str]) -> Result<(), StoreError> {
-        for chunk in addresses.chunks(IN_CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "DELETE FROM credit_lots WHERE address_id IN \
-                 (SELECT id FROM addresses WHERE address IN (",
-            );
-            push_in_list(&mut qb, chunk.iter().map(|a| a.to_string()));
-            qb.push(")");
-            qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
-        }
-        Ok(())
-    }
-
-    async fn set_ingest_progress(&mut self, progress: &IngestProgress) -> Result<(), StoreError> {
-        let (lines, bytes) = progress.stored_counts()?;
-        sqlx::query("INSERT INTO ingest_progress (source, lines, bytes, prefix_sha256) VALUES (?, ?, ?, ?) ON CONFLICT (source) DO UPDATE SET lines = excluded.lines, bytes = excluded.bytes, prefix_sha256 = excluded.prefix_sha256")
-            .bind(&progress.source)
-            .bind(lines)
-            .bind(bytes)
-            .bind(&progress.prefix_sha256)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(db_err)?;
-        Ok(())
-    }
-
-    async fn record_messages(&mut self, records: &[MessageRecord]) -> Result<(), StoreError> {
-        let hashes: Vec<&str> = records.iter().map(|r| r.item_hash.as_str()).collect();
-        self.intern_refs(&hashes).await?;
-        for chunk in records.chunks(INSERT_CHUNK_ROWS) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO credit_messages (ref_id, status, ignored, error, recorded_at) \
-                 SELECT (SELECT id FROM refs WHERE ref = v.column1), v.column2, v.column3, \
-                 v.column4, v.column5 FROM (VALUES ",
-            );
-            push_value_rows(&mut qb, chunk, |mut b, r| {
-                let (status, error) = match &r.status {
-                    MessageStatus::Processed => ("processed", None),
-                    MessageStatus::Rejected { error } => ("rejected", Some(error.clone())),
-                };
-                b.push_bind(StoredRef::of(&r.item_hash))
-                    .push_bind(status)
-                    .push_bind(r.ignored.clone())
-                    .push_bind(error)
-                    .push_bind(r.recorded_at.as_micros());
-            });
-            qb.push(
-                ") v WHERE true ON CONFLICT (ref_id) DO UPDATE SET status = excluded.status, \
-                 ignored = excluded.ignored, error = excluded.error, recorded_at = excluded.recorded_at",
-            );
-            qb.build().execute(&mut *self.tx).await.map_err(db_err)?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ use lotledger_store::{Drift, StoreError, compact};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use crate::wrappers::sqlite_err as err;
+
 pub use lotledger_store::scan::{PASS_ROWS, SCAN_FRACTION};
 
 /// Where the scans read: the database file.
@@ -39,20 +41,6 @@ pub enum Access {
     Scan,
     /// One index seek per address.
     Seek,
-}
-
-fn err(e: rusqlite::Error) -> StoreError {
-    match e {
-        rusqlite::Error::SqliteFailure(ref f, _)
-            if matches!(
-                f.code,
-                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-            ) =>
-        {
-            StoreError::Unavailable(Box::new(e))
-        }
-        other => StoreError::Database(Box::new(other)),
-    }
 }
 
 impl ScanFile {

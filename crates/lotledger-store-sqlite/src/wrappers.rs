@@ -25,7 +25,22 @@ pub fn db_err(e: sqlx::Error) -> StoreError {
     }
 }
 
-fn ts(micros: i64) -> Result<Timestamp, StoreError> {
+/// The store's error for a rusqlite error (the write connection, the scans).
+pub fn sqlite_err(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(ref f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            StoreError::Unavailable(Box::new(e))
+        }
+        other => StoreError::Database(Box::new(other)),
+    }
+}
+
+pub fn ts(micros: i64) -> Result<Timestamp, StoreError> {
     Timestamp::from_micros(micros)
         .map_err(|e| StoreError::Corrupt(format!("instant {micros}: {e}")))
 }

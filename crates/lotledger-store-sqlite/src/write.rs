@@ -1,0 +1,826 @@
+//! Write transactions on the store's one write connection (rusqlite), with prepared statements
+//! and interned ids resolved once per transaction.
+//!
+//! Through sqlx every statement crossed to a worker thread with its values copied as owned
+//! arguments, and every insert resolved its address and reference ids by subqueries (index
+//! seeks per row); W1's profile put half the time there (BENCHMARKS.md, issue 10, fifth
+//! session). Here each statement is prepared once per connection, bound by reference and
+//! stepped on the calling thread; ids are looked up (or interned) once per transaction and
+//! bound as integers. SQLite admits one writer at a time anyway (`BEGIN IMMEDIATE`), so one
+//! connection serialises nothing that was not serial.
+//!
+//! The work is synchronous: on a multi-threaded Tokio runtime each call runs under
+//! [`tokio::task::block_in_place`], so the worker's other tasks move to another thread while
+//! SQLite works; elsewhere (a current-thread runtime, no runtime) it runs in place.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lotledger_core::{Credits, HistoryRow, Lot, Timestamp};
+use lotledger_store::batch::{Commit, LastRows, Stamps};
+use lotledger_store::rows::{self, Columns};
+use lotledger_store::{IngestProgress, LedgerTx, MessageRecord, MessageStatus, StoreError};
+use lotledger_store::{compact, distinct, hash_bytes};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::wrappers::{sqlite_err as err, ts as instant};
+
+/// Prepared statements a connection keeps (more than the write path uses).
+const STATEMENT_CACHE: usize = 64;
+
+/// Runs synchronous SQLite work from async code: under `block_in_place` on a multi-threaded
+/// runtime, in place otherwise.
+fn in_place<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
+/// A reference as `refs.ref` keeps it: 32 bytes for 64 lower-case hex digits, the text
+/// otherwise ([`hash_bytes`]).
+enum RefKey<'a> {
+    Hash([u8; 32]),
+    Text(&'a str),
+}
+
+impl<'a> RefKey<'a> {
+    fn of(reference: &'a str) -> RefKey<'a> {
+        match hash_bytes(reference) {
+            Some(bytes) => RefKey::Hash(bytes),
+            None => RefKey::Text(reference),
+        }
+    }
+}
+
+impl ToSql for RefKey<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            RefKey::Hash(bytes) => ValueRef::Blob(bytes),
+            RefKey::Text(text) => ValueRef::Text(text.as_bytes()),
+        }))
+    }
+}
+
+/// The store's write connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Writer(Arc<Mutex<WriteConn>>);
+
+#[derive(Debug)]
+pub(crate) struct WriteConn {
+    conn: Connection,
+    /// Interned ids seen by the open transaction (`None`: not interned when looked up).
+    address_ids: HashMap<String, Option<i64>>,
+    ref_ids: HashMap<String, Option<i64>>,
+}
+
+impl Writer {
+    /// Opens the write connection to the database sqlx opened as `filename` (an in-memory one
+    /// by its shared-cache name).
+    pub(crate) fn open(filename: &Path, in_memory: bool) -> Result<Writer, StoreError> {
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if in_memory {
+            flags |= OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE;
+        }
+        let conn = Connection::open_with_flags(filename, flags).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        // As the pool's connections (`SqliteStore::open`): a 64 MiB page cache, so a batch's
+        // pages stay in memory until its commit.
+        conn.execute_batch(
+            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536; \
+             PRAGMA temp_store = MEMORY;",
+        )
+        .map_err(err)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(Writer(Arc::new(Mutex::new(WriteConn {
+            conn,
+            address_ids: HashMap::new(),
+            ref_ids: HashMap::new(),
+        }))))
+    }
+
+    /// Opens a transaction: `BEGIN IMMEDIATE` advancing the file's generation (`write`), or a
+    /// deferred read transaction.
+    pub(crate) async fn begin(&self, write: bool) -> Result<SqliteTx, StoreError> {
+        let mut conn = self.0.clone().lock_owned().await;
+        let generations = in_place(|| -> Result<_, StoreError> {
+            conn.reset();
+            if !write {
+                conn.conn.execute_batch("BEGIN").map_err(err)?;
+                return Ok(None);
+            }
+            conn.conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+            let advanced = (|| {
+                let before: i64 = conn
+                    .conn
+                    .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+                let after = crate::next_generation(before);
+                conn.conn
+                    .execute_batch(&format!("PRAGMA user_version = {after}"))?;
+                Ok((before, after))
+            })();
+            match advanced {
+                Ok(g) => Ok(Some(g)),
+                Err(e) => {
+                    conn.rollback();
+                    Err(err(e))
+                }
+            }
+        })?;
+        Ok(SqliteTx { conn, generations })
+    }
+}
+
+impl WriteConn {
+    /// Forgets what a transaction left (and ends one left open).
+    fn reset(&mut self) {
+        if !self.conn.is_autocommit() {
+            self.rollback();
+        }
+        self.address_ids.clear();
+        self.ref_ids.clear();
+    }
+
+    fn rollback(&mut self) {
+        if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+            tracing::warn!(error = %e, "SQLite rollback failed");
+        }
+        self.address_ids.clear();
+        self.ref_ids.clear();
+    }
+
+    /// The id of `address` (`intern`: created if missing).
+    fn address_id(&mut self, address: &str, intern: bool) -> Result<Option<i64>, StoreError> {
+        if let Some(Some(id)) = self.address_ids.get(address) {
+            return Ok(Some(*id));
+        }
+        if !intern && self.address_ids.contains_key(address) {
+            return Ok(None);
+        }
+        let found = self
+            .conn
+            .prepare_cached("SELECT id FROM addresses WHERE address = ?1")
+            .and_then(|mut s| s.query_row([address], |r| r.get(0)).optional())
+            .map_err(err)?;
+        let id = match found {
+            Some(id) => Some(id),
+            None if intern => {
+                self.conn
+                    .prepare_cached("INSERT INTO addresses (address) VALUES (?1)")
+                    .and_then(|mut s| s.execute([address]))
+                    .map_err(err)?;
+                Some(self.conn.last_insert_rowid())
+            }
+            None => None,
+        };
+        self.address_ids.insert(address.to_string(), id);
+        Ok(id)
+    }
+
+    /// The id of `reference` (`intern`: created if missing).
+    fn ref_id(&mut self, reference: &str, intern: bool) -> Result<Option<i64>, StoreError> {
+        if let Some(Some(id)) = self.ref_ids.get(reference) {
+            return Ok(Some(*id));
+        }
+        if !intern && self.ref_ids.contains_key(reference) {
+            return Ok(None);
+        }
+        let key = RefKey::of(reference);
+        let found = self
+            .conn
+            .prepare_cached("SELECT id FROM refs WHERE ref = ?1")
+            .and_then(|mut s| s.query_row([&key], |r| r.get(0)).optional())
+            .map_err(err)?;
+        let id = match found {
+            Some(id) => Some(id),
+            None if intern => {
+                self.conn
+                    .prepare_cached("INSERT INTO refs (ref) VALUES (?1)")
+                    .and_then(|mut s| s.execute([&key]))
+                    .map_err(err)?;
+                Some(self.conn.last_insert_rowid())
+            }
+            None => None,
+        };
+        self.ref_ids.insert(reference.to_string(), id);
+        Ok(id)
+    }
+
+    /// Both ids of a lot's key, interned.
+    fn lot_ids(&mut self, lot: &Lot) -> Result<(i64, i64), StoreError> {
+        let address = self.address_id(&lot.address, true)?;
+        let reference = self.ref_id(&lot.credit_ref, true)?;
+        match (address, reference) {
+            (Some(a), Some(r)) => Ok((a, r)),
+            _ => Err(StoreError::Corrupt(format!(
+                "interning {} / {}",
+                lot.address, lot.credit_ref
+            ))),
+        }
+    }
+
+    /// Every row `sql` gives for `params`, mapped.
+    fn rows<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        map: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+        out: &mut Vec<T>,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(err)?;
+        let mut rows = stmt.query(params).map_err(err)?;
+        while let Some(row) = rows.next().map_err(err)? {
+            out.push(map(row)?);
+        }
+        Ok(())
+    }
+
+    fn execute(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize, StoreError> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute(params))
+            .map_err(err)
+    }
+
+    fn put_lots(&mut self, lots: &[Lot], upsert: bool) -> Result<(), StoreError> {
+        let sql = if upsert {
+            "INSERT INTO credit_lots (address_id, message_timestamp, ref_id, credit_index, \
+             amount_remaining, expiration_date) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT (address_id, message_timestamp, ref_id, credit_index) \
+             DO UPDATE SET amount_remaining = excluded.amount_remaining"
+        } else {
+            "INSERT INTO credit_lots (address_id, message_timestamp, ref_id, credit_index, \
+             amount_remaining, expiration_date) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT DO NOTHING"
+        };
+        for lot in lots {
+            let (address_id, ref_id) = self.lot_ids(lot)?;
+            self.execute(
+                sql,
+                params![
+                    address_id,
+                    lot.message_timestamp.as_micros(),
+                    ref_id,
+                    lot.credit_index,
+                    lot.amount_remaining.0,
+                    lot.expiration_date.map(Timestamp::as_micros),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn delete_lot(&mut self, lot: &Lot) -> Result<(), StoreError> {
+        let (address_id, ref_id) = self.lot_ids(lot)?;
+        self.execute(
+            "DELETE FROM credit_lots WHERE address_id = ?1 AND message_timestamp = ?2 \
+             AND ref_id = ?3 AND credit_index = ?4",
+            params![
+                address_id,
+                lot.message_timestamp.as_micros(),
+                ref_id,
+                lot.credit_index
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn lots_of(
+        &mut self,
+        address: &str,
+        valid_at: Option<Timestamp>,
+        out: &mut Vec<Lot>,
+    ) -> Result<(), StoreError> {
+        let Some(id) = self.address_id(address, false)? else {
+            return Ok(());
+        };
+        match valid_at {
+            None => self.rows(
+                concat!(lot_select!(), " WHERE l.address_id = ?1"),
+                [id],
+                |r| rows::lot(&RowCols(r)),
+                out,
+            ),
+            Some(ts) => self.rows(
+                concat!(
+                    lot_select!(),
+                    " WHERE l.address_id = ?1 AND l.message_timestamp <= ?2 \
+                     AND (l.expiration_date IS NULL OR l.expiration_date > ?2)",
+                    lot_order!()
+                ),
+                params![id, ts.as_micros()],
+                |r| rows::lot(&RowCols(r)),
+                out,
+            ),
+        }
+    }
+
+    fn message_record(&mut self, item_hash: &str) -> Result<Option<MessageRecord>, StoreError> {
+        let Some(id) = self.ref_id(item_hash, false)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        self.rows(
+            concat!(message_select!(), " WHERE m.ref_id = ?1"),
+            [id],
+            |r| rows::message_record(&RowCols(r)),
+            &mut out,
+        )?;
+        Ok(out.pop())
+    }
+
+    /// The last row of `address` (any, or debits only) in emission order.
+    fn last_row(
+        &self,
+        address_id: i64,
+        debits: bool,
+    ) -> Result<Option<(Timestamp, String)>, StoreError> {
+        let sql = if debits {
+            concat!(
+                "SELECT h.message_timestamp, ",
+                ref_text!(),
+                " FROM credit_history h JOIN refs r ON r.id = h.ref_id \
+                 WHERE h.address_id = ?1 AND h.amount < 0 ORDER BY h.message_timestamp DESC, ",
+                ref_text!(),
+                " DESC LIMIT 1"
+            )
+        } else {
+            concat!(
+                "SELECT h.message_timestamp, ",
+                ref_text!(),
+                " FROM credit_history h JOIN refs r ON r.id = h.ref_id \
+                 WHERE h.address_id = ?1 ORDER BY h.message_timestamp DESC, ",
+                ref_text!(),
+                " DESC LIMIT 1"
+            )
+        };
+        let mut out = Vec::new();
+        self.rows(
+            sql,
+            [address_id],
+            |r| {
+                let micros: i64 = r.get(0).map_err(err)?;
+                Ok((instant(micros)?, r.get::<_, String>(1).map_err(err)?))
+            },
+            &mut out,
+        )?;
+        Ok(out.pop())
+    }
+}
+
+/// A rusqlite row's columns as [`lotledger_store::rows`] reads them.
+struct RowCols<'a, 'r>(&'a rusqlite::Row<'r>);
+
+impl Columns for RowCols<'_, '_> {
+    fn text(&self, column: &str) -> Result<String, StoreError> {
+        self.0.get(column).map_err(err)
+    }
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        self.0.get(column).map_err(err)
+    }
+    fn int(&self, column: &str) -> Result<i64, StoreError> {
+        self.0.get(column).map_err(err)
+    }
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        self.0.get(column).map_err(err)
+    }
+    fn int32(&self, column: &str) -> Result<i32, StoreError> {
+        self.0.get(column).map_err(err)
+    }
+    fn instant(&self, column: &str) -> Result<Timestamp, StoreError> {
+        instant(self.int(column)?)
+    }
+    fn opt_instant(&self, column: &str) -> Result<Option<Timestamp>, StoreError> {
+        self.opt_int(column)?.map(instant).transpose()
+    }
+    fn compact_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        let value = self.0.get_ref(column).map_err(err)?;
+        let bytes = value
+            .as_bytes_or_null()
+            .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))?;
+        compact::decode_opt(bytes)
+    }
+}
+
+/// One open transaction on the write connection: `BEGIN IMMEDIATE` for writes (with the
+/// generations it advanced), or a deferred read transaction (none). Dropped without a commit,
+/// it rolls back.
+pub struct SqliteTx {
+    conn: OwnedMutexGuard<WriteConn>,
+    generations: Option<(i64, i64)>,
+}
+
+impl Drop for SqliteTx {
+    fn drop(&mut self) {
+        if !self.conn.conn.is_autocommit() {
+            self.conn.rollback();
+        }
+    }
+}
+
+impl SqliteTx {
+    /// Runs `work` on the connection (see [`in_place`]).
+    fn with<T>(
+        &mut self,
+        work: impl FnOnce(&mut WriteConn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = &mut *self.conn;
+        in_place(|| work(conn))
+    }
+
+    /// Ends the transaction without writing.
+    pub(crate) fn rollback(mut self) {
+        in_place(|| self.conn.rollback());
+    }
+}
+
+impl Commit for SqliteTx {
+    async fn commit_stamped(mut self) -> Result<Stamps, StoreError> {
+        self.with(|c| c.conn.execute_batch("COMMIT").map_err(err))?;
+        Ok(self
+            .generations
+            .map_or(Stamps::None, |(_, after)| Stamps::Store(after)))
+    }
+
+    async fn stamps(&mut self, _addresses: &[&str]) -> Result<Stamps, StoreError> {
+        Ok(self
+            .generations
+            .map_or(Stamps::None, |(before, _)| Stamps::Store(before)))
+    }
+}
+
+impl LedgerTx for SqliteTx {
+    async fn message_status(
+        &mut self,
+        item_hash: &str,
+    ) -> Result<Option<MessageStatus>, StoreError> {
+        self.with(|c| Ok(c.message_record(item_hash)?.map(|r| r.status)))
+    }
+
+    async fn record_message(&mut self, record: &MessageRecord) -> Result<(), StoreError> {
+        self.record_messages(std::slice::from_ref(record)).await
+    }
+
+    async fn lock(&mut self, _item_hash: &str, _addresses: &[&str]) -> Result<(), StoreError> {
+        // BEGIN IMMEDIATE already excludes every other writer.
+        Ok(())
+    }
+
+    async fn balance(&mut self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
+        self.with(|c| {
+            let Some(id) = c.address_id(address, false)? else {
+                return Ok(Credits::ZERO);
+            };
+            let sum: Option<i64> = c
+                .conn
+                .prepare_cached(
+                    "SELECT SUM(amount_remaining) FROM credit_lots WHERE address_id = ?1 \
+                     AND (expiration_date IS NULL OR expiration_date > ?2)",
+                )
+                .and_then(|mut s| s.query_row(params![id, at.as_micros()], |r| r.get(0)))
+                .map_err(err)?;
+            Ok(Credits(sum.unwrap_or(0).max(0)))
+        })
+    }
+
+    async fn drainable_lots(
+        &mut self,
+        demand: &[(&str, i128)],
+        ts: Timestamp,
+    ) -> Result<Vec<Lot>, StoreError> {
+        self.with(|c| {
+            let mut out = Vec::new();
+            for (address, _) in demand {
+                c.lots_of(address, Some(ts), &mut out)?;
+            }
+            Ok(out)
+        })
+    }
+
+    async fn insert_rows(
+        &mut self,
+        rows: &[HistoryRow],
+        last_update: Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.with(|c| {
+            // Ids in order of first appearance, addresses first.
+            for address in distinct(rows.iter().map(|r| r.address.as_str())) {
+                c.address_id(address, true)?;
+            }
+            for reference in distinct(rows.iter().map(|r| r.credit_ref.as_str())) {
+                c.ref_id(reference, true)?;
+            }
+            let mut inserted = 0u64;
+            for r in rows {
+                let (address_id, ref_id) = (
+                    c.address_id(&r.address, true)?,
+                    c.ref_id(&r.credit_ref, true)?,
+                );
+                let n = c.execute(
+                    "INSERT INTO credit_history (ref_id, credit_index, address_id, \
+                     message_timestamp, amount, expiration_date, last_update, price, \
+                     bonus_amount, tx_hash, token, chain, provider, origin, origin_ref, \
+                     payment_method, expense_count, expense_size_mib) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
+                     ?16, ?17, ?18) ON CONFLICT (ref_id, credit_index) DO NOTHING",
+                    params![
+                        ref_id,
+                        r.credit_index,
+                        address_id,
+                        r.message_timestamp.as_micros(),
+                        r.amount.0,
+                        r.expiration_date.map(Timestamp::as_micros),
+                        last_update.as_micros(),
+                        r.price,
+                        r.bonus_amount,
+                        r.tx_hash.as_deref().map(compact::encode),
+                        r.token,
+                        r.chain,
+                        r.provider,
+                        r.origin.as_deref().map(compact::encode),
+                        r.origin_ref.as_deref().map(compact::encode),
+                        r.payment_method,
+                        r.expense_count,
+                        r.expense_size_mib,
+                    ],
+                )?;
+                inserted += n as u64;
+            }
+            Ok(inserted)
+        })
+    }
+
+    async fn insert_lots(&mut self, lots: &[Lot]) -> Result<(), StoreError> {
+        self.with(|c| c.put_lots(lots, false))
+    }
+
+    async fn update_lots(&mut self, lots: &[Lot]) -> Result<(), StoreError> {
+        self.with(|c| {
+            for lot in lots {
+                if lot.amount_remaining.is_positive() {
+                    let (address_id, ref_id) = c.lot_ids(lot)?;
+                    c.execute(
+                        "UPDATE credit_lots SET amount_remaining = ?5 WHERE address_id = ?1 \
+                         AND message_timestamp = ?2 AND ref_id = ?3 AND credit_index = ?4",
+                        params![
+                            address_id,
+                            lot.message_timestamp.as_micros(),
+                            ref_id,
+                            lot.credit_index,
+                            lot.amount_remaining.0
+                        ],
+                    )?;
+                } else {
+                    c.delete_lot(lot)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn rows_after(
+        &mut self,
+        address: &str,
+        ts: Timestamp,
+        credit_ref: &str,
+    ) -> Result<(bool, bool), StoreError> {
+        self.with(|c| {
+            let Some(id) = c.address_id(address, false)? else {
+                return Ok((false, false));
+            };
+            let (any, debit): (i64, i64) = c
+                .conn
+                .prepare_cached(concat!(
+                    "SELECT COUNT(*) > 0, COALESCE(MAX(h.amount < 0), 0) FROM credit_history h \
+                     JOIN refs r ON r.id = h.ref_id WHERE h.address_id = ?1 \
+                     AND (h.message_timestamp > ?2 OR (h.message_timestamp = ?2 AND ",
+                    ref_text!(),
+                    " > ?3))"
+                ))
+                .and_then(|mut s| {
+                    s.query_row(params![id, ts.as_micros(), credit_ref], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                })
+                .map_err(err)?;
+            Ok((any != 0, debit != 0))
+        })
+    }
+
+    async fn address_history(&mut self, address: &str) -> Result<Vec<HistoryRow>, StoreError> {
+        self.with(|c| {
+            let mut out = Vec::new();
+            if let Some(id) = c.address_id(address, false)? {
+                c.rows(
+                    concat!(
+                        history_select!(),
+                        " WHERE h.address_id = ?1",
+                        history_order!()
+                    ),
+                    [id],
+                    |r| rows::history_row(&RowCols(r)),
+                    &mut out,
+                )?;
+            }
+            Ok(out)
+        })
+    }
+
+    async fn replace_lots(&mut self, address: &str, lots: &[Lot]) -> Result<(), StoreError> {
+        self.delete_lots_of(&[address]).await?;
+        self.insert_lots(lots).await
+    }
+
+    async fn lock_many(&mut self, _hashes: &[&str], _addresses: &[&str]) -> Result<(), StoreError> {
+        // BEGIN IMMEDIATE already excludes every other writer.
+        Ok(())
+    }
+
+    async fn load_lots(&mut self, addresses: &[&str]) -> Result<Vec<Lot>, StoreError> {
+        self.with(|c| {
+            let mut out = Vec::new();
+            for address in addresses {
+                c.lots_of(address, None, &mut out)?;
+            }
+            Ok(out)
+        })
+    }
+
+    async fn last_rows(
+        &mut self,
+        addresses: &[&str],
+    ) -> Result<Vec<(String, LastRows)>, StoreError> {
+        // Index seeks on (address_id, message_timestamp) read backwards: the last row of each
+        // address, and its last debit (ties on the instant broken by the reference's text).
+        self.with(|c| {
+            let mut out = Vec::new();
+            for address in addresses {
+                let Some(id) = c.address_id(address, false)? else {
+                    continue;
+                };
+                let any = c.last_row(id, false)?;
+                if any.is_some() {
+                    let debit = c.last_row(id, true)?;
+                    out.push((address.to_string(), LastRows { any, debit }));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    async fn message_statuses(
+        &mut self,
+        item_hashes: &[&str],
+    ) -> Result<Vec<(String, MessageStatus)>, StoreError> {
+        self.with(|c| {
+            let mut out = Vec::new();
+            for hash in item_hashes {
+                if let Some(record) = c.message_record(hash)? {
+                    out.push((record.item_hash, record.status));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    async fn existing_row_keys(
+        &mut self,
+        credit_refs: &[&str],
+    ) -> Result<Vec<(String, i32)>, StoreError> {
+        self.with(|c| {
+            let mut out = Vec::new();
+            for reference in credit_refs {
+                let Some(id) = c.ref_id(reference, false)? else {
+                    continue;
+                };
+                c.rows(
+                    "SELECT credit_index FROM credit_history WHERE ref_id = ?1",
+                    [id],
+                    |r| Ok((reference.to_string(), r.get(0).map_err(err)?)),
+                    &mut out,
+                )?;
+            }
+            Ok(out)
+        })
+    }
+
+    async fn write_lots(&mut self, upserts: &[Lot], deletes: &[Lot]) -> Result<(), StoreError> {
+        self.with(|c| {
+            for lot in deletes {
+                c.delete_lot(lot)?;
+            }
+            c.put_lots(upserts, true)
+        })
+    }
+
+    async fn replay_histories(
+        &mut self,
+        addresses: &[&str],
+    ) -> Result<Vec<HistoryRow>, StoreError> {
+        // The rows the replay reads, per address in text order, each in emission order.
+        let mut sorted: Vec<&str> = distinct(addresses.iter().copied());
+        sorted.sort_unstable();
+        self.with(|c| {
+            let mut out = Vec::new();
+            for address in sorted {
+                let Some(id) = c.address_id(address, false)? else {
+                    continue;
+                };
+                c.rows(
+                    concat!(
+                        "SELECT h.message_timestamp, h.amount, h.expiration_date, \
+                         h.credit_index, ",
+                        ref_text!(),
+                        " FROM credit_history h JOIN refs r ON r.id = h.ref_id \
+                         WHERE h.address_id = ?1",
+                        history_order!()
+                    ),
+                    [id],
+                    |r| {
+                        let mut row = HistoryRow::bare(
+                            address,
+                            Credits(r.get(1).map_err(err)?),
+                            &r.get::<_, String>(4).map_err(err)?,
+                            r.get(3).map_err(err)?,
+                            instant(r.get(0).map_err(err)?)?,
+                        );
+                        row.expiration_date = r
+                            .get::<_, Option<i64>>(2)
+                            .map_err(err)?
+                            .map(instant)
+                            .transpose()?;
+                        Ok(row)
+                    },
+                    &mut out,
+                )?;
+            }
+            Ok(out)
+        })
+    }
+
+    async fn delete_lots_of(&mut self, addresses: &[&str]) -> Result<(), StoreError> {
+        self.with(|c| {
+            for address in addresses {
+                if let Some(id) = c.address_id(address, false)? {
+                    c.execute("DELETE FROM credit_lots WHERE address_id = ?1", [id])?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn set_ingest_progress(&mut self, progress: &IngestProgress) -> Result<(), StoreError> {
+        let (lines, bytes) = progress.stored_counts()?;
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO ingest_progress (source, lines, bytes, prefix_sha256) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (source) DO UPDATE SET \
+                 lines = excluded.lines, bytes = excluded.bytes, \
+                 prefix_sha256 = excluded.prefix_sha256",
+                params![progress.source, lines, bytes, progress.prefix_sha256],
+            )?;
+            Ok(())
+        })
+    }
+
+    async fn record_messages(&mut self, records: &[MessageRecord]) -> Result<(), StoreError> {
+        self.with(|c| {
+            for record in records {
+                let Some(id) = c.ref_id(&record.item_hash, true)? else {
+                    return Err(StoreError::Corrupt(format!(
+                        "interning {}",
+                        record.item_hash
+                    )));
+                };
+                let (status, error) = match &record.status {
+                    MessageStatus::Processed => ("processed", None),
+                    MessageStatus::Rejected { error } => ("rejected", Some(error.as_str())),
+                };
+                c.execute(
+                    "INSERT INTO credit_messages (ref_id, status, ignored, error, recorded_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (ref_id) DO UPDATE SET \
+                     status = excluded.status, ignored = excluded.ignored, \
+                     error = excluded.error, recorded_at = excluded.recorded_at",
+                    params![
+                        id,
+                        status,
+                        record.ignored,
+                        error,
+                        record.recorded_at.as_micros()
+                    ],
+                )?;
+            }
+            Ok(())
+        })
+    }
+}
