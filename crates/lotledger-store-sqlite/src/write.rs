@@ -161,58 +161,27 @@ impl WriteConn {
 
     /// The id of `address` (`intern`: created if missing).
     fn address_id(&mut self, address: &str, intern: bool) -> Result<Option<i64>, StoreError> {
-        if let Some(Some(id)) = self.address_ids.get(address) {
-            return Ok(Some(*id));
+        let known = self.address_ids.get(address).copied();
+        let id = interned(&self.conn, Interned::Address, known, &address, intern)?;
+        if known != Some(id) {
+            self.address_ids.insert(address.to_string(), id);
         }
-        if !intern && self.address_ids.contains_key(address) {
-            return Ok(None);
-        }
-        let found = self
-            .conn
-            .prepare_cached("SELECT id FROM addresses WHERE address = ?1")
-            .and_then(|mut s| s.query_row([address], |r| r.get(0)).optional())
-            .map_err(err)?;
-        let id = match found {
-            Some(id) => Some(id),
-            None if intern => {
-                self.conn
-                    .prepare_cached("INSERT INTO addresses (address) VALUES (?1)")
-                    .and_then(|mut s| s.execute([address]))
-                    .map_err(err)?;
-                Some(self.conn.last_insert_rowid())
-            }
-            None => None,
-        };
-        self.address_ids.insert(address.to_string(), id);
         Ok(id)
     }
 
     /// The id of `reference` (`intern`: created if missing).
     fn ref_id(&mut self, reference: &str, intern: bool) -> Result<Option<i64>, StoreError> {
-        if let Some(Some(id)) = self.ref_ids.get(reference) {
-            return Ok(Some(*id));
+        let known = self.ref_ids.get(reference).copied();
+        let id = interned(
+            &self.conn,
+            Interned::Ref,
+            known,
+            &RefKey::of(reference),
+            intern,
+        )?;
+        if known != Some(id) {
+            self.ref_ids.insert(reference.to_string(), id);
         }
-        if !intern && self.ref_ids.contains_key(reference) {
-            return Ok(None);
-        }
-        let key = RefKey::of(reference);
-        let found = self
-            .conn
-            .prepare_cached("SELECT id FROM refs WHERE ref = ?1")
-            .and_then(|mut s| s.query_row([&key], |r| r.get(0)).optional())
-            .map_err(err)?;
-        let id = match found {
-            Some(id) => Some(id),
-            None if intern => {
-                self.conn
-                    .prepare_cached("INSERT INTO refs (ref) VALUES (?1)")
-                    .and_then(|mut s| s.execute([&key]))
-                    .map_err(err)?;
-                Some(self.conn.last_insert_rowid())
-            }
-            None => None,
-        };
-        self.ref_ids.insert(reference.to_string(), id);
         Ok(id)
     }
 
@@ -376,6 +345,56 @@ impl WriteConn {
         )?;
         Ok(out.pop())
     }
+}
+
+/// The two interning tables.
+#[derive(Clone, Copy)]
+enum Interned {
+    Address,
+    Ref,
+}
+
+/// The id of `value` in `table`, given what the open transaction already knows of it
+/// (`known`: `Some(None)`, looked up and missing). A value known missing is inserted without
+/// another lookup: the transaction holds the write lock, so nobody else interned it since.
+fn interned(
+    conn: &Connection,
+    table: Interned,
+    known: Option<Option<i64>>,
+    value: &dyn ToSql,
+    intern: bool,
+) -> Result<Option<i64>, StoreError> {
+    let (select, insert) = match table {
+        Interned::Address => (
+            "SELECT id FROM addresses WHERE address = ?1",
+            "INSERT INTO addresses (address) VALUES (?1)",
+        ),
+        Interned::Ref => (
+            "SELECT id FROM refs WHERE ref = ?1",
+            "INSERT INTO refs (ref) VALUES (?1)",
+        ),
+    };
+    let missing = match known {
+        Some(Some(id)) => return Ok(Some(id)),
+        Some(None) => true,
+        None => false,
+    };
+    if !missing {
+        let found = conn
+            .prepare_cached(select)
+            .and_then(|mut s| s.query_row([value], |r| r.get(0)).optional())
+            .map_err(err)?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    if !intern {
+        return Ok(None);
+    }
+    conn.prepare_cached(insert)
+        .and_then(|mut s| s.execute([value]))
+        .map_err(err)?;
+    Ok(Some(conn.last_insert_rowid()))
 }
 
 /// A rusqlite row's columns as [`lotledger_store::rows`] reads them.
