@@ -593,6 +593,45 @@ mod tests {
         }
     }
 
+    /// Ids interned by a transaction that rolls back die with it: the next transaction interns
+    /// the same address and reference again and never binds the dead ids.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ids_interned_by_a_rolled_back_transaction_are_not_reused() {
+        let dir = std::env::temp_dir().join(format!("lotledger-rollback-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ledger.db");
+        let _ = std::fs::remove_file(&path);
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let at = Timestamp::from_unix_seconds(1_772_323_200).unwrap();
+        // Another address first, so the abandoned ids are not simply the next ones again.
+        let seed = [HistoryRow::bare("0xseed", Credits(1), "s", 0, at)];
+        store.import_history(&seed, at).await.unwrap();
+        let rows = [HistoryRow::bare("0xnew", Credits(10), "g", 0, at)];
+        {
+            let mut tx = store.write().await.unwrap();
+            assert_eq!(tx.insert_rows(&rows, at).await.unwrap(), 1);
+            // Dropped without a commit: rolled back.
+        }
+        let counts = store.table_counts().await.unwrap();
+        assert_eq!(counts.history_rows, 1, "the abandoned row is gone");
+        // Ids the rolled-back transaction took are taken by others in between.
+        let other = [HistoryRow::bare("0xother", Credits(2), "o", 0, at)];
+        store.import_history(&other, at).await.unwrap();
+        store.import_history(&rows, at).await.unwrap();
+        let history = store
+            .history(&HistorySelector::Address("0xnew".into()))
+            .await
+            .unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].credit_ref, "g");
+        assert_eq!(store.balance("0xnew", at).await.unwrap(), Credits(10));
+        assert_eq!(store.balance("0xother", at).await.unwrap(), Credits(2));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// An in-memory store has no file for the scans: verify and repair take the set-based
     /// path and still find and mend a drift.
     #[tokio::test]
