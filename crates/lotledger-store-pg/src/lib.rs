@@ -7,7 +7,7 @@
 //!
 //! Rows are mapped by hand (`wrappers`): core types never see sqlx.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -82,18 +82,14 @@ macro_rules! history_order {
     };
 }
 
-/// `INSERT INTO credit_lots … SELECT` over the arrays `$1` addresses, `$2` instants, `$3`/`$4`
-/// references (hash, name), `$5` indexes, `$6` remainders, `$7` expiries.
+/// `INSERT INTO credit_lots … SELECT` over the arrays `$1` address ids, `$2` instants, `$3`
+/// reference ids, `$4` indexes, `$5` remainders, `$6` expiries.
 macro_rules! put_lots_select {
     () => {
         "INSERT INTO credit_lots (address_id, message_timestamp, ref_id, credit_index, \
          amount_remaining, expiration_date) \
-         SELECT a.id, u.message_timestamp, COALESCE(rh.id, rn.id), u.credit_index, u.amount, u.expiry \
-         FROM UNNEST($1::text[], $2::timestamptz[], $3::bytea[], $4::text[], $5::int[], \
-         $6::bigint[], $7::timestamptz[]) AS u(address, message_timestamp, hash, name, credit_index, \
-         amount, expiry) \
-         LEFT JOIN addresses a ON a.address = u.address \
-         LEFT JOIN refs rh ON rh.hash = u.hash LEFT JOIN refs rn ON rn.name = u.name"
+         SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::bigint[], $4::int[], \
+         $5::bigint[], $6::timestamptz[])"
     };
 }
 
@@ -173,6 +169,10 @@ impl Transactional for PgStore {
 pub struct PgTx {
     tx: Transaction<'static, Postgres>,
     written: HashSet<String>,
+    /// Interned ids this transaction has read or made (committed rows' ids never change, and
+    /// its own die with it).
+    address_ids: HashMap<String, i64>,
+    ref_ids: HashMap<String, i64>,
 }
 
 impl Commit for PgTx {
@@ -613,38 +613,53 @@ impl LedgerTx for PgTx {
         self.intern(
             rows.iter().map(|r| r.address.as_str()),
             rows.iter().map(|r| r.credit_ref.as_str()),
+            true,
         )
         .await?;
         let mut inserted = 0;
         for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
-            let (hashes, names) = ref_arrays(chunk.iter().map(|r| r.credit_ref.as_str()));
+            let ref_ids = chunk
+                .iter()
+                .map(|r| self.ref_id(&r.credit_ref))
+                .collect::<Result<Vec<_>, _>>()?;
+            let address_ids = chunk
+                .iter()
+                .map(|r| self.address_id(&r.address))
+                .collect::<Result<Vec<_>, _>>()?;
             inserted += sqlx::query(
                 "INSERT INTO credit_history (ref_id, credit_index, address_id, message_timestamp, \
                  amount, expiration_date, last_update, price, bonus_amount, tx_hash, token, chain, \
                  provider, origin, origin_ref, payment_method, expense_count, expense_size_mib) \
-                 SELECT COALESCE(rh.id, rn.id), u.credit_index, a.id, u.message_timestamp, u.amount, \
-                 u.expiration_date, $7, u.price::numeric, u.bonus_amount, u.tx_hash, u.token, \
+                 SELECT u.ref_id, u.credit_index, u.address_id, u.message_timestamp, u.amount, \
+                 u.expiration_date, $6, u.price::numeric, u.bonus_amount, u.tx_hash, u.token, \
                  u.chain, u.provider, u.origin, u.origin_ref, u.payment_method, u.expense_count, \
                  u.expense_size_mib::numeric \
-                 FROM UNNEST($1::bytea[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], \
-                 $6::bigint[], $8::timestamptz[], $9::text[], $10::bigint[], $11::bytea[], \
-                 $12::text[], $13::text[], $14::text[], $15::bytea[], $16::bytea[], $17::text[], \
-                 $18::bigint[], $19::text[]) WITH ORDINALITY AS u(hash, name, credit_index, \
-                 address, message_timestamp, amount, expiration_date, price, bonus_amount, \
+                 FROM UNNEST($1::bigint[], $2::int[], $3::bigint[], $4::timestamptz[], \
+                 $5::bigint[], $7::timestamptz[], $8::text[], $9::bigint[], $10::bytea[], \
+                 $11::text[], $12::text[], $13::text[], $14::bytea[], $15::bytea[], $16::text[], \
+                 $17::bigint[], $18::text[]) WITH ORDINALITY AS u(ref_id, credit_index, \
+                 address_id, message_timestamp, amount, expiration_date, price, bonus_amount, \
                  tx_hash, token, chain, provider, origin, origin_ref, payment_method, \
                  expense_count, expense_size_mib, n) \
-                 LEFT JOIN addresses a ON a.address = u.address \
-                 LEFT JOIN refs rh ON rh.hash = u.hash LEFT JOIN refs rn ON rn.name = u.name \
                  ORDER BY u.n ON CONFLICT (ref_id, credit_index) DO NOTHING",
             )
-            .bind(hashes)
-            .bind(names)
+            .bind(ref_ids)
             .bind(chunk.iter().map(|r| r.credit_index).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|r| r.address.clone()).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|r| odt(r.message_timestamp)).collect::<Vec<_>>())
+            .bind(address_ids)
+            .bind(
+                chunk
+                    .iter()
+                    .map(|r| odt(r.message_timestamp))
+                    .collect::<Vec<_>>(),
+            )
             .bind(chunk.iter().map(|r| r.amount.0).collect::<Vec<_>>())
             .bind(odt(last_update))
-            .bind(chunk.iter().map(|r| opt_odt(r.expiration_date)).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|r| opt_odt(r.expiration_date))
+                    .collect::<Vec<_>>(),
+            )
             .bind(chunk.iter().map(|r| r.price.clone()).collect::<Vec<_>>())
             .bind(chunk.iter().map(|r| r.bonus_amount).collect::<Vec<_>>())
             .bind(compact_column(chunk, |r| r.tx_hash.as_deref()))
@@ -653,9 +668,19 @@ impl LedgerTx for PgTx {
             .bind(chunk.iter().map(|r| r.provider.clone()).collect::<Vec<_>>())
             .bind(compact_column(chunk, |r| r.origin.as_deref()))
             .bind(compact_column(chunk, |r| r.origin_ref.as_deref()))
-            .bind(chunk.iter().map(|r| r.payment_method.clone()).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|r| r.payment_method.clone())
+                    .collect::<Vec<_>>(),
+            )
             .bind(chunk.iter().map(|r| r.expense_count).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|r| r.expense_size_mib.clone()).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|r| r.expense_size_mib.clone())
+                    .collect::<Vec<_>>(),
+            )
             .execute(&mut *self.tx)
             .await
             .map_err(db_err)?
@@ -836,20 +861,29 @@ impl LedgerTx for PgTx {
         if !deletes.is_empty() {
             self.written
                 .extend(deletes.iter().map(|l| l.address.clone()));
-            let (hashes, names) = ref_arrays(deletes.iter().map(|l| l.credit_ref.as_str()));
+            self.intern(
+                deletes.iter().map(|l| l.address.as_str()),
+                deletes.iter().map(|l| l.credit_ref.as_str()),
+                false,
+            )
+            .await?;
+            // A lot whose address or reference was never interned does not exist.
+            let known: Vec<&Lot> = deletes
+                .iter()
+                .filter(|l| {
+                    self.address_ids.contains_key(&l.address)
+                        && self.ref_ids.contains_key(&l.credit_ref)
+                })
+                .collect();
+            let (address_ids, ref_ids) = self.lot_ids(known.iter().copied())?;
             sqlx::query(
                 "DELETE FROM credit_lots WHERE (address_id, message_timestamp, ref_id, credit_index) IN \
-                 (SELECT a.id, u.message_timestamp, COALESCE(rh.id, rn.id), u.credit_index \
-                  FROM UNNEST($1::text[], $2::timestamptz[], $3::bytea[], $4::text[], $5::int[]) \
-                  AS u(address, message_timestamp, hash, name, credit_index) \
-                  JOIN addresses a ON a.address = u.address \
-                  LEFT JOIN refs rh ON rh.hash = u.hash LEFT JOIN refs rn ON rn.name = u.name)",
+                 (SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::bigint[], $4::int[]))",
             )
-            .bind(deletes.iter().map(|l| l.address.clone()).collect::<Vec<_>>())
-            .bind(deletes.iter().map(|l| odt(l.message_timestamp)).collect::<Vec<_>>())
-            .bind(hashes)
-            .bind(names)
-            .bind(deletes.iter().map(|l| l.credit_index).collect::<Vec<_>>())
+            .bind(address_ids)
+            .bind(known.iter().map(|l| odt(l.message_timestamp)).collect::<Vec<_>>())
+            .bind(ref_ids)
+            .bind(known.iter().map(|l| l.credit_index).collect::<Vec<_>>())
             .execute(&mut *self.tx)
             .await
             .map_err(db_err)?;
@@ -921,25 +955,27 @@ impl LedgerTx for PgTx {
         self.intern(
             std::iter::empty(),
             records.iter().map(|r| r.item_hash.as_str()),
+            true,
         )
         .await?;
+        let ref_ids = records
+            .iter()
+            .map(|r| self.ref_id(&r.item_hash))
+            .collect::<Result<Vec<_>, _>>()?;
         let status = |r: &MessageRecord| match &r.status {
             MessageStatus::Processed => ("processed".to_string(), None),
             MessageStatus::Rejected { error } => ("rejected".to_string(), Some(error.clone())),
         };
-        let (hashes, names) = ref_arrays(records.iter().map(|r| r.item_hash.as_str()));
         sqlx::query(
             "INSERT INTO credit_messages (ref_id, status, ignored, error, recorded_at) \
-             SELECT COALESCE(rh.id, rn.id), u.status, u.ignored, u.error, u.recorded_at \
-             FROM UNNEST($1::bytea[], $2::text[], $3::text[], $4::text[], $5::text[], \
-             $6::timestamptz[]) WITH ORDINALITY AS u(hash, name, status, ignored, error, recorded_at, n) \
-             LEFT JOIN refs rh ON rh.hash = u.hash LEFT JOIN refs rn ON rn.name = u.name \
+             SELECT u.ref_id, u.status, u.ignored, u.error, u.recorded_at \
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], \
+             $5::timestamptz[]) WITH ORDINALITY AS u(ref_id, status, ignored, error, recorded_at, n) \
              ORDER BY u.n \
              ON CONFLICT (ref_id) DO UPDATE SET status = EXCLUDED.status, ignored = EXCLUDED.ignored, \
              error = EXCLUDED.error, recorded_at = EXCLUDED.recorded_at",
         )
-        .bind(hashes)
-        .bind(names)
+        .bind(ref_ids)
         .bind(records.iter().map(|r| status(r).0).collect::<Vec<_>>())
         .bind(records.iter().map(|r| r.ignored.clone()).collect::<Vec<_>>())
         .bind(records.iter().map(|r| status(r).1).collect::<Vec<_>>())
@@ -957,48 +993,159 @@ impl PgTx {
         Ok(PgTx {
             tx: pool.begin().await.map_err(db_err)?,
             written: HashSet::new(),
+            address_ids: HashMap::new(),
+            ref_ids: HashMap::new(),
         })
     }
 
-    /// Interns addresses and references not seen before (ids in order of first appearance;
-    /// known ones keep theirs and consume no id).
+    /// Resolves the ids of addresses and references this transaction has not resolved yet,
+    /// interning those not seen before when `create` (ids in order of first appearance; known
+    /// ones keep theirs and consume no id); without `create`, unknown ones stay unresolved.
     async fn intern<'a>(
         &mut self,
         addresses: impl Iterator<Item = &'a str>,
         references: impl Iterator<Item = &'a str>,
+        create: bool,
     ) -> Result<(), StoreError> {
         let addresses: Vec<String> = distinct(addresses)
             .into_iter()
+            .filter(|a| !self.address_ids.contains_key(*a))
             .map(str::to_string)
             .collect();
         if !addresses.is_empty() {
-            sqlx::query(
-                "INSERT INTO addresses (address) \
+            // The CTE's insert is invisible to the SELECT beside it (one snapshot): each
+            // address comes once, new or old. One interned meanwhile by a concurrent
+            // transaction is in neither, and is read again below.
+            let sql = if create {
+                "WITH made AS (INSERT INTO addresses (address) \
                  SELECT u.address FROM UNNEST($1::text[]) WITH ORDINALITY AS u(address, n) \
                  WHERE NOT EXISTS (SELECT 1 FROM addresses a WHERE a.address = u.address) \
-                 ORDER BY u.n ON CONFLICT DO NOTHING",
-            )
-            .bind(addresses)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(db_err)?;
+                 ORDER BY u.n ON CONFLICT DO NOTHING RETURNING id, address) \
+                 SELECT id, address FROM made UNION ALL \
+                 SELECT id, address FROM addresses WHERE address = ANY($1)"
+            } else {
+                "SELECT id, address FROM addresses WHERE address = ANY($1)"
+            };
+            self.note_addresses(sql, &addresses).await?;
+            if create {
+                let missing: Vec<String> = addresses
+                    .into_iter()
+                    .filter(|a| !self.address_ids.contains_key(a))
+                    .collect();
+                if !missing.is_empty() {
+                    self.note_addresses(
+                        "SELECT id, address FROM addresses WHERE address = ANY($1)",
+                        &missing,
+                    )
+                    .await?;
+                }
+            }
         }
-        let (hashes, names) = ref_arrays(distinct(references));
-        if !hashes.is_empty() {
-            sqlx::query(
-                "INSERT INTO refs (hash, name) \
+        let references: Vec<&str> = distinct(references)
+            .into_iter()
+            .filter(|r| !self.ref_ids.contains_key(*r))
+            .collect();
+        if !references.is_empty() {
+            let (hashes, names) = ref_arrays(references.iter().copied());
+            let sql = if create {
+                "WITH made AS (INSERT INTO refs (hash, name) \
                  SELECT u.hash, u.name FROM UNNEST($1::bytea[], $2::text[]) WITH ORDINALITY \
                  AS u(hash, name, n) \
-                 WHERE NOT EXISTS (SELECT 1 FROM refs r WHERE r.hash = u.hash OR r.name = u.name) \
-                 ORDER BY u.n ON CONFLICT DO NOTHING",
-            )
-            .bind(hashes)
-            .bind(names)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(db_err)?;
+                 WHERE NOT EXISTS (SELECT 1 FROM refs r WHERE r.hash = u.hash) \
+                 AND NOT EXISTS (SELECT 1 FROM refs r WHERE r.name = u.name) \
+                 ORDER BY u.n ON CONFLICT DO NOTHING RETURNING id, hash, name) \
+                 SELECT id, hash, name FROM made UNION ALL \
+                 SELECT id, hash, name FROM refs WHERE hash = ANY($1) UNION ALL \
+                 SELECT id, hash, name FROM refs WHERE name = ANY($2)"
+            } else {
+                "SELECT id, hash, name FROM refs WHERE hash = ANY($1) UNION ALL \
+                 SELECT id, hash, name FROM refs WHERE name = ANY($2)"
+            };
+            self.note_refs(sql, &hashes, &names).await?;
+            if create {
+                let missing: Vec<&str> = references
+                    .into_iter()
+                    .filter(|r| !self.ref_ids.contains_key(*r))
+                    .collect();
+                if !missing.is_empty() {
+                    let (hashes, names) = ref_arrays(missing);
+                    self.note_refs(
+                        "SELECT id, hash, name FROM refs WHERE hash = ANY($1) UNION ALL \
+                         SELECT id, hash, name FROM refs WHERE name = ANY($2)",
+                        &hashes,
+                        &names,
+                    )
+                    .await?;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Notes the `(id, address)` rows `sql` gives for the addresses `$1`.
+    async fn note_addresses(
+        &mut self,
+        sql: &'static str,
+        addresses: &[String],
+    ) -> Result<(), StoreError> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(sql)
+            .bind(addresses)
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        self.address_ids
+            .extend(rows.into_iter().map(|(id, address)| (address, id)));
+        Ok(())
+    }
+
+    /// Notes the `(id, hash, name)` rows `sql` gives for the references `$1` / `$2`.
+    async fn note_refs(
+        &mut self,
+        sql: &'static str,
+        hashes: &[Option<Vec<u8>>],
+        names: &[Option<String>],
+    ) -> Result<(), StoreError> {
+        let rows: Vec<(i64, Option<Vec<u8>>, Option<String>)> = sqlx::query_as(sql)
+            .bind(hashes)
+            .bind(names)
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        for (id, hash, name) in rows {
+            let text = match (hash, name) {
+                (Some(hash), _) => compact::lower_hex("", &hash),
+                (None, Some(name)) => name,
+                (None, None) => return Err(StoreError::Corrupt(format!("refs row {id}"))),
+            };
+            self.ref_ids.insert(text, id);
+        }
+        Ok(())
+    }
+
+    /// The id of an address this transaction resolved.
+    fn address_id(&self, address: &str) -> Result<i64, StoreError> {
+        self.address_ids
+            .get(address)
+            .copied()
+            .ok_or_else(|| StoreError::Corrupt(format!("address {address} not interned")))
+    }
+
+    /// The id of a reference this transaction resolved.
+    fn ref_id(&self, reference: &str) -> Result<i64, StoreError> {
+        self.ref_ids
+            .get(reference)
+            .copied()
+            .ok_or_else(|| StoreError::Corrupt(format!("reference {reference} not interned")))
+    }
+
+    /// The address ids and reference ids of `lots`, resolved by this transaction.
+    fn lot_ids<'a>(
+        &self,
+        lots: impl Iterator<Item = &'a Lot>,
+    ) -> Result<(Vec<i64>, Vec<i64>), StoreError> {
+        lots.map(|l| Ok((self.address_id(&l.address)?, self.ref_id(&l.credit_ref)?)))
+            .collect::<Result<Vec<_>, StoreError>>()
+            .map(|pairs| pairs.into_iter().unzip())
     }
 
     /// Inserts lots (`upsert`: or sets the remainder of an existing one; else skips it).
@@ -1007,7 +1154,13 @@ impl PgTx {
             return Ok(());
         }
         self.written.extend(lots.iter().map(|l| l.address.clone()));
-        let (hashes, names) = ref_arrays(lots.iter().map(|l| l.credit_ref.as_str()));
+        self.intern(
+            lots.iter().map(|l| l.address.as_str()),
+            lots.iter().map(|l| l.credit_ref.as_str()),
+            true,
+        )
+        .await?;
+        let (address_ids, ref_ids) = self.lot_ids(lots.iter())?;
         let query = if upsert {
             sqlx::query(concat!(
                 put_lots_select!(),
@@ -1018,14 +1171,13 @@ impl PgTx {
             sqlx::query(concat!(put_lots_select!(), " ON CONFLICT DO NOTHING"))
         };
         query
-            .bind(lots.iter().map(|l| l.address.clone()).collect::<Vec<_>>())
+            .bind(address_ids)
             .bind(
                 lots.iter()
                     .map(|l| odt(l.message_timestamp))
                     .collect::<Vec<_>>(),
             )
-            .bind(hashes)
-            .bind(names)
+            .bind(ref_ids)
             .bind(lots.iter().map(|l| l.credit_index).collect::<Vec<_>>())
             .bind(
                 lots.iter()
