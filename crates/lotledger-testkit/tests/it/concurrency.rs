@@ -152,3 +152,63 @@ async fn concurrent_writers_lose_nothing_and_never_deadlock() {
     maintenance::repair(&first, true, |_, _| {}).await.unwrap();
     assert_eq!(total(&first, now).await, before - spent);
 }
+
+/// Two write transactions intern the same new address and reference at once: the second one's
+/// insert waits on the first's uncommitted rows, skips them once the first commits, and its
+/// statement's snapshot does not show them either; it must still resolve their ids (read again
+/// after the insert) and write its rows under them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_interned_by_a_concurrent_transaction_are_resolved() {
+    use lotledger_core::{Credits, HistoryRow};
+    use lotledger_store::batch::Commit;
+    use lotledger_store::transactional::Transactional;
+    use lotledger_store::{HistorySelector, LedgerTx};
+    use sqlx::Connection;
+
+    let url = db::fresh_pg_url().await;
+    let store = PgStore::open(&url).await.unwrap();
+    let at = Timestamp::from_unix_seconds(T0).unwrap();
+    let mut first = store.write().await.unwrap();
+    let row = move |amount, credit_ref: &str, index| {
+        HistoryRow::bare("0xshared", Credits(amount), credit_ref, index, at)
+    };
+    first
+        .insert_rows(&[row(5, "shared-ref", 0)], at)
+        .await
+        .unwrap();
+    let other = store.clone();
+    let second = tokio::spawn(async move {
+        let mut tx = other.write().await?;
+        let inserted = tx.insert_rows(&[row(7, "shared-ref", 1)], at).await?;
+        tx.commit().await?;
+        Ok::<u64, lotledger_store::StoreError>(inserted)
+    });
+    // Commit the first only once the second waits on its uncommitted rows.
+    let mut probe = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut waited = false;
+    for _ in 0..500 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut probe)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            waited = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(waited, "the second transaction never waited on the first");
+    first.commit().await.unwrap();
+    assert_eq!(second.await.unwrap().unwrap(), 1);
+    let history = store
+        .history(&HistorySelector::Address("0xshared".into()))
+        .await
+        .unwrap();
+    let mut amounts: Vec<i64> = history.iter().map(|r| r.amount.0).collect();
+    amounts.sort_unstable();
+    assert_eq!(amounts, [5, 7]);
+    assert!(history.iter().all(|r| r.credit_ref == "shared-ref"));
+}
