@@ -593,6 +593,16 @@ mod tests {
         }
     }
 
+    /// A URL without a path names no database another connection could open (SQLite gives
+    /// each connection a private temporary one): refused, not silently split in two.
+    #[tokio::test]
+    async fn a_url_without_a_path_is_refused() {
+        match SqliteStore::open("sqlite:").await {
+            Err(StoreError::Config(message)) => assert!(message.contains("no database file")),
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
+
     /// Ids interned by a transaction that rolls back die with it: the next transaction interns
     /// the same address and reference again and never binds the dead ids.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
