@@ -98,40 +98,51 @@ pub fn message_record(r: &SqliteRow) -> Result<MessageRecord, StoreError> {
 
 /// A reference (item hash, credit ref) as the `refs` table keeps it: a BLOB of 32 bytes for 64
 /// lower-case hex digits, TEXT otherwise ([`lotledger_store::hash_bytes`]). Bound wherever SQL
-/// looks a reference up by value; read back through `ref_text!()`.
-#[derive(Debug, Clone)]
-pub enum StoredRef {
-    Hash(Vec<u8>),
-    Text(String),
+/// looks a reference up by value or interns it, through sqlx (the pool's reads) or rusqlite
+/// (the write connection); read back through `ref_text!()`.
+#[derive(Debug, Clone, Copy)]
+pub enum StoredRef<'a> {
+    Hash([u8; 32]),
+    Text(&'a str),
 }
 
-impl StoredRef {
-    pub fn of(reference: &str) -> StoredRef {
+impl<'a> StoredRef<'a> {
+    pub fn of(reference: &'a str) -> StoredRef<'a> {
         match lotledger_store::hash_bytes(reference) {
-            Some(bytes) => StoredRef::Hash(bytes.to_vec()),
-            None => StoredRef::Text(reference.to_string()),
+            Some(bytes) => StoredRef::Hash(bytes),
+            None => StoredRef::Text(reference),
         }
     }
 }
 
-impl sqlx::Type<sqlx::Sqlite> for StoredRef {
+impl sqlx::Type<sqlx::Sqlite> for StoredRef<'_> {
     fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
         <Vec<u8> as sqlx::Type<sqlx::Sqlite>>::type_info()
     }
 }
 
-impl<'q> sqlx::Encode<'q, sqlx::Sqlite> for StoredRef {
+impl<'q> sqlx::Encode<'q, sqlx::Sqlite> for StoredRef<'_> {
     fn encode_by_ref(
         &self,
         buf: &mut sqlx::sqlite::SqliteArgumentsBuffer,
     ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
         match self {
             StoredRef::Hash(bytes) => {
-                <Vec<u8> as sqlx::Encode<'q, sqlx::Sqlite>>::encode_by_ref(bytes, buf)
+                <&[u8] as sqlx::Encode<'q, sqlx::Sqlite>>::encode_by_ref(&bytes.as_slice(), buf)
             }
             StoredRef::Text(text) => {
-                <String as sqlx::Encode<'q, sqlx::Sqlite>>::encode_by_ref(text, buf)
+                <&str as sqlx::Encode<'q, sqlx::Sqlite>>::encode_by_ref(text, buf)
             }
         }
+    }
+}
+
+impl rusqlite::ToSql for StoredRef<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self {
+            StoredRef::Hash(bytes) => ValueRef::Blob(bytes),
+            StoredRef::Text(text) => ValueRef::Text(text.as_bytes()),
+        }))
     }
 }

@@ -22,12 +22,11 @@ use lotledger_core::{Credits, HistoryRow, Lot, Timestamp};
 use lotledger_store::batch::{Commit, LastRows, Stamps};
 use lotledger_store::rows::{self, Columns};
 use lotledger_store::{IngestProgress, LedgerTx, MessageRecord, MessageStatus, StoreError};
-use lotledger_store::{compact, distinct, hash_bytes};
-use rusqlite::types::{ToSqlOutput, ValueRef};
+use lotledger_store::{compact, distinct};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::wrappers::{sqlite_err as err, ts as instant};
+use crate::wrappers::{StoredRef, sqlite_err as err, ts as instant};
 
 /// Prepared statements a connection keeps (more than the write path uses).
 const STATEMENT_CACHE: usize = 64;
@@ -41,31 +40,6 @@ fn in_place<T>(work: impl FnOnce() -> T) -> T {
             tokio::task::block_in_place(work)
         }
         _ => work(),
-    }
-}
-
-/// A reference as `refs.ref` keeps it: 32 bytes for 64 lower-case hex digits, the text
-/// otherwise ([`hash_bytes`]).
-enum RefKey<'a> {
-    Hash([u8; 32]),
-    Text(&'a str),
-}
-
-impl<'a> RefKey<'a> {
-    fn of(reference: &'a str) -> RefKey<'a> {
-        match hash_bytes(reference) {
-            Some(bytes) => RefKey::Hash(bytes),
-            None => RefKey::Text(reference),
-        }
-    }
-}
-
-impl ToSql for RefKey<'_> {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Borrowed(match self {
-            RefKey::Hash(bytes) => ValueRef::Blob(bytes),
-            RefKey::Text(text) => ValueRef::Text(text.as_bytes()),
-        }))
     }
 }
 
@@ -176,7 +150,7 @@ impl WriteConn {
             &self.conn,
             Interned::Ref,
             known,
-            &RefKey::of(reference),
+            &StoredRef::of(reference),
             intern,
         )?;
         if known != Some(id) {
