@@ -40,10 +40,7 @@ pub fn sqlite_err(e: rusqlite::Error) -> StoreError {
     }
 }
 
-pub fn ts(micros: i64) -> Result<Timestamp, StoreError> {
-    Timestamp::from_micros(micros)
-        .map_err(|e| StoreError::Corrupt(format!("instant {micros}: {e}")))
-}
+pub use lotledger_store::rows::instant_from_micros as ts;
 
 /// A row's columns as [`lotledger_store::rows`] reads them.
 struct Cols<'r>(&'r SqliteRow);

@@ -21,6 +21,12 @@ pub trait Columns {
     fn compact_text(&self, column: &str) -> Result<Option<String>, StoreError>;
 }
 
+/// An instant stored as INTEGER microseconds (SQLite's columns, the scans' entries).
+pub fn instant_from_micros(micros: i64) -> Result<Timestamp, StoreError> {
+    Timestamp::from_micros(micros)
+        .map_err(|e| StoreError::Corrupt(format!("instant {micros}: {e}")))
+}
+
 /// A history row (`sql_history_select!`).
 pub fn history_row(r: &impl Columns) -> Result<HistoryRow, StoreError> {
     Ok(HistoryRow {

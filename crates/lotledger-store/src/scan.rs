@@ -7,9 +7,10 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use lotledger_core::{Credits, Lot, ReplayRow, Timestamp, replay_rows};
+use lotledger_core::{Credits, Lot, ReplayRow, replay_rows};
 
 use crate::maintenance::BatchLimit;
+use crate::rows::instant_from_micros;
 use crate::{Drift, StoreError};
 
 /// History rows one maintenance batch holds in memory at most (about 60 bytes each, plus the
@@ -98,11 +99,6 @@ pub struct Pass<'a> {
     rows: Vec<Slotted>,
     lots: Vec<Slotted>,
     refs: IdMap<Option<String>>,
-}
-
-fn ts(micros: i64) -> Result<Timestamp, StoreError> {
-    Timestamp::from_micros(micros)
-        .map_err(|e| StoreError::Corrupt(format!("instant {micros}: {e}")))
 }
 
 /// The threads a pass's replay may use: the machine's cores.
@@ -280,8 +276,8 @@ impl<'a> Pass<'a> {
                     credit_ref: self.text(e.ref_id)?,
                     credit_index: e.index,
                     amount: Credits(e.amount),
-                    expiration_date: e.expiry.map(ts).transpose()?,
-                    message_timestamp: ts(e.ts)?,
+                    expiration_date: e.expiry.map(instant_from_micros).transpose()?,
+                    message_timestamp: instant_from_micros(e.ts)?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -310,8 +306,8 @@ impl<'a> Pass<'a> {
                         credit_ref: self.text(e.ref_id)?.to_string(),
                         credit_index: e.index,
                         amount_remaining: Credits(e.amount),
-                        expiration_date: e.expiry.map(ts).transpose()?,
-                        message_timestamp: ts(e.ts)?,
+                        expiration_date: e.expiry.map(instant_from_micros).transpose()?,
+                        message_timestamp: instant_from_micros(e.ts)?,
                     })
                 })
                 .collect::<Result<Vec<_>, StoreError>>()
