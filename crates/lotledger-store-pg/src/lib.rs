@@ -519,7 +519,7 @@ async fn balance(
     .fetch_one(&mut *conn)
     .await
     .map_err(db_err)?;
-    Ok(Credits(sum.unwrap_or(0).max(0)))
+    Ok(lotledger_store::balance_from_sum(sum))
 }
 
 async fn address_lots(conn: &mut PgConnection, address: &str) -> Result<Vec<Lot>, StoreError> {

@@ -73,6 +73,17 @@ macro_rules! history_order {
     };
 }
 
+/// The balance of the address whose id `$address` gives, at the instant bound after it.
+macro_rules! balance_sum {
+    ($address:expr) => {
+        concat!(
+            "SELECT SUM(amount_remaining) FROM credit_lots WHERE address_id = ",
+            $address,
+            " AND (expiration_date IS NULL OR expiration_date > ?)"
+        )
+    };
+}
+
 /// The interned id of the address bound next (NULL if never interned).
 macro_rules! address_id {
     () => {
@@ -540,17 +551,13 @@ async fn balance(
     address: &str,
     at: Timestamp,
 ) -> Result<Credits, StoreError> {
-    let sum: Option<i64> = sqlx::query_scalar(concat!(
-        "SELECT SUM(amount_remaining) FROM credit_lots WHERE address_id = ",
-        address_id!(),
-        " AND (expiration_date IS NULL OR expiration_date > ?)"
-    ))
-    .bind(address)
-    .bind(at.as_micros())
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    Ok(Credits(sum.unwrap_or(0).max(0)))
+    let sum: Option<i64> = sqlx::query_scalar(balance_sum!(address_id!()))
+        .bind(address)
+        .bind(at.as_micros())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    Ok(lotledger_store::balance_from_sum(sum))
 }
 
 async fn address_lots(

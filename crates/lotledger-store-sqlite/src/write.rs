@@ -196,15 +196,23 @@ impl WriteConn {
     }
 
     fn put_lots(&mut self, lots: &[Lot], upsert: bool) -> Result<(), StoreError> {
+        macro_rules! insert_lot {
+            ($conflict:literal) => {
+                concat!(
+                    "INSERT INTO credit_lots (address_id, message_timestamp, ref_id, \
+                     credit_index, amount_remaining, expiration_date) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ",
+                    $conflict
+                )
+            };
+        }
         let sql = if upsert {
-            "INSERT INTO credit_lots (address_id, message_timestamp, ref_id, credit_index, \
-             amount_remaining, expiration_date) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-             ON CONFLICT (address_id, message_timestamp, ref_id, credit_index) \
-             DO UPDATE SET amount_remaining = excluded.amount_remaining"
+            insert_lot!(
+                "ON CONFLICT (address_id, message_timestamp, ref_id, credit_index) \
+                 DO UPDATE SET amount_remaining = excluded.amount_remaining"
+            )
         } else {
-            "INSERT INTO credit_lots (address_id, message_timestamp, ref_id, credit_index, \
-             amount_remaining, expiration_date) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-             ON CONFLICT DO NOTHING"
+            insert_lot!("ON CONFLICT DO NOTHING")
         };
         for lot in lots {
             let (address_id, ref_id) = self.lot_ids(lot)?;
@@ -288,24 +296,24 @@ impl WriteConn {
         address_id: i64,
         debits: bool,
     ) -> Result<Option<(Timestamp, String)>, StoreError> {
+        macro_rules! last_row {
+            ($filter:literal) => {
+                concat!(
+                    "SELECT h.message_timestamp, ",
+                    ref_text!(),
+                    " FROM credit_history h JOIN refs r ON r.id = h.ref_id \
+                     WHERE h.address_id = ?1",
+                    $filter,
+                    " ORDER BY h.message_timestamp DESC, ",
+                    ref_text!(),
+                    " DESC LIMIT 1"
+                )
+            };
+        }
         let sql = if debits {
-            concat!(
-                "SELECT h.message_timestamp, ",
-                ref_text!(),
-                " FROM credit_history h JOIN refs r ON r.id = h.ref_id \
-                 WHERE h.address_id = ?1 AND h.amount < 0 ORDER BY h.message_timestamp DESC, ",
-                ref_text!(),
-                " DESC LIMIT 1"
-            )
+            last_row!(" AND h.amount < 0")
         } else {
-            concat!(
-                "SELECT h.message_timestamp, ",
-                ref_text!(),
-                " FROM credit_history h JOIN refs r ON r.id = h.ref_id \
-                 WHERE h.address_id = ?1 ORDER BY h.message_timestamp DESC, ",
-                ref_text!(),
-                " DESC LIMIT 1"
-            )
+            last_row!("")
         };
         let mut out = Vec::new();
         self.rows(
@@ -476,13 +484,10 @@ impl LedgerTx for SqliteTx {
             };
             let sum: Option<i64> = c
                 .conn
-                .prepare_cached(
-                    "SELECT SUM(amount_remaining) FROM credit_lots WHERE address_id = ?1 \
-                     AND (expiration_date IS NULL OR expiration_date > ?2)",
-                )
+                .prepare_cached(balance_sum!("?"))
                 .and_then(|mut s| s.query_row(params![id, at.as_micros()], |r| r.get(0)))
                 .map_err(err)?;
-            Ok(Credits(sum.unwrap_or(0).max(0)))
+            Ok(lotledger_store::balance_from_sum(sum))
         })
     }
 

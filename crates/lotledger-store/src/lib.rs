@@ -214,6 +214,11 @@ impl TableCounts {
     }
 }
 
+/// A balance from the SQL `SUM` of its lots' remainders (NULL: no lot), never negative.
+pub fn balance_from_sum(sum: Option<i64>) -> Credits {
+    Credits(sum.unwrap_or(0).max(0))
+}
+
 /// A count or size from SQL (`BIGINT`), never negative.
 pub fn non_negative(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
