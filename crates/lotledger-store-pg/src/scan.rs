@@ -232,14 +232,17 @@ pub async fn load<'a>(
     let history = slotted(conn, "credit_history", "amount", &literal, &slots).await?;
     let lots = slotted(conn, "credit_lots", "amount_remaining", &literal, &slots).await?;
     let mut pass = Pass::new(addresses, ids, history, lots);
-    let mut wanted: IdMap<Option<String>> = pass.wanted_refs();
+    let mut wanted: IdMap<Option<String>> = pass.wanted_refs()?;
     let ref_ids: Vec<i64> = wanted.keys().copied().collect();
-    let texts: Vec<(i64, Option<Vec<u8>>, Option<String>)> =
+    let texts: Vec<(i64, Option<Vec<u8>>, Option<String>)> = if ref_ids.is_empty() {
+        Vec::new()
+    } else {
         sqlx::query_as("SELECT id, hash, name FROM refs WHERE id = ANY($1::bigint[])")
             .bind(&ref_ids)
             .fetch_all(&mut *conn)
             .await
-            .map_err(db_err)?;
+            .map_err(db_err)?
+    };
     for (id, hash, name) in texts {
         if let Some(text) = wanted.get_mut(&id) {
             *text = match (hash, name) {

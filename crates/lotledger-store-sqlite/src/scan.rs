@@ -254,17 +254,26 @@ fn load<'a>(
         }
     }
     let mut pass = Pass::new(addresses, ids.to_vec(), history, lots);
-    let texts = ref_texts(conn, pass.wanted_refs(), scan)?;
+    let texts = ref_texts(conn, pass.wanted_refs()?)?;
     pass.set_refs(texts)?;
     Ok(pass)
 }
 
-/// Fills in the texts of `wanted`, by a scan of `refs` or one seek per reference.
+/// Fills in the texts of `wanted`, by a scan of `refs` when they are at least a
+/// [`SCAN_FRACTION`] of it, else one seek per reference.
 fn ref_texts(
     conn: &Connection,
     mut wanted: IdMap<Option<String>>,
-    scan: bool,
 ) -> Result<IdMap<Option<String>>, StoreError> {
+    if wanted.is_empty() {
+        return Ok(wanted);
+    }
+    let top: Option<i64> = conn
+        .query_row("SELECT max(id) FROM refs", [], |r| r.get(0))
+        .map_err(err)?;
+    let wanted_count = u64::try_from(wanted.len()).unwrap_or(u64::MAX);
+    let scan = wanted_count.saturating_mul(SCAN_FRACTION)
+        >= top.and_then(|t| u64::try_from(t).ok()).unwrap_or(0);
     let ids: Vec<i64> = wanted.keys().copied().collect();
     let mut keep = |id: i64, value: ValueRef<'_>| -> Result<(), StoreError> {
         if let Some(text) = wanted.get_mut(&id) {

@@ -1,7 +1,9 @@
 //! Verify and rebuild on ids: a batch's history rows and lots read in bulk as interned ids and
-//! integers ([`Entry`]), each address replayed by [`lotledger_core::replay_rows`] on borrowed
-//! reference texts and compared with its cache by ids. Texts are built only for the addresses
-//! that drifted. Each store reads its tables its own way (SQLite: whole-table scans on a
+//! integers ([`Entry`]), each address replayed by [`lotledger_core::replay_rows`] and compared
+//! with its cache by ids. Reference texts only break ties: an address none of whose rows or
+//! lots share an instant with another reference's is replayed and compared by ids alone
+//! ([`Pass::wanted_refs`] screens them all); texts are read only for the others and for the
+//! addresses that drifted (to report them). Each store reads its tables its own way (SQLite: whole-table scans on a
 //! connection of its own; PostgreSQL: `= ANY` over the batch's ids) and hands the rows here.
 
 use std::collections::HashMap;
@@ -99,6 +101,8 @@ pub struct Pass<'a> {
     rows: Vec<Slotted>,
     lots: Vec<Slotted>,
     refs: IdMap<Option<String>>,
+    /// The positions still to check with texts, in order (none: every position).
+    pending: Option<Vec<usize>>,
 }
 
 /// The threads a pass's replay may use: the machine's cores.
@@ -144,6 +148,89 @@ fn take_slot<'e>(entries: &mut &'e [Slotted], slot: usize) -> &'e [Slotted] {
     mine
 }
 
+/// `each` of `slots` (skipping its `None`s), in order, on up to `threads` threads, each a
+/// contiguous share of them.
+fn on_threads<T: Send>(
+    slots: &[usize],
+    threads: usize,
+    each: impl Fn(usize) -> Result<Option<T>, StoreError> + Sync,
+) -> Result<Vec<T>, StoreError> {
+    let share_of = |part: &[usize]| {
+        let mut out = Vec::new();
+        for slot in part {
+            out.extend(each(*slot)?);
+        }
+        Ok::<_, StoreError>(out)
+    };
+    let threads = threads.clamp(1, slots.len().max(1));
+    if threads == 1 {
+        return share_of(slots);
+    }
+    let parts: Vec<Result<Vec<T>, StoreError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = slots
+            .chunks(slots.len().div_ceil(threads))
+            .map(|part| {
+                let share_of = &share_of;
+                scope.spawn(move || share_of(part))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(StoreError::Corrupt("a replay thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut out = Vec::new();
+    for part in parts {
+        out.extend(part?);
+    }
+    Ok(out)
+}
+
+/// `entries` in the order of `(instant, reference id, index)`, or none if two of different
+/// references share an instant (their order would be that of the references' texts).
+fn in_id_order(entries: &[Slotted]) -> Option<Vec<&Entry>> {
+    let mut sorted: Vec<&Entry> = entries.iter().map(|(_, e)| e).collect();
+    // Stable, as the replay's own sort: equal keys keep the order they were read in.
+    sorted.sort_by_key(|e| (e.ts, e.ref_id, e.index));
+    let tied = sorted
+        .windows(2)
+        .any(|w| w[0].ts == w[1].ts && w[0].ref_id != w[1].ref_id);
+    (!tied).then_some(sorted)
+}
+
+/// Whether an address is settled by ids alone: no tie on an instant between references among
+/// its `rows` or its `lots`, and its cache equal to its replay.
+fn settled_by_ids(rows: &[Slotted], lots: &[Slotted]) -> Result<bool, StoreError> {
+    let (Some(rows), Some(cached)) = (in_id_order(rows), in_id_order(lots)) else {
+        return Ok(false);
+    };
+    // With no tie, every reference sorts as the empty text: the order is the ids'.
+    let mut keyed = rows
+        .into_iter()
+        .map(|e| {
+            Ok(ReplayRow {
+                key: e,
+                credit_ref: "",
+                credit_index: e.index,
+                amount: Credits(e.amount),
+                expiration_date: e.expiry.map(instant_from_micros).transpose()?,
+                message_timestamp: instant_from_micros(e.ts)?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let replayed = replay_rows(&mut keyed)?;
+    Ok(replayed.len() == cached.len()
+        && replayed.iter().zip(cached).all(|(lot, cached)| {
+            Entry {
+                amount: lot.amount_remaining.0,
+                ..*lot.key
+            } == *cached
+        }))
+}
+
 impl<'a> Pass<'a> {
     /// The pass of `addresses`, whose interned ids are `ids` (by position), with their history
     /// `rows` and `lots` in any order, each under its address's position.
@@ -159,6 +246,7 @@ impl<'a> Pass<'a> {
             rows: by_slot(rows, addresses.len()),
             lots: by_slot(lots, addresses.len()),
             refs: IdMap::default(),
+            pending: None,
         }
     }
 
@@ -167,13 +255,27 @@ impl<'a> Pass<'a> {
         self.ids.get(slot).copied().flatten()
     }
 
-    /// Every reference the pass's rows and lots name, each waiting for its text.
-    pub fn wanted_refs(&self) -> IdMap<Option<String>> {
+    /// Screens every address by ids alone, on all cores, and returns the references whose
+    /// texts the rest need, each waiting for its text: an address is settled here when none of
+    /// its rows or lots shares an instant with another reference's (so the order of ids is
+    /// the order of texts) and its cache equals its replay; the others (a tie on an instant,
+    /// or a drift, whose report names references) are checked again with texts by
+    /// [`Pass::drifted`].
+    pub fn wanted_refs(&mut self) -> Result<IdMap<Option<String>>, StoreError> {
+        let all: Vec<usize> = (0..self.addresses.len()).collect();
+        let pending = on_threads(&all, cores(), |slot| {
+            let (rows, lots) = self.entries(slot);
+            Ok((!settled_by_ids(rows, lots)?).then_some(slot))
+        })?;
         let mut wanted = IdMap::default();
-        for (_, e) in self.rows.iter().chain(&self.lots) {
-            wanted.entry(e.ref_id).or_insert(None);
+        for slot in &pending {
+            let (rows, lots) = self.entries(*slot);
+            for (_, e) in rows.iter().chain(lots) {
+                wanted.entry(e.ref_id).or_insert(None);
+            }
         }
-        wanted
+        self.pending = Some(pending);
+        Ok(wanted)
     }
 
     /// Takes the texts of [`Pass::wanted_refs`], refusing any left without one.
@@ -195,57 +297,31 @@ impl<'a> Pass<'a> {
             .ok_or_else(|| StoreError::Corrupt(format!("reference {ref_id} not loaded")))
     }
 
-    /// The addresses at positions `from..to` (with their rows and lots), in order.
-    fn range(
-        &self,
-        from: usize,
-        to: usize,
-    ) -> impl Iterator<Item = (usize, &[Slotted], &[Slotted])> {
-        let (mut rows, mut lots) = (from_slot(&self.rows, from), from_slot(&self.lots, from));
-        (from..to.min(self.addresses.len()))
-            .map(move |slot| (slot, take_slot(&mut rows, slot), take_slot(&mut lots, slot)))
+    /// The rows and lots of the address at `slot`.
+    fn entries(&self, slot: usize) -> (&[Slotted], &[Slotted]) {
+        let (mut rows, mut lots) = (from_slot(&self.rows, slot), from_slot(&self.lots, slot));
+        (take_slot(&mut rows, slot), take_slot(&mut lots, slot))
     }
 
     /// Every address of the pass whose cache differs from its replay, in order: its position,
-    /// its drift and the lots the replay gives. The addresses are checked on up to `threads`
-    /// threads, each a contiguous share of them.
+    /// its drift and the lots the replay gives. After [`Pass::wanted_refs`], only the addresses
+    /// it left are checked (with texts); before, all of them. The addresses are checked on up
+    /// to `threads` threads, each a contiguous share of them.
     pub fn drifted(&self, threads: usize) -> Result<Vec<(usize, Drift, Vec<Entry>)>, StoreError> {
-        let n = self.addresses.len();
-        let threads = threads.clamp(1, n.max(1));
-        let check_range = |from: usize, to: usize| {
-            let mut out = Vec::new();
-            for (slot, rows, lots) in self.range(from, to) {
-                if let Some((drift, replayed)) = self.check(slot, rows, lots)? {
-                    out.push((slot, drift, replayed));
-                }
+        let all: Vec<usize>;
+        let slots = match &self.pending {
+            Some(pending) => pending,
+            None => {
+                all = (0..self.addresses.len()).collect();
+                &all
             }
-            Ok::<_, StoreError>(out)
         };
-        if threads == 1 {
-            return check_range(0, n);
-        }
-        let share = n.div_ceil(threads);
-        let parts: Vec<Result<Vec<_>, StoreError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let check_range = &check_range;
-                    scope.spawn(move || check_range(t * share, ((t + 1) * share).min(n)))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(StoreError::Corrupt("a replay thread panicked".into()))
-                    })
-                })
-                .collect()
-        });
-        let mut out = Vec::new();
-        for part in parts {
-            out.extend(part?);
-        }
-        Ok(out)
+        on_threads(slots, threads, |slot| {
+            let (rows, lots) = self.entries(slot);
+            Ok(self
+                .check(slot, rows, lots)?
+                .map(|(drift, replayed)| (slot, drift, replayed)))
+        })
     }
 
     /// The drifts of the pass, in the order of its addresses, checked on all cores.
@@ -352,7 +428,7 @@ mod tests {
             lots.push((slot, entry(1, base + 1, left)));
         }
         let mut pass = Pass::new(&addresses, ids, rows, lots);
-        let mut texts = pass.wanted_refs();
+        let mut texts = pass.wanted_refs().unwrap();
         for (id, text) in texts.iter_mut() {
             *text = Some(format!("ref-{id}"));
         }
@@ -369,6 +445,58 @@ mod tests {
             assert_eq!(pass.drifted(threads).unwrap(), one, "{threads} threads");
         }
         let mut missing = Pass::new(&addresses, vec![Some(1)], vec![(0, entry(1, 9, 5))], vec![]);
-        missing.set_refs(missing.wanted_refs()).unwrap_err();
+        let wanted = missing.wanted_refs().unwrap();
+        missing.set_refs(wanted).unwrap_err();
+    }
+
+    /// Two grants at one instant, whose references' texts sort the other way round from their
+    /// ids, then a debit: the replay drains the one whose text sorts first. A cache that holds
+    /// what the order of ids would give is a drift, found only with texts; a cache in the
+    /// order of texts is clean. Untied clean addresses want no text at all.
+    #[test]
+    fn ties_on_an_instant_are_ordered_by_texts() {
+        let addresses: Vec<String> = ["0xtied-right", "0xtied-wrong", "0xplain"]
+            .map(String::from)
+            .to_vec();
+        let ids = (1..=3).map(Some).collect();
+        let mut rows = Vec::new();
+        for slot in 0..2 {
+            let base = i64::try_from(slot).unwrap() * 10;
+            // Reference base + 1 is "b…", base + 2 is "a…": text order is the reverse.
+            rows.push((slot, entry(1, base + 1, 50)));
+            rows.push((slot, entry(1, base + 2, 50)));
+            rows.push((slot, entry(2, base + 3, -60)));
+        }
+        rows.push((2, entry(1, 21, 50)));
+        rows.push((2, entry(2, 22, -10)));
+        let lots = vec![
+            // By texts: 10 taken from "a" (+2) and its 50 gone, 40 left on "b" (+1).
+            (0, entry(1, 1, 40)),
+            // What the order of ids would leave: 40 on +2.
+            (1, entry(1, 12, 40)),
+            (2, entry(1, 21, 40)),
+        ];
+        let mut pass = Pass::new(&addresses, ids, rows, lots);
+        let mut texts = pass.wanted_refs().unwrap();
+        let mut wanted: Vec<i64> = texts.keys().copied().collect();
+        wanted.sort_unstable();
+        assert_eq!(
+            wanted,
+            [1, 2, 3, 11, 12, 13],
+            "the untied address wants no text"
+        );
+        for (id, text) in texts.iter_mut() {
+            let name = match id % 10 {
+                1 => "b",
+                2 => "a",
+                _ => "c",
+            };
+            *text = Some(format!("{name}-{id}"));
+        }
+        pass.set_refs(texts).unwrap();
+        let drifted = pass.drifted(2).unwrap();
+        assert_eq!(drifted.len(), 1, "{drifted:?}");
+        assert_eq!(drifted[0].0, 1);
+        assert_eq!(drifted[0].2, [entry(1, 11, 40)]);
     }
 }
