@@ -2,8 +2,8 @@
 
 use lotledger_core::{BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp};
 use lotledger_store::{
-    BalancesQuery, BatchItem, Drift, Footprint, HistorySelector, IngestProgress, MessageRecord,
-    Outcome, Store, StoreError, TableCounts,
+    AddressRows, BalancesQuery, BatchItem, Drift, Footprint, HistorySelector, IngestProgress,
+    MessageRecord, Outcome, Store, StoreError, TableCounts,
 };
 use lotledger_store_pg::PgStore;
 use lotledger_store_sqlite::SqliteStore;
@@ -128,14 +128,14 @@ impl Store for AnyStore {
     async fn addresses(&self) -> Result<Vec<String>, StoreError> {
         dispatch!(self, s => s.addresses())
     }
-    async fn address_rows(&self) -> Result<Vec<(String, u64)>, StoreError> {
+    async fn address_rows(&self) -> Result<Vec<AddressRows>, StoreError> {
         dispatch!(self, s => s.address_rows())
     }
-    async fn rebuild(&self, addresses: &[String]) -> Result<(), StoreError> {
-        dispatch!(self, s => s.rebuild(addresses))
+    async fn rebuild(&self, batch: &[AddressRows]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.rebuild(batch))
     }
-    async fn verify(&self, addresses: &[String]) -> Result<Vec<Drift>, StoreError> {
-        dispatch!(self, s => s.verify(addresses))
+    async fn verify(&self, batch: &[AddressRows]) -> Result<Vec<Drift>, StoreError> {
+        dispatch!(self, s => s.verify(batch))
     }
     async fn repair_checkpoint(&self) -> Result<Option<String>, StoreError> {
         dispatch!(self, s => s.repair_checkpoint())

@@ -18,8 +18,8 @@ use lotledger_store::batch::{BatchCache, Commit, LastRows, Stamps};
 use lotledger_store::compact;
 use lotledger_store::transactional::Transactional;
 use lotledger_store::{
-    BalancesQuery, Drift, Footprint, HistorySelector, IngestProgress, LedgerTx, MessageRecord,
-    MessageStatus, Store, StoreError, TableCounts, distinct, non_negative,
+    AddressRows, BalancesQuery, Drift, Footprint, HistorySelector, IngestProgress, LedgerTx,
+    MessageRecord, MessageStatus, Store, StoreError, TableCounts, distinct, non_negative,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions as _, PgConnection, Postgres, QueryBuilder, Transaction};
@@ -151,9 +151,9 @@ impl Transactional for PgStore {
     /// The addresses whose cache differs from the replay (one read-only snapshot, by ids), each
     /// re-derived under its locks as [`lotledger_store::transactional::rebuild`] does; the
     /// others already hold the lots it would write.
-    async fn rebuild_addresses(&self, addresses: &[String]) -> Result<(), StoreError> {
+    async fn rebuild_addresses(&self, batch: &[AddressRows]) -> Result<(), StoreError> {
         let drifted: Vec<String> = self
-            .verify(addresses)
+            .verify(batch)
             .await?
             .into_iter()
             .map(|d| d.address)
@@ -303,7 +303,7 @@ impl Store for PgStore {
         .map_err(db_err)
     }
 
-    async fn address_rows(&self) -> Result<Vec<(String, u64)>, StoreError> {
+    async fn address_rows(&self) -> Result<Vec<AddressRows>, StoreError> {
         let rows = sqlx::query_as(lotledger_store::sql::ADDRESS_ROWS)
             .fetch_all(&self.pool)
             .await
@@ -315,14 +315,15 @@ impl Store for PgStore {
         lotledger_store::scan::BATCH
     }
 
-    async fn verify(&self, addresses: &[String]) -> Result<Vec<Drift>, StoreError> {
+    async fn verify(&self, batch: &[AddressRows]) -> Result<Vec<Drift>, StoreError> {
+        let addresses: Vec<String> = batch.iter().map(|(a, _)| a.clone()).collect();
         // One snapshot for the whole batch, so that history and lots are compared consistently.
         let mut tx = PgTx::begin(&self.pool).await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx.tx)
             .await
             .map_err(db_err)?;
-        let pass = scan::load(&mut tx.tx, addresses).await?;
+        let pass = scan::load(&mut tx.tx, &addresses).await?;
         tx.tx.rollback().await.map_err(db_err)?;
         pass.drifts()
     }

@@ -17,8 +17,8 @@ use lotledger_store::compact;
 use lotledger_store::maintenance::BatchLimit;
 use lotledger_store::transactional::Transactional;
 use lotledger_store::{
-    BalancesQuery, Drift, Footprint, HistorySelector, IngestProgress, LedgerTx, MessageRecord,
-    Store, StoreError, TableCounts, non_negative,
+    AddressRows, BalancesQuery, Drift, Footprint, HistorySelector, IngestProgress, LedgerTx,
+    MessageRecord, Store, StoreError, TableCounts, non_negative,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -177,14 +177,15 @@ impl Transactional for SqliteStore {
 
     /// By the scans when the store is a file: only the addresses whose cache differs from the
     /// replay are written, with the lots the replay gives, as `rederive_many` would write them.
-    async fn rebuild_addresses(&self, addresses: &[String]) -> Result<(), StoreError> {
-        match &self.scan {
-            Some(scan) => {
-                let scan = scan.clone();
-                let addresses = addresses.to_vec();
-                blocking(move || scan.rebuild(&addresses, Access::Auto).map(drop)).await
+    async fn rebuild_addresses(&self, batch: &[AddressRows]) -> Result<(), StoreError> {
+        let scan = self.scan.clone();
+        let batch = batch.to_vec();
+        match scan {
+            Some(scan) => blocking(move || scan.rebuild(&batch, Access::Auto).map(drop)).await,
+            None => {
+                let addresses: Vec<String> = batch.into_iter().map(|(a, _)| a).collect();
+                lotledger_store::transactional::rebuild(self, &addresses).await
             }
-            None => lotledger_store::transactional::rebuild(self, addresses).await,
         }
     }
 
@@ -304,7 +305,7 @@ impl Store for SqliteStore {
         .map_err(db_err)
     }
 
-    async fn address_rows(&self) -> Result<Vec<(String, u64)>, StoreError> {
+    async fn address_rows(&self) -> Result<Vec<AddressRows>, StoreError> {
         let rows = sqlx::query_as(lotledger_store::sql::ADDRESS_ROWS)
             .fetch_all(&self.pool)
             .await
@@ -320,12 +321,14 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn verify(&self, addresses: &[String]) -> Result<Vec<Drift>, StoreError> {
+    async fn verify(&self, batch: &[AddressRows]) -> Result<Vec<Drift>, StoreError> {
         if let Some(scan) = &self.scan {
             let scan = scan.clone();
-            let addresses = addresses.to_vec();
-            return blocking(move || scan.verify(&addresses, Access::Auto)).await;
+            let batch = batch.to_vec();
+            return blocking(move || scan.verify(&batch, Access::Auto)).await;
         }
+        let addresses: Vec<String> = batch.iter().map(|(a, _)| a.clone()).collect();
+        let addresses = &addresses;
         // A deferred read transaction: in WAL mode every read of the batch sees the snapshot
         // taken at its first read, so history and lots are compared consistently.
         let mut tx = self.writer.begin(false).await?;

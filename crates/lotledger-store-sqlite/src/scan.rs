@@ -8,16 +8,18 @@
 //! keeping the rows of the addresses asked for costs a tenth of it (BENCHMARKS.md, W4). A
 //! batch holding less than [`SCAN_FRACTION`] of the history is read through the indexes
 //! instead, one prepared statement per address. Either way each pass holds at most
-//! [`PASS_ROWS`] history rows in memory, and everything happens in one transaction: a
-//! deferred one (one snapshot) for verify, `BEGIN IMMEDIATE` for rebuild, which rewrites the
-//! lots of the addresses whose cache differs from the replay and advances the file's
-//! generation as every write transaction does.
+//! [`PASS_ROWS`] history rows in memory, in one deferred transaction (one snapshot). Rebuild
+//! first verifies so, without the write lock; only if some address drifted does it take the
+//! lock (`BEGIN IMMEDIATE`), check those addresses again and rewrite the lots of each whose
+//! cache differs from the replay, advancing the file's generation as every write transaction
+//! does. A healthy ledger is repaired without a write.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lotledger_store::scan::{Entry, IdMap, Pass, SlotTable, Slotted, cores};
-use lotledger_store::{Drift, StoreError, compact};
+use lotledger_store::{AddressRows, Drift, StoreError, compact};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
@@ -77,12 +79,12 @@ impl ScanFile {
         Ok(conn)
     }
 
-    /// The drifts among `addresses` (any order; reported in that order).
-    pub fn verify(&self, addresses: &[String], access: Access) -> Result<Vec<Drift>, StoreError> {
+    /// The drifts among the addresses of `batch` (any order; reported in that order).
+    pub fn verify(&self, batch: &[AddressRows], access: Access) -> Result<Vec<Drift>, StoreError> {
         let mut conn = self.open(false)?;
         let tx = conn.transaction().map_err(err)?;
         let mut drifts = Vec::new();
-        for_each_pass(&tx, addresses, access, self.pass_rows, |pass| {
+        for_each_pass(&tx, batch, access, self.pass_rows, |pass| {
             drifts.extend(pass.drifts()?);
             Ok(())
         })?;
@@ -90,9 +92,26 @@ impl ScanFile {
         Ok(drifts)
     }
 
-    /// Rewrites the lots of every address among `addresses` whose cache differs from the
-    /// replay of its history, in one write transaction. Returns how many were rewritten.
-    pub fn rebuild(&self, addresses: &[String], access: Access) -> Result<usize, StoreError> {
+    /// Rewrites the lots of every address of `batch` whose cache differs from the replay of
+    /// its history, in one write transaction. Returns how many were rewritten.
+    ///
+    /// The addresses are first verified in a read snapshot, without the write lock; those
+    /// found clean are left alone (every writer keeps the addresses it touches equal to their
+    /// replay, so a clean address stays clean), the drifted ones are checked again under the
+    /// lock.
+    pub fn rebuild(&self, batch: &[AddressRows], access: Access) -> Result<usize, StoreError> {
+        let drifts = self.verify(batch, access)?;
+        if drifts.is_empty() {
+            return Ok(0);
+        }
+        let rows: HashMap<&str, u64> = batch.iter().map(|(a, n)| (a.as_str(), *n)).collect();
+        let drifted: Vec<AddressRows> = drifts
+            .into_iter()
+            .map(|d| {
+                let n = rows.get(d.address.as_str()).copied().unwrap_or(0);
+                (d.address, n)
+            })
+            .collect();
         let mut conn = self.open(true)?;
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -110,7 +129,7 @@ impl ScanFile {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(err)?;
-            for_each_pass(&tx, addresses, access, self.pass_rows, |pass| {
+            for_each_pass(&tx, &drifted, access, self.pass_rows, |pass| {
                 for (slot, _, replayed) in pass.drifted(cores())? {
                     let Some(address_id) = pass.id(slot) else {
                         continue;
@@ -144,14 +163,14 @@ fn advance_generation(conn: &Connection) -> Result<(), StoreError> {
         .map_err(err)
 }
 
-/// Splits `addresses` into passes of at most `pass_rows` history rows (an address larger than
-/// that is a pass of its own), loads each and hands it to `each`.
-fn for_each_pass<'a>(
+/// Splits `batch` into passes of at most `pass_rows` history rows by its counts (an address
+/// larger than that is a pass of its own), loads each and hands it to `each`.
+fn for_each_pass(
     conn: &Connection,
-    addresses: &'a [String],
+    batch: &[AddressRows],
     access: Access,
     pass_rows: u64,
-    mut each: impl FnMut(&Pass<'a>) -> Result<(), StoreError>,
+    mut each: impl FnMut(&Pass<'_>) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let total: i64 = conn
         .query_row("SELECT count(*) FROM credit_history", [], |r| r.get(0))
@@ -160,22 +179,15 @@ fn for_each_pass<'a>(
     let mut id_of = conn
         .prepare("SELECT id FROM addresses WHERE address = ?1")
         .map_err(err)?;
-    let mut count_of = conn
-        .prepare("SELECT count(*) FROM credit_history WHERE address_id = ?1")
-        .map_err(err)?;
+    let addresses: Vec<String> = batch.iter().map(|(a, _)| a.clone()).collect();
+    let counts: Vec<u64> = batch.iter().map(|(_, n)| *n).collect();
     let mut ids = Vec::with_capacity(addresses.len());
-    let mut counts = Vec::with_capacity(addresses.len());
-    for address in addresses {
+    for address in &addresses {
         let id: Option<i64> = id_of
             .query_row(params![address], |r| r.get(0))
             .optional()
             .map_err(err)?;
-        let count: i64 = match id {
-            Some(id) => count_of.query_row(params![id], |r| r.get(0)).map_err(err)?,
-            None => 0,
-        };
         ids.push(id);
-        counts.push(u64::try_from(count).unwrap_or(0));
     }
     let mut start = 0;
     while start < addresses.len() {

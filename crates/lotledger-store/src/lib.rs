@@ -214,6 +214,12 @@ impl TableCounts {
     }
 }
 
+/// An address and its number of history rows, as [`Store::address_rows`] lists them. Handed
+/// to [`Store::verify`] and [`Store::rebuild`], the count only sizes their reads (how many
+/// addresses one pass holds, whole tables or seeks): a stale count costs time, never a wrong
+/// answer.
+pub type AddressRows = (String, u64);
+
 /// A balance from the SQL `SUM` of its lots' remainders (NULL: no lot), never negative.
 pub fn balance_from_sum(sum: Option<i64>) -> Credits {
     Credits(sum.unwrap_or(0).max(0))
@@ -331,7 +337,8 @@ pub trait Store: Send + Sync {
     fn addresses(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
     /// Rebuilds the lots of these addresses from history, in one transaction.
-    fn rebuild(&self, addresses: &[String]) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn rebuild(&self, batch: &[AddressRows])
+    -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// How much `repair` and `verify` hand to one [`Store::rebuild`] / [`Store::verify`] call.
     fn maintenance_batch(&self) -> maintenance::BatchLimit {
@@ -339,12 +346,12 @@ pub trait Store: Send + Sync {
     }
 
     /// [`Store::addresses`], each with its number of history rows.
-    fn address_rows(&self) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send;
+    fn address_rows(&self) -> impl Future<Output = Result<Vec<AddressRows>, StoreError>> + Send;
 
     /// Compares cache and replay for these addresses without writing.
     fn verify(
         &self,
-        addresses: &[String],
+        batch: &[AddressRows],
     ) -> impl Future<Output = Result<Vec<Drift>, StoreError>> + Send;
 
     /// The address after which an interrupted `repair` resumes, if one is in progress.

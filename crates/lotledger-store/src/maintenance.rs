@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use lotledger_core::{HistoryRow, Lot, replay};
 
-use crate::{Drift, Store, StoreError};
+use crate::{AddressRows, Drift, Store, StoreError};
 
 /// Addresses rebuilt or checked per transaction, unless the store asks for another
 /// [`Store::maintenance_batch`].
@@ -29,9 +29,9 @@ impl Default for BatchLimit {
 }
 
 /// `all` (addresses with their history rows) cut into batches within `limit`.
-fn batches(all: &[(String, u64)], limit: BatchLimit) -> Vec<Vec<String>> {
+fn batches(all: &[AddressRows], limit: BatchLimit) -> Vec<Vec<AddressRows>> {
     let mut out = Vec::new();
-    let mut batch: Vec<String> = Vec::new();
+    let mut batch: Vec<AddressRows> = Vec::new();
     let mut rows = 0u64;
     for (address, n) in all {
         let full = batch.len() >= limit.addresses || rows.saturating_add(*n) > limit.rows;
@@ -39,7 +39,7 @@ fn batches(all: &[(String, u64)], limit: BatchLimit) -> Vec<Vec<String>> {
             out.push(std::mem::take(&mut batch));
             rows = 0;
         }
-        batch.push(address.clone());
+        batch.push((address.clone(), *n));
         rows = rows.saturating_add(*n);
     }
     if !batch.is_empty() {
@@ -70,7 +70,7 @@ pub async fn repair<S: Store>(
         store.repair_checkpoint().await?
     };
     let all = store.address_rows().await?;
-    let todo: Vec<(String, u64)> = match &resumed_after {
+    let todo: Vec<AddressRows> = match &resumed_after {
         Some(last) => all.into_iter().filter(|(a, _)| a > last).collect(),
         None => all,
     };
@@ -78,7 +78,7 @@ pub async fn repair<S: Store>(
     let mut done = 0;
     for batch in batches(&todo, store.maintenance_batch()) {
         store.rebuild(&batch).await?;
-        if let Some(last) = batch.last() {
+        if let Some((last, _)) = batch.last() {
             store.set_repair_checkpoint(Some(last)).await?;
         }
         done += batch.len();

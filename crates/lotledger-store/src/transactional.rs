@@ -63,8 +63,8 @@ macro_rules! transactional_writes {
             $crate::transactional::insert_raw(self, rows, lots, records, now).await
         }
 
-        async fn rebuild(&self, addresses: &[String]) -> Result<(), $crate::StoreError> {
-            $crate::transactional::Transactional::rebuild_addresses(self, addresses).await
+        async fn rebuild(&self, batch: &[$crate::AddressRows]) -> Result<(), $crate::StoreError> {
+            $crate::transactional::Transactional::rebuild_addresses(self, batch).await
         }
     };
 }
@@ -85,12 +85,13 @@ pub trait Transactional: Store {
     /// backend's own way of giving the same lots.
     fn rebuild_addresses(
         &self,
-        addresses: &[String],
+        batch: &[crate::AddressRows],
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send
     where
         Self: Sized,
     {
-        rebuild(self, addresses)
+        let addresses: Vec<String> = batch.iter().map(|(a, _)| a.clone()).collect();
+        async move { rebuild(self, &addresses).await }
     }
 }
 

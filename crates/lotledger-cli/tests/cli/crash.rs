@@ -128,7 +128,7 @@ async fn state<S: Store>(store: &S, messages: &[Value]) -> Value {
         let record = store.message(hash).await.unwrap();
         out.push(json!(format!("{hash} {:?}", record.map(|r| r.status))));
     }
-    let addresses = store.addresses().await.unwrap();
+    let addresses = store.address_rows().await.unwrap();
     assert!(
         store.verify(&addresses).await.unwrap().is_empty(),
         "verify found drift"

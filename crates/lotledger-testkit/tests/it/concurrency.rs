@@ -145,7 +145,7 @@ async fn concurrent_writers_lose_nothing_and_never_deadlock() {
     // Transfers conserve credits; only the expenses (all funded) leave.
     assert_eq!(total(&first, now).await, before - spent);
     assert!(spent > 0);
-    let addresses = first.addresses().await.unwrap();
+    let addresses = first.address_rows().await.unwrap();
     let drift = first.verify(&addresses).await.unwrap();
     assert!(drift.is_empty(), "cache differs from replay: {drift:?}");
     // And a full repair changes nothing.

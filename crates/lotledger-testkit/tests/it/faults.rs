@@ -101,7 +101,7 @@ async fn postgres_down_gives_503_and_service_recovers_by_itself() {
     assert_eq!(status, StatusCode::OK);
     let (_, body) = call(&app, "GET", balance, None).await;
     assert_eq!(body["credit_balance"], 1500);
-    let addresses = store.addresses().await.unwrap();
+    let addresses = store.address_rows().await.unwrap();
     assert!(store.verify(&addresses).await.unwrap().is_empty());
 }
 
@@ -137,6 +137,6 @@ async fn a_locked_sqlite_file_is_a_clear_error_and_changes_nothing() {
         Outcome::Processed
     );
     assert_eq!(store.balance("0xholder", now).await.unwrap().0, 10);
-    let addresses = store.addresses().await.unwrap();
+    let addresses = store.address_rows().await.unwrap();
     assert!(store.verify(&addresses).await.unwrap().is_empty());
 }

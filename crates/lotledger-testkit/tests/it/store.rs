@@ -2,7 +2,7 @@
 //! the history refuses updates and deletes, and the store reports its rows, size and settings.
 
 use lotledger_core::{Credits, HistoryRow, Timestamp};
-use lotledger_store::{Store, maintenance};
+use lotledger_store::{AddressRows, Store, maintenance};
 use lotledger_testkit::db;
 use sqlx::Connection;
 
@@ -284,7 +284,7 @@ async fn exec(url: &str, sqlite: &'static str, pg: &'static str, address: &str) 
 async fn tampered_ledger<S: Store>(
     store: &S,
     url: &str,
-) -> (Vec<String>, Vec<lotledger_store::Drift>) {
+) -> (Vec<AddressRows>, Vec<lotledger_store::Drift>) {
     let hash = |i: u32| format!("{i:064x}");
     let mut rows = Vec::new();
     for a in 0..12u32 {
@@ -340,21 +340,28 @@ async fn tampered_ledger<S: Store>(
         want.iter().map(|d| d.address.as_str()).collect::<Vec<_>>(),
         [&addresses[1], &addresses[4], &addresses[7], &addresses[10]]
     );
-    (addresses, want)
+    let batch = store.address_rows().await.unwrap();
+    assert_eq!(
+        batch.iter().map(|(a, _)| a).collect::<Vec<_>>(),
+        addresses.iter().collect::<Vec<_>>()
+    );
+    (batch, want)
 }
 
 /// The store's verify finds exactly the drifts the replay gives; repair leaves the lots the
 /// replay gives.
 async fn verify_and_repair_agree_with_replay<S: Store>(
     store: &S,
-    addresses: &[String],
+    batch: &[AddressRows],
     want: &[lotledger_store::Drift],
 ) {
-    assert_eq!(store.verify(addresses).await.unwrap(), want);
+    let addresses: Vec<String> = batch.iter().map(|(a, _)| a.clone()).collect();
+    let addresses = &addresses;
+    assert_eq!(store.verify(batch).await.unwrap(), want);
     assert_eq!(maintenance::verify(store, |_, _| {}).await.unwrap(), want);
     maintenance::repair(store, true, |_, _| {}).await.unwrap();
     assert!(drifts_by_replay(store, addresses).await.is_empty());
-    assert!(store.verify(addresses).await.unwrap().is_empty());
+    assert!(store.verify(batch).await.unwrap().is_empty());
     for d in want {
         assert_eq!(store.lots(&d.address).await.unwrap(), d.replayed);
     }
@@ -364,8 +371,8 @@ async fn verify_and_repair_agree_with_replay<S: Store>(
 async fn postgres_verify_and_repair_agree_with_replay() {
     let url = db::fresh_pg_url().await;
     let store = lotledger_store_pg::PgStore::open(&url).await.unwrap();
-    let (addresses, want) = tampered_ledger(&store, &url).await;
-    verify_and_repair_agree_with_replay(&store, &addresses, &want).await;
+    let (batch, want) = tampered_ledger(&store, &url).await;
+    verify_and_repair_agree_with_replay(&store, &batch, &want).await;
 }
 
 /// SQLite's verify and rebuild read whole tables or seek address by address, in one pass or
@@ -376,7 +383,8 @@ async fn sqlite_scans_and_seeks_agree_with_replay() {
     use lotledger_store_sqlite::{Access, ScanFile};
     let dir = tempfile::tempdir().unwrap();
     let (store, url) = db::fresh_sqlite(&dir).await;
-    let (addresses, want) = tampered_ledger(&store, &url).await;
+    let (batch, want) = tampered_ledger(&store, &url).await;
+    let addresses: Vec<String> = batch.iter().map(|(a, _)| a.clone()).collect();
 
     let path = url.trim_start_matches("sqlite://");
     let scans = ScanFile::new(std::path::Path::new(path));
@@ -384,8 +392,8 @@ async fn sqlite_scans_and_seeks_agree_with_replay() {
         for pass_rows in [1, 7, u64::MAX] {
             let scans = scans.clone().with_pass_rows(pass_rows);
             let found = tokio::task::spawn_blocking({
-                let addresses = addresses.clone();
-                move || scans.verify(&addresses, access)
+                let batch = batch.clone();
+                move || scans.verify(&batch, access)
             })
             .await
             .unwrap()
@@ -396,7 +404,7 @@ async fn sqlite_scans_and_seeks_agree_with_replay() {
 
     // Rebuild by seeks (two addresses per pass) for the first half, by scans for the rest:
     // exactly the drifted addresses are rewritten, and the lots are the replay's.
-    let (first, rest) = addresses.split_at(6);
+    let (first, rest) = batch.split_at(6);
     let rewritten = tokio::task::spawn_blocking({
         let (scans, first, rest) = (scans.clone(), first.to_vec(), rest.to_vec());
         move || {
@@ -417,9 +425,30 @@ async fn sqlite_scans_and_seeks_agree_with_replay() {
         assert_eq!(store.lots(&d.address).await.unwrap(), d.replayed);
     }
 
+    // Rebuilding the healthy ledger again writes nothing: not even the file's generation
+    // moves (so no batch cache is dropped), whichever way it reads.
+    let generation = || async {
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query_scalar::<_, i64>("PRAGMA user_version")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    };
+    let before = generation().await;
+    for access in [Access::Scan, Access::Seek] {
+        let scans = scans.clone();
+        let batch = batch.clone();
+        let rewritten = tokio::task::spawn_blocking(move || scans.rebuild(&batch, access))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rewritten, 0, "{access:?}");
+    }
+    assert_eq!(generation().await, before);
+
     // And through the store's own verify and repair, on a ledger tampered with again.
     let dir = tempfile::tempdir().unwrap();
     let (store, url) = db::fresh_sqlite(&dir).await;
-    let (addresses, want) = tampered_ledger(&store, &url).await;
-    verify_and_repair_agree_with_replay(&store, &addresses, &want).await;
+    let (batch, want) = tampered_ledger(&store, &url).await;
+    verify_and_repair_agree_with_replay(&store, &batch, &want).await;
 }
