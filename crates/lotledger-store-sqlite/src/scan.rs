@@ -230,7 +230,9 @@ fn load<'a>(
     rows: u64,
     scan: bool,
 ) -> Result<Pass<'a>, StoreError> {
-    let mut history: Vec<Slotted> = Vec::with_capacity(usize::try_from(rows).unwrap_or(0));
+    // `rows` comes from the caller's counts, a hint: never reserve past a whole pass on it.
+    let mut history: Vec<Slotted> =
+        Vec::with_capacity(usize::try_from(rows.min(PASS_ROWS)).unwrap_or(0));
     let mut lots: Vec<Slotted> = Vec::new();
     // Columns: address id, then an `Entry`.
     const HISTORY: &str = "SELECT address_id, message_timestamp, ref_id, credit_index, amount, \

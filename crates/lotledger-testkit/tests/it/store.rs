@@ -401,6 +401,19 @@ async fn sqlite_scans_and_seeks_agree_with_replay() {
             assert_eq!(found, want, "{access:?}, {pass_rows} rows per pass");
         }
     }
+    // The counts only size the reads: wrong ones (none, or far too many) find the same drifts.
+    for wrong in [0, u64::MAX / 4] {
+        let stale: Vec<AddressRows> = batch.iter().map(|(a, _)| (a.clone(), wrong)).collect();
+        for access in [Access::Scan, Access::Seek, Access::Auto] {
+            let scans = scans.clone().with_pass_rows(7);
+            let stale = stale.clone();
+            let found = tokio::task::spawn_blocking(move || scans.verify(&stale, access))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(found, want, "{access:?}, every count {wrong}");
+        }
+    }
 
     // Rebuild by seeks (two addresses per pass) for the first half, by scans for the rest:
     // exactly the drifted addresses are rewritten, and the lots are the replay's.
