@@ -3,8 +3,9 @@
 //! with its cache by ids. Reference texts only break ties: an address none of whose rows or
 //! lots share an instant with another reference's is replayed and compared by ids alone
 //! ([`Pass::wanted_refs`] screens them all); texts are read only for the others and for the
-//! addresses that drifted (to report them). Each store reads its tables its own way (SQLite: whole-table scans on a
-//! connection of its own; PostgreSQL: `= ANY` over the batch's ids) and hands the rows here.
+//! addresses that drifted (to report them). Each store reads its tables its own way (SQLite:
+//! whole-table scans on a connection of its own; PostgreSQL: `= ANY` over the batch's ids) and
+//! hands the rows here.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -148,8 +149,8 @@ fn take_slot<'e>(entries: &mut &'e [Slotted], slot: usize) -> &'e [Slotted] {
     mine
 }
 
-/// `each` of `slots` (skipping its `None`s), in order, on up to `threads` threads, each a
-/// contiguous share of them.
+/// Runs `each` on every one of `slots` on up to `threads` threads (each a contiguous share of
+/// them) and keeps what it returns, in the order of `slots`.
 fn on_threads<T: Send>(
     slots: &[usize],
     threads: usize,
