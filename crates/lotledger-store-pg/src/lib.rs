@@ -316,7 +316,7 @@ impl Store for PgStore {
     }
 
     async fn verify(&self, batch: &[AddressRows]) -> Result<Vec<Drift>, StoreError> {
-        let addresses: Vec<String> = batch.iter().map(|(a, _)| a.clone()).collect();
+        let addresses = lotledger_store::addresses_of(batch);
         // One snapshot for the whole batch, so that history and lots are compared consistently.
         let mut tx = PgTx::begin(&self.pool).await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")

@@ -18,7 +18,7 @@ use lotledger_store::maintenance::BatchLimit;
 use lotledger_store::transactional::Transactional;
 use lotledger_store::{
     AddressRows, BalancesQuery, Drift, Footprint, HistorySelector, IngestProgress, LedgerTx,
-    MessageRecord, Store, StoreError, TableCounts, non_negative,
+    MessageRecord, Store, StoreError, TableCounts, addresses_of, non_negative,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -178,14 +178,13 @@ impl Transactional for SqliteStore {
     /// By the scans when the store is a file: only the addresses whose cache differs from the
     /// replay are written, with the lots the replay gives, as `rederive_many` would write them.
     async fn rebuild_addresses(&self, batch: &[AddressRows]) -> Result<(), StoreError> {
-        let scan = self.scan.clone();
-        let batch = batch.to_vec();
-        match scan {
-            Some(scan) => blocking(move || scan.rebuild(&batch, Access::Auto).map(drop)).await,
-            None => {
-                let addresses: Vec<String> = batch.into_iter().map(|(a, _)| a).collect();
-                lotledger_store::transactional::rebuild(self, &addresses).await
+        match &self.scan {
+            Some(scan) => {
+                let scan = scan.clone();
+                let batch = batch.to_vec();
+                blocking(move || scan.rebuild(&batch, Access::Auto).map(drop)).await
             }
+            None => lotledger_store::transactional::rebuild(self, &addresses_of(batch)).await,
         }
     }
 
@@ -327,8 +326,7 @@ impl Store for SqliteStore {
             let batch = batch.to_vec();
             return blocking(move || scan.verify(&batch, Access::Auto)).await;
         }
-        let addresses: Vec<String> = batch.iter().map(|(a, _)| a.clone()).collect();
-        let addresses = &addresses;
+        let addresses = &addresses_of(batch);
         // A deferred read transaction: in WAL mode every read of the batch sees the snapshot
         // taken at its first read, so history and lots are compared consistently.
         let mut tx = self.writer.begin(false).await?;

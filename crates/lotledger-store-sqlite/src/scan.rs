@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lotledger_store::scan::{Entry, IdMap, Pass, SlotTable, Slotted, cores};
-use lotledger_store::{AddressRows, Drift, StoreError, compact};
+use lotledger_store::{AddressRows, Drift, StoreError, addresses_of, compact};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
@@ -179,7 +179,7 @@ fn for_each_pass(
     let mut id_of = conn
         .prepare("SELECT id FROM addresses WHERE address = ?1")
         .map_err(err)?;
-    let addresses: Vec<String> = batch.iter().map(|(a, _)| a.clone()).collect();
+    let addresses = addresses_of(batch);
     let counts: Vec<u64> = batch.iter().map(|(_, n)| *n).collect();
     let mut ids = Vec::with_capacity(addresses.len());
     for address in &addresses {

@@ -220,6 +220,11 @@ impl TableCounts {
 /// answer.
 pub type AddressRows = (String, u64);
 
+/// The addresses of `batch`, without their counts.
+pub fn addresses_of(batch: &[AddressRows]) -> Vec<String> {
+    batch.iter().map(|(address, _)| address.clone()).collect()
+}
+
 /// A balance from the SQL `SUM` of its lots' remainders (NULL: no lot), never negative.
 pub fn balance_from_sum(sum: Option<i64>) -> Credits {
     Credits(sum.unwrap_or(0).max(0))

@@ -84,7 +84,7 @@ pub const ADDRESS_ROWS: &str = "SELECT a.address, COALESCE(h.n, 0) AS n FROM add
      ORDER BY a.address";
 
 /// The rows of [`ADDRESS_ROWS`], counts as `u64`.
-pub fn address_rows(rows: Vec<(String, i64)>) -> Vec<(String, u64)> {
+pub fn address_rows(rows: Vec<(String, i64)>) -> Vec<crate::AddressRows> {
     rows.into_iter()
         .map(|(address, n)| (address, crate::non_negative(n)))
         .collect()

@@ -90,7 +90,7 @@ pub trait Transactional: Store {
     where
         Self: Sized,
     {
-        let addresses: Vec<String> = batch.iter().map(|(a, _)| a.clone()).collect();
+        let addresses = crate::addresses_of(batch);
         async move { rebuild(self, &addresses).await }
     }
 }

@@ -355,8 +355,7 @@ async fn verify_and_repair_agree_with_replay<S: Store>(
     batch: &[AddressRows],
     want: &[lotledger_store::Drift],
 ) {
-    let addresses: Vec<String> = batch.iter().map(|(a, _)| a.clone()).collect();
-    let addresses = &addresses;
+    let addresses = &lotledger_store::addresses_of(batch);
     assert_eq!(store.verify(batch).await.unwrap(), want);
     assert_eq!(maintenance::verify(store, |_, _| {}).await.unwrap(), want);
     maintenance::repair(store, true, |_, _| {}).await.unwrap();
@@ -384,7 +383,7 @@ async fn sqlite_scans_and_seeks_agree_with_replay() {
     let dir = tempfile::tempdir().unwrap();
     let (store, url) = db::fresh_sqlite(&dir).await;
     let (batch, want) = tampered_ledger(&store, &url).await;
-    let addresses: Vec<String> = batch.iter().map(|(a, _)| a.clone()).collect();
+    let addresses = lotledger_store::addresses_of(&batch);
 
     let path = url.trim_start_matches("sqlite://");
     let scans = ScanFile::new(std::path::Path::new(path));
