@@ -31,6 +31,7 @@ mod wrappers;
 pub use databases::{create_database, drop_database, unique_database_name, with_database};
 use wrappers::{
     db_err, history_row, lock_key, lot, message_record, odt, opt_odt, ref_arrays, ref_parts,
+    ref_text,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -79,6 +80,22 @@ macro_rules! lot_order {
 macro_rules! history_order {
     () => {
         lotledger_store::sql_emission_order!(ref_text, "h")
+    };
+}
+
+/// The `(id, address)` rows of the interned addresses among `$1`.
+macro_rules! read_addresses {
+    () => {
+        "SELECT id, address FROM addresses WHERE address = ANY($1)"
+    };
+}
+
+/// The `(id, hash, name)` rows of the interned references among the hashes `$1` and the
+/// names `$2`.
+macro_rules! read_refs {
+    () => {
+        "SELECT id, hash, name FROM refs WHERE hash = ANY($1) UNION ALL \
+         SELECT id, hash, name FROM refs WHERE name = ANY($2)"
     };
 }
 
@@ -1018,14 +1035,16 @@ impl PgTx {
             // address comes once, new or old. One interned meanwhile by a concurrent
             // transaction is in neither, and is read again below.
             let sql = if create {
-                "WITH made AS (INSERT INTO addresses (address) \
-                 SELECT u.address FROM UNNEST($1::text[]) WITH ORDINALITY AS u(address, n) \
-                 WHERE NOT EXISTS (SELECT 1 FROM addresses a WHERE a.address = u.address) \
-                 ORDER BY u.n ON CONFLICT DO NOTHING RETURNING id, address) \
-                 SELECT id, address FROM made UNION ALL \
-                 SELECT id, address FROM addresses WHERE address = ANY($1)"
+                concat!(
+                    "WITH made AS (INSERT INTO addresses (address) \
+                     SELECT u.address FROM UNNEST($1::text[]) WITH ORDINALITY AS u(address, n) \
+                     WHERE NOT EXISTS (SELECT 1 FROM addresses a WHERE a.address = u.address) \
+                     ORDER BY u.n ON CONFLICT DO NOTHING RETURNING id, address) \
+                     SELECT id, address FROM made UNION ALL ",
+                    read_addresses!()
+                )
             } else {
-                "SELECT id, address FROM addresses WHERE address = ANY($1)"
+                read_addresses!()
             };
             self.note_addresses(sql, &addresses).await?;
             if create {
@@ -1034,11 +1053,7 @@ impl PgTx {
                     .filter(|a| !self.address_ids.contains_key(a))
                     .collect();
                 if !missing.is_empty() {
-                    self.note_addresses(
-                        "SELECT id, address FROM addresses WHERE address = ANY($1)",
-                        &missing,
-                    )
-                    .await?;
+                    self.note_addresses(read_addresses!(), &missing).await?;
                 }
             }
         }
@@ -1049,18 +1064,18 @@ impl PgTx {
         if !references.is_empty() {
             let (hashes, names) = ref_arrays(references.iter().copied());
             let sql = if create {
-                "WITH made AS (INSERT INTO refs (hash, name) \
-                 SELECT u.hash, u.name FROM UNNEST($1::bytea[], $2::text[]) WITH ORDINALITY \
-                 AS u(hash, name, n) \
-                 WHERE NOT EXISTS (SELECT 1 FROM refs r WHERE r.hash = u.hash) \
-                 AND NOT EXISTS (SELECT 1 FROM refs r WHERE r.name = u.name) \
-                 ORDER BY u.n ON CONFLICT DO NOTHING RETURNING id, hash, name) \
-                 SELECT id, hash, name FROM made UNION ALL \
-                 SELECT id, hash, name FROM refs WHERE hash = ANY($1) UNION ALL \
-                 SELECT id, hash, name FROM refs WHERE name = ANY($2)"
+                concat!(
+                    "WITH made AS (INSERT INTO refs (hash, name) \
+                     SELECT u.hash, u.name FROM UNNEST($1::bytea[], $2::text[]) WITH ORDINALITY \
+                     AS u(hash, name, n) \
+                     WHERE NOT EXISTS (SELECT 1 FROM refs r WHERE r.hash = u.hash) \
+                     AND NOT EXISTS (SELECT 1 FROM refs r WHERE r.name = u.name) \
+                     ORDER BY u.n ON CONFLICT DO NOTHING RETURNING id, hash, name) \
+                     SELECT id, hash, name FROM made UNION ALL ",
+                    read_refs!()
+                )
             } else {
-                "SELECT id, hash, name FROM refs WHERE hash = ANY($1) UNION ALL \
-                 SELECT id, hash, name FROM refs WHERE name = ANY($2)"
+                read_refs!()
             };
             self.note_refs(sql, &hashes, &names).await?;
             if create {
@@ -1070,13 +1085,7 @@ impl PgTx {
                     .collect();
                 if !missing.is_empty() {
                     let (hashes, names) = ref_arrays(missing);
-                    self.note_refs(
-                        "SELECT id, hash, name FROM refs WHERE hash = ANY($1) UNION ALL \
-                         SELECT id, hash, name FROM refs WHERE name = ANY($2)",
-                        &hashes,
-                        &names,
-                    )
-                    .await?;
+                    self.note_refs(read_refs!(), &hashes, &names).await?;
                 }
             }
         }
@@ -1113,11 +1122,8 @@ impl PgTx {
             .await
             .map_err(db_err)?;
         for (id, hash, name) in rows {
-            let text = match (hash, name) {
-                (Some(hash), _) => compact::lower_hex("", &hash),
-                (None, Some(name)) => name,
-                (None, None) => return Err(StoreError::Corrupt(format!("refs row {id}"))),
-            };
+            let text = ref_text(hash, name)
+                .ok_or_else(|| StoreError::Corrupt(format!("refs row {id}")))?;
             self.ref_ids.insert(text, id);
         }
         Ok(())

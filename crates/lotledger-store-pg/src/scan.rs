@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use futures_util::StreamExt as _;
+use lotledger_store::StoreError;
 use lotledger_store::scan::{Entry, IdMap, Pass, SlotTable, Slotted};
-use lotledger_store::{StoreError, compact};
 use sqlx::PgConnection;
 
-use crate::wrappers::db_err;
+use crate::wrappers::{db_err, ref_text};
 
 /// µs from the Unix epoch to PostgreSQL's (2000-01-01T00:00:00Z), the origin of a binary
 /// `timestamptz`.
@@ -245,10 +245,7 @@ pub async fn load<'a>(
     };
     for (id, hash, name) in texts {
         if let Some(text) = wanted.get_mut(&id) {
-            *text = match (hash, name) {
-                (Some(hash), _) => Some(compact::lower_hex("", &hash)),
-                (None, name) => name,
-            };
+            *text = ref_text(hash, name);
         }
     }
     pass.set_refs(wanted)?;

@@ -116,6 +116,15 @@ pub fn ref_parts(reference: &str) -> (Option<Vec<u8>>, Option<String>) {
     }
 }
 
+/// The text of a `refs` row, the inverse of [`ref_parts`]: a hash as lower-case hex, else the
+/// name; `None` for a row with neither.
+pub fn ref_text(hash: Option<Vec<u8>>, name: Option<String>) -> Option<String> {
+    match hash {
+        Some(hash) => Some(lotledger_store::compact::lower_hex("", &hash)),
+        None => name,
+    }
+}
+
 /// [`ref_parts`] of many references, as the two arrays `UNNEST($n::bytea[], $m::text[])` takes.
 pub fn ref_arrays<'a>(
     references: impl IntoIterator<Item = &'a str>,
