@@ -202,19 +202,17 @@ fn in_id_order(entries: &[Slotted]) -> Option<Vec<&Entry>> {
     (!tied).then_some(sorted)
 }
 
-/// Whether an address is settled by ids alone: no tie on an instant between references among
-/// its `rows` or its `lots`, and its cache equal to its replay.
-fn settled_by_ids(rows: &[Slotted], lots: &[Slotted]) -> Result<bool, StoreError> {
-    let (Some(rows), Some(cached)) = (in_id_order(rows), in_id_order(lots)) else {
-        return Ok(false);
-    };
-    // With no tie, every reference sorts as the empty text: the order is the ids'.
+/// The lots the replay of `rows` leaves, in replay order, each as its granting row's entry
+/// with what remains of it; `text` gives each reference's text.
+fn replay_entries<'e, 't>(
+    rows: impl Iterator<Item = &'e Entry>,
+    text: impl Fn(i64) -> Result<&'t str, StoreError>,
+) -> Result<Vec<Entry>, StoreError> {
     let mut keyed = rows
-        .into_iter()
         .map(|e| {
             Ok(ReplayRow {
                 key: e,
-                credit_ref: "",
+                credit_ref: text(e.ref_id)?,
                 credit_index: e.index,
                 amount: Credits(e.amount),
                 expiration_date: e.expiry.map(instant_from_micros).transpose()?,
@@ -222,14 +220,24 @@ fn settled_by_ids(rows: &[Slotted], lots: &[Slotted]) -> Result<bool, StoreError
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    let replayed = replay_rows(&mut keyed)?;
-    Ok(replayed.len() == cached.len()
-        && replayed.iter().zip(cached).all(|(lot, cached)| {
-            Entry {
-                amount: lot.amount_remaining.0,
-                ..*lot.key
-            } == *cached
-        }))
+    Ok(replay_rows(&mut keyed)?
+        .into_iter()
+        .map(|lot| Entry {
+            amount: lot.amount_remaining.0,
+            ..*lot.key
+        })
+        .collect())
+}
+
+/// Whether an address is settled by ids alone: no tie on an instant between references among
+/// its `rows` or its `lots`, and its cache equal to its replay.
+fn settled_by_ids(rows: &[Slotted], lots: &[Slotted]) -> Result<bool, StoreError> {
+    let (Some(rows), Some(cached)) = (in_id_order(rows), in_id_order(lots)) else {
+        return Ok(false);
+    };
+    // With no tie, every reference sorts as the empty text: the order is the ids'.
+    let replayed = replay_entries(rows.into_iter(), |_| Ok(""))?;
+    Ok(replayed.len() == cached.len() && replayed.iter().zip(cached).all(|(r, c)| r == c))
 }
 
 impl<'a> Pass<'a> {
@@ -345,26 +353,7 @@ impl<'a> Pass<'a> {
         let Some(address) = self.addresses.get(slot) else {
             return Ok(None);
         };
-        let mut keyed = rows
-            .iter()
-            .map(|(_, e)| {
-                Ok(ReplayRow {
-                    key: e,
-                    credit_ref: self.text(e.ref_id)?,
-                    credit_index: e.index,
-                    amount: Credits(e.amount),
-                    expiration_date: e.expiry.map(instant_from_micros).transpose()?,
-                    message_timestamp: instant_from_micros(e.ts)?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let replayed: Vec<Entry> = replay_rows(&mut keyed)?
-            .into_iter()
-            .map(|lot| Entry {
-                amount: lot.amount_remaining.0,
-                ..*lot.key
-            })
-            .collect();
+        let replayed = replay_entries(rows.iter().map(|(_, e)| e), |id| self.text(id))?;
         let mut named = lots
             .iter()
             .map(|(_, e)| Ok((self.text(e.ref_id)?, *e)))
@@ -516,27 +505,11 @@ mod tests {
 
     /// The replay of `rows` with each reference's text from `text`, as lot entries.
     fn replayed(rows: &[Slotted], text: &dyn Fn(i64) -> String) -> Vec<Entry> {
-        let texts: Vec<String> = rows.iter().map(|(_, e)| text(e.ref_id)).collect();
-        let mut keyed: Vec<ReplayRow<'_, &Entry>> = rows
+        let texts: HashMap<i64, String> = rows
             .iter()
-            .zip(&texts)
-            .map(|((_, e), t)| ReplayRow {
-                key: e,
-                credit_ref: t,
-                credit_index: e.index,
-                amount: Credits(e.amount),
-                expiration_date: e.expiry.map(instant_from_micros).transpose().unwrap(),
-                message_timestamp: instant_from_micros(e.ts).unwrap(),
-            })
+            .map(|(_, e)| (e.ref_id, text(e.ref_id)))
             .collect();
-        replay_rows(&mut keyed)
-            .unwrap()
-            .into_iter()
-            .map(|lot| Entry {
-                amount: lot.amount_remaining.0,
-                ..*lot.key
-            })
-            .collect()
+        replay_entries(rows.iter().map(|(_, e)| e), |id| Ok(texts[&id].as_str())).unwrap()
     }
 
     /// Random passes whose rows often tie on an instant, with texts that sort unlike their
