@@ -74,7 +74,9 @@ fn shared(e: &StoreError) -> StoreError {
         StoreError::Corrupt(s) => StoreError::Corrupt(s.clone()),
         StoreError::Overflow(s) => StoreError::Overflow(s.clone()),
         StoreError::Config(s) => StoreError::Config(s.clone()),
-        StoreError::Database(_) | StoreError::Plan(_) => StoreError::Database(e.to_string().into()),
+        StoreError::Database(_) | StoreError::Plan(_) | StoreError::NotAhead(_) => {
+            StoreError::Database(e.to_string().into())
+        }
     }
 }
 

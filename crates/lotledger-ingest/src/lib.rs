@@ -7,14 +7,14 @@
 //! what the bench measures is what ingest does. [`FileLines`] reads files for it, resuming after
 //! what an earlier run committed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
 
 use lotledger_core::envelope::Envelope;
 use lotledger_core::{Rules, Timestamp};
-use lotledger_store::{BatchItem, IngestProgress, Outcome, Store, StoreError};
+use lotledger_store::{BatchItem, BatchJob, IngestProgress, Outcome, Store, StoreError};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -239,16 +239,10 @@ impl Pending {
         }
     }
 
-    /// Applies the pending items in one [`Store::apply_batch`] call and records every outcome
-    /// (and every refused line) in input order.
-    async fn flush<S: Store>(
-        &mut self,
-        store: &S,
-        rules: &Rules,
-        opts: &Options,
-        summary: &mut Summary,
-    ) -> Result<()> {
-        let mut outcomes = Vec::new().into_iter();
+    /// Sends the pending items to the store as one batch (with the progress of the file they
+    /// end in), or only their refused lines if there is nothing to apply; outcomes are
+    /// recorded once the batch is committed ([`Applying`]).
+    async fn submit(&mut self, applying: &mut Applying, opts: &Options) -> Result<()> {
         let progress = self.last.as_ref().and_then(|last| {
             let source = opts.progress_keys.get(&last.file)?;
             let prefix = last.prefix.as_ref()?;
@@ -259,56 +253,29 @@ impl Pending {
                 prefix_sha256: prefix.sha256_hex(),
             })
         });
-        if !self.items.is_empty() || progress.is_some() {
+        let what = self.describe();
+        let job = if !self.items.is_empty() || progress.is_some() {
             let now = match opts.now {
                 Some(t) => t,
                 None => clock_now()?,
             };
-            let applied = store
-                .apply_batch_with_progress(&self.items, rules, now, progress.as_ref())
-                .await
-                .map_err(|source| IngestError::Store {
-                    what: self.describe(),
-                    source,
-                })?;
-            if applied.len() != self.items.len() {
-                return Err(IngestError::OutcomeCount {
-                    got: applied.len(),
-                    sent: self.items.len(),
-                    what: self.describe(),
-                });
-            }
-            summary.batches += 1;
-            outcomes = applied.into_iter();
-        }
-        for entry in self.entries.drain(..) {
-            match entry {
-                Entry::Refused(error) => {
-                    summary.rejected += 1;
-                    summary.error(None, error);
-                }
-                Entry::Item { item_hash } => match outcomes.next() {
-                    Some(Outcome::Processed) => summary.processed += 1,
-                    Some(Outcome::Ignored(_)) => summary.ignored += 1,
-                    Some(Outcome::AlreadyApplied) => summary.already_applied += 1,
-                    Some(Outcome::Rejected(error)) => {
-                        summary.rejected += 1;
-                        summary.error(Some(item_hash), error);
-                    }
-                    None => {
-                        return Err(IngestError::OutcomeCount {
-                            got: 0,
-                            sent: 1,
-                            what: "an outcome missing".into(),
-                        });
-                    }
-                },
-            }
-        }
-        self.items.clear();
+            let items = std::mem::take(&mut self.items);
+            Some(BatchJob {
+                items,
+                now,
+                progress,
+            })
+        } else {
+            None
+        };
+        let sent = Sent {
+            entries: std::mem::take(&mut self.entries),
+            what,
+            items: job.as_ref().map(|job| job.items.len()),
+        };
         self.first = None;
         self.last = None;
-        Ok(())
+        applying.send(sent, job).await
     }
 
     fn describe(&self) -> String {
@@ -320,6 +287,129 @@ impl Pending {
             (Some(a), Some(b)) => format!("applying {n} message(s) of {a} to {b}"),
             _ => format!("applying {n} message(s)"),
         }
+    }
+}
+
+/// A batch sent to the store (or only refused lines), waiting for its outcomes.
+struct Sent {
+    entries: Vec<Entry>,
+    what: String,
+    /// Items sent to the store (`None`: nothing was sent, only refused lines to record).
+    items: Option<usize>,
+}
+
+/// Batches sent to [`Store::apply_batches`] and not yet committed, in input order, and the
+/// summary of those that were.
+struct Applying {
+    jobs: tokio::sync::mpsc::Sender<BatchJob>,
+    done: tokio::sync::mpsc::Receiver<std::result::Result<Vec<Outcome>, StoreError>>,
+    sent: VecDeque<Sent>,
+    summary: Summary,
+}
+
+impl Applying {
+    /// Sends a batch (`None`: nothing to apply) and records what the store committed since.
+    async fn send(&mut self, sent: Sent, job: Option<BatchJob>) -> Result<()> {
+        let stopped = match job {
+            Some(job) => self.jobs.send(job).await.is_err(),
+            None => false,
+        };
+        self.sent.push_back(sent);
+        // A store that stopped taking batches sent the error that stopped it.
+        self.settle(stopped).await
+    }
+
+    /// Records the batches at the front of the queue whose outcomes have come; `wait`: every
+    /// batch sent, waiting for their commits.
+    async fn settle(&mut self, wait: bool) -> Result<()> {
+        use tokio::sync::mpsc::error::TryRecvError;
+        while let Some(front) = self.sent.front() {
+            let outcomes = match front.items {
+                None => None,
+                Some(_) => {
+                    let received = if wait {
+                        self.done.recv().await
+                    } else {
+                        match self.done.try_recv() {
+                            Ok(received) => Some(received),
+                            Err(TryRecvError::Empty) => return Ok(()),
+                            Err(TryRecvError::Disconnected) => None,
+                        }
+                    };
+                    let applied = received.unwrap_or_else(|| {
+                        Err(StoreError::Unavailable(
+                            "the store stopped applying batches".into(),
+                        ))
+                    });
+                    match applied {
+                        Ok(outcomes) => Some(outcomes),
+                        Err(source) => {
+                            return Err(IngestError::Store {
+                                what: front.what.clone(),
+                                source,
+                            });
+                        }
+                    }
+                }
+            };
+            if let Some(front) = self.sent.pop_front() {
+                self.summary.record(front, outcomes)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for every batch sent, and gives the summary.
+    async fn finish(mut self) -> Result<Summary> {
+        let (closed, _) = tokio::sync::mpsc::channel(1);
+        drop(std::mem::replace(&mut self.jobs, closed));
+        self.settle(true).await?;
+        Ok(self.summary)
+    }
+}
+
+impl Summary {
+    /// Counts a committed batch's outcomes (and refused lines) in input order.
+    fn record(&mut self, sent: Sent, outcomes: Option<Vec<Outcome>>) -> Result<()> {
+        let mut outcomes = match (outcomes, sent.items) {
+            (Some(applied), Some(items)) => {
+                if applied.len() != items {
+                    return Err(IngestError::OutcomeCount {
+                        got: applied.len(),
+                        sent: items,
+                        what: sent.what,
+                    });
+                }
+                self.batches += 1;
+                applied.into_iter()
+            }
+            _ => Vec::new().into_iter(),
+        };
+        for entry in sent.entries {
+            match entry {
+                Entry::Refused(error) => {
+                    self.rejected += 1;
+                    self.error(None, error);
+                }
+                Entry::Item { item_hash } => match outcomes.next() {
+                    Some(Outcome::Processed) => self.processed += 1,
+                    Some(Outcome::Ignored(_)) => self.ignored += 1,
+                    Some(Outcome::AlreadyApplied) => self.already_applied += 1,
+                    Some(Outcome::Rejected(error)) => {
+                        self.rejected += 1;
+                        self.error(Some(item_hash), error);
+                    }
+                    None => {
+                        return Err(IngestError::OutcomeCount {
+                            got: 0,
+                            sent: 1,
+                            what: "an outcome missing".into(),
+                        });
+                    }
+                },
+            }
+        }
+        Ok(())
     }
 }
 
@@ -428,12 +518,32 @@ pub fn map_on_threads<T: Send, U: Send>(
 pub async fn ingest_lines<S: Store>(
     store: &S,
     rules: &Rules,
+    lines: impl Iterator<Item = Result<Line>>,
+    opts: &Options,
+) -> Result<Summary> {
+    let (jobs, queued) = tokio::sync::mpsc::channel(1);
+    let (committed, done) = tokio::sync::mpsc::channel(4);
+    let applying = Applying {
+        jobs,
+        done,
+        sent: VecDeque::new(),
+        summary: Summary::default(),
+    };
+    let (_, summary) = tokio::join!(
+        store.apply_batches(rules, queued, committed),
+        feed(applying, lines, opts)
+    );
+    summary
+}
+
+/// [`ingest_lines`]' input side: lines parsed a chunk ahead, sent to the store in batches.
+async fn feed(
+    mut applying: Applying,
     mut lines: impl Iterator<Item = Result<Line>>,
     opts: &Options,
 ) -> Result<Summary> {
     let batch = opts.batch.max(1);
     let jobs = opts.jobs.max(1);
-    let mut summary = Summary::default();
     let mut pending = Pending::new(batch.min(10_000));
     let mut next = parse_ahead(&mut lines, batch, jobs, opts.trusted);
     while let Some(task) = next.take() {
@@ -448,7 +558,8 @@ pub async fn ingest_lines<S: Store>(
             let (source, parsed) = match step {
                 Step::Line { source, parsed } => (source, parsed),
                 Step::Failed(e) => {
-                    pending.flush(store, rules, opts, &mut summary).await?;
+                    pending.submit(&mut applying, opts).await?;
+                    applying.finish().await?;
                     return Err(e);
                 }
             };
@@ -456,18 +567,18 @@ pub async fn ingest_lines<S: Store>(
             if pending.last.as_ref().is_some_and(|last| {
                 last.file != source.file && opts.progress_keys.contains_key(&last.file)
             }) {
-                pending.flush(store, rules, opts, &mut summary).await?;
+                pending.submit(&mut applying, opts).await?;
             }
             for p in parsed {
                 pending.push(&source, p);
             }
             if pending.entries.len() >= batch {
-                pending.flush(store, rules, opts, &mut summary).await?;
+                pending.submit(&mut applying, opts).await?;
             }
         }
     }
-    pending.flush(store, rules, opts, &mut summary).await?;
-    Ok(summary)
+    pending.submit(&mut applying, opts).await?;
+    applying.finish().await
 }
 
 /// One line's messages (a node's `messages.json` page holds several), each parsed and, unless

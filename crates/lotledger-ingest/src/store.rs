@@ -2,8 +2,8 @@
 
 use lotledger_core::{BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp};
 use lotledger_store::{
-    AddressRows, BalancesQuery, BatchItem, Drift, Footprint, HistorySelector, IngestProgress,
-    MessageRecord, Outcome, Store, StoreError, TableCounts,
+    AddressRows, BalancesQuery, BatchItem, BatchJob, Drift, Footprint, HistorySelector,
+    IngestProgress, MessageRecord, Outcome, Store, StoreError, TableCounts,
 };
 use lotledger_store_pg::PgStore;
 use lotledger_store_sqlite::SqliteStore;
@@ -94,6 +94,14 @@ impl Store for AnyStore {
         progress: Option<&IngestProgress>,
     ) -> Result<Vec<Outcome>, StoreError> {
         dispatch!(self, s => s.apply_batch_with_progress(items, rules, now, progress))
+    }
+    async fn apply_batches(
+        &self,
+        rules: &Rules,
+        jobs: tokio::sync::mpsc::Receiver<BatchJob>,
+        done: tokio::sync::mpsc::Sender<Result<Vec<Outcome>, StoreError>>,
+    ) {
+        dispatch!(self, s => s.apply_batches(rules, jobs, done))
     }
     async fn ingest_progress(&self, source: &str) -> Result<Option<IngestProgress>, StoreError> {
         dispatch!(self, s => s.ingest_progress(source))

@@ -156,6 +156,7 @@ impl PgStore {
 
 impl Transactional for PgStore {
     type Tx = PgTx;
+    type Snapshot = PgTx;
 
     fn batch_cache(&self) -> Option<&std::sync::Mutex<BatchCache>> {
         Some(&self.cache)

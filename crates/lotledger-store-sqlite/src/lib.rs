@@ -99,6 +99,10 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// The one connection that writes (rusqlite: see `write`).
     writer: write::Writer,
+    /// A connection whose snapshots batches are planned ahead on (none in memory).
+    reader: Option<write::Writer>,
+    /// How batches planned ahead ended.
+    ahead: std::sync::Arc<lotledger_store::batch::AheadCounters>,
     /// The addresses the last batch left, for the next one (valid while the file's generation
     /// is the one that batch committed).
     cache: std::sync::Arc<std::sync::Mutex<BatchCache>>,
@@ -164,16 +168,34 @@ impl SqliteStore {
         let store = SqliteStore {
             pool,
             writer,
+            reader: None,
+            ahead: Default::default(),
             cache: Default::default(),
             scan,
         };
         store.migrate().await?;
-        Ok(store)
+        // Opened once the schema is there (a reader cannot create it).
+        let reader = if memory {
+            None
+        } else {
+            Some(write::Writer::open_reader(&filename)?)
+        };
+        Ok(SqliteStore { reader, ..store })
     }
 }
 
 impl Transactional for SqliteStore {
     type Tx = SqliteTx;
+    type Snapshot = SqliteTx;
+
+    /// A read transaction on the reader connection (files only): in WAL mode it sees the
+    /// snapshot of its first read while the write connection writes.
+    async fn snapshot(&self) -> Result<Option<SqliteTx>, StoreError> {
+        match &self.reader {
+            Some(reader) => reader.begin(false).await.map(Some),
+            None => Ok(None),
+        }
+    }
 
     /// By the scans when the store is a file: only the addresses whose cache differs from the
     /// replay are written, with the lots the replay gives, as `rederive_many` would write them.
@@ -190,6 +212,10 @@ impl Transactional for SqliteStore {
 
     fn batch_cache(&self) -> Option<&std::sync::Mutex<BatchCache>> {
         Some(&self.cache)
+    }
+
+    fn ahead_counters(&self) -> Option<&lotledger_store::batch::AheadCounters> {
+        Some(&self.ahead)
     }
 
     /// Opens a write transaction and advances the file's generation (`PRAGMA user_version`),

@@ -83,15 +83,40 @@ impl Writer {
         }))))
     }
 
+    /// A connection to the file that only reads (`PRAGMA query_only`): its transactions are
+    /// snapshots to plan batches ahead on while the write connection writes.
+    pub(crate) fn open_reader(filename: &Path) -> Result<Writer, StoreError> {
+        let reader = Writer::open(filename, false)?;
+        if let Ok(conn) = reader.0.try_lock() {
+            conn.conn
+                .execute_batch("PRAGMA query_only = ON")
+                .map_err(err)?;
+        }
+        Ok(reader)
+    }
+
     /// Opens a transaction: `BEGIN IMMEDIATE` advancing the file's generation (`write`), or a
-    /// deferred read transaction.
+    /// read transaction on a snapshot, whose generation it reads first (the snapshot is taken
+    /// by that first read).
     pub(crate) async fn begin(&self, write: bool) -> Result<SqliteTx, StoreError> {
         let mut conn = self.0.clone().lock_owned().await;
         let generations = in_place(|| -> Result<_, StoreError> {
             conn.reset();
             if !write {
                 conn.conn.execute_batch("BEGIN").map_err(err)?;
-                return Ok(None);
+                let snapshot = conn
+                    .conn
+                    .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                    .and_then(|_| conn.conn.query_row("PRAGMA user_version", [], |r| r.get(0)));
+                return match snapshot {
+                    Ok(generation) => Ok(Some((generation, generation))),
+                    Err(e) => {
+                        conn.rollback();
+                        Err(err(e))
+                    }
+                };
             }
             conn.conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
             let advanced = (|| {
@@ -414,7 +439,7 @@ impl Columns for RowCols<'_, '_> {
 }
 
 /// One open transaction on the write connection: `BEGIN IMMEDIATE` for writes (with the
-/// generations it advanced), or a deferred read transaction (none). Dropped without a commit,
+/// generations it advanced), or a read transaction (the generation it sees, twice). Dropped without a commit,
 /// it rolls back.
 pub struct SqliteTx {
     conn: OwnedMutexGuard<WriteConn>,

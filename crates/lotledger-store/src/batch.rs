@@ -12,6 +12,10 @@
 //! every write transaction advances (SQLite, whose writers are strictly ordered), or a version
 //! per address that every transaction writing the address advances (PostgreSQL, whose writers
 //! of different addresses run concurrently).
+//!
+//! [`apply_batches_ahead`] pipelines a stream of batches on a store with read snapshots: a batch
+//! is planned ([`Basis::Ahead`]) while the one before is written on another task, and written
+//! only on the exact state it was planned from (see there).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -20,7 +24,8 @@ use lotledger_core::{
 };
 
 use crate::{
-    BatchItem, IngestProgress, LedgerTx, MessageRecord, MessageStatus, Outcome, StoreError, writer,
+    BatchItem, BatchJob, IngestProgress, LedgerTx, MessageRecord, MessageStatus, Outcome,
+    StoreError, writer,
 };
 
 /// A lot's primary key in emission order: `(message_timestamp, credit_ref, credit_index)`.
@@ -129,6 +134,24 @@ impl BatchCache {
         out
     }
 
+    /// The states of `addresses` the cache holds, removed from it, if the cache is exact at
+    /// store generation `at`; otherwise the cache is emptied. For a batch planned ahead: the
+    /// cache keeps its generation, being still exact for every address it keeps.
+    fn take_at(&mut self, at: i64, addresses: &BTreeSet<String>) -> HashMap<String, AddressState> {
+        if self.generation != Some(at) {
+            self.clear();
+            return HashMap::new();
+        }
+        let mut out = HashMap::new();
+        for a in addresses {
+            if let Some((_, state)) = self.addresses.remove(a) {
+                self.lots -= state.0.len();
+                out.insert(a.clone(), state);
+            }
+        }
+        out
+    }
+
     /// Keeps a committed batch's states: `before` the stamps its transaction found (see
     /// [`BatchCache::take`]), `after` those its commit left.
     fn put(&mut self, before: &Stamps, after: &Stamps, states: HashMap<String, AddressState>) {
@@ -177,19 +200,39 @@ pub struct BatchTx<'t, T: LedgerTx> {
     last_update: Timestamp,
     dirty_lots: BTreeSet<(String, LotKey)>,
     pending_messages: Vec<MessageRecord>,
-    /// The stamps the store showed once the batch's addresses were locked.
+    /// The stamps the store showed once the batch's addresses were locked (planned ahead:
+    /// the stamps of the snapshot it read).
     stamps: Stamps,
+    /// Planned ahead on a read snapshot: everything it needs was loaded up front, and any
+    /// other read or write of the store fails with [`StoreError::NotAhead`].
+    ahead: bool,
+}
+
+/// Where a batch finds the state its transaction does not read.
+pub enum Basis<'a> {
+    /// A write transaction holding the batch's locks, and the store's cache if it keeps one.
+    Locked(Option<&'a std::sync::Mutex<BatchCache>>),
+    /// A read snapshot, while `prior` (the batch before, planned and not yet committed) may
+    /// still be writing: the prior batch's hashes and addresses are taken from what it planned,
+    /// other addresses from the cache where it is exact at `cache_at`, the rest from the
+    /// snapshot. Whether the plan holds is decided once the prior batch has committed (see
+    /// [`Ahead`]).
+    Ahead {
+        cache: Option<&'a std::sync::Mutex<BatchCache>>,
+        cache_at: Option<i64>,
+        prior: Option<&'a mut Planned>,
+    },
 }
 
 impl<'t, T: Commit> BatchTx<'t, T> {
     /// Locks and loads everything the batch's messages touch; the lots and last positions of
-    /// addresses the `cache` holds exact are not read again. Also returns each item's
+    /// addresses the cache holds exact are not read again. Also returns each item's
     /// classification (`None` for items that are not posts), made once here.
     pub async fn load(
         inner: &'t mut T,
         items: &[BatchItem],
         rules: &Rules,
-        cache: Option<&std::sync::Mutex<BatchCache>>,
+        basis: Basis<'_>,
     ) -> Result<(BatchTx<'t, T>, Vec<Option<Decision>>), StoreError> {
         let mut hashes: BTreeSet<&str> = BTreeSet::new();
         let mut addresses: BTreeSet<String> = BTreeSet::new();
@@ -213,24 +256,78 @@ impl<'t, T: Commit> BatchTx<'t, T> {
         }
         let hashes: Vec<&str> = hashes.into_iter().collect();
         let address_refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
-        inner.lock_many(&hashes, &address_refs).await?;
-        let (stamps, cached) = match cache {
-            Some(cache) => {
-                let stamps = inner.stamps(&address_refs).await?;
-                let cached = BatchCache::locked(cache).take(&stamps, &addresses);
-                (stamps, cached)
+        let ahead = matches!(basis, Basis::Ahead { .. });
+        let (stamps, mut cached, prior) = match basis {
+            Basis::Locked(cache) => {
+                inner.lock_many(&hashes, &address_refs).await?;
+                match cache {
+                    Some(cache) => {
+                        let stamps = inner.stamps(&address_refs).await?;
+                        let cached = BatchCache::locked(cache).take(&stamps, &addresses);
+                        (stamps, cached, None)
+                    }
+                    None => (Stamps::None, HashMap::new(), None),
+                }
             }
-            None => (Stamps::None, HashMap::new()),
+            Basis::Ahead {
+                cache,
+                cache_at,
+                mut prior,
+            } => {
+                let stamps = inner.stamps(&address_refs).await?;
+                let Stamps::Store(snapshot) = stamps else {
+                    return Err(StoreError::NotAhead("the store has no generation".into()));
+                };
+                let mut cached = HashMap::new();
+                let mut rest = addresses.clone();
+                if let Some(prior) = prior.as_deref_mut() {
+                    for a in &addresses {
+                        if let Some(state) = prior.states.remove(a) {
+                            rest.remove(a);
+                            cached.insert(a.clone(), state);
+                        }
+                    }
+                }
+                if let Some(cache) = cache {
+                    let at = cache_at.unwrap_or(snapshot);
+                    cached.extend(BatchCache::locked(cache).take_at(at, &rest));
+                }
+                (stamps, cached, prior)
+            }
         };
         let uncached: Vec<&str> = address_refs
             .iter()
             .copied()
             .filter(|a| !cached.contains_key(*a))
             .collect();
+        // The prior batch's hashes are as it left them; only the others are read.
+        let (known, unknown): (Vec<&str>, Vec<&str>) = hashes
+            .iter()
+            .partition(|h| prior.as_ref().is_some_and(|p| p.statuses.contains_key(**h)));
         let mut statuses: HashMap<String, Option<MessageStatus>> =
             hashes.iter().map(|h| ((*h).to_string(), None)).collect();
-        for (hash, status) in inner.message_statuses(&hashes).await? {
+        for (hash, status) in inner.message_statuses(&unknown).await? {
             statuses.insert(hash, Some(status));
+        }
+        let mut row_keys: HashSet<(String, i32)> = inner
+            .existing_row_keys(&unknown)
+            .await?
+            .into_iter()
+            .collect();
+        if let Some(prior) = prior {
+            let known: HashSet<&str> = known.iter().copied().collect();
+            for h in &known {
+                if let Some(status) = prior.statuses.get(*h) {
+                    statuses.insert((*h).to_string(), status.clone());
+                }
+            }
+            row_keys.extend(
+                prior
+                    .row_keys
+                    .iter()
+                    .filter(|(r, _)| known.contains(r.as_str()))
+                    .cloned(),
+            );
         }
         let mut lots: HashMap<String, BTreeMap<LotKey, Lot>> = addresses
             .iter()
@@ -248,15 +345,10 @@ impl<'t, T: Commit> BatchTx<'t, T> {
         for (address, rows) in inner.last_rows(&uncached).await? {
             last.insert(address, rows);
         }
-        for (address, (address_lots, address_last)) in cached {
+        for (address, (address_lots, address_last)) in cached.drain() {
             lots.insert(address.clone(), address_lots);
             last.insert(address, address_last);
         }
-        let row_keys = inner
-            .existing_row_keys(&hashes)
-            .await?
-            .into_iter()
-            .collect();
         let batch = BatchTx {
             inner,
             statuses,
@@ -270,6 +362,7 @@ impl<'t, T: Commit> BatchTx<'t, T> {
             dirty_lots: BTreeSet::new(),
             pending_messages: Vec::new(),
             stamps,
+            ahead,
         };
         Ok((batch, decisions))
     }
@@ -279,7 +372,7 @@ impl<T: LedgerTx> BatchTx<'_, T> {
     async fn ensure_lots(&mut self, address: &str) -> Result<(), StoreError> {
         if !self.lots.contains_key(address) {
             let mut map = BTreeMap::new();
-            for lot in self.inner.load_lots(&[address]).await? {
+            for lot in self.store()?.load_lots(&[address]).await? {
                 map.insert(lot_key(&lot), lot);
             }
             self.lots.insert(address.to_string(), map);
@@ -289,25 +382,104 @@ impl<T: LedgerTx> BatchTx<'_, T> {
 
     async fn ensure_last(&mut self, address: &str) -> Result<(), StoreError> {
         if !self.last.contains_key(address) {
-            let found = self.inner.last_rows(&[address]).await?;
+            let found = self.store()?.last_rows(&[address]).await?;
             let rows = found.into_iter().next().map(|(_, r)| r).unwrap_or_default();
             self.last.insert(address.to_string(), rows);
         }
         Ok(())
     }
 
+    /// The transaction, where the batch may use it: planned ahead, the batch holds everything
+    /// it may read (see [`Basis::Ahead`]) and writes nothing until it is written for real.
+    fn store(&mut self) -> Result<&mut T, StoreError> {
+        if self.ahead {
+            Err(StoreError::NotAhead(
+                "the batch needs a read or write beyond what it loaded".into(),
+            ))
+        } else {
+            Ok(&mut *self.inner)
+        }
+    }
+
     async fn flush_rows(&mut self) -> Result<(), StoreError> {
         if !self.pending_rows.is_empty() {
             let rows = std::mem::take(&mut self.pending_rows);
-            self.inner.insert_rows(&rows, self.last_update).await?;
+            let last_update = self.last_update;
+            self.store()?.insert_rows(&rows, last_update).await?;
         }
         Ok(())
     }
+}
 
-    /// Writes everything buffered and hands back the state of every address the batch holds
-    /// completely, with the stamps found at load (for a [`BatchCache`]). The caller commits.
-    pub async fn flush(mut self) -> Result<(Stamps, HashMap<String, AddressState>), StoreError> {
-        self.flush_rows().await?;
+/// A batch's writes, buffered until one flush.
+#[derive(Debug)]
+struct Writes {
+    rows: Vec<HistoryRow>,
+    last_update: Timestamp,
+    upserts: Vec<Lot>,
+    deletes: Vec<Lot>,
+    records: Vec<MessageRecord>,
+    progress: Option<IngestProgress>,
+}
+
+impl Default for Writes {
+    fn default() -> Writes {
+        Writes {
+            rows: Vec::new(),
+            last_update: Timestamp::UNIX_EPOCH,
+            upserts: Vec::new(),
+            deletes: Vec::new(),
+            records: Vec::new(),
+            progress: None,
+        }
+    }
+}
+
+impl Writes {
+    async fn write<T: LedgerTx>(&self, tx: &mut T) -> Result<(), StoreError> {
+        if !self.rows.is_empty() {
+            tx.insert_rows(&self.rows, self.last_update).await?;
+        }
+        tx.write_lots(&self.upserts, &self.deletes).await?;
+        tx.record_messages(&self.records).await?;
+        if let Some(progress) = &self.progress {
+            tx.set_ingest_progress(progress).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A batch planned, not yet written: its outcomes and writes, and what it leaves for the next
+/// batch (the state of its addresses, the statuses and history keys of its hashes).
+#[derive(Debug)]
+pub struct Planned {
+    outcomes: Vec<Outcome>,
+    writes: Writes,
+    /// The stamps found at load (planned ahead: the snapshot's).
+    stamps: Stamps,
+    states: HashMap<String, AddressState>,
+    statuses: HashMap<String, Option<MessageStatus>>,
+    row_keys: HashSet<(String, i32)>,
+}
+
+impl Planned {
+    /// The generation of the snapshot a batch planned ahead was planned on.
+    fn snapshot(&self) -> Option<i64> {
+        match self.stamps {
+            Stamps::Store(generation) => Some(generation),
+            _ => None,
+        }
+    }
+}
+
+impl<'t, T: LedgerTx> BatchTx<'t, T> {
+    /// Everything the batch buffered, and the state of every address it holds completely;
+    /// with the transaction, for the caller to write them on.
+    fn finish(
+        self,
+        outcomes: Vec<Outcome>,
+        progress: Option<IngestProgress>,
+    ) -> (&'t mut T, Planned) {
         let mut upserts = Vec::new();
         let mut deletes = Vec::new();
         for (address, key) in &self.dirty_lots {
@@ -323,17 +495,15 @@ impl<T: LedgerTx> BatchTx<'_, T> {
                 }),
             }
         }
-        self.inner.write_lots(&upserts, &deletes).await?;
         // The last record of a hash wins (a rejection later processed, …).
         let mut seen = HashSet::new();
         let mut records: Vec<MessageRecord> = Vec::new();
-        for m in self.pending_messages.iter().rev() {
-            if seen.insert(m.item_hash.as_str()) {
-                records.push(m.clone());
+        for m in self.pending_messages.into_iter().rev() {
+            if seen.insert(m.item_hash.clone()) {
+                records.push(m);
             }
         }
         records.reverse();
-        self.inner.record_messages(&records).await?;
         // An address has both maps only when it was loaded whole (lots and last positions).
         let mut last = self.last;
         let states = self
@@ -344,7 +514,31 @@ impl<T: LedgerTx> BatchTx<'_, T> {
                 Some((address, (lots, rows)))
             })
             .collect();
-        Ok((self.stamps, states))
+        let writes = Writes {
+            rows: self.pending_rows,
+            last_update: self.last_update,
+            upserts,
+            deletes,
+            records,
+            progress,
+        };
+        let planned = Planned {
+            outcomes,
+            writes,
+            stamps: self.stamps,
+            states,
+            statuses: self.statuses,
+            row_keys: self.row_keys,
+        };
+        (self.inner, planned)
+    }
+
+    /// Writes everything buffered and hands back the state of every address the batch holds
+    /// completely, with the stamps found at load (for a [`BatchCache`]). The caller commits.
+    pub async fn flush(self) -> Result<(Stamps, HashMap<String, AddressState>), StoreError> {
+        let (inner, planned) = self.finish(Vec::new(), None);
+        planned.writes.write(inner).await?;
+        Ok((planned.stamps, planned.states))
     }
 }
 
@@ -368,7 +562,7 @@ impl<T: LedgerTx> LedgerTx for BatchTx<'_, T> {
         if let Some(s) = self.statuses.get(item_hash) {
             return Ok(s.clone());
         }
-        let s = self.inner.message_status(item_hash).await?;
+        let s = self.store()?.message_status(item_hash).await?;
         self.statuses.insert(item_hash.to_string(), s.clone());
         Ok(s)
     }
@@ -386,7 +580,7 @@ impl<T: LedgerTx> LedgerTx for BatchTx<'_, T> {
         if covered {
             Ok(())
         } else {
-            self.inner.lock(item_hash, addresses).await
+            self.store()?.lock(item_hash, addresses).await
         }
     }
 
@@ -395,7 +589,7 @@ impl<T: LedgerTx> LedgerTx for BatchTx<'_, T> {
         item_hashes: &[&str],
         addresses: &[&str],
     ) -> Result<(), StoreError> {
-        self.inner.lock_many(item_hashes, addresses).await
+        self.store()?.lock_many(item_hashes, addresses).await
     }
 
     async fn balance(&mut self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
@@ -510,7 +704,7 @@ impl<T: LedgerTx> LedgerTx for BatchTx<'_, T> {
 
     async fn address_history(&mut self, address: &str) -> Result<Vec<HistoryRow>, StoreError> {
         self.flush_rows().await?;
-        self.inner.address_history(address).await
+        self.store()?.address_history(address).await
     }
 
     async fn replace_lots(&mut self, address: &str, lots: &[Lot]) -> Result<(), StoreError> {
@@ -530,36 +724,36 @@ impl<T: LedgerTx> LedgerTx for BatchTx<'_, T> {
     }
 
     async fn load_lots(&mut self, addresses: &[&str]) -> Result<Vec<Lot>, StoreError> {
-        self.inner.load_lots(addresses).await
+        self.store()?.load_lots(addresses).await
     }
 
     async fn last_rows(
         &mut self,
         addresses: &[&str],
     ) -> Result<Vec<(String, LastRows)>, StoreError> {
-        self.inner.last_rows(addresses).await
+        self.store()?.last_rows(addresses).await
     }
 
     async fn message_statuses(
         &mut self,
         item_hashes: &[&str],
     ) -> Result<Vec<(String, MessageStatus)>, StoreError> {
-        self.inner.message_statuses(item_hashes).await
+        self.store()?.message_statuses(item_hashes).await
     }
 
     async fn existing_row_keys(
         &mut self,
         credit_refs: &[&str],
     ) -> Result<Vec<(String, i32)>, StoreError> {
-        self.inner.existing_row_keys(credit_refs).await
+        self.store()?.existing_row_keys(credit_refs).await
     }
 
     async fn write_lots(&mut self, upserts: &[Lot], deletes: &[Lot]) -> Result<(), StoreError> {
-        self.inner.write_lots(upserts, deletes).await
+        self.store()?.write_lots(upserts, deletes).await
     }
 
     async fn record_messages(&mut self, records: &[MessageRecord]) -> Result<(), StoreError> {
-        self.inner.record_messages(records).await
+        self.store()?.record_messages(records).await
     }
 
     async fn replay_histories(
@@ -567,7 +761,7 @@ impl<T: LedgerTx> LedgerTx for BatchTx<'_, T> {
         addresses: &[&str],
     ) -> Result<Vec<HistoryRow>, StoreError> {
         self.flush_rows().await?;
-        self.inner.replay_histories(addresses).await
+        self.store()?.replay_histories(addresses).await
     }
 
     async fn delete_lots_of(&mut self, addresses: &[&str]) -> Result<(), StoreError> {
@@ -578,23 +772,21 @@ impl<T: LedgerTx> LedgerTx for BatchTx<'_, T> {
     }
 
     async fn set_ingest_progress(&mut self, progress: &IngestProgress) -> Result<(), StoreError> {
-        self.inner.set_ingest_progress(progress).await
+        self.store()?.set_ingest_progress(progress).await
     }
 }
 
-/// Runs a batch on an open transaction: every item through the writer over [`BatchTx`], then
-/// one flush; with a [`BatchCache`], the states it holds exact are not read again. Returns the
-/// outcomes, and the stamps and states to put back into the cache once committed. The caller
-/// commits, or on error rolls back and replays one message at a time.
-async fn apply_batch<T: Commit>(
-    tx: &mut T,
+/// Plans a batch on `tx` from `basis`: every item through the writer over [`BatchTx`], its
+/// writes buffered (with `progress`) and nothing written.
+async fn plan<'t, T: Commit>(
+    tx: &'t mut T,
     items: &[BatchItem],
     rules: &Rules,
     now: Timestamp,
     progress: Option<&IngestProgress>,
-    cache: Option<&std::sync::Mutex<BatchCache>>,
-) -> Result<(Vec<Outcome>, Stamps, HashMap<String, AddressState>), StoreError> {
-    let (mut batch, decisions) = BatchTx::load(tx, items, rules, cache).await?;
+    basis: Basis<'_>,
+) -> Result<(&'t mut T, Planned), StoreError> {
+    let (mut batch, decisions) = BatchTx::load(tx, items, rules, basis).await?;
     let mut outcomes = Vec::with_capacity(items.len());
     for (item, decision) in items.iter().zip(decisions) {
         outcomes.push(match (item, decision) {
@@ -608,11 +800,22 @@ async fn apply_batch<T: Commit>(
             (BatchItem::Ignore, _) => Outcome::Ignored(IgnoreReason::NotCreditType),
         });
     }
-    let (stamps, states) = batch.flush().await?;
-    if let Some(progress) = progress {
-        tx.set_ingest_progress(progress).await?;
-    }
-    Ok((outcomes, stamps, states))
+    Ok(batch.finish(outcomes, progress.cloned()))
+}
+
+/// Runs a batch on an open write transaction holding its locks: planned, then written. The
+/// caller commits, or on error rolls back and replays one message at a time.
+async fn apply_batch<T: Commit>(
+    tx: &mut T,
+    items: &[BatchItem],
+    rules: &Rules,
+    now: Timestamp,
+    progress: Option<&IngestProgress>,
+    cache: Option<&std::sync::Mutex<BatchCache>>,
+) -> Result<Planned, StoreError> {
+    let (tx, planned) = plan(tx, items, rules, now, progress, Basis::Locked(cache)).await?;
+    planned.writes.write(tx).await?;
+    Ok(planned)
 }
 
 /// A write transaction that can be committed (a dropped one rolls back).
@@ -658,12 +861,12 @@ where
 {
     let mut tx = open().await?;
     match apply_batch(&mut tx, items, rules, now, progress, cache).await {
-        Ok((outcomes, before, states)) => {
+        Ok(planned) => {
             let after = tx.commit_stamped().await?;
             if let Some(cache) = cache {
-                BatchCache::locked(cache).put(&before, &after, states);
+                BatchCache::locked(cache).put(&planned.stamps, &after, planned.states);
             }
-            Ok(outcomes)
+            Ok(planned.outcomes)
         }
         Err(e) => {
             drop(tx);
@@ -677,4 +880,296 @@ where
             Ok(outcomes)
         }
     }
+}
+
+/// How plans made ahead ended ([`apply_batches_ahead`]), counted per store.
+#[derive(Debug, Default)]
+pub struct AheadCounters {
+    /// Plans made on a snapshot (whatever became of them).
+    pub planned: std::sync::atomic::AtomicU64,
+    /// Plans written as made.
+    pub held: std::sync::atomic::AtomicU64,
+    /// Plans dropped because their basis changed: another writer wrote, or the batch before
+    /// did not commit its own plan. The batch is planned again or applied the usual way.
+    pub stale: std::sync::atomic::AtomicU64,
+    /// Batches applied the usual way without a plan (they read beyond what they load, their
+    /// planning failed, or the store has no snapshots), and plans whose writing failed.
+    pub not_ahead: std::sync::atomic::AtomicU64,
+}
+
+impl AheadCounters {
+    fn count(
+        counters: Option<&AheadCounters>,
+        which: fn(&AheadCounters) -> &std::sync::atomic::AtomicU64,
+    ) {
+        if let Some(counters) = counters {
+            which(counters).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// A batch written on another task while the next one is planned.
+struct InFlight {
+    job: BatchJob,
+    /// What it planned (its writes moved to the writing task).
+    planned: Planned,
+    /// The store generation its transaction must find for the plan to hold.
+    expected: i64,
+    writing: tokio::task::JoinHandle<Written>,
+}
+
+/// How a batch's planned writes ended.
+enum Written {
+    /// Written and committed; the stamps the commit left.
+    Committed(Stamps),
+    /// Not written: the store was not at the generation the plan was made for.
+    Stale,
+    /// Not written (rolled back).
+    Failed(StoreError),
+}
+
+/// Writes a batch's planned writes on `tx` and commits, if the store is at the generation
+/// `expected` (nobody else wrote since the plan's basis); otherwise rolls back.
+async fn write_planned<T: Commit>(mut tx: T, writes: Writes, expected: i64) -> Written {
+    match tx.stamps(&[]).await {
+        Ok(Stamps::Store(found)) if found == expected => {}
+        Ok(_) => return Written::Stale,
+        Err(e) => return Written::Failed(e),
+    }
+    if let Err(e) = writes.write(&mut tx).await {
+        return Written::Failed(e);
+    }
+    match tx.commit_stamped().await {
+        Ok(after) => Written::Committed(after),
+        Err(e) => Written::Failed(e),
+    }
+}
+
+fn joined(result: Result<Written, tokio::task::JoinError>) -> Written {
+    result.unwrap_or_else(|e| Written::Failed(StoreError::Database(Box::new(e))))
+}
+
+impl InFlight {
+    /// The batch's outcomes once it is committed, and the generation its commit left if it
+    /// committed its own plan (`None`: it was applied the usual way instead, after its plan
+    /// turned out stale or its writing failed). `written`: its writing task's end, if already
+    /// known.
+    async fn settle<S: crate::transactional::Transactional>(
+        self,
+        store: &S,
+        rules: &Rules,
+        written: Option<Written>,
+    ) -> Result<(Vec<Outcome>, Option<i64>), StoreError> {
+        let InFlight {
+            job,
+            planned,
+            expected,
+            writing,
+        } = self;
+        let written = match written {
+            Some(written) => written,
+            None => joined(writing.await),
+        };
+        let cache = store.batch_cache();
+        let counters = store.ahead_counters();
+        match written {
+            Written::Committed(after) => {
+                AheadCounters::count(counters, |c| &c.held);
+                if let Some(cache) = cache {
+                    BatchCache::locked(cache).put(&Stamps::Store(expected), &after, planned.states);
+                }
+                let after = match after {
+                    Stamps::Store(generation) => Some(generation),
+                    _ => None,
+                };
+                Ok((planned.outcomes, after))
+            }
+            Written::Stale | Written::Failed(_) => {
+                if let Written::Failed(e) = &written {
+                    AheadCounters::count(counters, |c| &c.not_ahead);
+                    tracing::warn!(error = %e, "writing a batch planned ahead failed; applying it again");
+                } else {
+                    AheadCounters::count(counters, |c| &c.stale);
+                    tracing::debug!(
+                        "a batch planned ahead was stale (another writer); applying it again"
+                    );
+                }
+                if let Some(cache) = cache {
+                    BatchCache::locked(cache).clear();
+                }
+                let outcomes = apply_batch_committed(
+                    store,
+                    || store.write(),
+                    &job.items,
+                    rules,
+                    job.now,
+                    job.progress.as_ref(),
+                    cache,
+                )
+                .await?;
+                Ok((outcomes, None))
+            }
+        }
+    }
+}
+
+/// Plans `job` on a fresh snapshot of the store, after `prior` (the batch in flight, if any);
+/// `None` if the store has no snapshots or the batch cannot be planned ahead (it reads beyond
+/// what it loads, or planning failed: it is then applied the usual way, which reports any
+/// error as a batch always did).
+async fn plan_ahead<S: crate::transactional::Transactional>(
+    store: &S,
+    rules: &Rules,
+    job: &BatchJob,
+    prior: Option<&mut InFlight>,
+) -> Option<Planned> {
+    let mut snapshot = match store.snapshot().await {
+        Ok(Some(snapshot)) => snapshot,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::debug!(error = %e, "no snapshot to plan a batch ahead on");
+            return None;
+        }
+    };
+    let cache_at = prior.as_ref().map(|p| p.expected);
+    let basis = Basis::Ahead {
+        cache: store.batch_cache(),
+        cache_at,
+        prior: prior.map(|p| &mut p.planned),
+    };
+    let progress = job.progress.as_ref();
+    match plan(&mut snapshot, &job.items, rules, job.now, progress, basis).await {
+        Ok((_, planned)) => {
+            AheadCounters::count(store.ahead_counters(), |c| &c.planned);
+            Some(planned)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "batch not planned ahead");
+            None
+        }
+    }
+}
+
+/// What the driver does next.
+enum Next {
+    Job(Option<BatchJob>),
+    Written(Written),
+}
+
+/// [`crate::Store::apply_batches`] for a backend with read snapshots
+/// ([`crate::transactional::Transactional::snapshot`]): each batch is planned on a snapshot
+/// while the batch before it is written and committed on another task (see
+/// [`Basis::Ahead`]). A plan holds only if the batch before committed its own plan and the
+/// store's generation shows that nobody else wrote in between (at the snapshot, and when the
+/// batch's transaction begins); otherwise the batch is applied the usual way
+/// ([`apply_batch_committed`]). Batches commit one after the other, in order, so outcomes and
+/// writes are those of [`crate::Store::apply_batch_with_progress`] called for each in turn.
+pub async fn apply_batches_ahead<S: crate::transactional::Transactional>(
+    store: &S,
+    rules: &Rules,
+    mut jobs: tokio::sync::mpsc::Receiver<BatchJob>,
+    done: tokio::sync::mpsc::Sender<Result<Vec<Outcome>, StoreError>>,
+) {
+    let mut in_flight: Option<InFlight> = None;
+    loop {
+        // A batch in flight is settled as soon as it is written, if no batch comes first.
+        let next = match in_flight.as_mut() {
+            None => Next::Job(jobs.recv().await),
+            // A batch waiting is planned first, to keep the writer busy.
+            Some(flight) => tokio::select! {
+                biased;
+                job = jobs.recv() => Next::Job(job),
+                written = &mut flight.writing => Next::Written(joined(written)),
+            },
+        };
+        let job = match next {
+            Next::Written(written) => {
+                if let Some(flight) = in_flight.take() {
+                    let settled = flight.settle(store, rules, Some(written)).await;
+                    if !report(&done, settled.map(|(outcomes, _)| outcomes)).await {
+                        return;
+                    }
+                }
+                continue;
+            }
+            Next::Job(None) => break,
+            Next::Job(Some(job)) => job,
+        };
+        let ahead = plan_ahead(store, rules, &job, in_flight.as_mut()).await;
+        // The batch before is settled before this one writes: the plan holds if it was made
+        // on a snapshot at the generation that batch started from or left, and that batch
+        // committed its own plan (then this one must find the generation it left).
+        let mut expected = match in_flight.take() {
+            None => ahead.as_ref().and_then(|planned| planned.snapshot()),
+            Some(flight) => {
+                let started = flight.expected;
+                match flight.settle(store, rules, None).await {
+                    Ok((outcomes, after)) => {
+                        if !report(&done, Ok(outcomes)).await {
+                            return;
+                        }
+                        let snapshot = ahead.as_ref().and_then(Planned::snapshot);
+                        after.filter(|after| snapshot.is_some_and(|s| s == started || s == *after))
+                    }
+                    Err(e) => {
+                        report(&done, Err(e)).await;
+                        return;
+                    }
+                }
+            }
+        };
+        if ahead.is_some() && expected.is_none() {
+            AheadCounters::count(store.ahead_counters(), |c| &c.stale);
+        }
+        let mut planned = ahead.filter(|_| expected.is_some());
+        if planned.is_none() {
+            // Planned again on a snapshot taken now that nothing is in flight.
+            planned = plan_ahead(store, rules, &job, None).await;
+            expected = planned.as_ref().and_then(Planned::snapshot);
+        }
+        let (Some(mut planned), Some(expected)) = (planned, expected) else {
+            AheadCounters::count(store.ahead_counters(), |c| &c.not_ahead);
+            let applied = apply_batch_committed(
+                store,
+                || store.write(),
+                &job.items,
+                rules,
+                job.now,
+                job.progress.as_ref(),
+                store.batch_cache(),
+            )
+            .await;
+            if !report(&done, applied).await {
+                return;
+            }
+            continue;
+        };
+        let tx = match store.write().await {
+            Ok(tx) => tx,
+            Err(e) => {
+                report(&done, Err(e)).await;
+                return;
+            }
+        };
+        let writes = std::mem::take(&mut planned.writes);
+        in_flight = Some(InFlight {
+            job,
+            planned,
+            expected,
+            writing: tokio::spawn(write_planned(tx, writes, expected)),
+        });
+    }
+    if let Some(flight) = in_flight.take() {
+        let settled = flight.settle(store, rules, None).await;
+        report(&done, settled.map(|(outcomes, _)| outcomes)).await;
+    }
+}
+
+/// Sends a batch's result; whether to go on (it was outcomes, and someone still listens).
+async fn report(
+    done: &tokio::sync::mpsc::Sender<Result<Vec<Outcome>, StoreError>>,
+    result: Result<Vec<Outcome>, StoreError>,
+) -> bool {
+    let failed = result.is_err();
+    done.send(result).await.is_ok() && !failed
 }

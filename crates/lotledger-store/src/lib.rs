@@ -119,6 +119,10 @@ pub enum StoreError {
     Overflow(String),
     #[error("invalid database URL: {0}")]
     Config(String),
+    /// A batch planned ahead on a snapshot needed more than it could read there; it is
+    /// applied the usual way instead (never reported by a `Store` method).
+    #[error("batch not planned ahead: {0}")]
+    NotAhead(String),
 }
 
 /// What became of one message.
@@ -277,6 +281,30 @@ pub trait Store: Send + Sync {
         now: Timestamp,
         progress: Option<&IngestProgress>,
     ) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send;
+
+    /// Applies the batches `jobs` gives, in order, each exactly as
+    /// [`Store::apply_batch_with_progress`] would, and sends each one's outcomes on `done`
+    /// once it is committed, in the same order. Stops after the first error, which it sends.
+    /// Where the store can, a batch is planned while the one before it is written
+    /// ([`batch::apply_batches_ahead`]); by default, one batch after the other.
+    fn apply_batches(
+        &self,
+        rules: &Rules,
+        mut jobs: tokio::sync::mpsc::Receiver<BatchJob>,
+        done: tokio::sync::mpsc::Sender<Result<Vec<Outcome>, StoreError>>,
+    ) -> impl Future<Output = ()> + Send {
+        async move {
+            while let Some(job) = jobs.recv().await {
+                let applied = self
+                    .apply_batch_with_progress(&job.items, rules, job.now, job.progress.as_ref())
+                    .await;
+                let failed = applied.is_err();
+                if done.send(applied).await.is_err() || failed {
+                    return;
+                }
+            }
+        }
+    }
 
     /// The prefix of `source` committed by an earlier ingest. Rows written before migration
     /// 0004 (no prefix length and digest) are not returned: they cannot be verified.
@@ -444,6 +472,15 @@ pub fn decode_replay_rows(
         out.push(row);
     }
     Ok(())
+}
+
+/// A batch for [`Store::apply_batches`]: its items, the instant they are applied at, and the
+/// ingest progress committed with them.
+#[derive(Debug, Clone)]
+pub struct BatchJob {
+    pub items: Vec<BatchItem>,
+    pub now: Timestamp,
+    pub progress: Option<IngestProgress>,
 }
 
 /// One message of a batch, after its envelope checks.

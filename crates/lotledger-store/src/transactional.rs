@@ -36,6 +36,15 @@ macro_rules! transactional_writes {
                 .await
         }
 
+        async fn apply_batches(
+            &self,
+            rules: &::lotledger_core::Rules,
+            jobs: ::tokio::sync::mpsc::Receiver<$crate::BatchJob>,
+            done: ::tokio::sync::mpsc::Sender<Result<Vec<$crate::Outcome>, $crate::StoreError>>,
+        ) {
+            $crate::batch::apply_batches_ahead(self, rules, jobs, done).await
+        }
+
         async fn reject(
             &self,
             item_hash: &str,
@@ -71,10 +80,28 @@ macro_rules! transactional_writes {
 
 /// A [`Store`] whose writes are [`LedgerTx`] transactions.
 pub trait Transactional: Store {
-    type Tx: Commit;
+    type Tx: Commit + Send + 'static;
 
     /// Opens a write transaction.
     fn write(&self) -> impl std::future::Future<Output = Result<Self::Tx, StoreError>> + Send;
+
+    /// A read-only transaction on a snapshot of the store, whose [`Commit::stamps`] tell the
+    /// store generation it sees.
+    type Snapshot: Commit;
+
+    /// A read snapshot to plan a batch ahead on while the batch before is written
+    /// ([`crate::batch::apply_batches_ahead`]); `None` (the default) where the backend has
+    /// none, so each batch is applied in turn.
+    fn snapshot(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Option<Self::Snapshot>, StoreError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Where the backend counts how batches planned ahead ended.
+    fn ahead_counters(&self) -> Option<&crate::batch::AheadCounters> {
+        None
+    }
 
     /// The cache batches carry their addresses' states in, where the backend keeps one.
     fn batch_cache(&self) -> Option<&std::sync::Mutex<BatchCache>> {

@@ -2,9 +2,14 @@
 //! sequences (out-of-order timestamps, replays, unfunded transfers, invalid content, envelope
 //! rejections) applied one by one to a SQLite file, and in random-sized batches to another
 //! SQLite file and to a PostgreSQL database. Same outcomes, history, lots and message records.
+//! The same through `Store::apply_batches`, where SQLite plans each batch on a snapshot while
+//! the batch before it is written, and with another writer of the file writing meanwhile.
 
 use lotledger_core::{Post, Rules, Timestamp};
-use lotledger_store::{BatchItem, HistorySelector, Outcome, Store, apply_one_by_one};
+use std::sync::atomic::Ordering;
+
+use lotledger_store::transactional::Transactional;
+use lotledger_store::{BatchItem, BatchJob, HistorySelector, Outcome, Store, apply_one_by_one};
 use lotledger_testkit::db;
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -129,14 +134,9 @@ async fn state<S: Store>(store: &S, hashes: &[String]) -> Value {
     Value::Array(out)
 }
 
-async fn batched<S: Store>(
-    store: &S,
-    items: &[BatchItem],
-    sizes: &[usize],
-    rules: &Rules,
-    now: Timestamp,
-) -> Vec<lotledger_store::Outcome> {
-    let mut outcomes = Vec::new();
+/// `items` in chunks whose sizes cycle through `sizes`.
+fn chunks<'a>(items: &'a [BatchItem], sizes: &[usize]) -> Vec<&'a [BatchItem]> {
+    let mut out = Vec::new();
     let mut rest = items;
     let mut k = 0;
     while !rest.is_empty() {
@@ -146,11 +146,68 @@ async fn batched<S: Store>(
             .unwrap_or(1)
             .clamp(1, rest.len());
         let (chunk, tail) = rest.split_at(n);
-        outcomes.extend(store.apply_batch(chunk, rules, now).await.unwrap());
+        out.push(chunk);
         rest = tail;
         k += 1;
     }
+    out
+}
+
+async fn batched<S: Store>(
+    store: &S,
+    items: &[BatchItem],
+    sizes: &[usize],
+    rules: &Rules,
+    now: Timestamp,
+) -> Vec<lotledger_store::Outcome> {
+    let mut outcomes = Vec::new();
+    for chunk in chunks(items, sizes) {
+        outcomes.extend(store.apply_batch(chunk, rules, now).await.unwrap());
+    }
     outcomes
+}
+
+/// The chunks of [`batched`] through [`Store::apply_batches`], all queued before it starts, so
+/// that each batch is planned while the one before it is written.
+async fn pipelined<S: Store>(
+    store: &S,
+    items: &[BatchItem],
+    sizes: &[usize],
+    rules: &Rules,
+    now: Timestamp,
+) -> Vec<Outcome> {
+    let chunks = chunks(items, sizes);
+    let (jobs, queued) = tokio::sync::mpsc::channel(chunks.len().max(1));
+    let (committed, mut done) =
+        tokio::sync::mpsc::channel::<Result<Vec<Outcome>, lotledger_store::StoreError>>(8);
+    for chunk in chunks {
+        let job = BatchJob {
+            items: chunk.to_vec(),
+            now,
+            progress: None,
+        };
+        jobs.send(job).await.unwrap();
+    }
+    drop(jobs);
+    let collect = async {
+        let mut outcomes = Vec::new();
+        while let Some(applied) = done.recv().await {
+            outcomes.extend(applied.unwrap());
+        }
+        outcomes
+    };
+    let ((), outcomes) = tokio::join!(store.apply_batches(rules, queued, committed), collect);
+    outcomes
+}
+
+/// How the batches a SQLite store planned ahead ended: held, stale, not planned ahead.
+fn ahead(store: &lotledger_store_sqlite::SqliteStore) -> (u64, u64, u64) {
+    let c = store.ahead_counters().unwrap();
+    (
+        c.held.load(Ordering::Relaxed),
+        c.stale.load(Ordering::Relaxed),
+        c.not_ahead.load(Ordering::Relaxed),
+    )
 }
 
 /// A message sequence applied one transaction per message to a SQLite file: what every other
@@ -203,10 +260,20 @@ proptest! {
             assert_eq!(got, expected, "sqlite outcomes");
             assert_eq!(state(&grouped, &hashes).await, want, "sqlite state");
 
+            let ahead = db::fresh_sqlite(&dir).await.0;
+            let got = pipelined(&ahead, &items, &sizes, &rules, now).await;
+            assert_eq!(got, expected, "sqlite outcomes, planned ahead");
+            assert_eq!(state(&ahead, &hashes).await, want, "sqlite state, planned ahead");
+
             let pg = db::fresh_pg().await;
             let got = batched(&pg, &items, &sizes, &rules, now).await;
             assert_eq!(got, expected, "postgres outcomes");
             assert_eq!(state(&pg, &hashes).await, want, "postgres state");
+
+            let pg = db::fresh_pg().await;
+            let got = pipelined(&pg, &items, &sizes, &rules, now).await;
+            assert_eq!(got, expected, "postgres outcomes, apply_batches");
+            assert_eq!(state(&pg, &hashes).await, want, "postgres state, apply_batches");
         });
     }
 }
@@ -341,5 +408,103 @@ async fn large_batches_equal_small_batches() {
             want,
             "state, batches of {size}"
         );
+        let store = db::fresh_sqlite(&dir).await.0;
+        let got = pipelined(&store, &items, &[size], &rules, now).await;
+        assert_eq!(got, expected, "outcomes, batches of {size} planned ahead");
+        assert_eq!(
+            state(&store, &hashes).await,
+            want,
+            "state, batches of {size} planned ahead"
+        );
+        let (held, _, _) = ahead(&store);
+        assert!(held > 0, "no batch of {size} held its plan");
     }
+}
+
+/// A batch planned ahead on a snapshot, then another store on the same file commits a write
+/// before the batch's transaction begins: the plan must not be written. The other store holds
+/// the write lock while the batch is planned (the counters tell when it is) and commits after;
+/// the batch must then be applied as if planned after that write: the same outcomes and state
+/// as one transaction per message in commit order, and counted stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_made_before_another_writer_committed_is_not_written() {
+    use lotledger_store::batch::Commit;
+    let rules = Rules::new(vec![MINTER.to_string()], vec!["ALEPH_CREDIT".into()]);
+    let now = Timestamp::from_unix_seconds(BASE_SECONDS + 40 * 3600).unwrap();
+    // Ours: a grant, then (second batch) an expense of the same holder; theirs, committed in
+    // between: an expense of that holder too, under another hash.
+    let all = items(&[
+        Msg::Distribute(0, 100, None, 1),
+        Msg::Expense(0, 25, 2),
+        Msg::Expense(0, 30, 3),
+    ]);
+    let theirs = match &all[1] {
+        BatchItem::Apply(post) => {
+            let mut post = post.clone();
+            post.item_hash = "theirs".into();
+            post
+        }
+        other => panic!("not a post: {other:?}"),
+    };
+    let ours = [vec![all[0].clone()], vec![all[2].clone()]];
+    let in_commit_order = vec![
+        all[0].clone(),
+        BatchItem::Apply(theirs.clone()),
+        all[2].clone(),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let one = db::fresh_sqlite(&dir).await.0;
+    let expected = apply_one_by_one(&one, &in_commit_order, &rules, now)
+        .await
+        .unwrap();
+    let hashes = vec!["h000".to_string(), "theirs".into(), "h002".into()];
+    let want = state(&one, &hashes).await;
+
+    let (store, url) = db::fresh_sqlite(&dir).await;
+    let other = lotledger_store_sqlite::SqliteStore::open(&url)
+        .await
+        .unwrap();
+    let (jobs, queued) = tokio::sync::mpsc::channel(1);
+    let (committed, mut done) = tokio::sync::mpsc::channel(8);
+    let driver = {
+        let (store, rules) = (store.clone(), rules.clone());
+        tokio::spawn(async move { store.apply_batches(&rules, queued, committed).await })
+    };
+    let job = |items: &Vec<BatchItem>| BatchJob {
+        items: items.clone(),
+        now,
+        progress: None,
+    };
+    jobs.send(job(&ours[0])).await.unwrap();
+    let mut got = done.recv().await.unwrap().unwrap();
+    let mut tx = other.write().await.unwrap();
+    let planned = |store: &lotledger_store_sqlite::SqliteStore| {
+        store
+            .ahead_counters()
+            .unwrap()
+            .planned
+            .load(Ordering::SeqCst)
+    };
+    let before = planned(&store);
+    jobs.send(job(&ours[1])).await.unwrap();
+    while planned(&store) == before {
+        tokio::task::yield_now().await;
+    }
+    got.push(
+        lotledger_store::writer::apply(&mut tx, &theirs, &rules, now)
+            .await
+            .unwrap(),
+    );
+    tx.commit().await.unwrap();
+    got.extend(done.recv().await.unwrap().unwrap());
+    drop(jobs);
+    driver.await.unwrap();
+    assert_eq!(got, expected, "outcomes");
+    assert_eq!(state(&store, &hashes).await, want, "state");
+    let (held, stale, not_ahead) = ahead(&store);
+    assert_eq!(
+        (held, stale, not_ahead),
+        (1, 1, 0),
+        "held, stale, not planned ahead"
+    );
 }
