@@ -997,17 +997,7 @@ impl InFlight {
                 if let Some(cache) = cache {
                     BatchCache::locked(cache).clear();
                 }
-                let outcomes = apply_batch_committed(
-                    store,
-                    || store.write(),
-                    &job.items,
-                    rules,
-                    job.now,
-                    job.progress.as_ref(),
-                    cache,
-                )
-                .await?;
-                Ok((outcomes, None))
+                Ok((apply_usual(store, rules, &job).await?, None))
             }
         }
     }
@@ -1048,6 +1038,26 @@ async fn plan_ahead<S: crate::transactional::Transactional>(
             None
         }
     }
+}
+
+/// A batch applied the usual way: locked, loaded, planned and written in one transaction.
+async fn apply_usual<S: crate::transactional::Transactional>(
+    store: &S,
+    rules: &Rules,
+    job: &BatchJob,
+) -> Result<Vec<Outcome>, StoreError> {
+    let progress = job.progress.as_ref();
+    let cache = store.batch_cache();
+    apply_batch_committed(
+        store,
+        || store.write(),
+        &job.items,
+        rules,
+        job.now,
+        progress,
+        cache,
+    )
+    .await
 }
 
 /// What the driver does next.
@@ -1129,17 +1139,7 @@ pub async fn apply_batches_ahead<S: crate::transactional::Transactional>(
         }
         let (Some(mut planned), Some(expected)) = (planned, expected) else {
             AheadCounters::count(store.ahead_counters(), |c| &c.not_ahead);
-            let applied = apply_batch_committed(
-                store,
-                || store.write(),
-                &job.items,
-                rules,
-                job.now,
-                job.progress.as_ref(),
-                store.batch_cache(),
-            )
-            .await;
-            if !report(&done, applied).await {
+            if !report(&done, apply_usual(store, rules, &job).await).await {
                 return;
             }
             continue;
