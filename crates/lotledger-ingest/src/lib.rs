@@ -264,6 +264,7 @@ impl Pending {
                 items,
                 now,
                 progress,
+                stop_on_failure: true,
             })
         } else {
             None

@@ -185,6 +185,7 @@ async fn pipelined<S: Store>(
             items: chunk.to_vec(),
             now,
             progress: None,
+            stop_on_failure: true,
         };
         jobs.send(job).await.unwrap();
     }
@@ -474,6 +475,7 @@ async fn a_plan_made_before_another_writer_committed_is_not_written() {
         items: items.clone(),
         now,
         progress: None,
+        stop_on_failure: true,
     };
     jobs.send(job(&ours[0])).await.unwrap();
     let mut got = done.recv().await.unwrap().unwrap();
@@ -507,4 +509,44 @@ async fn a_plan_made_before_another_writer_committed_is_not_written() {
         (1, 1, 0),
         "held, stale, not planned ahead"
     );
+}
+
+/// A batch that fails with `stop_on_failure` (ingest's batches) ends `apply_batches`: the
+/// batches after it are not applied, so that no later batch commits past a failed one. Here
+/// another connection holds the file's write lock while the first batch is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_batch_is_applied_after_a_failed_one_that_asks_to_stop() {
+    use sqlx::Connection;
+    let rules = Rules::new(vec![MINTER.to_string()], vec!["ALEPH_CREDIT".into()]);
+    let now = Timestamp::from_unix_seconds(BASE_SECONDS + 40 * 3600).unwrap();
+    let all = items(&[
+        Msg::Distribute(0, 100, None, 1),
+        Msg::Distribute(1, 50, None, 2),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let (store, url) = db::fresh_sqlite(&dir).await;
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let (jobs, queued) = tokio::sync::mpsc::channel(2);
+    let (committed, mut done) = tokio::sync::mpsc::channel(2);
+    for item in &all {
+        let job = BatchJob {
+            items: vec![item.clone()],
+            now,
+            progress: None,
+            stop_on_failure: true,
+        };
+        jobs.send(job).await.unwrap();
+    }
+    drop(jobs);
+    store.apply_batches(&rules, queued, committed).await;
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    assert!(done.recv().await.unwrap().is_err(), "the first batch fails");
+    assert!(done.recv().await.is_none(), "nothing after it");
+    for a in [0, 1] {
+        assert!(store.lots(&addr(a)).await.unwrap().is_empty());
+    }
 }

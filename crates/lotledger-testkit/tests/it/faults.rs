@@ -140,3 +140,50 @@ async fn a_locked_sqlite_file_is_a_clear_error_and_changes_nothing() {
     let addresses = store.address_rows().await.unwrap();
     assert!(store.verify(&addresses).await.unwrap().is_empty());
 }
+
+/// `POST /api/v0/messages` on a SQLite file whose write lock another connection holds: the
+/// request is answered 503 (the intake's batch failed, nothing changed); once the lock is gone
+/// the intake takes batches again (a new round of its pipeline), and the same message is
+/// applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_on_a_locked_sqlite_file_answers_503_then_recovers() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, url) = db::fresh_sqlite(&dir).await;
+    let rules = Rules::new(
+        vec![lotledger_sig::evm_address(&GRANTOR)],
+        vec!["ALEPH_CREDIT".into()],
+    );
+    let app = router(Arc::new(store.clone()), ApiConfig::new(rules));
+    let balance = "/api/v0/addresses/0xholder/balance";
+    let first = signed_grant(1, 1000);
+    let (status, _) = call(&app, "POST", "/api/v0/messages", Some(&first)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let second = signed_grant(2, 500);
+    let (status, body) = call(&app, "POST", "/api/v0/messages", Some(&second)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    drop(other);
+
+    let hash = second["message"]["item_hash"].as_str().unwrap();
+    let (status, _) = call(&app, "GET", &format!("/api/v0/messages/{hash}"), None).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the refused message left no trace"
+    );
+    for (message, want) in [(&second, 1500), (&signed_grant(3, 250), 1750)] {
+        let (status, body) = call(&app, "POST", "/api/v0/messages", Some(message)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (_, body) = call(&app, "GET", balance, None).await;
+        assert_eq!(body["credit_balance"], want);
+    }
+    let addresses = store.address_rows().await.unwrap();
+    assert!(store.verify(&addresses).await.unwrap().is_empty());
+}
