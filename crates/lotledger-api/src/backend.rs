@@ -6,7 +6,7 @@ use std::pin::Pin;
 
 use lotledger_core::{BalanceDetail, Credits, HistoryRow, Rules, Timestamp};
 use lotledger_store::{
-    BalancesQuery, BatchItem, BatchJob, HistorySelector, MessageRecord, Outcome, Store, StoreError,
+    BalancesQuery, BatchItem, HistorySelector, MessageRecord, Outcome, Store, StoreError,
     apply_one_by_one,
 };
 
@@ -23,13 +23,6 @@ pub trait Backend: Send + Sync + 'static {
         rules: &'a Rules,
         now: Timestamp,
     ) -> BoxFuture<'a, Vec<Outcome>>;
-    /// [`Store::apply_batches`].
-    fn apply_batches<'a>(
-        &'a self,
-        rules: &'a Rules,
-        jobs: tokio::sync::mpsc::Receiver<BatchJob>,
-        done: tokio::sync::mpsc::Sender<Result<Vec<Outcome>, StoreError>>,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
     fn balance<'a>(&'a self, address: &'a str, at: Timestamp) -> BoxFuture<'a, Credits>;
     fn balance_details<'a>(
         &'a self,
@@ -65,14 +58,6 @@ impl<S: Store + 'static> Backend for S {
         } else {
             Box::pin(Store::apply_batch(self, items, rules, now))
         }
-    }
-    fn apply_batches<'a>(
-        &'a self,
-        rules: &'a Rules,
-        jobs: tokio::sync::mpsc::Receiver<BatchJob>,
-        done: tokio::sync::mpsc::Sender<Result<Vec<Outcome>, StoreError>>,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        Box::pin(Store::apply_batches(self, rules, jobs, done))
     }
     fn balance<'a>(&'a self, address: &'a str, at: Timestamp) -> BoxFuture<'a, Credits> {
         Box::pin(Store::balance(self, address, at))

@@ -264,7 +264,6 @@ impl Pending {
                 items,
                 now,
                 progress,
-                stop_on_failure: true,
             })
         } else {
             None

@@ -1095,9 +1095,8 @@ pub async fn apply_batches_ahead<S: crate::transactional::Transactional>(
         let job = match next {
             Next::Written(written) => {
                 if let Some(flight) = in_flight.take() {
-                    let stop = flight.job.stop_on_failure;
                     let settled = flight.settle(store, rules, Some(written)).await;
-                    if !report(&done, settled.map(|(outcomes, _)| outcomes), stop).await {
+                    if !report(&done, settled.map(|(outcomes, _)| outcomes)).await {
                         return;
                     }
                 }
@@ -1113,20 +1112,18 @@ pub async fn apply_batches_ahead<S: crate::transactional::Transactional>(
         let mut expected = match in_flight.take() {
             None => ahead.as_ref().and_then(|planned| planned.snapshot()),
             Some(flight) => {
-                let (started, stop) = (flight.expected, flight.job.stop_on_failure);
+                let started = flight.expected;
                 match flight.settle(store, rules, None).await {
                     Ok((outcomes, after)) => {
-                        if !report(&done, Ok(outcomes), stop).await {
+                        if !report(&done, Ok(outcomes)).await {
                             return;
                         }
                         let snapshot = ahead.as_ref().and_then(Planned::snapshot);
                         after.filter(|after| snapshot.is_some_and(|s| s == started || s == *after))
                     }
                     Err(e) => {
-                        if !report(&done, Err(e), stop).await {
-                            return;
-                        }
-                        None
+                        report(&done, Err(e)).await;
+                        return;
                     }
                 }
             }
@@ -1142,8 +1139,7 @@ pub async fn apply_batches_ahead<S: crate::transactional::Transactional>(
         }
         let (Some(mut planned), Some(expected)) = (planned, expected) else {
             AheadCounters::count(store.ahead_counters(), |c| &c.not_ahead);
-            let applied = apply_usual(store, rules, &job).await;
-            if !report(&done, applied, job.stop_on_failure).await {
+            if !report(&done, apply_usual(store, rules, &job).await).await {
                 return;
             }
             continue;
@@ -1151,10 +1147,8 @@ pub async fn apply_batches_ahead<S: crate::transactional::Transactional>(
         let tx = match store.write().await {
             Ok(tx) => tx,
             Err(e) => {
-                if !report(&done, Err(e), job.stop_on_failure).await {
-                    return;
-                }
-                continue;
+                report(&done, Err(e)).await;
+                return;
             }
         };
         let writes = std::mem::take(&mut planned.writes);
@@ -1167,17 +1161,15 @@ pub async fn apply_batches_ahead<S: crate::transactional::Transactional>(
     }
     if let Some(flight) = in_flight.take() {
         let settled = flight.settle(store, rules, None).await;
-        report(&done, settled.map(|(outcomes, _)| outcomes), true).await;
+        report(&done, settled.map(|(outcomes, _)| outcomes)).await;
     }
 }
 
-/// Sends a batch's result; whether to go on: someone still listens, and the batch did not fail
-/// with `stop_on_failure`.
+/// Sends a batch's result; whether to go on (it was outcomes, and someone still listens).
 async fn report(
     done: &tokio::sync::mpsc::Sender<Result<Vec<Outcome>, StoreError>>,
     result: Result<Vec<Outcome>, StoreError>,
-    stop_on_failure: bool,
 ) -> bool {
     let failed = result.is_err();
-    done.send(result).await.is_ok() && !(failed && stop_on_failure)
+    done.send(result).await.is_ok() && !failed
 }

@@ -284,8 +284,7 @@ pub trait Store: Send + Sync {
 
     /// Applies the batches `jobs` gives, in order, each exactly as
     /// [`Store::apply_batch_with_progress`] would, and sends each one's outcomes on `done`
-    /// once it is committed, in the same order; a failed batch's error is sent in its place,
-    /// and the batches after it are applied unless it asked to stop ([`BatchJob`]).
+    /// once it is committed, in the same order. Stops after the first error, which it sends.
     /// Where the store can, a batch is planned while the one before it is written
     /// ([`batch::apply_batches_ahead`]); by default, one batch after the other.
     fn apply_batches(
@@ -299,8 +298,8 @@ pub trait Store: Send + Sync {
                 let applied = self
                     .apply_batch_with_progress(&job.items, rules, job.now, job.progress.as_ref())
                     .await;
-                let stop = applied.is_err() && job.stop_on_failure;
-                if done.send(applied).await.is_err() || stop {
+                let failed = applied.is_err();
+                if done.send(applied).await.is_err() || failed {
                     return;
                 }
             }
@@ -482,10 +481,6 @@ pub struct BatchJob {
     pub items: Vec<BatchItem>,
     pub now: Timestamp,
     pub progress: Option<IngestProgress>,
-    /// If this batch fails, no batch after it is applied (ingest: a later batch's progress
-    /// would otherwise pass over this one's lines). Otherwise the batches after it are applied
-    /// as usual (the server's requests are independent).
-    pub stop_on_failure: bool,
 }
 
 /// One message of a batch, after its envelope checks.

@@ -185,7 +185,6 @@ async fn pipelined<S: Store>(
             items: chunk.to_vec(),
             now,
             progress: None,
-            stop_on_failure: true,
         };
         jobs.send(job).await.unwrap();
     }
@@ -475,7 +474,6 @@ async fn a_plan_made_before_another_writer_committed_is_not_written() {
         items: items.clone(),
         now,
         progress: None,
-        stop_on_failure: true,
     };
     jobs.send(job(&ours[0])).await.unwrap();
     let mut got = done.recv().await.unwrap().unwrap();
@@ -511,11 +509,11 @@ async fn a_plan_made_before_another_writer_committed_is_not_written() {
     );
 }
 
-/// A batch that fails with `stop_on_failure` (ingest's batches) ends `apply_batches`: the
-/// batches after it are not applied, so that no later batch commits past a failed one. Here
-/// another connection holds the file's write lock while the first batch is applied.
+/// A batch that fails ends `apply_batches`: the batches after it are not applied, so that no
+/// later batch (and its ingest progress) commits past a failed one. Here another connection
+/// holds the file's write lock while the first batch is applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_batch_is_applied_after_a_failed_one_that_asks_to_stop() {
+async fn no_batch_is_applied_after_a_failed_one() {
     use sqlx::Connection;
     let rules = Rules::new(vec![MINTER.to_string()], vec!["ALEPH_CREDIT".into()]);
     let now = Timestamp::from_unix_seconds(BASE_SECONDS + 40 * 3600).unwrap();
@@ -537,7 +535,6 @@ async fn no_batch_is_applied_after_a_failed_one_that_asks_to_stop() {
             items: vec![item.clone()],
             now,
             progress: None,
-            stop_on_failure: true,
         };
         jobs.send(job).await.unwrap();
     }

@@ -143,8 +143,7 @@ async fn a_locked_sqlite_file_is_a_clear_error_and_changes_nothing() {
 
 /// `POST /api/v0/messages` on a SQLite file whose write lock another connection holds: the
 /// request is answered 503 (the intake's batch failed, nothing changed); once the lock is gone
-/// the intake takes batches again (a new round of its pipeline), and the same message is
-/// applied.
+/// the intake's committer applies the next batches, and the same message is applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn intake_on_a_locked_sqlite_file_answers_503_then_recovers() {
     use sqlx::Connection;
