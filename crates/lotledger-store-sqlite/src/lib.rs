@@ -702,4 +702,47 @@ mod tests {
         );
         assert_eq!(store.balance("0xa", at).await.unwrap(), Credits(10));
     }
+
+    /// A snapshot (what batches are planned ahead on) sees the generation of the file as it
+    /// was when it was taken, and writes nothing: its connection refuses writes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshots_see_their_generation_and_refuse_writes() {
+        use lotledger_store::batch::{Commit, Stamps};
+        let dir = std::env::temp_dir().join(format!("lotledger-snapshot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ledger.db");
+        let _ = std::fs::remove_file(&path);
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let at = Timestamp::from_unix_seconds(1_772_323_200).unwrap();
+        let mut snapshot = store.snapshot().await.unwrap().unwrap();
+        let seen = snapshot.stamps(&[]).await.unwrap();
+        // A write committed after the snapshot was taken: the file's generation moves on, the
+        // snapshot's does not, and it does not see the write.
+        let rows = [HistoryRow::bare("0xa", Credits(10), "g", 0, at)];
+        store.import_history(&rows, at).await.unwrap();
+        let mut tx = store.write().await.unwrap();
+        let now = tx.stamps(&[]).await.unwrap();
+        drop(tx);
+        assert_ne!(seen, now);
+        assert!(matches!(seen, Stamps::Store(_)), "{seen:?}");
+        assert_eq!(snapshot.balance("0xa", at).await.unwrap(), Credits::ZERO);
+        let err = snapshot.insert_rows(&rows, at).await.unwrap_err();
+        assert!(err.to_string().contains("readonly"), "{err}");
+        drop(snapshot);
+        let fresh = store
+            .snapshot()
+            .await
+            .unwrap()
+            .unwrap()
+            .stamps(&[])
+            .await
+            .unwrap();
+        assert_eq!(
+            fresh, now,
+            "a new snapshot sees the committed write's generation"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -59,6 +59,11 @@ impl Writer {
     /// Opens the write connection to the database sqlx opened as `filename` (an in-memory one
     /// by its shared-cache name).
     pub(crate) fn open(filename: &Path, in_memory: bool) -> Result<Writer, StoreError> {
+        Writer::open_with(filename, in_memory, "")
+    }
+
+    /// [`Writer::open`], then `pragmas` run on the connection.
+    fn open_with(filename: &Path, in_memory: bool, pragmas: &str) -> Result<Writer, StoreError> {
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_URI
@@ -75,6 +80,7 @@ impl Writer {
              PRAGMA temp_store = MEMORY;",
         )
         .map_err(err)?;
+        conn.execute_batch(pragmas).map_err(err)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(Writer(Arc::new(Mutex::new(WriteConn {
             conn,
@@ -86,13 +92,7 @@ impl Writer {
     /// A connection to the file that only reads (`PRAGMA query_only`): its transactions are
     /// snapshots to plan batches ahead on while the write connection writes.
     pub(crate) fn open_reader(filename: &Path) -> Result<Writer, StoreError> {
-        let reader = Writer::open(filename, false)?;
-        if let Ok(conn) = reader.0.try_lock() {
-            conn.conn
-                .execute_batch("PRAGMA query_only = ON")
-                .map_err(err)?;
-        }
-        Ok(reader)
+        Writer::open_with(filename, false, "PRAGMA query_only = ON;")
     }
 
     /// Opens a transaction: `BEGIN IMMEDIATE` advancing the file's generation (`write`), or a
@@ -438,8 +438,8 @@ impl Columns for RowCols<'_, '_> {
     }
 }
 
-/// One open transaction on the write connection: `BEGIN IMMEDIATE` for writes (with the
-/// generations it advanced), or a read transaction (the generation it sees, twice). Dropped without a commit,
+/// One open transaction on a connection: `BEGIN IMMEDIATE` for writes (with the generations it
+/// advanced), or a read transaction (the generation it sees, twice). Dropped without a commit,
 /// it rolls back.
 pub struct SqliteTx {
     conn: OwnedMutexGuard<WriteConn>,
