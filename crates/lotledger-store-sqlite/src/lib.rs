@@ -637,17 +637,24 @@ mod tests {
         }
     }
 
-    /// Ids interned by a transaction that rolls back die with it: the next transaction interns
-    /// the same address and reference again and never binds the dead ids.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn ids_interned_by_a_rolled_back_transaction_are_not_reused() {
-        let dir = std::env::temp_dir().join(format!("lotledger-rollback-{}", std::process::id()));
+    /// A store on a new file in a directory of its own (`lotledger-{name}-{pid}`, removed by
+    /// the caller).
+    async fn fresh_file(name: &str) -> (std::path::PathBuf, SqliteStore) {
+        let dir = std::env::temp_dir().join(format!("lotledger-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("ledger.db");
         let _ = std::fs::remove_file(&path);
         let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
             .await
             .unwrap();
+        (dir, store)
+    }
+
+    /// Ids interned by a transaction that rolls back die with it: the next transaction interns
+    /// the same address and reference again and never binds the dead ids.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ids_interned_by_a_rolled_back_transaction_are_not_reused() {
+        let (dir, store) = fresh_file("rollback").await;
         let at = Timestamp::from_unix_seconds(1_772_323_200).unwrap();
         // Another address first, so the abandoned ids are not simply the next ones again.
         let seed = [HistoryRow::bare("0xseed", Credits(1), "s", 0, at)];
@@ -708,13 +715,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn snapshots_see_their_generation_and_refuse_writes() {
         use lotledger_store::batch::{Commit, Stamps};
-        let dir = std::env::temp_dir().join(format!("lotledger-snapshot-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("ledger.db");
-        let _ = std::fs::remove_file(&path);
-        let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
+        let (dir, store) = fresh_file("snapshot").await;
         let at = Timestamp::from_unix_seconds(1_772_323_200).unwrap();
         let mut snapshot = store.snapshot().await.unwrap().unwrap();
         let seen = snapshot.stamps(&[]).await.unwrap();
@@ -743,6 +744,6 @@ mod tests {
             fresh, now,
             "a new snapshot sees the committed write's generation"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
