@@ -301,7 +301,8 @@ struct Sent {
 /// Batches sent to [`Store::apply_batches`] and not yet committed, in input order, and the
 /// summary of those that were.
 struct Applying {
-    jobs: tokio::sync::mpsc::Sender<BatchJob>,
+    /// Where batches go (`None` once the input has ended).
+    jobs: Option<tokio::sync::mpsc::Sender<BatchJob>>,
     done: tokio::sync::mpsc::Receiver<std::result::Result<Vec<Outcome>, StoreError>>,
     sent: VecDeque<Sent>,
     summary: Summary,
@@ -311,7 +312,10 @@ impl Applying {
     /// Sends a batch (`None`: nothing to apply) and records what the store committed since.
     async fn send(&mut self, sent: Sent, job: Option<BatchJob>) -> Result<()> {
         let stopped = match job {
-            Some(job) => self.jobs.send(job).await.is_err(),
+            Some(job) => match &self.jobs {
+                Some(jobs) => jobs.send(job).await.is_err(),
+                None => true,
+            },
             None => false,
         };
         self.sent.push_back(sent);
@@ -361,8 +365,8 @@ impl Applying {
 
     /// Waits for every batch sent, and gives the summary.
     async fn finish(mut self) -> Result<Summary> {
-        let (closed, _) = tokio::sync::mpsc::channel(1);
-        drop(std::mem::replace(&mut self.jobs, closed));
+        // The store's side ends once it has applied every batch sent.
+        self.jobs = None;
         self.settle(true).await?;
         Ok(self.summary)
     }
@@ -524,7 +528,7 @@ pub async fn ingest_lines<S: Store>(
     let (jobs, queued) = tokio::sync::mpsc::channel(1);
     let (committed, done) = tokio::sync::mpsc::channel(4);
     let applying = Applying {
-        jobs,
+        jobs: Some(jobs),
         done,
         sent: VecDeque::new(),
         summary: Summary::default(),
