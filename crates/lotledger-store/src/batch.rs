@@ -216,7 +216,7 @@ pub enum Basis<'a> {
     /// still be writing: the prior batch's hashes and addresses are taken from what it planned,
     /// other addresses from the cache where it is exact at `cache_at`, the rest from the
     /// snapshot. Whether the plan holds is decided once the prior batch has committed (see
-    /// [`Ahead`]).
+    /// [`apply_batches_ahead`]).
     Ahead {
         cache: Option<&'a std::sync::Mutex<BatchCache>>,
         cache_at: Option<i64>,
@@ -257,7 +257,7 @@ impl<'t, T: Commit> BatchTx<'t, T> {
         let hashes: Vec<&str> = hashes.into_iter().collect();
         let address_refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
         let ahead = matches!(basis, Basis::Ahead { .. });
-        let (stamps, mut cached, prior) = match basis {
+        let (stamps, cached, prior) = match basis {
             Basis::Locked(cache) => {
                 inner.lock_many(&hashes, &address_refs).await?;
                 match cache {
@@ -345,7 +345,7 @@ impl<'t, T: Commit> BatchTx<'t, T> {
         for (address, rows) in inner.last_rows(&uncached).await? {
             last.insert(address, rows);
         }
-        for (address, (address_lots, address_last)) in cached.drain() {
+        for (address, (address_lots, address_last)) in cached {
             lots.insert(address.clone(), address_lots);
             last.insert(address, address_last);
         }
@@ -1128,12 +1128,11 @@ pub async fn apply_batches_ahead<S: crate::transactional::Transactional>(
                 }
             }
         };
-        if ahead.is_some() && expected.is_none() {
+        let mut planned = ahead;
+        if planned.is_some() && expected.is_none() {
+            // Stale: planned again on a snapshot taken now that nothing is in flight. (A batch
+            // that could not be planned ahead at all is not tried twice.)
             AheadCounters::count(store.ahead_counters(), |c| &c.stale);
-        }
-        let mut planned = ahead.filter(|_| expected.is_some());
-        if planned.is_none() {
-            // Planned again on a snapshot taken now that nothing is in flight.
             planned = plan_ahead(store, rules, &job, None).await;
             expected = planned.as_ref().and_then(Planned::snapshot);
         }
@@ -1166,7 +1165,7 @@ pub async fn apply_batches_ahead<S: crate::transactional::Transactional>(
 }
 
 /// Sends a batch's result; whether to go on (it was outcomes, and someone still listens).
-async fn report(
+pub(crate) async fn report(
     done: &tokio::sync::mpsc::Sender<Result<Vec<Outcome>, StoreError>>,
     result: Result<Vec<Outcome>, StoreError>,
 ) -> bool {

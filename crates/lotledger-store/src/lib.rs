@@ -298,8 +298,7 @@ pub trait Store: Send + Sync {
                 let applied = self
                     .apply_batch_with_progress(&job.items, rules, job.now, job.progress.as_ref())
                     .await;
-                let failed = applied.is_err();
-                if done.send(applied).await.is_err() || failed {
+                if !batch::report(&done, applied).await {
                     return;
                 }
             }
