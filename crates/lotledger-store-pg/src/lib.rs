@@ -6,6 +6,13 @@
 //! so the [`LedgerTx`] seen by the writers speaks text as before (migration 0005).
 //!
 //! Rows are mapped by hand (`wrappers`): core types never see sqlx.
+//!
+//! The writers' lookups by arrays of keys (interning, versions, statuses, existing rows) are
+//! sent unprepared (`persistent(false)`), so PostgreSQL plans each for its own array and the
+//! tables' sizes of the moment. Prepared, each connection keeps a generic plan made once for a
+//! ten-element array and the sizes it first saw: on a young ledger, whole-table hash joins that
+//! grow with the tables (W6 on a fresh database: ×2.0–2.7 group commit, BENCHMARKS.md). The
+//! other statements keep their cached plans, which measured cheaper (W2, W3).
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -203,6 +210,7 @@ impl Commit for PgTx {
                 "UPDATE addresses SET version = version + 1 WHERE address = ANY($1::text[]) \
                  RETURNING address, version",
             )
+            .persistent(false)
             .bind(self.written.drain().collect::<Vec<_>>())
             .fetch_all(&mut *self.tx)
             .await
@@ -217,6 +225,7 @@ impl Commit for PgTx {
         let versions: Vec<(String, i64)> = sqlx::query_as(
             "SELECT address, version FROM addresses WHERE address = ANY($1::text[])",
         )
+        .persistent(false)
         .bind(addresses)
         .fetch_all(&mut *self.tx)
         .await
@@ -845,9 +854,14 @@ impl LedgerTx for PgTx {
     ) -> Result<Vec<(String, MessageStatus)>, StoreError> {
         let (hashes, names) = ref_arrays(item_hashes.iter().copied());
         let rows = sqlx::query(concat!(
-            message_select!(),
-            " WHERE r.hash = ANY($1::bytea[]) OR r.name = ANY($2::text[])"
+            "SELECT ",
+            ref_text!(),
+            " AS item_hash, m.status, m.ignored, m.error, m.recorded_at \
+             FROM (",
+            read_refs!(),
+            ") r JOIN credit_messages m ON m.ref_id = r.id"
         ))
+        .persistent(false)
         .bind(hashes)
         .bind(names)
         .fetch_all(&mut *self.tx)
@@ -866,9 +880,11 @@ impl LedgerTx for PgTx {
         sqlx::query_as(concat!(
             "SELECT ",
             ref_text!(),
-            ", h.credit_index FROM credit_history h JOIN refs r ON r.id = h.ref_id \
-             WHERE r.hash = ANY($1::bytea[]) OR r.name = ANY($2::text[])"
+            ", h.credit_index FROM (",
+            read_refs!(),
+            ") r JOIN credit_history h ON h.ref_id = r.id"
         ))
+        .persistent(false)
         .bind(hashes)
         .bind(names)
         .fetch_all(&mut *self.tx)
@@ -1100,6 +1116,7 @@ impl PgTx {
         addresses: &[String],
     ) -> Result<(), StoreError> {
         let rows: Vec<(i64, String)> = sqlx::query_as(sql)
+            .persistent(false)
             .bind(addresses)
             .fetch_all(&mut *self.tx)
             .await
@@ -1117,6 +1134,7 @@ impl PgTx {
         names: &[Option<String>],
     ) -> Result<(), StoreError> {
         let rows: Vec<(i64, Option<Vec<u8>>, Option<String>)> = sqlx::query_as(sql)
+            .persistent(false)
             .bind(hashes)
             .bind(names)
             .fetch_all(&mut *self.tx)
