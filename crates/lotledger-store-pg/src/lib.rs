@@ -18,18 +18,16 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
-use lotledger_core::{
-    BalanceDetail, Credits, HistoryRow, Lot, Timestamp, balance_details_from_sums,
-};
+use lotledger_core::{Credits, HistoryRow, Lot, Timestamp};
 use lotledger_store::batch::{BatchCache, Commit, LastRows, Stamps};
 use lotledger_store::compact;
 use lotledger_store::transactional::Transactional;
 use lotledger_store::{
-    AddressRows, BalancesQuery, Drift, Footprint, HistorySelector, IngestProgress, LedgerTx,
-    MessageRecord, MessageStatus, Store, StoreError, TableCounts, distinct, non_negative,
+    AddressRows, Drift, Footprint, HistorySelector, IngestProgress, LedgerTx, MessageRecord,
+    MessageStatus, Store, StoreError, distinct, non_negative,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions as _, PgConnection, Postgres, QueryBuilder, Transaction};
+use sqlx::{ConnectOptions as _, PgConnection, Postgres, Transaction};
 
 mod databases;
 mod scan;
@@ -57,38 +55,7 @@ macro_rules! ref_text {
     };
 }
 
-/// History rows with the columns `wrappers::history_row` reads; `h` the history row.
-macro_rules! history_select {
-    () => {
-        lotledger_store::sql_history_select!(ref_text, "h.price::text", "h.expense_size_mib::text")
-    };
-}
-
-/// Lots with the columns `wrappers::lot` reads; `l` the lot.
-macro_rules! lot_select {
-    () => {
-        lotledger_store::sql_lot_select!(ref_text)
-    };
-}
-
-/// Message records with the columns `wrappers::message_record` reads; `m` the record.
-macro_rules! message_select {
-    () => {
-        lotledger_store::sql_message_select!(ref_text)
-    };
-}
-
-/// Emission (replay) order of lots `l` / history rows `h`.
-macro_rules! lot_order {
-    () => {
-        lotledger_store::sql_emission_order!(ref_text, "l")
-    };
-}
-macro_rules! history_order {
-    () => {
-        lotledger_store::sql_emission_order!(ref_text, "h")
-    };
-}
+lotledger_store::sql_selects!(ref_text, "h.price::text", "h.expense_size_mib::text");
 
 /// The `(id, address)` rows of the interned addresses among `$1`.
 macro_rules! read_addresses {
@@ -236,6 +203,7 @@ impl Commit for PgTx {
 
 impl Store for PgStore {
     lotledger_store::transactional_writes!();
+    lotledger_store::pooled_reads!();
 
     fn concurrent_writers(&self) -> usize {
         CONCURRENT_WRITERS
@@ -248,47 +216,9 @@ impl Store for PgStore {
             .map_err(|e| StoreError::Database(Box::new(e)))
     }
 
-    async fn ingest_progress(&self, source: &str) -> Result<Option<IngestProgress>, StoreError> {
-        let row: Option<(i64, i64, String)> = sqlx::query_as(
-            "SELECT lines, bytes, prefix_sha256 FROM ingest_progress WHERE source = $1 AND bytes IS NOT NULL AND prefix_sha256 IS NOT NULL",
-        )
-        .bind(source)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        row.map(|(lines, bytes, prefix_sha256)| {
-            IngestProgress::from_row(source, lines, bytes, prefix_sha256)
-        })
-        .transpose()
-    }
-
     async fn balance(&self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         balance(&mut conn, address, at).await
-    }
-
-    async fn balance_details(
-        &self,
-        address: &str,
-        at: Timestamp,
-    ) -> Result<(Credits, Vec<BalanceDetail>), StoreError> {
-        // Grouped in SQL: one row per expiry, not one per lot.
-        let groups: Vec<(Option<time::OffsetDateTime>, i64)> = sqlx::query_as(
-            "SELECT expiration_date, SUM(amount_remaining)::bigint FROM credit_lots \
-             WHERE address_id = (SELECT id FROM addresses WHERE address = $1) \
-             AND (expiration_date IS NULL OR expiration_date > $2) GROUP BY expiration_date",
-        )
-        .bind(address)
-        .bind(odt(at))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        let sums = groups
-            .into_iter()
-            .map(|(expiry, sum)| Ok((expiry.map(wrappers::ts).transpose()?, Credits(sum))))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        balance_details_from_sums(sums)
-            .ok_or_else(|| StoreError::Overflow(format!("balance of {address}")))
     }
 
     async fn history(&self, selector: &HistorySelector) -> Result<Vec<HistoryRow>, StoreError> {
@@ -319,25 +249,6 @@ impl Store for PgStore {
         address_lots(&mut conn, address).await
     }
 
-    async fn addresses(&self) -> Result<Vec<String>, StoreError> {
-        sqlx::query_scalar(
-            "SELECT address FROM addresses a \
-             WHERE EXISTS (SELECT 1 FROM credit_history WHERE address_id = a.id) \
-             OR EXISTS (SELECT 1 FROM credit_lots WHERE address_id = a.id) ORDER BY address",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)
-    }
-
-    async fn address_rows(&self) -> Result<Vec<AddressRows>, StoreError> {
-        let rows = sqlx::query_as(lotledger_store::sql::ADDRESS_ROWS)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(lotledger_store::sql::address_rows(rows))
-    }
-
     fn maintenance_batch(&self) -> lotledger_store::maintenance::BatchLimit {
         lotledger_store::scan::BATCH
     }
@@ -355,115 +266,9 @@ impl Store for PgStore {
         pass.drifts()
     }
 
-    async fn repair_checkpoint(&self) -> Result<Option<String>, StoreError> {
-        sqlx::query_scalar("SELECT last_address FROM repair_checkpoint WHERE id = 1")
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)
-    }
-
-    async fn set_repair_checkpoint(&self, last_address: Option<&str>) -> Result<(), StoreError> {
-        let query = match last_address {
-            Some(a) => sqlx::query(
-                "INSERT INTO repair_checkpoint (id, last_address) VALUES (1, $1) \
-                 ON CONFLICT (id) DO UPDATE SET last_address = excluded.last_address",
-            )
-            .bind(a),
-            None => sqlx::query("DELETE FROM repair_checkpoint"),
-        };
-        query.execute(&self.pool).await.map_err(db_err)?;
-        Ok(())
-    }
-
-    async fn credit_balances(
-        &self,
-        q: &BalancesQuery<'_>,
-    ) -> Result<Vec<(String, Credits)>, StoreError> {
-        let mut b = QueryBuilder::<Postgres>::new(
-            "SELECT a.address, COALESCE(SUM(l.amount_remaining) FILTER \
-             (WHERE l.expiration_date IS NULL OR l.expiration_date > ",
-        );
-        b.push_bind(odt(q.at)).push(
-            "), 0)::bigint AS balance FROM credit_lots l JOIN addresses a ON a.id = l.address_id",
-        );
-        if let Some(after) = q.after {
-            b.push(" WHERE a.address > ").push_bind(after);
-        }
-        b.push(" GROUP BY a.address HAVING COALESCE(SUM(l.amount_remaining) FILTER (WHERE l.expiration_date IS NULL OR l.expiration_date > ")
-            .push_bind(odt(q.at))
-            .push("), 0) >= ")
-            .push_bind(q.min_balance)
-            .push(" ORDER BY a.address");
-        if let Some(limit) = q.limit {
-            b.push(" LIMIT ")
-                .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
-        }
-        b.push(" OFFSET ")
-            .push_bind(i64::try_from(q.offset).unwrap_or(i64::MAX));
-        let rows: Vec<(String, i64)> = b
-            .build_query_as()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(rows.into_iter().map(|(a, c)| (a, Credits(c))).collect())
-    }
-
-    async fn count_credit_balances(
-        &self,
-        at: Timestamp,
-        min_balance: i64,
-    ) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM (SELECT address_id FROM credit_lots GROUP BY address_id \
-             HAVING COALESCE(SUM(amount_remaining) FILTER \
-             (WHERE expiration_date IS NULL OR expiration_date > $1), 0) >= $2) AS t",
-        )
-        .bind(odt(at))
-        .bind(min_balance)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_err)?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
-
-    async fn consumed_credits(
-        &self,
-        address: Option<&str>,
-        resource: Option<&str>,
-    ) -> Result<Credits, StoreError> {
-        let mut b = QueryBuilder::<Postgres>::new(
-            "SELECT COALESCE(SUM(ABS(amount)), 0)::bigint FROM credit_history \
-             WHERE payment_method = 'credit_expense'",
-        );
-        if let Some(a) = address {
-            b.push(" AND address_id = (SELECT id FROM addresses WHERE address = ")
-                .push_bind(a)
-                .push(")");
-        }
-        if let Some(r) = resource {
-            // Stored compactly: '' is '\x00' (see migration 0007).
-            b.push(" AND COALESCE(NULLIF(origin, '\\x00'::bytea), origin_ref) = ")
-                .push_bind(compact::encode(r));
-        }
-        let sum: i64 = b
-            .build_query_scalar()
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(Credits(sum))
-    }
-
     async fn message(&self, item_hash: &str) -> Result<Option<MessageRecord>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         message(&mut conn, item_hash).await
-    }
-
-    async fn table_counts(&self) -> Result<TableCounts, StoreError> {
-        let row: (i64, i64, i64) = sqlx::query_as(lotledger_store::sql_table_counts!())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(TableCounts::from_row(row))
     }
 
     /// `pg_total_relation_size` (heap, indexes, TOAST; dead tuples included).

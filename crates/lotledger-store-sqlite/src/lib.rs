@@ -9,21 +9,18 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use lotledger_core::{
-    BalanceDetail, Credits, HistoryRow, Lot, Timestamp, balance_details_from_sums,
-};
+use lotledger_core::{Credits, HistoryRow, Lot, Timestamp};
 use lotledger_store::batch::BatchCache;
-use lotledger_store::compact;
 use lotledger_store::maintenance::BatchLimit;
 use lotledger_store::transactional::Transactional;
 use lotledger_store::{
-    AddressRows, BalancesQuery, Drift, Footprint, HistorySelector, IngestProgress, LedgerTx,
-    MessageRecord, Store, StoreError, TableCounts, addresses_of, non_negative,
+    AddressRows, Drift, Footprint, HistorySelector, LedgerTx, MessageRecord, Store, StoreError,
+    addresses_of, non_negative,
 };
+use sqlx::ConnectOptions as _;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions as _, QueryBuilder, Sqlite};
 
 mod scan;
 mod wrappers;
@@ -40,38 +37,7 @@ macro_rules! ref_text {
     };
 }
 
-/// History rows with the columns `wrappers::history_row` reads; `h` the history row.
-macro_rules! history_select {
-    () => {
-        lotledger_store::sql_history_select!(ref_text, "h.price", "h.expense_size_mib")
-    };
-}
-
-/// Lots with the columns `wrappers::lot` reads; `l` the lot.
-macro_rules! lot_select {
-    () => {
-        lotledger_store::sql_lot_select!(ref_text)
-    };
-}
-
-/// Message records with the columns `wrappers::message_record` reads; `m` the record.
-macro_rules! message_select {
-    () => {
-        lotledger_store::sql_message_select!(ref_text)
-    };
-}
-
-/// Emission (replay) order of lots `l` / history rows `h`.
-macro_rules! lot_order {
-    () => {
-        lotledger_store::sql_emission_order!(ref_text, "l")
-    };
-}
-macro_rules! history_order {
-    () => {
-        lotledger_store::sql_emission_order!(ref_text, "h")
-    };
-}
+lotledger_store::sql_selects!(ref_text, "h.price", "h.expense_size_mib");
 
 /// The balance of the address whose id `$address` gives, at the instant bound after it.
 macro_rules! balance_sum {
@@ -237,6 +203,7 @@ async fn blocking<T: Send + 'static>(
 
 impl Store for SqliteStore {
     lotledger_store::transactional_writes!();
+    lotledger_store::pooled_reads!();
 
     async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR
@@ -245,54 +212,9 @@ impl Store for SqliteStore {
             .map_err(|e| StoreError::Database(Box::new(e)))
     }
 
-    async fn ingest_progress(&self, source: &str) -> Result<Option<IngestProgress>, StoreError> {
-        let row: Option<(i64, i64, String)> = sqlx::query_as(
-            "SELECT lines, bytes, prefix_sha256 FROM ingest_progress WHERE source = ? AND bytes IS NOT NULL AND prefix_sha256 IS NOT NULL",
-        )
-        .bind(source)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        row.map(|(lines, bytes, prefix_sha256)| {
-            IngestProgress::from_row(source, lines, bytes, prefix_sha256)
-        })
-        .transpose()
-    }
-
     async fn balance(&self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         balance(&mut conn, address, at).await
-    }
-
-    async fn balance_details(
-        &self,
-        address: &str,
-        at: Timestamp,
-    ) -> Result<(Credits, Vec<BalanceDetail>), StoreError> {
-        // Grouped in SQL: one row per expiry, not one per lot.
-        let groups: Vec<(Option<i64>, i64)> = sqlx::query_as(concat!(
-            "SELECT expiration_date, SUM(amount_remaining) FROM credit_lots \
-             WHERE address_id = ",
-            address_id!(),
-            " AND (expiration_date IS NULL OR expiration_date > ?) GROUP BY expiration_date"
-        ))
-        .bind(address)
-        .bind(at.as_micros())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        let sums = groups
-            .into_iter()
-            .map(|(expiry, sum)| {
-                let expiry = expiry
-                    .map(Timestamp::from_micros)
-                    .transpose()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                Ok((expiry, Credits(sum)))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        balance_details_from_sums(sums)
-            .ok_or_else(|| StoreError::Overflow(format!("balance of {address}")))
     }
 
     async fn history(&self, selector: &HistorySelector) -> Result<Vec<HistoryRow>, StoreError> {
@@ -317,25 +239,6 @@ impl Store for SqliteStore {
     async fn lots(&self, address: &str) -> Result<Vec<Lot>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         address_lots(&mut conn, address).await
-    }
-
-    async fn addresses(&self) -> Result<Vec<String>, StoreError> {
-        sqlx::query_scalar(
-            "SELECT address FROM addresses a \
-             WHERE EXISTS (SELECT 1 FROM credit_history WHERE address_id = a.id) \
-             OR EXISTS (SELECT 1 FROM credit_lots WHERE address_id = a.id) ORDER BY address",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)
-    }
-
-    async fn address_rows(&self) -> Result<Vec<AddressRows>, StoreError> {
-        let rows = sqlx::query_as(lotledger_store::sql::ADDRESS_ROWS)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(lotledger_store::sql::address_rows(rows))
     }
 
     fn maintenance_batch(&self) -> BatchLimit {
@@ -363,111 +266,9 @@ impl Store for SqliteStore {
         lotledger_store::maintenance::drifts(addresses, &rows, lots)
     }
 
-    async fn repair_checkpoint(&self) -> Result<Option<String>, StoreError> {
-        sqlx::query_scalar("SELECT last_address FROM repair_checkpoint WHERE id = 1")
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)
-    }
-
-    async fn set_repair_checkpoint(&self, last_address: Option<&str>) -> Result<(), StoreError> {
-        let query = match last_address {
-            Some(a) => sqlx::query(
-                "INSERT INTO repair_checkpoint (id, last_address) VALUES (1, ?) \
-                 ON CONFLICT (id) DO UPDATE SET last_address = excluded.last_address",
-            )
-            .bind(a),
-            None => sqlx::query("DELETE FROM repair_checkpoint"),
-        };
-        query.execute(&self.pool).await.map_err(db_err)?;
-        Ok(())
-    }
-
-    async fn credit_balances(
-        &self,
-        q: &BalancesQuery<'_>,
-    ) -> Result<Vec<(String, Credits)>, StoreError> {
-        // Addresses in text order off their unique index, each summing its own lots.
-        let mut b = QueryBuilder::<Sqlite>::new(
-            "SELECT a.address, COALESCE(SUM(CASE WHEN l.expiration_date IS NULL OR l.expiration_date > ",
-        );
-        b.push_bind(q.at.as_micros()).push(
-            " THEN l.amount_remaining ELSE 0 END), 0) AS balance \
-             FROM addresses a JOIN credit_lots l ON l.address_id = a.id",
-        );
-        if let Some(after) = q.after {
-            b.push(" WHERE a.address > ").push_bind(after);
-        }
-        b.push(" GROUP BY a.address HAVING balance >= ")
-            .push_bind(q.min_balance)
-            .push(" ORDER BY a.address LIMIT ")
-            .push_bind(q.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)))
-            .push(" OFFSET ")
-            .push_bind(i64::try_from(q.offset).unwrap_or(i64::MAX));
-        let rows: Vec<(String, i64)> = b
-            .build_query_as()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(rows.into_iter().map(|(a, c)| (a, Credits(c))).collect())
-    }
-
-    async fn count_credit_balances(
-        &self,
-        at: Timestamp,
-        min_balance: i64,
-    ) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM (SELECT address_id FROM credit_lots GROUP BY address_id \
-             HAVING COALESCE(SUM(CASE WHEN expiration_date IS NULL OR expiration_date > ? \
-             THEN amount_remaining ELSE 0 END), 0) >= ?)",
-        )
-        .bind(at.as_micros())
-        .bind(min_balance)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_err)?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
-
-    async fn consumed_credits(
-        &self,
-        address: Option<&str>,
-        resource: Option<&str>,
-    ) -> Result<Credits, StoreError> {
-        let mut b = QueryBuilder::<Sqlite>::new(
-            "SELECT COALESCE(SUM(ABS(amount)), 0) FROM credit_history \
-             WHERE payment_method = 'credit_expense'",
-        );
-        if let Some(a) = address {
-            b.push(" AND address_id = (SELECT id FROM addresses WHERE address = ")
-                .push_bind(a)
-                .push(")");
-        }
-        if let Some(r) = resource {
-            // Stored compactly: '' is x'00' (see migration 0007).
-            b.push(" AND COALESCE(NULLIF(origin, x'00'), origin_ref) = ")
-                .push_bind(compact::encode(r));
-        }
-        let sum: i64 = b
-            .build_query_scalar()
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(Credits(sum))
-    }
-
     async fn message(&self, item_hash: &str) -> Result<Option<MessageRecord>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         message(&mut conn, item_hash).await
-    }
-
-    async fn table_counts(&self) -> Result<TableCounts, StoreError> {
-        let row: (i64, i64, i64) = sqlx::query_as(lotledger_store::sql_table_counts!())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(TableCounts::from_row(row))
     }
 
     /// `dbstat` (the pages of each table's b-trees, indexes included, WAL content seen through

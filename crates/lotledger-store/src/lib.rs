@@ -16,6 +16,7 @@ use lotledger_core::{
 pub mod batch;
 pub mod compact;
 pub mod maintenance;
+pub mod pooled;
 pub mod rows;
 pub mod scan;
 pub mod sql;

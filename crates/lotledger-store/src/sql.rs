@@ -89,3 +89,49 @@ pub fn address_rows(rows: Vec<(String, i64)>) -> Vec<crate::AddressRows> {
         .map(|(address, n)| (address, crate::non_negative(n)))
         .collect()
 }
+
+/// Defines, in the calling module, the five SELECT and ORDER BY macros a backend's SQL is
+/// written with: `history_select!()`, `lot_select!()`, `message_select!()` (the columns
+/// [`crate::rows`] reads; `h`, `l`, `m` the rows) and `lot_order!()` / `history_order!()`
+/// (emission order), each over the caller's `$ref_text` macro; `$price` and `$size` are the
+/// history row's `NUMERIC` columns as the dialect reads them as text.
+#[macro_export]
+macro_rules! sql_selects {
+    ($ref_text:ident, $price:literal, $size:literal) => {
+        /// History rows with the columns `rows::history_row` reads; `h` the history row.
+        #[allow(unused_macros)]
+        macro_rules! history_select {
+            () => {
+                $crate::sql_history_select!($ref_text, $price, $size)
+            };
+        }
+        /// Lots with the columns `rows::lot` reads; `l` the lot.
+        #[allow(unused_macros)]
+        macro_rules! lot_select {
+            () => {
+                $crate::sql_lot_select!($ref_text)
+            };
+        }
+        /// Message records with the columns `rows::message_record` reads; `m` the record.
+        #[allow(unused_macros)]
+        macro_rules! message_select {
+            () => {
+                $crate::sql_message_select!($ref_text)
+            };
+        }
+        /// Emission (replay) order of lots `l`.
+        #[allow(unused_macros)]
+        macro_rules! lot_order {
+            () => {
+                $crate::sql_emission_order!($ref_text, "l")
+            };
+        }
+        /// Emission (replay) order of history rows `h`.
+        #[allow(unused_macros)]
+        macro_rules! history_order {
+            () => {
+                $crate::sql_emission_order!($ref_text, "h")
+            };
+        }
+    };
+}

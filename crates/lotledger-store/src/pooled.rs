@@ -1,0 +1,497 @@
+//! What the two sqlx backends share instead of mirroring: a [`Dialect`] (how each database
+//! keeps an instant, which of sqlx's errors mean "unavailable", the few SQL fragments that
+//! differ), the mapping of rows to core types ([`Cols`]) and the reads over the pool whose SQL
+//! is the same in both ([`Reads`]: its placeholders come from sqlx's `QueryBuilder`, so one
+//! text serves `$1` and `?` alike).
+
+use std::marker::PhantomData;
+
+use lotledger_core::{
+    BalanceDetail, Credits, HistoryRow, Lot, Timestamp, balance_details_from_sums,
+};
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, FromRow, Pool, QueryBuilder, Row, Type,
+};
+
+use crate::rows::{self, Columns};
+use crate::{
+    AddressRows, BalancesQuery, IngestProgress, MessageRecord, StoreError, TableCounts, compact,
+};
+
+/// One of the databases lotledger keeps through sqlx.
+pub trait Dialect: Database<Arguments: sqlx::IntoArguments<Self>> {
+    /// A core instant as a column value.
+    type Instant: for<'r> Decode<'r, Self>
+        + for<'q> Encode<'q, Self>
+        + Type<Self>
+        + Send
+        + Sync
+        + Unpin
+        + 'static;
+    /// The compact texts' `''` as an SQL literal (migration 0007), written out so that the
+    /// expression index on a history row's resource matches.
+    const EMPTY_COMPACT: &'static str;
+
+    fn instant(t: Timestamp) -> Self::Instant;
+    fn timestamp(v: Self::Instant) -> Result<Timestamp, StoreError>;
+    /// The store's error for one of this database's errors.
+    fn error(e: sqlx::Error) -> StoreError;
+}
+
+impl Dialect for sqlx::Postgres {
+    type Instant = time::OffsetDateTime;
+    const EMPTY_COMPACT: &'static str = "'\\x00'::bytea";
+
+    /// Core instants lie within years 1..=9999, which `OffsetDateTime` represents; the epoch
+    /// stands in for the impossible failure.
+    fn instant(t: Timestamp) -> time::OffsetDateTime {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.as_micros()) * 1000)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    }
+
+    fn timestamp(t: time::OffsetDateTime) -> Result<Timestamp, StoreError> {
+        let micros = t.unix_timestamp_nanos() / 1000;
+        i64::try_from(micros)
+            .ok()
+            .and_then(|m| Timestamp::from_micros(m).ok())
+            .ok_or_else(|| StoreError::Corrupt(format!("instant {t} out of range")))
+    }
+
+    fn error(e: sqlx::Error) -> StoreError {
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_) => StoreError::Unavailable(Box::new(e)),
+            // Connection exceptions (class 08) and server shutdown / crash / start-up (57P0x).
+            sqlx::Error::Database(ref d)
+                if d.code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P0")) =>
+            {
+                StoreError::Unavailable(Box::new(e))
+            }
+            other => StoreError::Database(Box::new(other)),
+        }
+    }
+}
+
+impl Dialect for sqlx::Sqlite {
+    /// INTEGER microseconds.
+    type Instant = i64;
+    const EMPTY_COMPACT: &'static str = "x'00'";
+
+    fn instant(t: Timestamp) -> i64 {
+        t.as_micros()
+    }
+
+    fn timestamp(micros: i64) -> Result<Timestamp, StoreError> {
+        rows::instant_from_micros(micros)
+    }
+
+    fn error(e: sqlx::Error) -> StoreError {
+        match e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+                StoreError::Unavailable(Box::new(e))
+            }
+            // SQLITE_BUSY / SQLITE_LOCKED (and their extended codes): another process holds
+            // the file's lock beyond the busy timeout.
+            sqlx::Error::Database(ref d)
+                if d.code().is_some_and(|c| {
+                    c.parse::<i64>()
+                        .is_ok_and(|n| n & 0xff == 5 || n & 0xff == 6)
+                }) =>
+            {
+                StoreError::Unavailable(Box::new(e))
+            }
+            other => StoreError::Database(Box::new(other)),
+        }
+    }
+}
+
+/// A row's columns as [`crate::rows`] reads them.
+pub struct Cols<'r, DB: Database>(pub &'r DB::Row);
+
+impl<DB: Dialect> Cols<'_, DB>
+where
+    for<'c> &'c str: ColumnIndex<DB::Row>,
+{
+    fn get<'r, T: Decode<'r, DB> + Type<DB>>(&'r self, column: &str) -> Result<T, StoreError> {
+        self.0.try_get(column).map_err(DB::error)
+    }
+}
+
+impl<DB: Dialect> Columns for Cols<'_, DB>
+where
+    for<'c> &'c str: ColumnIndex<DB::Row>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB> + Type<DB>,
+    for<'r> i32: Decode<'r, DB> + Type<DB>,
+    for<'r> &'r [u8]: Decode<'r, DB> + Type<DB>,
+{
+    fn text(&self, column: &str) -> Result<String, StoreError> {
+        self.get(column)
+    }
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        self.get(column)
+    }
+    fn int(&self, column: &str) -> Result<i64, StoreError> {
+        self.get(column)
+    }
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        self.get(column)
+    }
+    fn int32(&self, column: &str) -> Result<i32, StoreError> {
+        self.get(column)
+    }
+    fn instant(&self, column: &str) -> Result<Timestamp, StoreError> {
+        DB::timestamp(self.get::<DB::Instant>(column)?)
+    }
+    fn opt_instant(&self, column: &str) -> Result<Option<Timestamp>, StoreError> {
+        self.get::<Option<DB::Instant>>(column)?
+            .map(DB::timestamp)
+            .transpose()
+    }
+    fn compact_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        compact::decode_opt(self.get::<Option<&[u8]>>(column)?)
+    }
+}
+
+/// The reads over a pool whose SQL both databases run as written.
+pub struct Reads<'p, DB: Database> {
+    pool: &'p Pool<DB>,
+    _db: PhantomData<DB>,
+}
+
+impl<'p, DB: Database> Reads<'p, DB> {
+    pub fn of(pool: &'p Pool<DB>) -> Self {
+        Reads {
+            pool,
+            _db: PhantomData,
+        }
+    }
+}
+
+impl<DB: Dialect> Reads<'_, DB>
+where
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+    for<'r> (i64, i64, String): FromRow<'r, DB::Row>,
+    for<'r> (i64, i64, i64): FromRow<'r, DB::Row>,
+    for<'r> (String, i64): FromRow<'r, DB::Row>,
+    for<'r> (Option<DB::Instant>, i64): FromRow<'r, DB::Row>,
+    for<'r> (i64,): FromRow<'r, DB::Row>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+{
+    /// An ingest source's recorded position, if it has one.
+    pub async fn ingest_progress(
+        &self,
+        source: &str,
+    ) -> Result<Option<IngestProgress>, StoreError> {
+        let mut b = QueryBuilder::<DB>::new(
+            "SELECT lines, bytes, prefix_sha256 FROM ingest_progress WHERE bytes IS NOT NULL \
+             AND prefix_sha256 IS NOT NULL AND source = ",
+        );
+        b.push_bind(source);
+        let row: Option<(i64, i64, String)> = b
+            .build_query_as()
+            .fetch_optional(self.pool)
+            .await
+            .map_err(DB::error)?;
+        row.map(|(lines, bytes, prefix_sha256)| {
+            IngestProgress::from_row(source, lines, bytes, prefix_sha256)
+        })
+        .transpose()
+    }
+
+    /// The unexpired balance of `address` at `at` and its split by expiry, grouped in SQL
+    /// (one row per expiry, not one per lot).
+    pub async fn balance_details(
+        &self,
+        address: &str,
+        at: Timestamp,
+    ) -> Result<(Credits, Vec<BalanceDetail>), StoreError> {
+        let mut b = QueryBuilder::<DB>::new(
+            "SELECT expiration_date, CAST(SUM(amount_remaining) AS BIGINT) FROM credit_lots \
+             WHERE address_id = (SELECT id FROM addresses WHERE address = ",
+        );
+        b.push_bind(address)
+            .push(") AND (expiration_date IS NULL OR expiration_date > ")
+            .push_bind(DB::instant(at))
+            .push(") GROUP BY expiration_date");
+        let groups: Vec<(Option<DB::Instant>, i64)> = b
+            .build_query_as()
+            .fetch_all(self.pool)
+            .await
+            .map_err(DB::error)?;
+        let sums = groups
+            .into_iter()
+            .map(|(expiry, sum)| Ok((expiry.map(DB::timestamp).transpose()?, Credits(sum))))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        balance_details_from_sums(sums)
+            .ok_or_else(|| StoreError::Overflow(format!("balance of {address}")))
+    }
+
+    /// Every address with history or lots, in text order.
+    pub async fn addresses(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT address FROM addresses a \
+             WHERE EXISTS (SELECT 1 FROM credit_history WHERE address_id = a.id) \
+             OR EXISTS (SELECT 1 FROM credit_lots WHERE address_id = a.id) ORDER BY address",
+        )
+        .fetch_all(self.pool)
+        .await
+        .map_err(DB::error)
+    }
+
+    /// Every address with history or lots, with its count of history rows.
+    pub async fn address_rows(&self) -> Result<Vec<AddressRows>, StoreError> {
+        let rows = sqlx::query_as(crate::sql::ADDRESS_ROWS)
+            .fetch_all(self.pool)
+            .await
+            .map_err(DB::error)?;
+        Ok(crate::sql::address_rows(rows))
+    }
+
+    pub async fn table_counts(&self) -> Result<TableCounts, StoreError> {
+        let row: (i64, i64, i64) = sqlx::query_as(crate::sql_table_counts!())
+            .fetch_one(self.pool)
+            .await
+            .map_err(DB::error)?;
+        Ok(TableCounts::from_row(row))
+    }
+
+    pub async fn repair_checkpoint(&self) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT last_address FROM repair_checkpoint WHERE id = 1")
+            .fetch_optional(self.pool)
+            .await
+            .map_err(DB::error)
+    }
+
+    pub async fn set_repair_checkpoint(
+        &self,
+        last_address: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut b = match last_address {
+            Some(a) => {
+                let mut b = QueryBuilder::<DB>::new(
+                    "INSERT INTO repair_checkpoint (id, last_address) VALUES (1, ",
+                );
+                b.push_bind(a)
+                    .push(") ON CONFLICT (id) DO UPDATE SET last_address = excluded.last_address");
+                b
+            }
+            None => QueryBuilder::<DB>::new("DELETE FROM repair_checkpoint"),
+        };
+        b.build().execute(self.pool).await.map_err(DB::error)?;
+        Ok(())
+    }
+
+    /// The balances (at `q.at`, at least `q.min_balance`) of the addresses with lots, in text
+    /// order after `q.after`, a page of them: each address sums its own lots.
+    pub async fn credit_balances(
+        &self,
+        q: &BalancesQuery<'_>,
+    ) -> Result<Vec<(String, Credits)>, StoreError> {
+        let mut b = QueryBuilder::<DB>::new("SELECT a.address, ");
+        push_valid_sum(&mut b, "l.", q.at);
+        b.push(" AS balance FROM addresses a JOIN credit_lots l ON l.address_id = a.id");
+        if let Some(after) = q.after {
+            b.push(" WHERE a.address > ").push_bind(after);
+        }
+        b.push(" GROUP BY a.address HAVING ");
+        push_valid_sum(&mut b, "l.", q.at);
+        b.push(" >= ")
+            .push_bind(q.min_balance)
+            .push(" ORDER BY a.address LIMIT ")
+            .push_bind(
+                q.limit
+                    .map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX)),
+            )
+            .push(" OFFSET ")
+            .push_bind(i64::try_from(q.offset).unwrap_or(i64::MAX));
+        let rows: Vec<(String, i64)> = b
+            .build_query_as()
+            .fetch_all(self.pool)
+            .await
+            .map_err(DB::error)?;
+        Ok(rows.into_iter().map(|(a, c)| (a, Credits(c))).collect())
+    }
+
+    /// How many addresses hold at least `min_balance` at `at`.
+    pub async fn count_credit_balances(
+        &self,
+        at: Timestamp,
+        min_balance: i64,
+    ) -> Result<u64, StoreError> {
+        let mut b = QueryBuilder::<DB>::new(
+            "SELECT COUNT(*) FROM (SELECT address_id FROM credit_lots GROUP BY address_id HAVING ",
+        );
+        push_valid_sum(&mut b, "", at);
+        b.push(" >= ").push_bind(min_balance).push(") AS t");
+        let n: i64 = b
+            .build_query_scalar()
+            .fetch_one(self.pool)
+            .await
+            .map_err(DB::error)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// The credits spent by expenses, of one address and/or one resource (a history row's
+    /// `origin`, else its `origin_ref`).
+    pub async fn consumed_credits(
+        &self,
+        address: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<Credits, StoreError> {
+        let mut b = QueryBuilder::<DB>::new(
+            "SELECT CAST(COALESCE(SUM(ABS(amount)), 0) AS BIGINT) FROM credit_history \
+             WHERE payment_method = 'credit_expense'",
+        );
+        if let Some(a) = address {
+            b.push(" AND address_id = (SELECT id FROM addresses WHERE address = ")
+                .push_bind(a)
+                .push(")");
+        }
+        if let Some(r) = resource {
+            b.push(" AND COALESCE(NULLIF(origin, ")
+                .push(DB::EMPTY_COMPACT)
+                .push("), origin_ref) = ")
+                .push_bind(compact::encode(r));
+        }
+        let sum: i64 = b
+            .build_query_scalar()
+            .fetch_one(self.pool)
+            .await
+            .map_err(DB::error)?;
+        Ok(Credits(sum))
+    }
+}
+
+/// The sum of the lots' remainders valid at `at` (no expiry, or one after it), 0 for none;
+/// `lots` prefixes the lot columns (`"l."`).
+fn push_valid_sum<DB: Dialect>(b: &mut QueryBuilder<DB>, lots: &str, at: Timestamp) {
+    b.push("CAST(COALESCE(SUM(CASE WHEN ")
+        .push(lots)
+        .push("expiration_date IS NULL OR ")
+        .push(lots)
+        .push("expiration_date > ")
+        .push_bind(DB::instant(at))
+        .push(" THEN ")
+        .push(lots)
+        .push("amount_remaining ELSE 0 END), 0) AS BIGINT)");
+}
+
+/// A history row (`sql_history_select!`) of any dialect.
+pub fn history_row<DB: Dialect>(r: &DB::Row) -> Result<HistoryRow, StoreError>
+where
+    for<'r> Cols<'r, DB>: Columns,
+{
+    rows::history_row(&Cols::<DB>(r))
+}
+
+/// A lot (`sql_lot_select!`) of any dialect.
+pub fn lot<DB: Dialect>(r: &DB::Row) -> Result<Lot, StoreError>
+where
+    for<'r> Cols<'r, DB>: Columns,
+{
+    rows::lot(&Cols::<DB>(r))
+}
+
+/// A message record (`sql_message_select!`) of any dialect.
+pub fn message_record<DB: Dialect>(r: &DB::Row) -> Result<MessageRecord, StoreError>
+where
+    for<'r> Cols<'r, DB>: Columns,
+{
+    rows::message_record(&Cols::<DB>(r))
+}
+
+/// The reading methods of `impl Store for` a backend whose pool is its field `pool`, each a
+/// call of [`Reads`]' method of the same name.
+#[macro_export]
+macro_rules! pooled_reads {
+    () => {
+        async fn ingest_progress(
+            &self,
+            source: &str,
+        ) -> Result<Option<$crate::IngestProgress>, $crate::StoreError> {
+            $crate::pooled::Reads::of(&self.pool)
+                .ingest_progress(source)
+                .await
+        }
+
+        async fn balance_details(
+            &self,
+            address: &str,
+            at: ::lotledger_core::Timestamp,
+        ) -> Result<
+            (
+                ::lotledger_core::Credits,
+                Vec<::lotledger_core::BalanceDetail>,
+            ),
+            $crate::StoreError,
+        > {
+            $crate::pooled::Reads::of(&self.pool)
+                .balance_details(address, at)
+                .await
+        }
+
+        async fn addresses(&self) -> Result<Vec<String>, $crate::StoreError> {
+            $crate::pooled::Reads::of(&self.pool).addresses().await
+        }
+
+        async fn address_rows(&self) -> Result<Vec<$crate::AddressRows>, $crate::StoreError> {
+            $crate::pooled::Reads::of(&self.pool).address_rows().await
+        }
+
+        async fn repair_checkpoint(&self) -> Result<Option<String>, $crate::StoreError> {
+            $crate::pooled::Reads::of(&self.pool)
+                .repair_checkpoint()
+                .await
+        }
+
+        async fn set_repair_checkpoint(
+            &self,
+            last_address: Option<&str>,
+        ) -> Result<(), $crate::StoreError> {
+            $crate::pooled::Reads::of(&self.pool)
+                .set_repair_checkpoint(last_address)
+                .await
+        }
+
+        async fn consumed_credits(
+            &self,
+            address: Option<&str>,
+            resource: Option<&str>,
+        ) -> Result<::lotledger_core::Credits, $crate::StoreError> {
+            $crate::pooled::Reads::of(&self.pool)
+                .consumed_credits(address, resource)
+                .await
+        }
+
+        async fn credit_balances(
+            &self,
+            q: &$crate::BalancesQuery<'_>,
+        ) -> Result<Vec<(String, ::lotledger_core::Credits)>, $crate::StoreError> {
+            $crate::pooled::Reads::of(&self.pool)
+                .credit_balances(q)
+                .await
+        }
+
+        async fn count_credit_balances(
+            &self,
+            at: ::lotledger_core::Timestamp,
+            min_balance: i64,
+        ) -> Result<u64, $crate::StoreError> {
+            $crate::pooled::Reads::of(&self.pool)
+                .count_credit_balances(at, min_balance)
+                .await
+        }
+
+        async fn table_counts(&self) -> Result<$crate::TableCounts, $crate::StoreError> {
+            $crate::pooled::Reads::of(&self.pool).table_counts().await
+        }
+    };
+}
