@@ -203,17 +203,10 @@ impl Commit for PgTx {
 
 impl Store for PgStore {
     lotledger_store::transactional_writes!();
-    lotledger_store::pooled_reads!();
+    lotledger_store::pooled_reads!(MIGRATOR);
 
     fn concurrent_writers(&self) -> usize {
         CONCURRENT_WRITERS
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|e| StoreError::Database(Box::new(e)))
     }
 
     async fn balance(&self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {

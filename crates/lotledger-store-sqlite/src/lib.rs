@@ -203,14 +203,7 @@ async fn blocking<T: Send + 'static>(
 
 impl Store for SqliteStore {
     lotledger_store::transactional_writes!();
-    lotledger_store::pooled_reads!();
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|e| StoreError::Database(Box::new(e)))
-    }
+    lotledger_store::pooled_reads!(MIGRATOR);
 
     async fn balance(&self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;

@@ -408,11 +408,19 @@ where
     rows::message_record(&Cols::<DB>(r))
 }
 
-/// The reading methods of `impl Store for` a backend whose pool is its field `pool`, each a
+/// The methods of `impl Store for` a backend whose pool is its field `pool` that both
+/// backends write alike: `migrate` (running the backend's `$migrator`) and the reads, each a
 /// call of [`Reads`]' method of the same name.
 #[macro_export]
 macro_rules! pooled_reads {
-    () => {
+    ($migrator:path) => {
+        async fn migrate(&self) -> Result<(), $crate::StoreError> {
+            $migrator
+                .run(&self.pool)
+                .await
+                .map_err(|e| $crate::StoreError::Database(Box::new(e)))
+        }
+
         async fn ingest_progress(
             &self,
             source: &str,
