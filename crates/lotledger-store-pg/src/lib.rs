@@ -11,7 +11,7 @@
 //! sent unprepared (`persistent(false)`), so PostgreSQL plans each for its own array and the
 //! tables' sizes of the moment. Prepared, each connection keeps a generic plan made once for a
 //! ten-element array and the sizes it first saw: on a young ledger, whole-table hash joins that
-//! grow with the tables (W6 on a fresh database: ×2.0–2.7 group commit, BENCHMARKS.md). The
+//! grow with the tables (W6 on a fresh database: ×1.8–2.0 group commit, BENCHMARKS.md). The
 //! other statements keep their cached plans, which measured cheaper (W2, W3).
 
 use std::collections::{HashMap, HashSet};

@@ -4,8 +4,6 @@
 //! is the same in both ([`Reads`]: its placeholders come from sqlx's `QueryBuilder`, so one
 //! text serves `$1` and `?` alike).
 
-use std::marker::PhantomData;
-
 use lotledger_core::{
     BalanceDetail, Credits, HistoryRow, Lot, Timestamp, balance_details_from_sums,
 };
@@ -159,15 +157,11 @@ where
 /// The reads over a pool whose SQL both databases run as written.
 pub struct Reads<'p, DB: Database> {
     pool: &'p Pool<DB>,
-    _db: PhantomData<DB>,
 }
 
 impl<'p, DB: Database> Reads<'p, DB> {
     pub fn of(pool: &'p Pool<DB>) -> Self {
-        Reads {
-            pool,
-            _db: PhantomData,
-        }
+        Reads { pool }
     }
 }
 
@@ -175,7 +169,6 @@ impl<DB: Dialect> Reads<'_, DB>
 where
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
     for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
     i64: for<'q> Encode<'q, DB> + Type<DB>,
     for<'r> (i64, i64, String): FromRow<'r, DB::Row>,
@@ -502,4 +495,62 @@ macro_rules! pooled_reads {
             $crate::pooled::Reads::of(&self.pool).table_counts().await
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> Timestamp {
+        Timestamp::parse_rfc3339(text).unwrap()
+    }
+
+    #[test]
+    fn instants_come_back_as_they_went_in_on_both_dialects() {
+        for t in [
+            at("0001-01-01T00:00:00Z"),
+            at("1969-12-31T23:59:59.999999Z"),
+            Timestamp::UNIX_EPOCH,
+            at("2026-11-30T12:34:56.789012Z"),
+            at("9999-12-31T23:59:59.999999Z"),
+        ] {
+            let pg = sqlx::Postgres::instant(t);
+            assert_eq!(pg.unix_timestamp_nanos(), i128::from(t.as_micros()) * 1000);
+            assert_eq!(sqlx::Postgres::timestamp(pg).unwrap(), t);
+            assert_eq!(sqlx::Sqlite::instant(t), t.as_micros());
+            assert_eq!(sqlx::Sqlite::timestamp(t.as_micros()).unwrap(), t);
+        }
+    }
+
+    #[test]
+    fn a_stored_instant_out_of_range_is_corruption_not_a_panic() {
+        // One second before 0001-01-01T00:00:00Z.
+        let year_0 = time::OffsetDateTime::from_unix_timestamp(-62_135_596_801).unwrap();
+        assert!(matches!(
+            sqlx::Postgres::timestamp(year_0),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            sqlx::Sqlite::timestamp(i64::MAX),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn a_pool_that_cannot_serve_is_unavailable_and_a_bad_row_is_not() {
+        for e in [
+            sqlx::Postgres::error(sqlx::Error::PoolTimedOut),
+            sqlx::Sqlite::error(sqlx::Error::PoolTimedOut),
+            sqlx::Postgres::error(sqlx::Error::PoolClosed),
+            sqlx::Sqlite::error(sqlx::Error::PoolClosed),
+        ] {
+            assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+        }
+        for e in [
+            sqlx::Postgres::error(sqlx::Error::RowNotFound),
+            sqlx::Sqlite::error(sqlx::Error::RowNotFound),
+        ] {
+            assert!(matches!(e, StoreError::Database(_)), "{e:?}");
+        }
+    }
 }
