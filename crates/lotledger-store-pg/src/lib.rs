@@ -26,7 +26,7 @@ use lotledger_store::{
     AddressRows, Drift, Footprint, HistorySelector, IngestProgress, LedgerTx, MessageRecord,
     MessageStatus, Store, StoreError, distinct, non_negative,
 };
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions as _, PgConnection, Postgres, Transaction};
 
 mod databases;
@@ -70,6 +70,13 @@ macro_rules! read_refs {
     () => {
         "SELECT id, hash, name FROM refs WHERE hash = ANY($1) UNION ALL \
          SELECT id, hash, name FROM refs WHERE name = ANY($2)"
+    };
+}
+
+/// The interned id of the address bound as `$1`.
+macro_rules! address_id_1 {
+    () => {
+        "(SELECT id FROM addresses WHERE address = $1)"
     };
 }
 
@@ -218,7 +225,9 @@ impl Store for PgStore {
         let query = match selector {
             HistorySelector::Address(a) => sqlx::query(concat!(
                 history_select!(),
-                " WHERE h.address_id = (SELECT id FROM addresses WHERE address = $1) \
+                " WHERE h.address_id = ",
+                address_id_1!(),
+                " \
                  ORDER BY credit_ref, h.credit_index"
             ))
             .bind(a.clone()),
@@ -349,32 +358,41 @@ async fn balance(
 }
 
 async fn address_lots(conn: &mut PgConnection, address: &str) -> Result<Vec<Lot>, StoreError> {
-    let rows = sqlx::query(concat!(
+    let sql = concat!(
         lot_select!(),
-        " WHERE l.address_id = (SELECT id FROM addresses WHERE address = $1)",
+        " WHERE l.address_id = ",
+        address_id_1!(),
         lot_order!()
-    ))
-    .bind(address)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    rows.iter().map(lot).collect()
+    );
+    rows_of_address(conn, sql, address, lot).await
 }
 
 async fn address_history(
     conn: &mut PgConnection,
     address: &str,
 ) -> Result<Vec<HistoryRow>, StoreError> {
-    let rows = sqlx::query(concat!(
+    let sql = concat!(
         history_select!(),
-        " WHERE h.address_id = (SELECT id FROM addresses WHERE address = $1)",
+        " WHERE h.address_id = ",
+        address_id_1!(),
         history_order!()
-    ))
-    .bind(address)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    rows.iter().map(history_row).collect()
+    );
+    rows_of_address(conn, sql, address, history_row).await
+}
+
+/// The rows `sql` selects for the address bound as `$1`, each mapped by `map`.
+async fn rows_of_address<T>(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    address: &str,
+    map: fn(&PgRow) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let rows = sqlx::query(sql)
+        .bind(address)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    rows.iter().map(map).collect()
 }
 
 impl LedgerTx for PgTx {
