@@ -75,6 +75,16 @@ pub enum Stamps {
     Addresses(HashMap<String, i64>),
 }
 
+impl Stamps {
+    /// The store's generation, where the stamps are one ([`Stamps::Store`]).
+    fn generation(&self) -> Option<i64> {
+        match self {
+            Stamps::Store(generation) => Some(*generation),
+            _ => None,
+        }
+    }
+}
+
 /// The state of addresses as the last committed batch left them; see the module docs.
 #[derive(Debug, Default)]
 pub struct BatchCache {
@@ -122,16 +132,7 @@ impl BatchCache {
                 version.is_some() && versions.get(address).copied() == version
             },
         };
-        let mut out = HashMap::new();
-        for a in addresses {
-            if let Some((version, state)) = self.addresses.remove(a) {
-                self.lots -= state.0.len();
-                if exact(a, version) {
-                    out.insert(a.clone(), state);
-                }
-            }
-        }
-        out
+        self.remove(addresses, exact)
     }
 
     /// The states of `addresses` the cache holds, removed from it, if the cache is exact at
@@ -142,11 +143,23 @@ impl BatchCache {
             self.clear();
             return HashMap::new();
         }
+        self.remove(addresses, &|_, _| true)
+    }
+
+    /// Removes the states of `addresses`, and gives those `exact` keeps (by address and the
+    /// version it was kept at).
+    fn remove(
+        &mut self,
+        addresses: &BTreeSet<String>,
+        exact: &dyn Fn(&str, Option<i64>) -> bool,
+    ) -> HashMap<String, AddressState> {
         let mut out = HashMap::new();
         for a in addresses {
-            if let Some((_, state)) = self.addresses.remove(a) {
+            if let Some((version, state)) = self.addresses.remove(a) {
                 self.lots -= state.0.len();
-                out.insert(a.clone(), state);
+                if exact(a, version) {
+                    out.insert(a.clone(), state);
+                }
             }
         }
         out
@@ -275,7 +288,7 @@ impl<'t, T: Commit> BatchTx<'t, T> {
                 mut prior,
             } => {
                 let stamps = inner.stamps(&address_refs).await?;
-                let Stamps::Store(snapshot) = stamps else {
+                let Some(snapshot) = stamps.generation() else {
                     return Err(StoreError::NotAhead("the store has no generation".into()));
                 };
                 let mut cached = HashMap::new();
@@ -465,10 +478,7 @@ pub struct Planned {
 impl Planned {
     /// The generation of the snapshot a batch planned ahead was planned on.
     fn snapshot(&self) -> Option<i64> {
-        match self.stamps {
-            Stamps::Store(generation) => Some(generation),
-            _ => None,
-        }
+        self.stamps.generation()
     }
 }
 
@@ -978,11 +988,7 @@ impl InFlight {
                 if let Some(cache) = cache {
                     BatchCache::locked(cache).put(&Stamps::Store(expected), &after, planned.states);
                 }
-                let after = match after {
-                    Stamps::Store(generation) => Some(generation),
-                    _ => None,
-                };
-                Ok((planned.outcomes, after))
+                Ok((planned.outcomes, after.generation()))
             }
             Written::Stale | Written::Failed(_) => {
                 if let Written::Failed(e) = &written {
