@@ -222,9 +222,26 @@ struct Reference {
     want: Value,
 }
 
-async fn reference(msgs: &[Msg], now_hour: i64) -> Reference {
+/// The rules (the minter whitelisted, the credit channel) and the instant `hour` hours after
+/// the messages' base, to apply batches at.
+fn setting(hour: i64) -> (Rules, Timestamp) {
     let rules = Rules::new(vec![MINTER.to_string()], vec!["ALEPH_CREDIT".into()]);
-    let now = Timestamp::from_unix_seconds(BASE_SECONDS + now_hour * 3600).unwrap();
+    (
+        rules,
+        Timestamp::from_unix_seconds(BASE_SECONDS + hour * 3600).unwrap(),
+    )
+}
+
+impl Reference {
+    /// Asserts that `store`, which gave `got`, gives the reference's outcomes and state.
+    async fn assert_same<S: Store>(&self, store: &S, got: Vec<Outcome>, what: &str) {
+        assert_eq!(got, self.expected, "{what}: outcomes");
+        assert_eq!(state(store, &self.hashes).await, self.want, "{what}: state");
+    }
+}
+
+async fn reference(msgs: &[Msg], now_hour: i64) -> Reference {
+    let (rules, now) = setting(now_hour);
     let items = items(msgs);
     let hashes: Vec<String> = (0..items.len()).map(|i| format!("h{i:03}")).collect();
     let dir = tempfile::tempdir().unwrap();
@@ -252,28 +269,24 @@ proptest! {
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let Reference { rules, now, items, hashes, dir, expected, want } =
-                reference(&msgs, now_hour).await;
+            let r = reference(&msgs, now_hour).await;
+            let (items, rules, now) = (&r.items, &r.rules, r.now);
 
-            let grouped = db::fresh_sqlite(&dir).await.0;
-            let got = batched(&grouped, &items, &sizes, &rules, now).await;
-            assert_eq!(got, expected, "sqlite outcomes");
-            assert_eq!(state(&grouped, &hashes).await, want, "sqlite state");
+            let grouped = db::fresh_sqlite(&r.dir).await.0;
+            let got = batched(&grouped, items, &sizes, rules, now).await;
+            r.assert_same(&grouped, got, "sqlite").await;
 
-            let ahead = db::fresh_sqlite(&dir).await.0;
-            let got = pipelined(&ahead, &items, &sizes, &rules, now).await;
-            assert_eq!(got, expected, "sqlite outcomes, planned ahead");
-            assert_eq!(state(&ahead, &hashes).await, want, "sqlite state, planned ahead");
+            let ahead = db::fresh_sqlite(&r.dir).await.0;
+            let got = pipelined(&ahead, items, &sizes, rules, now).await;
+            r.assert_same(&ahead, got, "sqlite, planned ahead").await;
 
             let pg = db::fresh_pg().await;
-            let got = batched(&pg, &items, &sizes, &rules, now).await;
-            assert_eq!(got, expected, "postgres outcomes");
-            assert_eq!(state(&pg, &hashes).await, want, "postgres state");
+            let got = batched(&pg, items, &sizes, rules, now).await;
+            r.assert_same(&pg, got, "postgres").await;
 
             let pg = db::fresh_pg().await;
-            let got = pipelined(&pg, &items, &sizes, &rules, now).await;
-            assert_eq!(got, expected, "postgres outcomes, apply_batches");
-            assert_eq!(state(&pg, &hashes).await, want, "postgres state, apply_batches");
+            let got = pipelined(&pg, items, &sizes, rules, now).await;
+            r.assert_same(&pg, got, "postgres, apply_batches").await;
         });
     }
 }
@@ -342,8 +355,7 @@ proptest! {
 /// take from the late grant, so the batch must re-derive the address mid-batch.
 #[tokio::test]
 async fn a_late_grant_inside_a_batch_is_rederived() {
-    let rules = Rules::new(vec![MINTER.to_string()], vec!["ALEPH_CREDIT".into()]);
-    let now = Timestamp::from_unix_seconds(BASE_SECONDS + 40 * 3600).unwrap();
+    let (rules, now) = setting(40);
     let msgs = [
         Msg::Distribute(0, 50, None, 10),
         Msg::Expense(0, 80, 30),
@@ -391,31 +403,17 @@ async fn large_batches_equal_small_batches() {
             ),
         });
     }
-    let items = items(&msgs);
-    let hashes: Vec<String> = (0..items.len()).map(|i| format!("h{i:03}")).collect();
-    let rules = Rules::new(vec![MINTER.to_string()], vec!["ALEPH_CREDIT".into()]);
-    let now = Timestamp::from_unix_seconds(BASE_SECONDS + 40 * 3600).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let one = db::fresh_sqlite(&dir).await.0;
-    let expected = apply_one_by_one(&one, &items, &rules, now).await.unwrap();
-    let want = state(&one, &hashes).await;
+    let r = reference(&msgs, 40).await;
+    let (items, rules, now) = (&r.items, &r.rules, r.now);
     for size in [1000, 50] {
-        let store = db::fresh_sqlite(&dir).await.0;
-        let got = batched(&store, &items, &[size], &rules, now).await;
-        assert_eq!(got, expected, "outcomes, batches of {size}");
-        assert_eq!(
-            state(&store, &hashes).await,
-            want,
-            "state, batches of {size}"
-        );
-        let store = db::fresh_sqlite(&dir).await.0;
-        let got = pipelined(&store, &items, &[size], &rules, now).await;
-        assert_eq!(got, expected, "outcomes, batches of {size} planned ahead");
-        assert_eq!(
-            state(&store, &hashes).await,
-            want,
-            "state, batches of {size} planned ahead"
-        );
+        let store = db::fresh_sqlite(&r.dir).await.0;
+        let got = batched(&store, items, &[size], rules, now).await;
+        r.assert_same(&store, got, &format!("batches of {size}"))
+            .await;
+        let store = db::fresh_sqlite(&r.dir).await.0;
+        let got = pipelined(&store, items, &[size], rules, now).await;
+        r.assert_same(&store, got, &format!("batches of {size} planned ahead"))
+            .await;
         let (held, _, _) = ahead(&store);
         assert!(held > 0, "no batch of {size} held its plan");
     }
@@ -429,8 +427,7 @@ async fn large_batches_equal_small_batches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_made_before_another_writer_committed_is_not_written() {
     use lotledger_store::batch::Commit;
-    let rules = Rules::new(vec![MINTER.to_string()], vec!["ALEPH_CREDIT".into()]);
-    let now = Timestamp::from_unix_seconds(BASE_SECONDS + 40 * 3600).unwrap();
+    let (rules, now) = setting(40);
     // Ours: a grant, then (second batch) an expense of the same holder; theirs, committed in
     // between: an expense of that holder too, under another hash.
     let all = items(&[
@@ -515,8 +512,7 @@ async fn a_plan_made_before_another_writer_committed_is_not_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_batch_is_applied_after_a_failed_one() {
     use sqlx::Connection;
-    let rules = Rules::new(vec![MINTER.to_string()], vec!["ALEPH_CREDIT".into()]);
-    let now = Timestamp::from_unix_seconds(BASE_SECONDS + 40 * 3600).unwrap();
+    let (rules, now) = setting(40);
     let all = items(&[
         Msg::Distribute(0, 100, None, 1),
         Msg::Distribute(1, 50, None, 2),
