@@ -477,6 +477,47 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A reference a later transaction interns again (a message record and a lot under a
+    /// hash that history already holds) keeps its one id: the insert tried first for
+    /// references meets the stored one and the lookup gives its id.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reference_stored_before_keeps_its_id() {
+        use lotledger_store::batch::Commit;
+        use lotledger_store::{MessageRecord, MessageStatus};
+        let (dir, store) = fresh_file("ref-again").await;
+        let at = Timestamp::from_unix_seconds(1_772_323_200).unwrap();
+        let hash = "ab".repeat(32);
+        for name in [hash.as_str(), "a_name"] {
+            let first = [HistoryRow::bare("0xa", Credits(10), name, 0, at)];
+            store.import_history(&first, at).await.unwrap();
+            let mut tx = store.write().await.unwrap();
+            let record = MessageRecord {
+                item_hash: name.to_string(),
+                status: MessageStatus::Processed,
+                ignored: None,
+                recorded_at: at,
+            };
+            tx.record_message(&record).await.unwrap();
+            let second = [HistoryRow::bare("0xb", Credits(5), name, 1, at)];
+            assert_eq!(tx.insert_rows(&second, at).await.unwrap(), 1);
+            tx.commit().await.unwrap();
+            let history = store
+                .history(&HistorySelector::CreditRef(name.to_string()))
+                .await
+                .unwrap();
+            assert_eq!(history.len(), 2, "{name}");
+            let stored = store.message(name).await.unwrap().unwrap();
+            assert_eq!(stored.status, MessageStatus::Processed, "{name}");
+        }
+        let refs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM refs")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(refs, 2, "one id per reference");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// An in-memory store has no file for the scans: verify and repair take the set-based
     /// path and still find and mend a drift.
     #[tokio::test]

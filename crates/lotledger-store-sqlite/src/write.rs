@@ -239,19 +239,22 @@ impl WriteConn {
         } else {
             insert_lot!("ON CONFLICT DO NOTHING")
         };
-        for lot in lots {
-            let (address_id, ref_id) = self.lot_ids(lot)?;
-            self.execute(
-                sql,
-                params![
+        let ids = lots
+            .iter()
+            .map(|lot| self.lot_ids(lot))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut insert = self.conn.prepare_cached(sql).map_err(err)?;
+        for (lot, (address_id, ref_id)) in lots.iter().zip(ids) {
+            insert
+                .execute(params![
                     address_id,
                     lot.message_timestamp.as_micros(),
                     ref_id,
                     lot.credit_index,
                     lot.amount_remaining.0,
                     lot.expiration_date.map(Timestamp::as_micros),
-                ],
-            )?;
+                ])
+                .map_err(err)?;
         }
         Ok(())
     }
@@ -364,6 +367,10 @@ enum Interned {
 /// The id of `value` in `table`, given what the open transaction already knows of it
 /// (`known`: `Some(None)`, looked up and missing). A value known missing is inserted without
 /// another lookup: the transaction holds the write lock, so nobody else interned it since.
+///
+/// A reference to intern is most often new (each message brings its own hash), so it is
+/// inserted first (`ON CONFLICT DO NOTHING`) and looked up only if it was there already: one
+/// seek of the `refs` index instead of two. An address is most often known: looked up first.
 fn interned(
     conn: &Connection,
     table: Interned,
@@ -371,14 +378,16 @@ fn interned(
     value: &dyn ToSql,
     intern: bool,
 ) -> Result<Option<i64>, StoreError> {
-    let (select, insert) = match table {
+    let (select, insert, try_insert) = match table {
         Interned::Address => (
             "SELECT id FROM addresses WHERE address = ?1",
             "INSERT INTO addresses (address) VALUES (?1)",
+            None,
         ),
         Interned::Ref => (
             "SELECT id FROM refs WHERE ref = ?1",
             "INSERT INTO refs (ref) VALUES (?1)",
+            Some("INSERT INTO refs (ref) VALUES (?1) ON CONFLICT (ref) DO NOTHING"),
         ),
     };
     let missing = match known {
@@ -387,6 +396,15 @@ fn interned(
         None => false,
     };
     if !missing {
+        if let (true, Some(try_insert)) = (intern, try_insert) {
+            let inserted = conn
+                .prepare_cached(try_insert)
+                .and_then(|mut s| s.execute([value]))
+                .map_err(err)?;
+            if inserted == 1 {
+                return Ok(Some(conn.last_insert_rowid()));
+            }
+        }
         let found = conn
             .prepare_cached(select)
             .and_then(|mut s| s.query_row([value], |r| r.get(0)).optional())
@@ -543,20 +561,31 @@ impl LedgerTx for SqliteTx {
             for reference in distinct(rows.iter().map(|r| r.credit_ref.as_str())) {
                 c.ref_id(reference, true)?;
             }
-            let mut inserted = 0u64;
-            for r in rows {
-                let (address_id, ref_id) = (
-                    c.address_id(&r.address, true)?,
-                    c.ref_id(&r.credit_ref, true)?,
-                );
-                let n = c.execute(
+            let ids = rows
+                .iter()
+                .map(|r| {
+                    Ok((
+                        c.address_id(&r.address, true)?,
+                        c.ref_id(&r.credit_ref, true)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            // Prepared once for the batch (a cached statement is looked up by its text).
+            let mut insert = c
+                .conn
+                .prepare_cached(
                     "INSERT INTO credit_history (ref_id, credit_index, address_id, \
                      message_timestamp, amount, expiration_date, last_update, price, \
                      bonus_amount, tx_hash, token, chain, provider, origin, origin_ref, \
                      payment_method, expense_count, expense_size_mib) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
                      ?16, ?17, ?18) ON CONFLICT (ref_id, credit_index) DO NOTHING",
-                    params![
+                )
+                .map_err(err)?;
+            let mut inserted = 0u64;
+            for (r, (address_id, ref_id)) in rows.iter().zip(ids) {
+                let n = insert
+                    .execute(params![
                         ref_id,
                         r.credit_index,
                         address_id,
@@ -575,8 +604,8 @@ impl LedgerTx for SqliteTx {
                         r.payment_method,
                         r.expense_count,
                         r.expense_size_mib,
-                    ],
-                )?;
+                    ])
+                    .map_err(err)?;
                 inserted += n as u64;
             }
             Ok(inserted)
