@@ -13,11 +13,11 @@
 //! [`tokio::task::block_in_place`], so the worker's other tasks move to another thread while
 //! SQLite works; elsewhere (a current-thread runtime, no runtime) it runs in place.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use foldhash::HashMap;
 use lotledger_core::{Credits, HistoryRow, Lot, Timestamp};
 use lotledger_store::batch::{Commit, LastRows, Stamps};
 use lotledger_store::rows::{self, Columns};
@@ -84,8 +84,8 @@ impl Writer {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(Writer(Arc::new(Mutex::new(WriteConn {
             conn,
-            address_ids: HashMap::new(),
-            ref_ids: HashMap::new(),
+            address_ids: HashMap::default(),
+            ref_ids: HashMap::default(),
         }))))
     }
 
@@ -161,6 +161,9 @@ impl WriteConn {
     /// The id of `address` (`intern`: created if missing).
     fn address_id(&mut self, address: &str, intern: bool) -> Result<Option<i64>, StoreError> {
         let known = self.address_ids.get(address).copied();
+        if let Some(Some(id)) = known {
+            return Ok(Some(id));
+        }
         let id = interned(&self.conn, Interned::Address, known, &address, intern)?;
         if known != Some(id) {
             self.address_ids.insert(address.to_string(), id);
@@ -171,6 +174,9 @@ impl WriteConn {
     /// The id of `reference` (`intern`: created if missing).
     fn ref_id(&mut self, reference: &str, intern: bool) -> Result<Option<i64>, StoreError> {
         let known = self.ref_ids.get(reference).copied();
+        if let Some(Some(id)) = known {
+            return Ok(Some(id));
+        }
         let id = interned(
             &self.conn,
             Interned::Ref,

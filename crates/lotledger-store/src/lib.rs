@@ -101,7 +101,7 @@ pub fn hash_bytes(reference: &str) -> Option<[u8; 32]> {
 
 /// Distinct values in order of first appearance (what a store interns, once each).
 pub fn distinct<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = foldhash::HashSet::default();
     values.into_iter().filter(|v| seen.insert(*v)).collect()
 }
 
