@@ -22,6 +22,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+mod checkpoint;
 mod scan;
 mod wrappers;
 pub use scan::{Access, PASS_ROWS, SCAN_FRACTION, ScanFile};
@@ -514,6 +515,43 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(refs, 2, "one id per reference");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The WAL of a file store is checkpointed while the store stays open, by the store's
+    /// thread (the writer no longer checkpoints below 8 000 pages): the database file takes
+    /// the pages of a commit that left more than 1 000 in the WAL.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_is_checkpointed_in_the_background() {
+        let (dir, store) = fresh_file("checkpoint").await;
+        let path = dir.join("ledger.db");
+        let at = Timestamp::from_unix_seconds(1_772_323_200).unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        let rows: Vec<HistoryRow> = (0..30_000)
+            .map(|i| {
+                let mut row =
+                    HistoryRow::bare(&format!("0x{:040x}", i % 3_000), Credits(5), "", 0, at);
+                row.credit_ref = format!("{i:064x}");
+                row.tx_hash = Some(format!("0x{i:064x}"));
+                row
+            })
+            .collect();
+        store.import_history(&rows, at).await.unwrap();
+        let wal = dir.join("ledger.db-wal");
+        assert!(
+            std::fs::metadata(&wal).unwrap().len() > 1_000 * 4_096,
+            "the commit left more than 1 000 pages in the WAL"
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::fs::metadata(&path).unwrap().len() < before + 1_000 * 4_096 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file did not take the WAL's pages"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(store.table_counts().await.unwrap().history_rows, 30_000);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -26,6 +26,7 @@ use lotledger_store::{compact, distinct};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use crate::checkpoint::{self, Checkpoint, Checkpointer};
 use crate::wrappers::{StoredRef, sqlite_err as err, ts as instant};
 
 /// Prepared statements a connection keeps (more than the write path uses).
@@ -53,46 +54,27 @@ pub(crate) struct WriteConn {
     /// Interned ids seen by the open transaction (`None`: not interned when looked up).
     address_ids: HashMap<String, Option<i64>>,
     ref_ids: HashMap<String, Option<i64>>,
+    /// The thread checkpointing the file's WAL (none for an in-memory database or a reader).
+    checkpointer: Option<Checkpointer>,
 }
 
 impl Writer {
     /// Opens the write connection to the database sqlx opened as `filename` (an in-memory one
-    /// by its shared-cache name).
+    /// by its shared-cache name). A file's WAL is checkpointed by a thread of its own
+    /// ([`Checkpointer`]).
     pub(crate) fn open(filename: &Path, in_memory: bool) -> Result<Writer, StoreError> {
-        Writer::open_with(filename, in_memory, "")
-    }
-
-    /// [`Writer::open`], then `pragmas` run on the connection.
-    fn open_with(filename: &Path, in_memory: bool, pragmas: &str) -> Result<Writer, StoreError> {
-        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_URI
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        if in_memory {
-            flags |= OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE;
+        let mut conn = WriteConn::open(filename, in_memory, "")?;
+        if !in_memory {
+            conn.checkpointer = Some(Checkpointer::start(&conn.conn, filename)?);
         }
-        let conn = Connection::open_with_flags(filename, flags).map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
-        // As the pool's connections (`SqliteStore::open`): a 64 MiB page cache, so a batch's
-        // pages stay in memory until its commit.
-        conn.execute_batch(
-            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536; \
-             PRAGMA temp_store = MEMORY;",
-        )
-        .map_err(err)?;
-        conn.execute_batch(pragmas).map_err(err)?;
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        Ok(Writer(Arc::new(Mutex::new(WriteConn {
-            conn,
-            address_ids: HashMap::default(),
-            ref_ids: HashMap::default(),
-        }))))
+        Ok(Writer(Arc::new(Mutex::new(conn))))
     }
 
     /// A connection to the file that only reads (`PRAGMA query_only`): its transactions are
     /// snapshots to plan batches ahead on while the write connection writes.
     pub(crate) fn open_reader(filename: &Path) -> Result<Writer, StoreError> {
-        Writer::open_with(filename, false, "PRAGMA query_only = ON;")
+        let conn = WriteConn::open(filename, false, "PRAGMA query_only = ON;")?;
+        Ok(Writer(Arc::new(Mutex::new(conn))))
     }
 
     /// Opens a transaction: `BEGIN IMMEDIATE` advancing the file's generation (`write`), or a
@@ -141,6 +123,35 @@ impl Writer {
 }
 
 impl WriteConn {
+    /// Opens a connection to the database sqlx opened as `filename` (an in-memory one by its
+    /// shared-cache name), then runs `pragmas` on it.
+    fn open(filename: &Path, in_memory: bool, pragmas: &str) -> Result<WriteConn, StoreError> {
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if in_memory {
+            flags |= OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE;
+        }
+        let conn = Connection::open_with_flags(filename, flags).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        // As the pool's connections (`SqliteStore::open`): a 64 MiB page cache, so a batch's
+        // pages stay in memory until its commit.
+        conn.execute_batch(
+            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536; \
+             PRAGMA temp_store = MEMORY;",
+        )
+        .map_err(err)?;
+        conn.execute_batch(pragmas).map_err(err)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(WriteConn {
+            conn,
+            address_ids: HashMap::default(),
+            ref_ids: HashMap::default(),
+            checkpointer: None,
+        })
+    }
+
     /// Forgets what a transaction left (and ends one left open).
     fn reset(&mut self) {
         if !self.conn.is_autocommit() {
@@ -496,7 +507,18 @@ impl SqliteTx {
 
 impl Commit for SqliteTx {
     async fn commit_stamped(mut self) -> Result<Stamps, StoreError> {
-        self.with(|c| c.conn.execute_batch("COMMIT").map_err(err))?;
+        self.with(|c| {
+            Checkpointer::before_commit();
+            c.conn.execute_batch("COMMIT").map_err(err)?;
+            let wanted = c.checkpointer.as_ref().map(Checkpointer::after_commit);
+            if wanted == Some(Checkpoint::InPlace) {
+                // Committed already: a checkpoint that fails is logged, not the commit's error.
+                if let Err(e) = checkpoint::checkpoint(&c.conn, "FULL") {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+            Ok(())
+        })?;
         Ok(self
             .generations
             .map_or(Stamps::None, |(_, after)| Stamps::Store(after)))
