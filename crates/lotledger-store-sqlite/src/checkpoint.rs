@@ -140,15 +140,25 @@ mod tests {
             checkpointer.after_commit()
         };
         assert_eq!(after(CHECKPOINT_PAGES - 1), Checkpoint::None);
-        assert!(requests.try_recv().is_err(), "no request below the threshold");
+        assert!(
+            requests.try_recv().is_err(),
+            "no request below the threshold"
+        );
         assert_eq!(after(CHECKPOINT_PAGES), Checkpoint::None);
         assert_eq!(after(CHECKPOINT_PAGES + 500), Checkpoint::None);
         assert!(requests.try_recv().is_ok(), "the thread is asked");
-        assert!(requests.try_recv().is_err(), "once for requests made while one waits");
+        assert!(
+            requests.try_recv().is_err(),
+            "once for requests made while one waits"
+        );
         assert_eq!(after(IN_PLACE_PAGES), Checkpoint::InPlace);
         assert_eq!(WAL_PAGES.get(), 0, "a size is taken once");
         assert_eq!(checkpointer.after_commit(), Checkpoint::None);
         drop(requests);
-        assert_eq!(after(CHECKPOINT_PAGES), Checkpoint::InPlace, "the thread is gone");
+        assert_eq!(
+            after(CHECKPOINT_PAGES),
+            Checkpoint::InPlace,
+            "the thread is gone"
+        );
     }
 }
