@@ -2,7 +2,7 @@
 //!
 //! SQLite's automatic checkpoint runs inside the `COMMIT` that takes the WAL past 1 000 pages:
 //! the committing writer copies the WAL's pages into the database file and waits for that
-//! file's fsync. W1's profile put that at a third of the writer's commit time (BENCHMARKS.md,
+//! file's fsync. W1's profile put that at half of the writer's commit time (BENCHMARKS.md,
 //! issue 10, ninth session), and the writer is the pipeline's critical path. Here the write
 //! connection reports the WAL's size after each commit (a WAL hook replaces the automatic
 //! checkpoint), and:
