@@ -13,7 +13,7 @@
 //! Both stores' migration 0007 compute the same mapping in SQL; the migration test checks
 //! they agree with [`encode`] on texts of every shape.
 
-use crate::StoreError;
+use crate::{StoreError, lower_hex_digit};
 
 /// Tag of a text kept as its UTF-8 bytes.
 pub const TEXT: u8 = 0;
@@ -28,14 +28,9 @@ fn push_hex_bytes(digits: &[u8], out: &mut Vec<u8>) -> bool {
     if digits.is_empty() || !digits.len().is_multiple_of(2) {
         return false;
     }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
     let start = out.len();
     for pair in digits.chunks_exact(2) {
-        match (nibble(pair[0]), nibble(pair[1])) {
+        match (lower_hex_digit(pair[0]), lower_hex_digit(pair[1])) {
             (Some(high), Some(low)) => out.push((high << 4) | low),
             _ => {
                 out.truncate(start);

@@ -87,16 +87,21 @@ pub fn hash_bytes(reference: &str) -> Option<[u8; 32]> {
     if digits.len() != 64 {
         return None;
     }
-    let nibble = |c: u8| match c {
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = (lower_hex_digit(pair[0])? << 4) | lower_hex_digit(pair[1])?;
+    }
+    Some(out)
+}
+
+/// The value of a lower-case hex digit: the one rule behind both stored forms of hex
+/// ([`hash_bytes`] for references, [`compact`] for history's texts).
+pub(crate) fn lower_hex_digit(c: u8) -> Option<u8> {
+    match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
         _ => None,
-    };
-    let mut out = [0u8; 32];
-    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
     }
-    Some(out)
 }
 
 /// Distinct values in order of first appearance (what a store interns, once each).
