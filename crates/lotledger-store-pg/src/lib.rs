@@ -47,6 +47,16 @@ const CONCURRENT_WRITERS: usize = 2;
 /// Rows per multi-row INSERT (17 parameters each, under PostgreSQL's 65 535).
 const INSERT_CHUNK_ROWS: usize = 1000;
 
+/// Rows from which an append (history rows, new references, message records) is first sent
+/// without its `ON CONFLICT` clause, under a savepoint, and sent again with it only if it met
+/// a unique violation. PostgreSQL's `ON CONFLICT` checks every unique index before each row's
+/// insert and confirms the row after: on W1's final rows, ×1.6 the time of a plain insert for
+/// the history and ×2.1 for `refs` (BENCHMARKS.md). A conflict is rare on these appends (the
+/// batch has read which rows exist; only a concurrent writer of the same message meets one),
+/// and the savepoint costs two round trips: below this many rows, the guarded form is sent
+/// at once.
+pub const PLAIN_APPEND_MIN_ROWS: usize = 64;
+
 /// A stored reference (the `refs` row aliased `r`) as text in the "C" collation: a hash as
 /// lower-case hex. References sort by this text, never by the stored value.
 macro_rules! ref_text {
@@ -64,12 +74,49 @@ macro_rules! read_addresses {
     };
 }
 
+/// The `refs` row of the reference `u` (`u.hash`, `u.name`), as `r`: one index probe per
+/// reference. The `OFFSET 0` keeps the subquery from being flattened into a join, which
+/// PostgreSQL would plan, for a few thousand references, as a scan of the whole table
+/// (×2–3 the time on W1's 200 000 references, and growing with the table).
+macro_rules! probe_ref {
+    () => {
+        "CROSS JOIN LATERAL (SELECT id, hash, name FROM refs WHERE hash = u.hash UNION ALL \
+         SELECT id, hash, name FROM refs WHERE name = u.name OFFSET 0) r"
+    };
+}
+
 /// The `(id, hash, name)` rows of the interned references among the hashes `$1` and the
-/// names `$2`.
+/// names `$2` (parallel arrays, as [`ref_arrays`] makes them), each once.
 macro_rules! read_refs {
     () => {
-        "SELECT id, hash, name FROM refs WHERE hash = ANY($1) UNION ALL \
-         SELECT id, hash, name FROM refs WHERE name = ANY($2)"
+        concat!(
+            "SELECT r.id, r.hash, r.name FROM (SELECT DISTINCT hash, name \
+             FROM UNNEST($1::bytea[], $2::text[]) AS u(hash, name)) u ",
+            probe_ref!()
+        )
+    };
+}
+
+/// The start of the statement interning the references `$1` / `$2` (hashes, names; distinct)
+/// not stored yet, in order of first appearance: up to the `made` CTE's conflict clause.
+/// Known references are probed once and consume no id.
+macro_rules! intern_refs {
+    () => {
+        concat!(
+            "WITH u AS (SELECT hash, name, n FROM UNNEST($1::bytea[], $2::text[]) \
+             WITH ORDINALITY AS u(hash, name, n)), \
+             old AS (SELECT u.n, r.id, r.hash, r.name FROM u ",
+            probe_ref!(),
+            "), made AS (INSERT INTO refs (hash, name) SELECT u.hash, u.name FROM u \
+             WHERE u.n NOT IN (SELECT n FROM old) ORDER BY u.n"
+        )
+    };
+}
+
+/// The end of [`intern_refs`]'s statement: the rows it made and those stored before.
+macro_rules! made_and_read_refs {
+    () => {
+        "SELECT id, hash, name FROM made UNION ALL SELECT id, hash, name FROM old"
     };
 }
 
@@ -77,6 +124,39 @@ macro_rules! read_refs {
 macro_rules! address_id_1 {
     () => {
         "(SELECT id FROM addresses WHERE address = $1)"
+    };
+}
+
+/// `INSERT INTO credit_history … SELECT` over the arrays `$1`–`$18` (`$6` the instant of
+/// `last_update`), in the arrays' order; no `ON CONFLICT` clause (see [`PgTx::savepoint`]).
+macro_rules! insert_history {
+    () => {
+        "INSERT INTO credit_history (ref_id, credit_index, address_id, message_timestamp, \
+         amount, expiration_date, last_update, price, bonus_amount, tx_hash, token, chain, \
+         provider, origin, origin_ref, payment_method, expense_count, expense_size_mib) \
+         SELECT u.ref_id, u.credit_index, u.address_id, u.message_timestamp, u.amount, \
+         u.expiration_date, $6, u.price::numeric, u.bonus_amount, u.tx_hash, u.token, \
+         u.chain, u.provider, u.origin, u.origin_ref, u.payment_method, u.expense_count, \
+         u.expense_size_mib::numeric \
+         FROM UNNEST($1::bigint[], $2::int[], $3::bigint[], $4::timestamptz[], \
+         $5::bigint[], $7::timestamptz[], $8::text[], $9::bigint[], $10::bytea[], \
+         $11::text[], $12::text[], $13::text[], $14::bytea[], $15::bytea[], $16::text[], \
+         $17::bigint[], $18::text[]) WITH ORDINALITY AS u(ref_id, credit_index, \
+         address_id, message_timestamp, amount, expiration_date, price, bonus_amount, \
+         tx_hash, token, chain, provider, origin, origin_ref, payment_method, \
+         expense_count, expense_size_mib, n) \
+         ORDER BY u.n"
+    };
+}
+
+/// `INSERT INTO credit_messages … SELECT` over the arrays `$1`–`$5` (ref ids, statuses,
+/// `ignored`, errors, instants), in the arrays' order; no `ON CONFLICT` clause.
+macro_rules! insert_records {
+    () => {
+        "INSERT INTO credit_messages (ref_id, status, ignored, error, recorded_at) \
+         SELECT u.ref_id, u.status, u.ignored, u.error, u.recorded_at \
+         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) \
+         WITH ORDINALITY AS u(ref_id, status, ignored, error, recorded_at, n) ORDER BY u.n"
     };
 }
 
@@ -470,64 +550,69 @@ impl LedgerTx for PgTx {
                 .iter()
                 .map(|r| self.address_id(&r.address))
                 .collect::<Result<Vec<_>, _>>()?;
-            inserted += sqlx::query(
-                "INSERT INTO credit_history (ref_id, credit_index, address_id, message_timestamp, \
-                 amount, expiration_date, last_update, price, bonus_amount, tx_hash, token, chain, \
-                 provider, origin, origin_ref, payment_method, expense_count, expense_size_mib) \
-                 SELECT u.ref_id, u.credit_index, u.address_id, u.message_timestamp, u.amount, \
-                 u.expiration_date, $6, u.price::numeric, u.bonus_amount, u.tx_hash, u.token, \
-                 u.chain, u.provider, u.origin, u.origin_ref, u.payment_method, u.expense_count, \
-                 u.expense_size_mib::numeric \
-                 FROM UNNEST($1::bigint[], $2::int[], $3::bigint[], $4::timestamptz[], \
-                 $5::bigint[], $7::timestamptz[], $8::text[], $9::bigint[], $10::bytea[], \
-                 $11::text[], $12::text[], $13::text[], $14::bytea[], $15::bytea[], $16::text[], \
-                 $17::bigint[], $18::text[]) WITH ORDINALITY AS u(ref_id, credit_index, \
-                 address_id, message_timestamp, amount, expiration_date, price, bonus_amount, \
-                 tx_hash, token, chain, provider, origin, origin_ref, payment_method, \
-                 expense_count, expense_size_mib, n) \
-                 ORDER BY u.n ON CONFLICT (ref_id, credit_index) DO NOTHING",
-            )
-            .bind(ref_ids)
-            .bind(chunk.iter().map(|r| r.credit_index).collect::<Vec<_>>())
-            .bind(address_ids)
-            .bind(
-                chunk
-                    .iter()
-                    .map(|r| odt(r.message_timestamp))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(chunk.iter().map(|r| r.amount.0).collect::<Vec<_>>())
-            .bind(odt(last_update))
-            .bind(
-                chunk
-                    .iter()
-                    .map(|r| opt_odt(r.expiration_date))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(chunk.iter().map(|r| r.price.clone()).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|r| r.bonus_amount).collect::<Vec<_>>())
-            .bind(compact_column(chunk, |r| r.tx_hash.as_deref()))
-            .bind(chunk.iter().map(|r| r.token.clone()).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|r| r.chain.clone()).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|r| r.provider.clone()).collect::<Vec<_>>())
-            .bind(compact_column(chunk, |r| r.origin.as_deref()))
-            .bind(compact_column(chunk, |r| r.origin_ref.as_deref()))
-            .bind(
-                chunk
-                    .iter()
-                    .map(|r| r.payment_method.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(chunk.iter().map(|r| r.expense_count).collect::<Vec<_>>())
-            .bind(
-                chunk
-                    .iter()
-                    .map(|r| r.expense_size_mib.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .execute(&mut *self.tx)
-            .await
-            .map_err(db_err)?
+            let statement = |guarded: bool| {
+                let sql = if guarded {
+                    concat!(
+                        insert_history!(),
+                        " ON CONFLICT (ref_id, credit_index) DO NOTHING"
+                    )
+                } else {
+                    insert_history!()
+                };
+                sqlx::query(sql)
+                    .bind(ref_ids.clone())
+                    .bind(chunk.iter().map(|r| r.credit_index).collect::<Vec<_>>())
+                    .bind(address_ids.clone())
+                    .bind(
+                        chunk
+                            .iter()
+                            .map(|r| odt(r.message_timestamp))
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(chunk.iter().map(|r| r.amount.0).collect::<Vec<_>>())
+                    .bind(odt(last_update))
+                    .bind(
+                        chunk
+                            .iter()
+                            .map(|r| opt_odt(r.expiration_date))
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(chunk.iter().map(|r| r.price.clone()).collect::<Vec<_>>())
+                    .bind(chunk.iter().map(|r| r.bonus_amount).collect::<Vec<_>>())
+                    .bind(compact_column(chunk, |r| r.tx_hash.as_deref()))
+                    .bind(chunk.iter().map(|r| r.token.clone()).collect::<Vec<_>>())
+                    .bind(chunk.iter().map(|r| r.chain.clone()).collect::<Vec<_>>())
+                    .bind(chunk.iter().map(|r| r.provider.clone()).collect::<Vec<_>>())
+                    .bind(compact_column(chunk, |r| r.origin.as_deref()))
+                    .bind(compact_column(chunk, |r| r.origin_ref.as_deref()))
+                    .bind(
+                        chunk
+                            .iter()
+                            .map(|r| r.payment_method.clone())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(chunk.iter().map(|r| r.expense_count).collect::<Vec<_>>())
+                    .bind(
+                        chunk
+                            .iter()
+                            .map(|r| r.expense_size_mib.clone())
+                            .collect::<Vec<_>>(),
+                    )
+            };
+            let plain = if chunk.len() >= PLAIN_APPEND_MIN_ROWS {
+                self.savepoint().await?;
+                let outcome = statement(false).execute(&mut *self.tx).await;
+                self.settle(outcome).await?
+            } else {
+                None
+            };
+            inserted += match plain {
+                Some(done) => done,
+                None => statement(true)
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(db_err)?,
+            }
             .rows_affected();
         }
         Ok(inserted)
@@ -817,25 +902,68 @@ impl LedgerTx for PgTx {
             MessageStatus::Processed => ("processed".to_string(), None),
             MessageStatus::Rejected { error } => ("rejected".to_string(), Some(error.clone())),
         };
-        sqlx::query(
-            "INSERT INTO credit_messages (ref_id, status, ignored, error, recorded_at) \
-             SELECT u.ref_id, u.status, u.ignored, u.error, u.recorded_at \
-             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], \
-             $5::timestamptz[]) WITH ORDINALITY AS u(ref_id, status, ignored, error, recorded_at, n) \
-             ORDER BY u.n \
-             ON CONFLICT (ref_id) DO UPDATE SET status = EXCLUDED.status, ignored = EXCLUDED.ignored, \
-             error = EXCLUDED.error, recorded_at = EXCLUDED.recorded_at",
-        )
-        .bind(ref_ids)
-        .bind(records.iter().map(|r| status(r).0).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.ignored.clone()).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| status(r).1).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| odt(r.recorded_at)).collect::<Vec<_>>())
-        .execute(&mut *self.tx)
-        .await
-        .map_err(db_err)?;
+        let statement = |guarded: bool| {
+            let sql = if guarded {
+                concat!(
+                    insert_records!(),
+                    " ON CONFLICT (ref_id) DO UPDATE SET status = EXCLUDED.status, \
+                     ignored = EXCLUDED.ignored, error = EXCLUDED.error, \
+                     recorded_at = EXCLUDED.recorded_at"
+                )
+            } else {
+                insert_records!()
+            };
+            sqlx::query(sql)
+                .bind(ref_ids.clone())
+                .bind(records.iter().map(|r| status(r).0).collect::<Vec<_>>())
+                .bind(
+                    records
+                        .iter()
+                        .map(|r| r.ignored.clone())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(records.iter().map(|r| status(r).1).collect::<Vec<_>>())
+                .bind(
+                    records
+                        .iter()
+                        .map(|r| odt(r.recorded_at))
+                        .collect::<Vec<_>>(),
+                )
+        };
+        let plain = if records.len() >= PLAIN_APPEND_MIN_ROWS {
+            self.savepoint().await?;
+            let outcome = statement(false).execute(&mut *self.tx).await;
+            self.settle(outcome).await?
+        } else {
+            None
+        };
+        if plain.is_none() {
+            statement(true)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(db_err)?;
+        }
         Ok(())
     }
+}
+
+/// A `refs` row: `(id, hash, name)`.
+type RefRow = (i64, Option<Vec<u8>>, Option<String>);
+
+/// The `refs` rows `sql` gives for the references `$1` / `$2` (hashes, names), planned for
+/// these arrays.
+async fn fetch_refs(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    hashes: &[Option<Vec<u8>>],
+    names: &[Option<String>],
+) -> Result<Vec<RefRow>, sqlx::Error> {
+    sqlx::query_as(sql)
+        .persistent(false)
+        .bind(hashes)
+        .bind(names)
+        .fetch_all(conn)
+        .await
 }
 
 impl PgTx {
@@ -896,21 +1024,36 @@ impl PgTx {
             .collect();
         if !references.is_empty() {
             let (hashes, names) = ref_arrays(references.iter().copied());
-            let sql = if create {
-                concat!(
-                    "WITH made AS (INSERT INTO refs (hash, name) \
-                     SELECT u.hash, u.name FROM UNNEST($1::bytea[], $2::text[]) WITH ORDINALITY \
-                     AS u(hash, name, n) \
-                     WHERE NOT EXISTS (SELECT 1 FROM refs r WHERE r.hash = u.hash) \
-                     AND NOT EXISTS (SELECT 1 FROM refs r WHERE r.name = u.name) \
-                     ORDER BY u.n ON CONFLICT DO NOTHING RETURNING id, hash, name) \
-                     SELECT id, hash, name FROM made UNION ALL ",
-                    read_refs!()
-                )
+            let plain = if create && references.len() >= PLAIN_APPEND_MIN_ROWS {
+                self.savepoint().await?;
+                let sql = concat!(
+                    intern_refs!(),
+                    " RETURNING id, hash, name) ",
+                    made_and_read_refs!()
+                );
+                let outcome = fetch_refs(&mut self.tx, sql, &hashes, &names).await;
+                self.settle(outcome).await?
             } else {
-                read_refs!()
+                None
             };
-            self.note_refs(sql, &hashes, &names).await?;
+            let rows = match plain {
+                Some(rows) => rows,
+                None => {
+                    let sql = if create {
+                        concat!(
+                            intern_refs!(),
+                            " ON CONFLICT DO NOTHING RETURNING id, hash, name) ",
+                            made_and_read_refs!()
+                        )
+                    } else {
+                        read_refs!()
+                    };
+                    fetch_refs(&mut self.tx, sql, &hashes, &names)
+                        .await
+                        .map_err(db_err)?
+                }
+            };
+            self.note_refs(rows)?;
             if create {
                 let missing: Vec<&str> = references
                     .into_iter()
@@ -918,11 +1061,47 @@ impl PgTx {
                     .collect();
                 if !missing.is_empty() {
                     let (hashes, names) = ref_arrays(missing);
-                    self.note_refs(read_refs!(), &hashes, &names).await?;
+                    let rows = fetch_refs(&mut self.tx, read_refs!(), &hashes, &names)
+                        .await
+                        .map_err(db_err)?;
+                    self.note_refs(rows)?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Opens the savepoint a plain append runs under; [`PgTx::settle`] closes it.
+    async fn savepoint(&mut self) -> Result<(), StoreError> {
+        sqlx::raw_sql("SAVEPOINT lotledger_plain_append")
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Closes the savepoint of a plain append, given its `outcome`: done (released), or `None`
+    /// after a unique violation (rolled back to the savepoint: the transaction is as before
+    /// the append, which the caller sends again with its `ON CONFLICT` clause); any other
+    /// error fails the transaction.
+    async fn settle<T>(
+        &mut self,
+        outcome: Result<T, sqlx::Error>,
+    ) -> Result<Option<T>, StoreError> {
+        let (done, sql) = match outcome {
+            Ok(done) => (Some(done), "RELEASE SAVEPOINT lotledger_plain_append"),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => (
+                None,
+                "ROLLBACK TO SAVEPOINT lotledger_plain_append; \
+                 RELEASE SAVEPOINT lotledger_plain_append",
+            ),
+            Err(e) => return Err(db_err(e)),
+        };
+        sqlx::raw_sql(sql)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(done)
     }
 
     /// Notes the `(id, address)` rows `sql` gives for the addresses `$1`.
@@ -942,20 +1121,8 @@ impl PgTx {
         Ok(())
     }
 
-    /// Notes the `(id, hash, name)` rows `sql` gives for the references `$1` / `$2`.
-    async fn note_refs(
-        &mut self,
-        sql: &'static str,
-        hashes: &[Option<Vec<u8>>],
-        names: &[Option<String>],
-    ) -> Result<(), StoreError> {
-        let rows: Vec<(i64, Option<Vec<u8>>, Option<String>)> = sqlx::query_as(sql)
-            .persistent(false)
-            .bind(hashes)
-            .bind(names)
-            .fetch_all(&mut *self.tx)
-            .await
-            .map_err(db_err)?;
+    /// Notes the ids of the `refs` rows `rows` (`(id, hash, name)`).
+    fn note_refs(&mut self, rows: Vec<RefRow>) -> Result<(), StoreError> {
         for (id, hash, name) in rows {
             let text = ref_text(hash, name)
                 .ok_or_else(|| StoreError::Corrupt(format!("refs row {id}")))?;

@@ -159,27 +159,71 @@ async fn concurrent_writers_lose_nothing_and_never_deadlock() {
 /// after the insert) and write its rows under them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ids_interned_by_a_concurrent_transaction_are_resolved() {
+    concurrent_appends(1, false).await;
+}
+
+/// As above with enough rows that each append is first sent without `ON CONFLICT`: the
+/// second transaction's plain inserts meet unique violations once the first commits (its
+/// references, then, writing the very same rows, its history rows and message records), roll
+/// back to their savepoints and are sent again guarded; the transaction goes on and commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_appends_that_meet_a_concurrent_writer_fall_back() {
+    let rows = lotledger_store_pg::PLAIN_APPEND_MIN_ROWS + 36;
+    concurrent_appends(rows, false).await;
+    concurrent_appends(rows, true).await;
+}
+
+/// Two write transactions each insert `n` history rows (and, with `same_rows`, the same
+/// records) under the same `n` new references of one new address; the second starts while
+/// the first, uncommitted, holds them. Both commit; each row and record is stored once.
+async fn concurrent_appends(n: usize, same_rows: bool) {
     use lotledger_core::{Credits, HistoryRow};
     use lotledger_store::batch::Commit;
     use lotledger_store::transactional::Transactional;
-    use lotledger_store::{HistorySelector, LedgerTx};
+    use lotledger_store::{HistorySelector, LedgerTx, MessageRecord, MessageStatus};
     use sqlx::Connection;
 
     let url = db::fresh_pg_url().await;
     let store = PgStore::open(&url).await.unwrap();
     let at = Timestamp::from_unix_seconds(T0).unwrap();
-    let mut first = store.write().await.unwrap();
-    let row = move |amount, credit_ref: &str, index| {
-        HistoryRow::bare("0xshared", Credits(amount), credit_ref, index, at)
+    let rows = move |amount, index| {
+        (0..n)
+            .map(|i| {
+                HistoryRow::bare(
+                    "0xshared",
+                    Credits(amount),
+                    &format!("shared-ref-{i}"),
+                    index,
+                    at,
+                )
+            })
+            .collect::<Vec<_>>()
     };
-    first
-        .insert_rows(&[row(5, "shared-ref", 0)], at)
-        .await
-        .unwrap();
+    let records = move |error: &str| {
+        (0..n)
+            .map(|i| MessageRecord {
+                item_hash: format!("shared-ref-{i}"),
+                status: MessageStatus::Rejected {
+                    error: error.into(),
+                },
+                ignored: None,
+                recorded_at: at,
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut first = store.write().await.unwrap();
+    first.insert_rows(&rows(5, 0), at).await.unwrap();
+    if same_rows {
+        first.record_messages(&records("first")).await.unwrap();
+    }
     let other = store.clone();
     let second = tokio::spawn(async move {
         let mut tx = other.write().await?;
-        let inserted = tx.insert_rows(&[row(7, "shared-ref", 1)], at).await?;
+        let (amount, index) = if same_rows { (5, 0) } else { (7, 1) };
+        let inserted = tx.insert_rows(&rows(amount, index), at).await?;
+        if same_rows {
+            tx.record_messages(&records("second")).await?;
+        }
         tx.commit().await?;
         Ok::<u64, lotledger_store::StoreError>(inserted)
     });
@@ -202,13 +246,36 @@ async fn ids_interned_by_a_concurrent_transaction_are_resolved() {
     }
     assert!(waited, "the second transaction never waited on the first");
     first.commit().await.unwrap();
-    assert_eq!(second.await.unwrap().unwrap(), 1);
+    let inserted = second.await.unwrap().unwrap();
+    assert_eq!(inserted, if same_rows { 0 } else { n as u64 });
     let history = store
         .history(&HistorySelector::Address("0xshared".into()))
         .await
         .unwrap();
     let mut amounts: Vec<i64> = history.iter().map(|r| r.amount.0).collect();
     amounts.sort_unstable();
-    assert_eq!(amounts, [5, 7]);
-    assert!(history.iter().all(|r| r.credit_ref == "shared-ref"));
+    let expected: Vec<i64> = if same_rows {
+        vec![5; n]
+    } else {
+        [vec![5; n], vec![7; n]].concat()
+    };
+    assert_eq!(amounts, expected);
+    for i in 0..n {
+        let credit_ref = format!("shared-ref-{i}");
+        let under = history
+            .iter()
+            .filter(|r| r.credit_ref == credit_ref)
+            .count();
+        assert_eq!(under, if same_rows { 1 } else { 2 }, "{credit_ref}");
+        if same_rows {
+            let record = store.message(&credit_ref).await.unwrap().unwrap();
+            assert_eq!(
+                record.status,
+                MessageStatus::Rejected {
+                    error: "second".into()
+                },
+                "the later record wins, as one upsert per message would"
+            );
+        }
+    }
 }
