@@ -12,7 +12,9 @@
 //! tables' sizes of the moment. Prepared, each connection keeps a generic plan made once for a
 //! ten-element array and the sizes it first saw: on a young ledger, whole-table hash joins that
 //! grow with the tables (W6 on a fresh database: ×1.8–2.0 group commit, BENCHMARKS.md). The
-//! other statements keep their cached plans, which measured cheaper (W2, W3).
+//! other statements keep their cached plans, which measured cheaper (W2, W3). References are
+//! looked up by one index probe each (`probe_ref!`), and large appends skip `ON CONFLICT`
+//! unless they meet a conflict ([`PLAIN_APPEND_MIN_ROWS`]).
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -26,7 +28,7 @@ use lotledger_store::{
     AddressRows, Drift, Footprint, HistorySelector, IngestProgress, LedgerTx, MessageRecord,
     MessageStatus, Store, StoreError, distinct, non_negative,
 };
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgQueryResult, PgRow};
 use sqlx::{ConnectOptions as _, PgConnection, Postgres, Transaction};
 
 mod databases;
@@ -128,7 +130,7 @@ macro_rules! address_id_1 {
 }
 
 /// `INSERT INTO credit_history … SELECT` over the arrays `$1`–`$18` (`$6` the instant of
-/// `last_update`), in the arrays' order; no `ON CONFLICT` clause (see [`PgTx::savepoint`]).
+/// `last_update`), in the arrays' order; no `ON CONFLICT` clause (see [`PgTx::append`]).
 macro_rules! insert_history {
     () => {
         "INSERT INTO credit_history (ref_id, credit_index, address_id, message_timestamp, \
@@ -599,21 +601,7 @@ impl LedgerTx for PgTx {
                             .collect::<Vec<_>>(),
                     )
             };
-            let plain = if chunk.len() >= PLAIN_APPEND_MIN_ROWS {
-                self.savepoint().await?;
-                let outcome = statement(false).execute(&mut *self.tx).await;
-                self.settle(outcome).await?
-            } else {
-                None
-            };
-            inserted += match plain {
-                Some(done) => done,
-                None => statement(true)
-                    .execute(&mut *self.tx)
-                    .await
-                    .map_err(db_err)?,
-            }
-            .rows_affected();
+            inserted += self.append(chunk.len(), statement).await?.rows_affected();
         }
         Ok(inserted)
     }
@@ -930,19 +918,7 @@ impl LedgerTx for PgTx {
                         .collect::<Vec<_>>(),
                 )
         };
-        let plain = if records.len() >= PLAIN_APPEND_MIN_ROWS {
-            self.savepoint().await?;
-            let outcome = statement(false).execute(&mut *self.tx).await;
-            self.settle(outcome).await?
-        } else {
-            None
-        };
-        if plain.is_none() {
-            statement(true)
-                .execute(&mut *self.tx)
-                .await
-                .map_err(db_err)?;
-        }
+        self.append(records.len(), statement).await?;
         Ok(())
     }
 }
@@ -1069,6 +1045,24 @@ impl PgTx {
             }
         }
         Ok(())
+    }
+
+    /// Runs an append of `rows` rows: `statement(false)` (without its `ON CONFLICT` clause)
+    /// under a savepoint from [`PLAIN_APPEND_MIN_ROWS`] rows, else or after a unique
+    /// violation `statement(true)` (with it).
+    async fn append<'q>(
+        &mut self,
+        rows: usize,
+        statement: impl Fn(bool) -> sqlx::query::Query<'q, Postgres, PgArguments>,
+    ) -> Result<PgQueryResult, StoreError> {
+        if rows >= PLAIN_APPEND_MIN_ROWS {
+            self.savepoint().await?;
+            let outcome = statement(false).execute(&mut *self.tx).await;
+            if let Some(done) = self.settle(outcome).await? {
+                return Ok(done);
+            }
+        }
+        statement(true).execute(&mut *self.tx).await.map_err(db_err)
     }
 
     /// Opens the savepoint a plain append runs under; [`PgTx::settle`] closes it.
