@@ -46,9 +46,6 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Write transactions worth running at once (a quarter of the pool: reads keep the rest).
 const CONCURRENT_WRITERS: usize = 2;
 
-/// Rows per multi-row INSERT (17 parameters each, under PostgreSQL's 65 535).
-const INSERT_CHUNK_ROWS: usize = 1000;
-
 /// Rows from which an append (history rows, new references, message records) is first sent
 /// without its `ON CONFLICT` clause, under a savepoint, and sent again with it only if it met
 /// a unique violation. PostgreSQL's `ON CONFLICT` checks every unique index before each row's
@@ -56,7 +53,9 @@ const INSERT_CHUNK_ROWS: usize = 1000;
 /// the history and ×2.1 for `refs` (BENCHMARKS.md). A conflict is rare on these appends (the
 /// batch has read which rows exist; only a concurrent writer of the same message meets one),
 /// and the savepoint costs two round trips: below this many rows, the guarded form is sent
-/// at once.
+/// at once. Each append is one statement under one savepoint, so a transaction opens only a
+/// few subtransactions whatever its size (PostgreSQL caches 64 per backend; past that, every
+/// snapshot taken meanwhile, on the primary and on standbys, looks them up on disk).
 pub const PLAIN_APPEND_MIN_ROWS: usize = 64;
 
 /// A stored reference (the `refs` row aliased `r`) as text in the "C" collation: a hash as
@@ -542,68 +541,60 @@ impl LedgerTx for PgTx {
             true,
         )
         .await?;
-        let mut inserted = 0;
-        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
-            let ref_ids = chunk
-                .iter()
-                .map(|r| self.ref_id(&r.credit_ref))
-                .collect::<Result<Vec<_>, _>>()?;
-            let address_ids = chunk
-                .iter()
-                .map(|r| self.address_id(&r.address))
-                .collect::<Result<Vec<_>, _>>()?;
-            let statement = |guarded: bool| {
-                let sql = if guarded {
-                    concat!(
-                        insert_history!(),
-                        " ON CONFLICT (ref_id, credit_index) DO NOTHING"
-                    )
-                } else {
-                    insert_history!()
-                };
-                sqlx::query(sql)
-                    .bind(ref_ids.clone())
-                    .bind(chunk.iter().map(|r| r.credit_index).collect::<Vec<_>>())
-                    .bind(address_ids.clone())
-                    .bind(
-                        chunk
-                            .iter()
-                            .map(|r| odt(r.message_timestamp))
-                            .collect::<Vec<_>>(),
-                    )
-                    .bind(chunk.iter().map(|r| r.amount.0).collect::<Vec<_>>())
-                    .bind(odt(last_update))
-                    .bind(
-                        chunk
-                            .iter()
-                            .map(|r| opt_odt(r.expiration_date))
-                            .collect::<Vec<_>>(),
-                    )
-                    .bind(chunk.iter().map(|r| r.price.clone()).collect::<Vec<_>>())
-                    .bind(chunk.iter().map(|r| r.bonus_amount).collect::<Vec<_>>())
-                    .bind(compact_column(chunk, |r| r.tx_hash.as_deref()))
-                    .bind(chunk.iter().map(|r| r.token.clone()).collect::<Vec<_>>())
-                    .bind(chunk.iter().map(|r| r.chain.clone()).collect::<Vec<_>>())
-                    .bind(chunk.iter().map(|r| r.provider.clone()).collect::<Vec<_>>())
-                    .bind(compact_column(chunk, |r| r.origin.as_deref()))
-                    .bind(compact_column(chunk, |r| r.origin_ref.as_deref()))
-                    .bind(
-                        chunk
-                            .iter()
-                            .map(|r| r.payment_method.clone())
-                            .collect::<Vec<_>>(),
-                    )
-                    .bind(chunk.iter().map(|r| r.expense_count).collect::<Vec<_>>())
-                    .bind(
-                        chunk
-                            .iter()
-                            .map(|r| r.expense_size_mib.clone())
-                            .collect::<Vec<_>>(),
-                    )
+        let ref_ids = rows
+            .iter()
+            .map(|r| self.ref_id(&r.credit_ref))
+            .collect::<Result<Vec<_>, _>>()?;
+        let address_ids = rows
+            .iter()
+            .map(|r| self.address_id(&r.address))
+            .collect::<Result<Vec<_>, _>>()?;
+        let statement = |guarded: bool| {
+            let sql = if guarded {
+                concat!(
+                    insert_history!(),
+                    " ON CONFLICT (ref_id, credit_index) DO NOTHING"
+                )
+            } else {
+                insert_history!()
             };
-            inserted += self.append(chunk.len(), statement).await?.rows_affected();
-        }
-        Ok(inserted)
+            sqlx::query(sql)
+                .bind(ref_ids.clone())
+                .bind(rows.iter().map(|r| r.credit_index).collect::<Vec<_>>())
+                .bind(address_ids.clone())
+                .bind(
+                    rows.iter()
+                        .map(|r| odt(r.message_timestamp))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(rows.iter().map(|r| r.amount.0).collect::<Vec<_>>())
+                .bind(odt(last_update))
+                .bind(
+                    rows.iter()
+                        .map(|r| opt_odt(r.expiration_date))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(rows.iter().map(|r| r.price.clone()).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.bonus_amount).collect::<Vec<_>>())
+                .bind(compact_column(rows, |r| r.tx_hash.as_deref()))
+                .bind(rows.iter().map(|r| r.token.clone()).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.chain.clone()).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.provider.clone()).collect::<Vec<_>>())
+                .bind(compact_column(rows, |r| r.origin.as_deref()))
+                .bind(compact_column(rows, |r| r.origin_ref.as_deref()))
+                .bind(
+                    rows.iter()
+                        .map(|r| r.payment_method.clone())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(rows.iter().map(|r| r.expense_count).collect::<Vec<_>>())
+                .bind(
+                    rows.iter()
+                        .map(|r| r.expense_size_mib.clone())
+                        .collect::<Vec<_>>(),
+                )
+        };
+        Ok(self.append(rows.len(), statement).await?.rows_affected())
     }
 
     async fn insert_lots(&mut self, lots: &[Lot]) -> Result<(), StoreError> {
