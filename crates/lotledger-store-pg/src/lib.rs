@@ -752,6 +752,47 @@ impl LedgerTx for PgTx {
             .collect()
     }
 
+    /// One statement: each reference probed once, then its record and its history rows'
+    /// keys (a row with a `credit_index` is a history row's key, else the record).
+    async fn statuses_and_row_keys(
+        &mut self,
+        item_hashes: &[&str],
+    ) -> Result<lotledger_store::StatusesAndRowKeys, StoreError> {
+        let (hashes, names) = ref_arrays(item_hashes.iter().copied());
+        let rows = sqlx::query(concat!(
+            "WITH r AS MATERIALIZED (",
+            read_refs!(),
+            ") SELECT ",
+            ref_text!(),
+            " AS item_hash, m.status, m.ignored, m.error, m.recorded_at, \
+             NULL::int AS credit_index FROM r JOIN credit_messages m ON m.ref_id = r.id \
+             UNION ALL SELECT ",
+            ref_text!(),
+            ", NULL, NULL, NULL, NULL, h.credit_index \
+             FROM r JOIN credit_history h ON h.ref_id = r.id"
+        ))
+        .persistent(false)
+        .bind(hashes)
+        .bind(names)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        let (mut statuses, mut row_keys) = (Vec::new(), Vec::new());
+        for row in &rows {
+            match sqlx::Row::try_get::<Option<i32>, _>(row, "credit_index").map_err(db_err)? {
+                Some(index) => row_keys.push((
+                    sqlx::Row::try_get::<String, _>(row, "item_hash").map_err(db_err)?,
+                    index,
+                )),
+                None => {
+                    let record = message_record(row)?;
+                    statuses.push((record.item_hash, record.status));
+                }
+            }
+        }
+        Ok((statuses, row_keys))
+    }
+
     async fn existing_row_keys(
         &mut self,
         credit_refs: &[&str],

@@ -323,14 +323,11 @@ impl<'t, T: Commit> BatchTx<'t, T> {
             .partition(|h| prior.as_ref().is_some_and(|p| p.statuses.contains_key(**h)));
         let mut statuses: HashMap<String, Option<MessageStatus>> =
             hashes.iter().map(|h| ((*h).to_string(), None)).collect();
-        for (hash, status) in inner.message_statuses(&unknown).await? {
+        let (found, existing) = inner.statuses_and_row_keys(&unknown).await?;
+        for (hash, status) in found {
             statuses.insert(hash, Some(status));
         }
-        let mut row_keys: HashSet<(String, i32)> = inner
-            .existing_row_keys(&unknown)
-            .await?
-            .into_iter()
-            .collect();
+        let mut row_keys: HashSet<(String, i32)> = existing.into_iter().collect();
         if let Some(prior) = prior {
             let known: HashSet<&str> = known.iter().copied().collect();
             for h in &known {
