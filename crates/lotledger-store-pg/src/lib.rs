@@ -728,30 +728,6 @@ impl LedgerTx for PgTx {
         Ok(out)
     }
 
-    async fn message_statuses(
-        &mut self,
-        item_hashes: &[&str],
-    ) -> Result<Vec<(String, MessageStatus)>, StoreError> {
-        let (hashes, names) = ref_arrays(item_hashes.iter().copied());
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            ref_text!(),
-            " AS item_hash, m.status, m.ignored, m.error, m.recorded_at \
-             FROM (",
-            read_refs!(),
-            ") r JOIN credit_messages m ON m.ref_id = r.id"
-        ))
-        .persistent(false)
-        .bind(hashes)
-        .bind(names)
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(db_err)?;
-        rows.iter()
-            .map(|r| message_record(r).map(|m| (m.item_hash, m.status)))
-            .collect()
-    }
-
     /// One statement: each reference probed once, then its record and its history rows'
     /// keys (a row with a `credit_index` is a history row's key, else the record).
     async fn statuses_and_row_keys(
@@ -791,26 +767,6 @@ impl LedgerTx for PgTx {
             }
         }
         Ok((statuses, row_keys))
-    }
-
-    async fn existing_row_keys(
-        &mut self,
-        credit_refs: &[&str],
-    ) -> Result<Vec<(String, i32)>, StoreError> {
-        let (hashes, names) = ref_arrays(credit_refs.iter().copied());
-        sqlx::query_as(concat!(
-            "SELECT ",
-            ref_text!(),
-            ", h.credit_index FROM (",
-            read_refs!(),
-            ") r JOIN credit_history h ON h.ref_id = r.id"
-        ))
-        .persistent(false)
-        .bind(hashes)
-        .bind(names)
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(db_err)
     }
 
     async fn write_lots(&mut self, upserts: &[Lot], deletes: &[Lot]) -> Result<(), StoreError> {

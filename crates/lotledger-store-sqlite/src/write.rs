@@ -758,39 +758,27 @@ impl LedgerTx for SqliteTx {
         })
     }
 
-    async fn message_statuses(
+    async fn statuses_and_row_keys(
         &mut self,
         item_hashes: &[&str],
-    ) -> Result<Vec<(String, MessageStatus)>, StoreError> {
+    ) -> Result<lotledger_store::StatusesAndRowKeys, StoreError> {
         self.with(|c| {
-            let mut out = Vec::new();
+            let (mut statuses, mut row_keys) = (Vec::new(), Vec::new());
             for hash in item_hashes {
                 if let Some(record) = c.message_record(hash)? {
-                    out.push((record.item_hash, record.status));
+                    statuses.push((record.item_hash, record.status));
                 }
-            }
-            Ok(out)
-        })
-    }
-
-    async fn existing_row_keys(
-        &mut self,
-        credit_refs: &[&str],
-    ) -> Result<Vec<(String, i32)>, StoreError> {
-        self.with(|c| {
-            let mut out = Vec::new();
-            for reference in credit_refs {
-                let Some(id) = c.ref_id(reference, false)? else {
+                let Some(id) = c.ref_id(hash, false)? else {
                     continue;
                 };
                 c.rows(
                     "SELECT credit_index FROM credit_history WHERE ref_id = ?1",
                     [id],
-                    |r| Ok((reference.to_string(), r.get(0).map_err(err)?)),
-                    &mut out,
+                    |r| Ok((hash.to_string(), r.get(0).map_err(err)?)),
+                    &mut row_keys,
                 )?;
             }
-            Ok(out)
+            Ok((statuses, row_keys))
         })
     }
 

@@ -745,18 +745,11 @@ impl<T: LedgerTx> LedgerTx for BatchTx<'_, T> {
         self.store()?.last_rows(addresses).await
     }
 
-    async fn message_statuses(
+    async fn statuses_and_row_keys(
         &mut self,
         item_hashes: &[&str],
-    ) -> Result<Vec<(String, MessageStatus)>, StoreError> {
-        self.store()?.message_statuses(item_hashes).await
-    }
-
-    async fn existing_row_keys(
-        &mut self,
-        credit_refs: &[&str],
-    ) -> Result<Vec<(String, i32)>, StoreError> {
-        self.store()?.existing_row_keys(credit_refs).await
+    ) -> Result<crate::StatusesAndRowKeys, StoreError> {
+        self.store()?.statuses_and_row_keys(item_hashes).await
     }
 
     async fn write_lots(&mut self, upserts: &[Lot], deletes: &[Lot]) -> Result<(), StoreError> {

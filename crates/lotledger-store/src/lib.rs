@@ -547,12 +547,12 @@ pub async fn apply_envelope<S: Store>(
     }
 }
 
-/// The primitive operations of one open write transaction. Implemented by each backend;
-/// used by [`writer`].
 /// The recorded statuses of messages and the keys of history rows stored under their hashes
 /// ([`LedgerTx::statuses_and_row_keys`]).
 pub type StatusesAndRowKeys = (Vec<(String, MessageStatus)>, Vec<(String, i32)>);
 
+/// The primitive operations of one open write transaction. Implemented by each backend;
+/// used by [`writer`].
 pub trait LedgerTx: Send {
     fn message_status(
         &mut self,
@@ -630,28 +630,13 @@ pub trait LedgerTx: Send {
         &mut self,
         addresses: &[&str],
     ) -> impl Future<Output = Result<Vec<(String, batch::LastRows)>, StoreError>> + Send;
-    /// The recorded statuses of these messages (absent: never seen).
-    fn message_statuses(
-        &mut self,
-        item_hashes: &[&str],
-    ) -> impl Future<Output = Result<Vec<(String, MessageStatus)>, StoreError>> + Send;
-    /// Keys of history rows already stored under these credit refs.
-    fn existing_row_keys(
-        &mut self,
-        credit_refs: &[&str],
-    ) -> impl Future<Output = Result<Vec<(String, i32)>, StoreError>> + Send;
-    /// [`LedgerTx::message_statuses`] and [`LedgerTx::existing_row_keys`] of the same
-    /// hashes, as a batch loads them; a backend may read both at once.
+    /// The recorded statuses of these messages (absent: never seen), and the keys of the
+    /// history rows already stored under their hashes as credit refs: what a batch loads for
+    /// its messages, read at once.
     fn statuses_and_row_keys(
         &mut self,
         item_hashes: &[&str],
-    ) -> impl Future<Output = Result<StatusesAndRowKeys, StoreError>> + Send {
-        async move {
-            let statuses = self.message_statuses(item_hashes).await?;
-            let row_keys = self.existing_row_keys(item_hashes).await?;
-            Ok((statuses, row_keys))
-        }
-    }
+    ) -> impl Future<Output = Result<StatusesAndRowKeys, StoreError>> + Send;
     /// Inserts or updates `upserts` (by key) and deletes the lots keyed like `deletes`.
     fn write_lots(
         &mut self,
