@@ -111,10 +111,16 @@ impl Checkpointer {
     }
 }
 
-/// `PRAGMA wal_checkpoint(mode)` on `conn`: `PASSIVE` copies what no reader still needs and
-/// never waits; `FULL` waits (the busy timeout) for the other writers and readers, and copies
-/// all of it.
-pub(crate) fn checkpoint(conn: &Connection, mode: &str) -> Result<(), StoreError> {
+/// The writer's checkpoint ([`Checkpoint::InPlace`]): `FULL` waits (the busy timeout) for the
+/// other writers and readers, and copies all of the WAL.
+pub(crate) fn checkpoint_in_place(conn: &Connection) -> Result<(), StoreError> {
+    checkpoint(conn, "FULL")
+}
+
+/// `PRAGMA wal_checkpoint(mode)` on `conn`, `mode` one of this module's two: the thread's
+/// `PASSIVE` copies what no reader still needs and never waits; for `FULL` see
+/// [`checkpoint_in_place`].
+fn checkpoint(conn: &Connection, mode: &str) -> Result<(), StoreError> {
     conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
         .map_err(err)
 }

@@ -513,7 +513,7 @@ impl Commit for SqliteTx {
             let wanted = c.checkpointer.as_ref().map(Checkpointer::after_commit);
             if wanted == Some(Checkpoint::InPlace) {
                 // Committed already: a checkpoint that fails is logged, not the commit's error.
-                if let Err(e) = checkpoint::checkpoint(&c.conn, "FULL") {
+                if let Err(e) = checkpoint::checkpoint_in_place(&c.conn) {
                     tracing::warn!(error = %e, "WAL checkpoint failed");
                 }
             }
