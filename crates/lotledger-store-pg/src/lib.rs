@@ -23,6 +23,7 @@ use std::time::Duration;
 use lotledger_core::{Credits, HistoryRow, Lot, Timestamp};
 use lotledger_store::batch::{BatchCache, Commit, LastRows, Stamps};
 use lotledger_store::compact;
+use lotledger_store::sql::OnConflict;
 use lotledger_store::transactional::Transactional;
 use lotledger_store::{
     AddressRows, Drift, Footprint, HistorySelector, IngestProgress, LedgerTx, MessageRecord,
@@ -190,6 +191,8 @@ pub struct PgStore {
     /// The addresses the last batches left, for the next ones (each valid while its version in
     /// `addresses` is the one that batch committed).
     cache: std::sync::Arc<std::sync::Mutex<BatchCache>>,
+    /// How the batches planned ahead on a snapshot ended.
+    ahead: std::sync::Arc<lotledger_store::batch::AheadCounters>,
 }
 
 impl PgStore {
@@ -210,6 +213,7 @@ impl PgStore {
         let store = PgStore {
             pool,
             cache: Default::default(),
+            ahead: Default::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -226,6 +230,21 @@ impl Transactional for PgStore {
 
     async fn write(&self) -> Result<PgTx, StoreError> {
         PgTx::begin(&self.pool).await
+    }
+
+    /// A read-only transaction whose reads all see one snapshot (`REPEATABLE READ`), taken at
+    /// its first read.
+    async fn snapshot(&self) -> Result<Option<PgTx>, StoreError> {
+        let mut tx = PgTx::begin(&self.pool).await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(Some(tx))
+    }
+
+    fn ahead_counters(&self) -> Option<&lotledger_store::batch::AheadCounters> {
+        Some(&self.ahead)
     }
 
     /// The addresses whose cache differs from the replay (one read-only snapshot, by ids), each
@@ -598,7 +617,7 @@ impl LedgerTx for PgTx {
     }
 
     async fn insert_lots(&mut self, lots: &[Lot]) -> Result<(), StoreError> {
-        self.put_lots(lots, false).await
+        self.put_lots(lots, OnConflict::Skip).await
     }
 
     async fn update_lots(&mut self, lots: &[Lot]) -> Result<(), StoreError> {
@@ -606,7 +625,7 @@ impl LedgerTx for PgTx {
             .iter()
             .cloned()
             .partition(|l| !l.amount_remaining.is_positive());
-        self.write_lots(&left, &gone).await
+        self.write_lots(&[], &left, &gone).await
     }
 
     async fn rows_after(
@@ -769,7 +788,12 @@ impl LedgerTx for PgTx {
         Ok((statuses, row_keys))
     }
 
-    async fn write_lots(&mut self, upserts: &[Lot], deletes: &[Lot]) -> Result<(), StoreError> {
+    async fn write_lots(
+        &mut self,
+        created: &[Lot],
+        changed: &[Lot],
+        deletes: &[Lot],
+    ) -> Result<(), StoreError> {
         if !deletes.is_empty() {
             self.written
                 .extend(deletes.iter().map(|l| l.address.clone()));
@@ -800,7 +824,8 @@ impl LedgerTx for PgTx {
             .await
             .map_err(db_err)?;
         }
-        self.put_lots(upserts, true).await
+        self.put_lots(created, OnConflict::Fail).await?;
+        self.put_lots(changed, OnConflict::Update).await
     }
 
     async fn replay_histories(
@@ -1140,7 +1165,7 @@ impl PgTx {
     }
 
     /// Inserts lots (`upsert`: or sets the remainder of an existing one; else skips it).
-    async fn put_lots(&mut self, lots: &[Lot], upsert: bool) -> Result<(), StoreError> {
+    async fn put_lots(&mut self, lots: &[Lot], conflict: OnConflict) -> Result<(), StoreError> {
         if lots.is_empty() {
             return Ok(());
         }
@@ -1152,15 +1177,15 @@ impl PgTx {
         )
         .await?;
         let (address_ids, ref_ids) = self.lot_ids(lots.iter())?;
-        let query = if upsert {
-            sqlx::query(concat!(
+        let query = sqlx::query(match conflict {
+            OnConflict::Fail => put_lots_select!(),
+            OnConflict::Skip => concat!(put_lots_select!(), " ON CONFLICT DO NOTHING"),
+            OnConflict::Update => concat!(
                 put_lots_select!(),
                 " ON CONFLICT (address_id, message_timestamp, ref_id, credit_index) \
                  DO UPDATE SET amount_remaining = EXCLUDED.amount_remaining"
-            ))
-        } else {
-            sqlx::query(concat!(put_lots_select!(), " ON CONFLICT DO NOTHING"))
-        };
+            ),
+        });
         query
             .bind(address_ids)
             .bind(

@@ -21,6 +21,7 @@ use foldhash::HashMap;
 use lotledger_core::{Credits, HistoryRow, Lot, Timestamp};
 use lotledger_store::batch::{Commit, LastRows, Stamps};
 use lotledger_store::rows::{self, Columns};
+use lotledger_store::sql::OnConflict;
 use lotledger_store::{IngestProgress, LedgerTx, MessageRecord, MessageStatus, StoreError};
 use lotledger_store::{compact, distinct};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
@@ -237,7 +238,7 @@ impl WriteConn {
             .map_err(err)
     }
 
-    fn put_lots(&mut self, lots: &[Lot], upsert: bool) -> Result<(), StoreError> {
+    fn put_lots(&mut self, lots: &[Lot], conflict: OnConflict) -> Result<(), StoreError> {
         macro_rules! insert_lot {
             ($conflict:literal) => {
                 concat!(
@@ -248,13 +249,13 @@ impl WriteConn {
                 )
             };
         }
-        let sql = if upsert {
-            insert_lot!(
+        let sql = match conflict {
+            OnConflict::Fail => insert_lot!(""),
+            OnConflict::Skip => insert_lot!("ON CONFLICT DO NOTHING"),
+            OnConflict::Update => insert_lot!(
                 "ON CONFLICT (address_id, message_timestamp, ref_id, credit_index) \
                  DO UPDATE SET amount_remaining = excluded.amount_remaining"
-            )
-        } else {
-            insert_lot!("ON CONFLICT DO NOTHING")
+            ),
         };
         let ids = lots
             .iter()
@@ -641,7 +642,7 @@ impl LedgerTx for SqliteTx {
     }
 
     async fn insert_lots(&mut self, lots: &[Lot]) -> Result<(), StoreError> {
-        self.with(|c| c.put_lots(lots, false))
+        self.with(|c| c.put_lots(lots, OnConflict::Skip))
     }
 
     async fn update_lots(&mut self, lots: &[Lot]) -> Result<(), StoreError> {
@@ -782,12 +783,18 @@ impl LedgerTx for SqliteTx {
         })
     }
 
-    async fn write_lots(&mut self, upserts: &[Lot], deletes: &[Lot]) -> Result<(), StoreError> {
+    async fn write_lots(
+        &mut self,
+        created: &[Lot],
+        changed: &[Lot],
+        deletes: &[Lot],
+    ) -> Result<(), StoreError> {
         self.with(|c| {
             for lot in deletes {
                 c.delete_lot(lot)?;
             }
-            c.put_lots(upserts, true)
+            c.put_lots(created, OnConflict::Fail)?;
+            c.put_lots(changed, OnConflict::Update)
         })
     }
 

@@ -15,7 +15,9 @@
 //!
 //! [`apply_batches_ahead`] pipelines a stream of batches on a store with read snapshots: a batch
 //! is planned ([`Basis::Ahead`]) while the one before is written on another task, and written
-//! only on the exact state it was planned from (see there).
+//! only on the exact state it was planned from ([`Expect`]): on SQLite, the store generation
+//! the plan expects; on PostgreSQL, under the batch's locks, the versions of its addresses and
+//! the statuses and history rows of its hashes as the plan read them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,16 +79,6 @@ pub enum Stamps {
     /// or lots while holding the address's lock. Addresses the store has no version of are
     /// absent.
     Addresses(HashMap<String, i64>),
-}
-
-impl Stamps {
-    /// The store's generation, where the stamps are one ([`Stamps::Store`]).
-    fn generation(&self) -> Option<i64> {
-        match self {
-            Stamps::Store(generation) => Some(*generation),
-            _ => None,
-        }
-    }
 }
 
 /// The state of addresses as the last committed batch left them; see the module docs.
@@ -215,14 +207,120 @@ pub struct BatchTx<'t, T: LedgerTx> {
     locked_addresses: HashSet<String>,
     pending_rows: Vec<HistoryRow>,
     last_update: Timestamp,
-    dirty_lots: BTreeSet<(String, LotKey)>,
+    /// Each lot the batch wrote, and whether the store lacks it (created by the batch).
+    dirty_lots: BTreeMap<(String, LotKey), bool>,
     pending_messages: Vec<MessageRecord>,
     /// The stamps the store showed once the batch's addresses were locked (planned ahead:
     /// the stamps of the snapshot it read).
     stamps: Stamps,
+    /// Planned ahead on a store with address versions: what the batch read, for its
+    /// transaction to find again.
+    grounds: Option<Grounds>,
     /// Planned ahead on a read snapshot: everything it needs was loaded up front, and any
     /// other read or write of the store fails with [`StoreError::NotAhead`].
     ahead: bool,
+}
+
+/// What a batch planned ahead on a store with address versions ([`Stamps::Addresses`]) read:
+/// its transaction must find the same under the batch's locks for the plan to hold (see
+/// [`Expect::Exact`]).
+#[derive(Debug, Clone, Default)]
+struct Grounds {
+    hashes: Vec<String>,
+    addresses: Vec<String>,
+    /// The versions of the batch's addresses (absent: unknown to the store). Planned, those
+    /// the snapshot showed, without the addresses carried over from the prior batch; once
+    /// expected ([`Planned::expect`]), all of them.
+    versions: HashMap<String, i64>,
+    /// The addresses whose state came from the prior batch's plan: their versions are those
+    /// its commit leaves.
+    from_prior: Vec<String>,
+    /// The recorded statuses and the history row keys of the batch's hashes, sorted.
+    found: crate::StatusesAndRowKeys,
+}
+
+impl Grounds {
+    fn new(
+        hashes: &[&str],
+        addresses: &[&str],
+        versions: &HashMap<String, i64>,
+        from_prior: Vec<String>,
+        statuses: &HashMap<String, Option<MessageStatus>>,
+        row_keys: &HashSet<(String, i32)>,
+    ) -> Grounds {
+        let mut versions = versions.clone();
+        for a in &from_prior {
+            versions.remove(a);
+        }
+        let mut recorded: Vec<(String, MessageStatus)> = statuses
+            .iter()
+            .filter_map(|(h, s)| Some((h.clone(), s.clone()?)))
+            .collect();
+        recorded.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut rows: Vec<(String, i32)> = row_keys.iter().cloned().collect();
+        rows.sort();
+        Grounds {
+            hashes: hashes.iter().map(|h| (*h).to_string()).collect(),
+            addresses: addresses.iter().map(|a| (*a).to_string()).collect(),
+            versions,
+            from_prior,
+            found: (recorded, rows),
+        }
+    }
+
+    /// Whether `tx`, once it holds the batch's locks (taken here), finds what the plan read.
+    async fn found_again<T: Commit>(&self, tx: &mut T) -> Result<bool, StoreError> {
+        let hashes: Vec<&str> = self.hashes.iter().map(String::as_str).collect();
+        let addresses: Vec<&str> = self.addresses.iter().map(String::as_str).collect();
+        tx.lock_many(&hashes, &addresses).await?;
+        match tx.stamps(&addresses).await? {
+            Stamps::Addresses(versions) if versions == self.versions => {}
+            _ => return Ok(false),
+        }
+        let (mut recorded, mut rows) = tx.statuses_and_row_keys(&hashes).await?;
+        recorded.sort_by(|a, b| a.0.cmp(&b.0));
+        rows.sort();
+        Ok(recorded == self.found.0 && rows == self.found.1)
+    }
+}
+
+/// What a batch planned ahead must find when its transaction begins, for its plan to hold.
+#[derive(Debug, Clone)]
+enum Expect {
+    /// The store at this generation: nobody wrote since the plan's basis (SQLite, whose
+    /// writers are strictly ordered).
+    Generation(i64),
+    /// Under the batch's locks, its addresses at these versions and its hashes' statuses and
+    /// history rows as the plan read them (PostgreSQL, where writers of other addresses and
+    /// messages commit meanwhile).
+    Exact(Grounds),
+}
+
+impl Expect {
+    fn generation(&self) -> Option<i64> {
+        match self {
+            Expect::Generation(generation) => Some(*generation),
+            Expect::Exact(_) => None,
+        }
+    }
+
+    /// The stamps the plan was made from, as [`BatchCache::put`] takes them.
+    fn stamps(&self) -> Stamps {
+        match self {
+            Expect::Generation(generation) => Stamps::Store(*generation),
+            Expect::Exact(grounds) => Stamps::Addresses(grounds.versions.clone()),
+        }
+    }
+
+    /// Whether `tx`, a write transaction just opened, finds the store as the plan expects.
+    async fn holds<T: Commit>(&self, tx: &mut T) -> Result<bool, StoreError> {
+        match self {
+            Expect::Generation(expected) => {
+                Ok(matches!(tx.stamps(&[]).await?, Stamps::Store(found) if found == *expected))
+            }
+            Expect::Exact(grounds) => grounds.found_again(tx).await,
+        }
+    }
 }
 
 /// Where a batch finds the state its transaction does not read.
@@ -231,9 +329,9 @@ pub enum Basis<'a> {
     Locked(Option<&'a std::sync::Mutex<BatchCache>>),
     /// A read snapshot, while `prior` (the batch before, planned and not yet committed) may
     /// still be writing: the prior batch's hashes and addresses are taken from what it planned,
-    /// other addresses from the cache where it is exact at `cache_at`, the rest from the
-    /// snapshot. Whether the plan holds is decided once the prior batch has committed (see
-    /// [`apply_batches_ahead`]).
+    /// other addresses from the cache where it is exact (at the store generation `cache_at`,
+    /// or at the versions the snapshot shows), the rest from the snapshot. Whether the plan
+    /// holds is decided once the prior batch has committed (see [`apply_batches_ahead`]).
     Ahead {
         cache: Option<&'a std::sync::Mutex<BatchCache>>,
         cache_at: Option<i64>,
@@ -274,16 +372,16 @@ impl<'t, T: Commit> BatchTx<'t, T> {
         let hashes: Vec<&str> = hashes.into_iter().collect();
         let address_refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
         let ahead = matches!(basis, Basis::Ahead { .. });
-        let (stamps, cached, prior) = match basis {
+        let (stamps, cached, prior, from_prior) = match basis {
             Basis::Locked(cache) => {
                 inner.lock_many(&hashes, &address_refs).await?;
                 match cache {
                     Some(cache) => {
                         let stamps = inner.stamps(&address_refs).await?;
                         let cached = BatchCache::locked(cache).take(&stamps, &addresses);
-                        (stamps, cached, None)
+                        (stamps, cached, None, Vec::new())
                     }
-                    None => (Stamps::None, HashMap::new(), None),
+                    None => (Stamps::None, HashMap::new(), None, Vec::new()),
                 }
             }
             Basis::Ahead {
@@ -292,26 +390,35 @@ impl<'t, T: Commit> BatchTx<'t, T> {
                 mut prior,
             } => {
                 let stamps = inner.stamps(&address_refs).await?;
-                let Some(snapshot) = stamps.generation() else {
-                    return Err(StoreError::NotAhead("the store has no generation".into()));
-                };
+                if stamps == Stamps::None {
+                    return Err(StoreError::NotAhead("the store has no stamps".into()));
+                }
                 let mut cached = HashMap::new();
                 let mut rest = addresses.clone();
+                let mut from_prior = Vec::new();
                 if let Some(prior) = prior.as_deref_mut() {
                     for a in &addresses {
                         if let Some(state) = prior.states.remove(a) {
                             rest.remove(a);
+                            from_prior.push(a.clone());
                             cached.insert(a.clone(), state);
                         }
                     }
                 }
                 if let Some(cache) = cache {
-                    let at = cache_at.unwrap_or(snapshot);
-                    cached.extend(BatchCache::locked(cache).take_at(at, &rest));
+                    let mut cache = BatchCache::locked(cache);
+                    cached.extend(match &stamps {
+                        Stamps::Store(snapshot) => {
+                            cache.take_at(cache_at.unwrap_or(*snapshot), &rest)
+                        }
+                        // Exact where the cache kept the version the snapshot shows.
+                        _ => cache.take(&stamps, &rest),
+                    });
                 }
-                (stamps, cached, prior)
+                (stamps, cached, prior, from_prior)
             }
         };
+
         let uncached: Vec<&str> = address_refs
             .iter()
             .copied()
@@ -343,6 +450,17 @@ impl<'t, T: Commit> BatchTx<'t, T> {
                     .cloned(),
             );
         }
+        let grounds = match &stamps {
+            Stamps::Addresses(versions) if ahead => Some(Grounds::new(
+                &hashes,
+                &address_refs,
+                versions,
+                from_prior,
+                &statuses,
+                &row_keys,
+            )),
+            _ => None,
+        };
         let mut lots: HashMap<String, BTreeMap<LotKey, Lot>> = addresses
             .iter()
             .map(|a| (a.clone(), BTreeMap::new()))
@@ -373,9 +491,10 @@ impl<'t, T: Commit> BatchTx<'t, T> {
             locked_addresses: addresses.into_iter().collect(),
             pending_rows: Vec::new(),
             last_update: Timestamp::UNIX_EPOCH,
-            dirty_lots: BTreeSet::new(),
+            dirty_lots: BTreeMap::new(),
             pending_messages: Vec::new(),
             stamps,
+            grounds,
             ahead,
         };
         Ok((batch, decisions))
@@ -430,7 +549,9 @@ impl<T: LedgerTx> BatchTx<'_, T> {
 struct Writes {
     rows: Vec<HistoryRow>,
     last_update: Timestamp,
-    upserts: Vec<Lot>,
+    /// Lots the store lacks, the lots it holds with a new remainder, and those it must drop.
+    created: Vec<Lot>,
+    changed: Vec<Lot>,
     deletes: Vec<Lot>,
     records: Vec<MessageRecord>,
     progress: Option<IngestProgress>,
@@ -441,7 +562,8 @@ impl Default for Writes {
         Writes {
             rows: Vec::new(),
             last_update: Timestamp::UNIX_EPOCH,
-            upserts: Vec::new(),
+            created: Vec::new(),
+            changed: Vec::new(),
             deletes: Vec::new(),
             records: Vec::new(),
             progress: None,
@@ -454,7 +576,8 @@ impl Writes {
         if !self.rows.is_empty() {
             tx.insert_rows(&self.rows, self.last_update).await?;
         }
-        tx.write_lots(&self.upserts, &self.deletes).await?;
+        tx.write_lots(&self.created, &self.changed, &self.deletes)
+            .await?;
         tx.record_messages(&self.records).await?;
         if let Some(progress) = &self.progress {
             tx.set_ingest_progress(progress).await?;
@@ -471,15 +594,47 @@ pub struct Planned {
     writes: Writes,
     /// The stamps found at load (planned ahead: the snapshot's).
     stamps: Stamps,
+    /// Planned ahead on a store with address versions: what it read.
+    grounds: Option<Grounds>,
     states: HashMap<String, AddressState>,
     statuses: HashMap<String, Option<MessageStatus>>,
     row_keys: HashSet<(String, i32)>,
 }
 
 impl Planned {
-    /// The generation of the snapshot a batch planned ahead was planned on.
-    fn snapshot(&self) -> Option<i64> {
-        self.stamps.generation()
+    /// What this batch, planned ahead, must find when its transaction begins; `None` if its
+    /// plan cannot hold. `prior`: the batch that was in flight when it was planned, with what
+    /// that one expected and the stamps its commit left (`None`: it did not commit its own
+    /// plan, so nothing carried over from it can be trusted).
+    fn expect(&mut self, prior: Option<(&Expect, Option<&Stamps>)>) -> Option<Expect> {
+        match (&self.stamps, self.grounds.take()) {
+            (Stamps::Store(snapshot), _) => match prior {
+                None => Some(Expect::Generation(*snapshot)),
+                // Planned on the generation the prior batch started from or left, and that
+                // batch committed its own plan: the store must be at the generation it left.
+                Some((started, Some(Stamps::Store(after)))) => {
+                    (started.generation() == Some(*snapshot) || snapshot == after)
+                        .then_some(Expect::Generation(*after))
+                }
+                Some(_) => None,
+            },
+            (Stamps::Addresses(_), Some(mut grounds)) => {
+                match prior {
+                    None => {}
+                    Some((Expect::Exact(before), Some(Stamps::Addresses(after)))) => {
+                        for a in &grounds.from_prior {
+                            let version = after.get(a).or_else(|| before.versions.get(a));
+                            if let Some(v) = version {
+                                grounds.versions.insert(a.clone(), *v);
+                            }
+                        }
+                    }
+                    Some(_) => return None,
+                }
+                Some(Expect::Exact(grounds))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -491,11 +646,15 @@ impl<'t, T: LedgerTx> BatchTx<'t, T> {
         outcomes: Vec<Outcome>,
         progress: Option<IngestProgress>,
     ) -> (&'t mut T, Planned) {
-        let mut upserts = Vec::new();
+        let mut created = Vec::new();
+        let mut changed = Vec::new();
         let mut deletes = Vec::new();
-        for (address, key) in &self.dirty_lots {
+        for ((address, key), &fresh) in &self.dirty_lots {
             match self.lots.get(address).and_then(|m| m.get(key)) {
-                Some(lot) => upserts.push(lot.clone()),
+                Some(lot) if fresh => created.push(lot.clone()),
+                Some(lot) => changed.push(lot.clone()),
+                // Created and drained within the batch: nothing to write.
+                None if fresh => {}
                 None => deletes.push(Lot {
                     address: address.clone(),
                     message_timestamp: key.0,
@@ -528,7 +687,8 @@ impl<'t, T: LedgerTx> BatchTx<'t, T> {
         let writes = Writes {
             rows: self.pending_rows,
             last_update: self.last_update,
-            upserts,
+            created,
+            changed,
             deletes,
             records,
             progress,
@@ -537,6 +697,7 @@ impl<'t, T: LedgerTx> BatchTx<'t, T> {
             outcomes,
             writes,
             stamps: self.stamps,
+            grounds: self.grounds,
             states,
             statuses: self.statuses,
             row_keys: self.row_keys,
@@ -672,7 +833,10 @@ impl<T: LedgerTx> LedgerTx for BatchTx<'_, T> {
                 && !map.contains_key(&key)
             {
                 map.insert(key.clone(), lot.clone());
-                self.dirty_lots.insert((lot.address.clone(), key));
+                // Absent from the exact map and not written before: the store lacks it.
+                self.dirty_lots
+                    .entry((lot.address.clone(), key))
+                    .or_insert(true);
             }
         }
         Ok(())
@@ -690,7 +854,9 @@ impl<T: LedgerTx> LedgerTx for BatchTx<'_, T> {
                 } else {
                     map.remove(&key);
                 }
-                self.dirty_lots.insert((lot.address.clone(), key));
+                self.dirty_lots
+                    .entry((lot.address.clone(), key))
+                    .or_insert(false);
             }
         }
         Ok(())
@@ -722,12 +888,16 @@ impl<T: LedgerTx> LedgerTx for BatchTx<'_, T> {
         self.ensure_lots(address).await?;
         let old = self.lots.remove(address).unwrap_or_default();
         for key in old.into_keys() {
-            self.dirty_lots.insert((address.to_string(), key));
+            self.dirty_lots
+                .entry((address.to_string(), key))
+                .or_insert(false);
         }
         let mut map = BTreeMap::new();
         for lot in lots {
             let key = lot_key(lot);
-            self.dirty_lots.insert((address.to_string(), key.clone()));
+            self.dirty_lots
+                .entry((address.to_string(), key.clone()))
+                .or_insert(true);
             map.insert(key, lot.clone());
         }
         self.lots.insert(address.to_string(), map);
@@ -752,8 +922,13 @@ impl<T: LedgerTx> LedgerTx for BatchTx<'_, T> {
         self.store()?.statuses_and_row_keys(item_hashes).await
     }
 
-    async fn write_lots(&mut self, upserts: &[Lot], deletes: &[Lot]) -> Result<(), StoreError> {
-        self.store()?.write_lots(upserts, deletes).await
+    async fn write_lots(
+        &mut self,
+        created: &[Lot],
+        changed: &[Lot],
+        deletes: &[Lot],
+    ) -> Result<(), StoreError> {
+        self.store()?.write_lots(created, changed, deletes).await
     }
 
     async fn record_messages(&mut self, records: &[MessageRecord]) -> Result<(), StoreError> {
@@ -897,8 +1072,11 @@ pub struct AheadCounters {
     /// did not commit its own plan. The batch is planned again or applied the usual way.
     pub stale: std::sync::atomic::AtomicU64,
     /// Batches applied the usual way without a plan (they read beyond what they load, their
-    /// planning failed, or the store has no snapshots), and plans whose writing failed.
+    /// planning failed, or the store has no snapshots).
     pub not_ahead: std::sync::atomic::AtomicU64,
+    /// Plans whose writing failed (the batch is applied the usual way, which reports any
+    /// error).
+    pub failed: std::sync::atomic::AtomicU64,
 }
 
 impl AheadCounters {
@@ -917,8 +1095,8 @@ struct InFlight {
     job: BatchJob,
     /// What it planned (its writes moved to the writing task).
     planned: Planned,
-    /// The store generation its transaction must find for the plan to hold.
-    expected: i64,
+    /// What its transaction must find for the plan to hold.
+    expected: Expect,
     writing: tokio::task::JoinHandle<Written>,
 }
 
@@ -926,18 +1104,18 @@ struct InFlight {
 enum Written {
     /// Written and committed; the stamps the commit left.
     Committed(Stamps),
-    /// Not written: the store was not at the generation the plan was made for.
+    /// Not written: the store was not as the plan expected.
     Stale,
     /// Not written (rolled back).
     Failed(StoreError),
 }
 
-/// Writes a batch's planned writes on `tx` and commits, if the store is at the generation
-/// `expected` (nobody else wrote since the plan's basis); otherwise rolls back.
-async fn write_planned<T: Commit>(mut tx: T, writes: Writes, expected: i64) -> Written {
-    match tx.stamps(&[]).await {
-        Ok(Stamps::Store(found)) if found == expected => {}
-        Ok(_) => return Written::Stale,
+/// Writes a batch's planned writes on `tx` and commits, if the store is as `expected` (see
+/// [`Expect`]); otherwise rolls back.
+async fn write_planned<T: Commit>(mut tx: T, writes: Writes, expected: Expect) -> Written {
+    match expected.holds(&mut tx).await {
+        Ok(true) => {}
+        Ok(false) => return Written::Stale,
         Err(e) => return Written::Failed(e),
     }
     if let Err(e) = writes.write(&mut tx).await {
@@ -954,7 +1132,7 @@ fn joined(result: Result<Written, tokio::task::JoinError>) -> Written {
 }
 
 impl InFlight {
-    /// The batch's outcomes once it is committed, and the generation its commit left if it
+    /// The batch's outcomes once it is committed, and the stamps its commit left if it
     /// committed its own plan (`None`: it was applied the usual way instead, after its plan
     /// turned out stale or its writing failed). `written`: its writing task's end, if already
     /// known.
@@ -963,7 +1141,7 @@ impl InFlight {
         store: &S,
         rules: &Rules,
         written: Option<Written>,
-    ) -> Result<(Vec<Outcome>, Option<i64>), StoreError> {
+    ) -> Result<(Vec<Outcome>, Option<Stamps>), StoreError> {
         let InFlight {
             job,
             planned,
@@ -980,13 +1158,13 @@ impl InFlight {
             Written::Committed(after) => {
                 AheadCounters::count(counters, |c| &c.held);
                 if let Some(cache) = cache {
-                    BatchCache::locked(cache).put(&Stamps::Store(expected), &after, planned.states);
+                    BatchCache::locked(cache).put(&expected.stamps(), &after, planned.states);
                 }
-                Ok((planned.outcomes, after.generation()))
+                Ok((planned.outcomes, Some(after)))
             }
             Written::Stale | Written::Failed(_) => {
                 if let Written::Failed(e) = &written {
-                    AheadCounters::count(counters, |c| &c.not_ahead);
+                    AheadCounters::count(counters, |c| &c.failed);
                     tracing::warn!(error = %e, "writing a batch planned ahead failed; applying it again");
                 } else {
                     AheadCounters::count(counters, |c| &c.stale);
@@ -1021,7 +1199,7 @@ async fn plan_ahead<S: crate::transactional::Transactional>(
             return None;
         }
     };
-    let cache_at = prior.as_ref().map(|p| p.expected);
+    let cache_at = prior.as_ref().and_then(|p| p.expected.generation());
     let basis = Basis::Ahead {
         cache: store.batch_cache(),
         cache_at,
@@ -1069,10 +1247,10 @@ enum Next {
 /// [`crate::Store::apply_batches`] for a backend with read snapshots
 /// ([`crate::transactional::Transactional::snapshot`]): each batch is planned on a snapshot
 /// while the batch before it is written and committed on another task (see
-/// [`Basis::Ahead`]). A plan holds only if the batch before committed its own plan and the
-/// store's generation shows that nobody else wrote in between (at the snapshot, and when the
-/// batch's transaction begins); otherwise the batch is applied the usual way
-/// ([`apply_batch_committed`]). Batches commit one after the other, in order, so outcomes and
+/// [`Basis::Ahead`]). A plan holds only if the batch before committed its own plan and its
+/// transaction finds the store as the plan read it ([`Expect`]: no other write since, by the
+/// store's generation; or its addresses, messages and history rows unchanged, under its
+/// locks); otherwise the batch is applied the usual way ([`apply_batch_committed`]). Batches commit one after the other, in order, so outcomes and
 /// writes are those of [`crate::Store::apply_batch_with_progress`] called for each in turn.
 pub async fn apply_batches_ahead<S: crate::transactional::Transactional>(
     store: &S,
@@ -1105,21 +1283,21 @@ pub async fn apply_batches_ahead<S: crate::transactional::Transactional>(
             Next::Job(None) => break,
             Next::Job(Some(job)) => job,
         };
-        let ahead = plan_ahead(store, rules, &job, in_flight.as_mut()).await;
-        // The batch before is settled before this one writes: the plan holds if it was made
-        // on a snapshot at the generation that batch started from or left, and that batch
-        // committed its own plan (then this one must find the generation it left).
+        let mut ahead = plan_ahead(store, rules, &job, in_flight.as_mut()).await;
+        // The batch before is settled before this one writes; what this one must then find
+        // depends on how that one ended (see `Planned::expect`).
         let mut expected = match in_flight.take() {
-            None => ahead.as_ref().and_then(|planned| planned.snapshot()),
+            None => ahead.as_mut().and_then(|planned| planned.expect(None)),
             Some(flight) => {
-                let started = flight.expected;
+                let started = flight.expected.clone();
                 match flight.settle(store, rules, None).await {
                     Ok((outcomes, after)) => {
                         if !report(&done, Ok(outcomes)).await {
                             return;
                         }
-                        let snapshot = ahead.as_ref().and_then(Planned::snapshot);
-                        after.filter(|after| snapshot.is_some_and(|s| s == started || s == *after))
+                        ahead
+                            .as_mut()
+                            .and_then(|planned| planned.expect(Some((&started, after.as_ref()))))
                     }
                     Err(e) => {
                         report(&done, Err(e)).await;
@@ -1134,7 +1312,7 @@ pub async fn apply_batches_ahead<S: crate::transactional::Transactional>(
             // that could not be planned ahead at all is not tried twice.)
             AheadCounters::count(store.ahead_counters(), |c| &c.stale);
             planned = plan_ahead(store, rules, &job, None).await;
-            expected = planned.as_ref().and_then(Planned::snapshot);
+            expected = planned.as_mut().and_then(|planned| planned.expect(None));
         }
         let (Some(mut planned), Some(expected)) = (planned, expected) else {
             AheadCounters::count(store.ahead_counters(), |c| &c.not_ahead);
@@ -1151,11 +1329,12 @@ pub async fn apply_batches_ahead<S: crate::transactional::Transactional>(
             }
         };
         let writes = std::mem::take(&mut planned.writes);
+        let writing = tokio::spawn(write_planned(tx, writes, expected.clone()));
         in_flight = Some(InFlight {
             job,
             planned,
             expected,
-            writing: tokio::spawn(write_planned(tx, writes, expected)),
+            writing,
         });
     }
     if let Some(flight) = in_flight.take() {

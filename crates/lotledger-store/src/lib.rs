@@ -637,10 +637,13 @@ pub trait LedgerTx: Send {
         &mut self,
         item_hashes: &[&str],
     ) -> impl Future<Output = Result<StatusesAndRowKeys, StoreError>> + Send;
-    /// Inserts or updates `upserts` (by key) and deletes the lots keyed like `deletes`.
+    /// Inserts `created` (lots the store does not hold: the caller holds their addresses'
+    /// locks and knows all their lots; one already stored is an error), inserts or updates
+    /// `changed` (by key), and deletes the lots keyed like `deletes`.
     fn write_lots(
         &mut self,
-        upserts: &[Lot],
+        created: &[Lot],
+        changed: &[Lot],
         deletes: &[Lot],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// [`LedgerTx::record_message`] for many distinct hashes.

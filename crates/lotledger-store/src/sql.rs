@@ -135,3 +135,17 @@ macro_rules! sql_selects {
         }
     };
 }
+
+/// What an insert of lots does with a lot already stored under its key; each store writes the
+/// clause in its dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Fails: the caller knows the lot is new ([`crate::LedgerTx::write_lots`]' `created`).
+    /// No `ON CONFLICT` clause, whose checks cost PostgreSQL ×1.3–1.7 a plain insert on W1's
+    /// lots (BENCHMARKS.md).
+    Fail,
+    /// Keeps the stored lot.
+    Skip,
+    /// Sets the stored lot's remainder.
+    Update,
+}

@@ -2,7 +2,7 @@
 //! sequences (out-of-order timestamps, replays, unfunded transfers, invalid content, envelope
 //! rejections) applied one by one to a SQLite file, and in random-sized batches to another
 //! SQLite file and to a PostgreSQL database. Same outcomes, history, lots and message records.
-//! The same through `Store::apply_batches`, where SQLite plans each batch on a snapshot while
+//! The same through `Store::apply_batches`, where each store plans each batch on a snapshot while
 //! the batch before it is written, and with another writer of the file writing meanwhile.
 
 use lotledger_core::{Post, Rules, Timestamp};
@@ -200,13 +200,15 @@ async fn pipelined<S: Store>(
     outcomes
 }
 
-/// How the batches a SQLite store planned ahead ended: held, stale, not planned ahead.
-fn ahead(store: &lotledger_store_sqlite::SqliteStore) -> (u64, u64, u64) {
+/// How the batches a store planned ahead ended: held, stale, not planned ahead, and plans
+/// whose writing failed.
+fn ahead<S: Transactional>(store: &S) -> (u64, u64, u64, u64) {
     let c = store.ahead_counters().unwrap();
     (
         c.held.load(Ordering::Relaxed),
         c.stale.load(Ordering::Relaxed),
         c.not_ahead.load(Ordering::Relaxed),
+        c.failed.load(Ordering::Relaxed),
     )
 }
 
@@ -279,6 +281,7 @@ proptest! {
             let ahead = db::fresh_sqlite(&r.dir).await.0;
             let got = pipelined(&ahead, items, &sizes, rules, now).await;
             r.assert_same(&ahead, got, "sqlite, planned ahead").await;
+            assert_eq!(self::ahead(&ahead).3, 0, "sqlite: a plan's writing failed");
 
             let pg = db::fresh_pg().await;
             let got = batched(&pg, items, &sizes, rules, now).await;
@@ -286,7 +289,8 @@ proptest! {
 
             let pg = db::fresh_pg().await;
             let got = pipelined(&pg, items, &sizes, rules, now).await;
-            r.assert_same(&pg, got, "postgres, apply_batches").await;
+            r.assert_same(&pg, got, "postgres, planned ahead").await;
+            assert_eq!(self::ahead(&pg).3, 0, "postgres: a plan's writing failed");
         });
     }
 }
@@ -414,53 +418,46 @@ async fn large_batches_equal_small_batches() {
         let got = pipelined(&store, items, &[size], rules, now).await;
         r.assert_same(&store, got, &format!("batches of {size} planned ahead"))
             .await;
-        let (held, _, _) = ahead(&store);
+        let (held, _, _, failed) = ahead(&store);
         assert!(held > 0, "no batch of {size} held its plan");
+        assert_eq!(failed, 0, "a plan's writing failed");
+        let store = db::fresh_pg().await;
+        let got = pipelined(&store, items, &[size], rules, now).await;
+        r.assert_same(
+            &store,
+            got,
+            &format!("postgres, batches of {size} planned ahead"),
+        )
+        .await;
+        let (held, stale, _, failed) = ahead(&store);
+        assert!(held > 0, "postgres: no batch of {size} held its plan");
+        assert_eq!(
+            (stale, failed),
+            (0, 0),
+            "postgres: stale (nobody else wrote), failed"
+        );
     }
 }
 
-/// A batch planned ahead on a snapshot, then another store on the same file commits a write
-/// before the batch's transaction begins: the plan must not be written. The other store holds
-/// the write lock while the batch is planned (the counters tell when it is) and commits after;
-/// the batch must then be applied as if planned after that write: the same outcomes and state
-/// as one transaction per message in commit order, and counted stale.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plan_made_before_another_writer_committed_is_not_written() {
+/// Our two batches through `store.apply_batches`, while `other` (a second store on the same
+/// database, as another process) applies `theirs` in a transaction that takes `theirs`'
+/// locks (its hash and `locks`) before our second batch is planned and commits only once it
+/// has been: our second batch's plan is made before their write and its transaction begins
+/// after (SQLite: it waits for the write lock; PostgreSQL: for the locks). Gives the outcomes
+/// in commit order and how the plans ended ([`ahead`]).
+async fn plan_then_another_writer<S>(
+    store: &S,
+    other: &S,
+    ours: [Vec<BatchItem>; 2],
+    theirs: &Post,
+    locks: &[&str],
+) -> (Vec<Outcome>, (u64, u64, u64, u64))
+where
+    S: Transactional + Clone + 'static,
+{
+    use lotledger_store::LedgerTx;
     use lotledger_store::batch::Commit;
     let (rules, now) = setting(40);
-    // Ours: a grant, then (second batch) an expense of the same holder; theirs, committed in
-    // between: an expense of that holder too, under another hash.
-    let all = items(&[
-        Msg::Distribute(0, 100, None, 1),
-        Msg::Expense(0, 25, 2),
-        Msg::Expense(0, 30, 3),
-    ]);
-    let theirs = match &all[1] {
-        BatchItem::Apply(post) => {
-            let mut post = post.clone();
-            post.item_hash = "theirs".into();
-            post
-        }
-        other => panic!("not a post: {other:?}"),
-    };
-    let ours = [vec![all[0].clone()], vec![all[2].clone()]];
-    let in_commit_order = vec![
-        all[0].clone(),
-        BatchItem::Apply(theirs.clone()),
-        all[2].clone(),
-    ];
-    let dir = tempfile::tempdir().unwrap();
-    let one = db::fresh_sqlite(&dir).await.0;
-    let expected = apply_one_by_one(&one, &in_commit_order, &rules, now)
-        .await
-        .unwrap();
-    let hashes = vec!["h000".to_string(), "theirs".into(), "h002".into()];
-    let want = state(&one, &hashes).await;
-
-    let (store, url) = db::fresh_sqlite(&dir).await;
-    let other = lotledger_store_sqlite::SqliteStore::open(&url)
-        .await
-        .unwrap();
     let (jobs, queued) = tokio::sync::mpsc::channel(1);
     let (committed, mut done) = tokio::sync::mpsc::channel(8);
     let driver = {
@@ -475,20 +472,21 @@ async fn a_plan_made_before_another_writer_committed_is_not_written() {
     jobs.send(job(&ours[0])).await.unwrap();
     let mut got = done.recv().await.unwrap().unwrap();
     let mut tx = other.write().await.unwrap();
-    let planned = |store: &lotledger_store_sqlite::SqliteStore| {
+    tx.lock_many(&[&theirs.item_hash], locks).await.unwrap();
+    let planned = |store: &S| {
         store
             .ahead_counters()
             .unwrap()
             .planned
             .load(Ordering::SeqCst)
     };
-    let before = planned(&store);
+    let before = planned(store);
     jobs.send(job(&ours[1])).await.unwrap();
-    while planned(&store) == before {
+    while planned(store) == before {
         tokio::task::yield_now().await;
     }
     got.push(
-        lotledger_store::writer::apply(&mut tx, &theirs, &rules, now)
+        lotledger_store::writer::apply(&mut tx, theirs, &rules, now)
             .await
             .unwrap(),
     );
@@ -496,14 +494,101 @@ async fn a_plan_made_before_another_writer_committed_is_not_written() {
     got.extend(done.recv().await.unwrap().unwrap());
     drop(jobs);
     driver.await.unwrap();
-    assert_eq!(got, expected, "outcomes");
-    assert_eq!(state(&store, &hashes).await, want, "state");
-    let (held, stale, not_ahead) = ahead(&store);
+    (got, ahead(store))
+}
+
+/// [`plan_then_another_writer`] on a SQLite file and on a PostgreSQL database: the second
+/// batch's plan must not be written, but the batch applied as if planned after their write:
+/// the same outcomes and state as one transaction per message in commit order, and counted
+/// stale.
+async fn a_plan_is_not_written_over(
+    ours: [Vec<BatchItem>; 2],
+    theirs: Post,
+    locks: &[&str],
+    hashes: &[&str],
+) {
+    let (rules, now) = setting(40);
+    let in_commit_order = vec![
+        ours[0][0].clone(),
+        BatchItem::Apply(theirs.clone()),
+        ours[1][0].clone(),
+    ];
+    let hashes: Vec<String> = hashes.iter().map(|h| (*h).to_string()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let one = db::fresh_sqlite(&dir).await.0;
+    let expected = apply_one_by_one(&one, &in_commit_order, &rules, now)
+        .await
+        .unwrap();
+    let want = state(&one, &hashes).await;
+
+    let (store, url) = db::fresh_sqlite(&dir).await;
+    let other = lotledger_store_sqlite::SqliteStore::open(&url)
+        .await
+        .unwrap();
+    let (got, ended) = plan_then_another_writer(&store, &other, ours.clone(), &theirs, locks).await;
+    assert_eq!(got, expected, "sqlite outcomes");
+    assert_eq!(state(&store, &hashes).await, want, "sqlite state");
     assert_eq!(
-        (held, stale, not_ahead),
-        (1, 1, 0),
-        "held, stale, not planned ahead"
+        ended,
+        (1, 1, 0, 0),
+        "sqlite: held, stale, not ahead, failed"
     );
+
+    let url = db::fresh_pg_url().await;
+    let store = lotledger_store_pg::PgStore::open(&url).await.unwrap();
+    let other = lotledger_store_pg::PgStore::open(&url).await.unwrap();
+    let (got, ended) = plan_then_another_writer(&store, &other, ours, &theirs, locks).await;
+    assert_eq!(got, expected, "postgres outcomes");
+    assert_eq!(state(&store, &hashes).await, want, "postgres state");
+    assert_eq!(
+        ended,
+        (1, 1, 0, 0),
+        "postgres: held, stale, not ahead, failed"
+    );
+}
+
+fn as_post(item: &BatchItem, hash: &str) -> Post {
+    match item {
+        BatchItem::Apply(post) => Post {
+            item_hash: hash.into(),
+            ..post.clone()
+        },
+        other => panic!("not a post: {other:?}"),
+    }
+}
+
+/// A batch planned ahead, then another writer commits an expense of the same holder under
+/// another hash before the batch's transaction begins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_made_before_another_writer_committed_is_not_written() {
+    // Ours: a grant, then (second batch) an expense of the same holder; theirs, committed in
+    // between: an expense of that holder too, under another hash.
+    let all = items(&[
+        Msg::Distribute(0, 100, None, 1),
+        Msg::Expense(0, 25, 2),
+        Msg::Expense(0, 30, 3),
+    ]);
+    let theirs = as_post(&all[1], "theirs");
+    let ours = [vec![all[0].clone()], vec![all[2].clone()]];
+    let holder = addr(0);
+    a_plan_is_not_written_over(ours, theirs, &[&holder], &["h000", "theirs", "h002"]).await;
+}
+
+/// The same where their write touches none of the batch's holders but records the batch's
+/// own message (a post of the same hash, granting another holder): the plan applied the
+/// message as new, one transaction per message finds it processed. PostgreSQL, whose writers
+/// of other holders commit meanwhile, must see it by the message's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_made_before_another_writer_recorded_its_message_is_not_written() {
+    let all = items(&[
+        Msg::Distribute(0, 100, None, 1),
+        Msg::Distribute(1, 40, None, 2),
+        Msg::Expense(0, 30, 3),
+    ]);
+    let theirs = as_post(&all[1], "h002");
+    let ours = [vec![all[0].clone()], vec![all[2].clone()]];
+    let holder = addr(1);
+    a_plan_is_not_written_over(ours, theirs, &[&holder], &["h000", "h002"]).await;
 }
 
 /// A batch that fails ends `apply_batches`: the batches after it are not applied, so that no
