@@ -16,7 +16,9 @@
 //! looked up by one index probe each (`probe_ref!`), and large appends skip `ON CONFLICT`
 //! unless they meet a conflict ([`PLAIN_APPEND_MIN_ROWS`]).
 
-use std::collections::{HashMap, HashSet};
+// Per-transaction maps keyed by addresses and references: foldhash, as the batch's own maps
+// (SipHash was ~2 % of W1's client samples here).
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -193,6 +195,48 @@ pub struct PgStore {
     cache: std::sync::Arc<std::sync::Mutex<BatchCache>>,
     /// How the batches planned ahead on a snapshot ended.
     ahead: std::sync::Arc<lotledger_store::batch::AheadCounters>,
+    /// Interned ids that committed transactions resolved, for the next ones.
+    ids: std::sync::Arc<std::sync::Mutex<Ids>>,
+}
+
+/// Interned ids kept across transactions: those of committed rows of `addresses` and `refs`,
+/// which never change (no row of either table is deleted or renumbered), so a transaction
+/// need not look them up again. Filled at each commit with the ids the transaction resolved
+/// or made; emptied past [`IDS_MAX`] entries.
+#[derive(Debug, Default)]
+struct Ids {
+    addresses: HashMap<String, i64>,
+    refs: HashMap<String, i64>,
+}
+
+/// Entries (addresses and references) the id cache holds at most, about 100 bytes each.
+const IDS_MAX: usize = 400_000;
+
+impl Ids {
+    fn locked(ids: &std::sync::Mutex<Ids>) -> std::sync::MutexGuard<'_, Ids> {
+        ids.lock().unwrap_or_else(|poisoned| {
+            let mut guard = poisoned.into_inner();
+            *guard = Ids::default();
+            guard
+        })
+    }
+
+    /// Keeps the ids a transaction that just committed resolved.
+    fn keep(&mut self, addresses: &HashMap<String, i64>, refs: &HashMap<String, i64>) {
+        if self.addresses.len() + self.refs.len() + addresses.len() + refs.len() > IDS_MAX {
+            *self = Ids::default();
+        }
+        for (key, id) in addresses {
+            if !self.addresses.contains_key(key) {
+                self.addresses.insert(key.clone(), *id);
+            }
+        }
+        for (key, id) in refs {
+            if !self.refs.contains_key(key) {
+                self.refs.insert(key.clone(), *id);
+            }
+        }
+    }
 }
 
 impl PgStore {
@@ -214,6 +258,7 @@ impl PgStore {
             pool,
             cache: Default::default(),
             ahead: Default::default(),
+            ids: Default::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -229,18 +274,13 @@ impl Transactional for PgStore {
     }
 
     async fn write(&self) -> Result<PgTx, StoreError> {
-        PgTx::begin(&self.pool).await
+        PgTx::begin(&self.pool, Some(&self.ids)).await
     }
 
     /// A read-only transaction whose reads all see one snapshot (`REPEATABLE READ`), taken at
     /// its first read.
     async fn snapshot(&self) -> Result<Option<PgTx>, StoreError> {
-        let mut tx = PgTx::begin(&self.pool).await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(db_err)?;
-        Ok(Some(tx))
+        PgTx::begin_snapshot(&self.pool).await.map(Some)
     }
 
     fn ahead_counters(&self) -> Option<&lotledger_store::batch::AheadCounters> {
@@ -272,6 +312,9 @@ pub struct PgTx {
     /// its own die with it).
     address_ids: HashMap<String, i64>,
     ref_ids: HashMap<String, i64>,
+    /// The store's ids of committed rows: read before looking ids up, and given this
+    /// transaction's once it commits.
+    kept: Option<std::sync::Arc<std::sync::Mutex<Ids>>>,
 }
 
 impl Commit for PgTx {
@@ -280,17 +323,33 @@ impl Commit for PgTx {
         let versions: Vec<(String, i64)> = if self.written.is_empty() {
             Vec::new()
         } else {
+            // By id: every address written was interned by the write (or, deleted by text, is
+            // resolved here; one never interned has no rows).
+            let written = std::mem::take(&mut self.written);
+            self.intern(
+                written.iter().map(String::as_str),
+                std::iter::empty(),
+                false,
+            )
+            .await?;
+            let ids: Vec<i64> = written
+                .iter()
+                .filter_map(|a| self.address_ids.get(a).copied())
+                .collect();
             sqlx::query_as(
-                "UPDATE addresses SET version = version + 1 WHERE address = ANY($1::text[]) \
+                "UPDATE addresses SET version = version + 1 WHERE id = ANY($1::bigint[]) \
                  RETURNING address, version",
             )
             .persistent(false)
-            .bind(self.written.drain().collect::<Vec<_>>())
+            .bind(ids)
             .fetch_all(&mut *self.tx)
             .await
             .map_err(db_err)?
         };
         self.tx.commit().await.map_err(db_err)?;
+        if let Some(kept) = &self.kept {
+            Ids::locked(kept).keep(&self.address_ids, &self.ref_ids);
+        }
         Ok(Stamps::Addresses(versions.into_iter().collect()))
     }
 
@@ -358,11 +417,7 @@ impl Store for PgStore {
     async fn verify(&self, batch: &[AddressRows]) -> Result<Vec<Drift>, StoreError> {
         let addresses = lotledger_store::addresses_of(batch);
         // One snapshot for the whole batch, so that history and lots are compared consistently.
-        let mut tx = PgTx::begin(&self.pool).await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(db_err)?;
+        let mut tx = PgTx::begin_snapshot(&self.pool).await?;
         let pass = scan::load(&mut tx.tx, &addresses).await?;
         tx.tx.rollback().await.map_err(db_err)?;
         pass.drifts()
@@ -956,14 +1011,55 @@ async fn fetch_refs(
 }
 
 impl PgTx {
-    /// A transaction that has written nothing yet.
-    async fn begin(pool: &PgPool) -> Result<PgTx, StoreError> {
+    /// A transaction that has written nothing yet; `kept`: the store's id cache, if it is to
+    /// use and fill it.
+    async fn begin(
+        pool: &PgPool,
+        kept: Option<&std::sync::Arc<std::sync::Mutex<Ids>>>,
+    ) -> Result<PgTx, StoreError> {
         Ok(PgTx {
             tx: pool.begin().await.map_err(db_err)?,
             written: HashSet::new(),
             address_ids: HashMap::new(),
             ref_ids: HashMap::new(),
+            kept: kept.cloned(),
         })
+    }
+
+    /// A read-only transaction whose reads all see one snapshot (`REPEATABLE READ`), taken at
+    /// its first read.
+    async fn begin_snapshot(pool: &PgPool) -> Result<PgTx, StoreError> {
+        let mut tx = PgTx::begin(pool, None).await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(tx)
+    }
+
+    /// Takes from the store's id cache the ids of these addresses and references this
+    /// transaction has not resolved yet.
+    fn recall<'a>(
+        &mut self,
+        addresses: impl Iterator<Item = &'a str>,
+        references: impl Iterator<Item = &'a str>,
+    ) {
+        let Some(kept) = &self.kept else { return };
+        let kept = Ids::locked(kept);
+        for a in addresses {
+            if !self.address_ids.contains_key(a)
+                && let Some(id) = kept.addresses.get(a)
+            {
+                self.address_ids.insert(a.to_string(), *id);
+            }
+        }
+        for r in references {
+            if !self.ref_ids.contains_key(r)
+                && let Some(id) = kept.refs.get(r)
+            {
+                self.ref_ids.insert(r.to_string(), *id);
+            }
+        }
     }
 
     /// Resolves the ids of addresses and references this transaction has not resolved yet,
@@ -975,7 +1071,10 @@ impl PgTx {
         references: impl Iterator<Item = &'a str>,
         create: bool,
     ) -> Result<(), StoreError> {
-        let addresses: Vec<String> = distinct(addresses)
+        let addresses = distinct(addresses);
+        let references = distinct(references);
+        self.recall(addresses.iter().copied(), references.iter().copied());
+        let addresses: Vec<String> = addresses
             .into_iter()
             .filter(|a| !self.address_ids.contains_key(*a))
             .map(str::to_string)
@@ -1007,7 +1106,7 @@ impl PgTx {
                 }
             }
         }
-        let references: Vec<&str> = distinct(references)
+        let references: Vec<&str> = references
             .into_iter()
             .filter(|r| !self.ref_ids.contains_key(*r))
             .collect();
