@@ -25,6 +25,7 @@ use std::time::Duration;
 use lotledger_core::{Credits, HistoryRow, Lot, Timestamp};
 use lotledger_store::batch::{BatchCache, Commit, LastRows, Stamps};
 use lotledger_store::compact;
+use lotledger_store::kept_ids::KeptIds;
 use lotledger_store::sql::OnConflict;
 use lotledger_store::transactional::Transactional;
 use lotledger_store::{
@@ -186,6 +187,15 @@ fn compact_column(
 /// `addresses` rows of the text array bound as `$1`.
 const ADDRESS_IDS_1: &str = "(SELECT id FROM addresses WHERE address = ANY($1::text[]))";
 
+/// The store's kept ids, locked; a lock poisoned by a panic elsewhere is recovered emptied.
+fn kept_ids(kept: &std::sync::Mutex<KeptIds>) -> std::sync::MutexGuard<'_, KeptIds> {
+    kept.lock().unwrap_or_else(|poisoned| {
+        let mut guard = poisoned.into_inner();
+        *guard = KeptIds::default();
+        guard
+    })
+}
+
 /// A lotledger store in a PostgreSQL database.
 #[derive(Clone, Debug)]
 pub struct PgStore {
@@ -196,47 +206,7 @@ pub struct PgStore {
     /// How the batches planned ahead on a snapshot ended.
     ahead: std::sync::Arc<lotledger_store::batch::AheadCounters>,
     /// Interned ids that committed transactions resolved, for the next ones.
-    ids: std::sync::Arc<std::sync::Mutex<Ids>>,
-}
-
-/// Interned ids kept across transactions: those of committed rows of `addresses` and `refs`,
-/// which never change (no row of either table is deleted or renumbered), so a transaction
-/// need not look them up again. Filled at each commit with the ids the transaction resolved
-/// or made; emptied past [`IDS_MAX`] entries.
-#[derive(Debug, Default)]
-struct Ids {
-    addresses: HashMap<String, i64>,
-    refs: HashMap<String, i64>,
-}
-
-/// Entries (addresses and references) the id cache holds at most, about 100 bytes each.
-const IDS_MAX: usize = 400_000;
-
-impl Ids {
-    fn locked(ids: &std::sync::Mutex<Ids>) -> std::sync::MutexGuard<'_, Ids> {
-        ids.lock().unwrap_or_else(|poisoned| {
-            let mut guard = poisoned.into_inner();
-            *guard = Ids::default();
-            guard
-        })
-    }
-
-    /// Keeps the ids a transaction that just committed resolved.
-    fn keep(&mut self, addresses: &HashMap<String, i64>, refs: &HashMap<String, i64>) {
-        if self.addresses.len() + self.refs.len() + addresses.len() + refs.len() > IDS_MAX {
-            *self = Ids::default();
-        }
-        for (key, id) in addresses {
-            if !self.addresses.contains_key(key) {
-                self.addresses.insert(key.clone(), *id);
-            }
-        }
-        for (key, id) in refs {
-            if !self.refs.contains_key(key) {
-                self.refs.insert(key.clone(), *id);
-            }
-        }
-    }
+    ids: std::sync::Arc<std::sync::Mutex<KeptIds>>,
 }
 
 impl PgStore {
@@ -314,7 +284,7 @@ pub struct PgTx {
     ref_ids: HashMap<String, i64>,
     /// The store's ids of committed rows: read before looking ids up, and given this
     /// transaction's once it commits.
-    kept: Option<std::sync::Arc<std::sync::Mutex<Ids>>>,
+    kept: Option<std::sync::Arc<std::sync::Mutex<KeptIds>>>,
 }
 
 impl Commit for PgTx {
@@ -348,7 +318,11 @@ impl Commit for PgTx {
         };
         self.tx.commit().await.map_err(db_err)?;
         if let Some(kept) = &self.kept {
-            Ids::locked(kept).keep(&self.address_ids, &self.ref_ids);
+            let (addresses, refs) = (
+                std::mem::take(&mut self.address_ids),
+                std::mem::take(&mut self.ref_ids),
+            );
+            kept_ids(kept).keep(addresses, refs);
         }
         Ok(Stamps::Addresses(versions.into_iter().collect()))
     }
@@ -1015,7 +989,7 @@ impl PgTx {
     /// use and fill it.
     async fn begin(
         pool: &PgPool,
-        kept: Option<&std::sync::Arc<std::sync::Mutex<Ids>>>,
+        kept: Option<&std::sync::Arc<std::sync::Mutex<KeptIds>>>,
     ) -> Result<PgTx, StoreError> {
         Ok(PgTx {
             tx: pool.begin().await.map_err(db_err)?,
@@ -1045,19 +1019,19 @@ impl PgTx {
         references: impl Iterator<Item = &'a str>,
     ) {
         let Some(kept) = &self.kept else { return };
-        let kept = Ids::locked(kept);
+        let kept = kept_ids(kept);
         for a in addresses {
             if !self.address_ids.contains_key(a)
-                && let Some(id) = kept.addresses.get(a)
+                && let Some(id) = kept.address(a)
             {
-                self.address_ids.insert(a.to_string(), *id);
+                self.address_ids.insert(a.to_string(), id);
             }
         }
         for r in references {
             if !self.ref_ids.contains_key(r)
-                && let Some(id) = kept.refs.get(r)
+                && let Some(id) = kept.reference(r)
             {
-                self.ref_ids.insert(r.to_string(), *id);
+                self.ref_ids.insert(r.to_string(), id);
             }
         }
     }

@@ -1,12 +1,13 @@
 //! Write transactions on the store's one write connection (rusqlite), with prepared statements
-//! and interned ids resolved once per transaction.
+//! and interned ids resolved once per transaction, and kept across the transactions that
+//! commit ([`KeptIds`]).
 //!
 //! Through sqlx every statement crossed to a worker thread with its values copied as owned
 //! arguments, and every insert resolved its address and reference ids by subqueries (index
 //! seeks per row); W1's profile put half the time there (BENCHMARKS.md, issue 10, fifth
 //! session). Here each statement is prepared once per connection, bound by reference and
-//! stepped on the calling thread; ids are looked up (or interned) once per transaction and
-//! bound as integers. SQLite admits one writer at a time anyway (`BEGIN IMMEDIATE`), so one
+//! stepped on the calling thread; ids are looked up (or interned) once and bound as
+//! integers. SQLite admits one writer at a time anyway (`BEGIN IMMEDIATE`), so one
 //! connection serialises nothing that was not serial.
 //!
 //! The work is synchronous: on a multi-threaded Tokio runtime each call runs under
@@ -20,6 +21,7 @@ use std::time::Duration;
 use foldhash::HashMap;
 use lotledger_core::{Credits, HistoryRow, Lot, Timestamp};
 use lotledger_store::batch::{Commit, LastRows, Stamps};
+use lotledger_store::kept_ids::KeptIds;
 use lotledger_store::rows::{self, Columns};
 use lotledger_store::sql::OnConflict;
 use lotledger_store::{IngestProgress, LedgerTx, MessageRecord, MessageStatus, StoreError};
@@ -55,6 +57,8 @@ pub(crate) struct WriteConn {
     /// Interned ids seen by the open transaction (`None`: not interned when looked up).
     address_ids: HashMap<String, Option<i64>>,
     ref_ids: HashMap<String, Option<i64>>,
+    /// Ids that committed transactions of this connection resolved, for the next ones.
+    kept: KeptIds,
     /// The thread checkpointing the file's WAL (none for an in-memory database or a reader).
     checkpointer: Option<Checkpointer>,
 }
@@ -149,6 +153,7 @@ impl WriteConn {
             conn,
             address_ids: HashMap::default(),
             ref_ids: HashMap::default(),
+            kept: KeptIds::default(),
             checkpointer: None,
         })
     }
@@ -160,6 +165,18 @@ impl WriteConn {
         }
         self.address_ids.clear();
         self.ref_ids.clear();
+    }
+
+    /// Keeps the ids the transaction that has just committed resolved.
+    fn keep_ids(&mut self) {
+        // Known absent (`None`) is true of this transaction only.
+        let found = |(key, id): (String, Option<i64>)| Some((key, id?));
+        let addresses = std::mem::take(&mut self.address_ids);
+        let refs = std::mem::take(&mut self.ref_ids);
+        self.kept.keep(
+            addresses.into_iter().filter_map(found),
+            refs.into_iter().filter_map(found),
+        );
     }
 
     fn rollback(&mut self) {
@@ -176,6 +193,9 @@ impl WriteConn {
         if let Some(Some(id)) = known {
             return Ok(Some(id));
         }
+        if let (None, Some(id)) = (known, self.kept.address(address)) {
+            return Ok(Some(id));
+        }
         let id = interned(&self.conn, Interned::Address, known, &address, intern)?;
         if known != Some(id) {
             self.address_ids.insert(address.to_string(), id);
@@ -187,6 +207,9 @@ impl WriteConn {
     fn ref_id(&mut self, reference: &str, intern: bool) -> Result<Option<i64>, StoreError> {
         let known = self.ref_ids.get(reference).copied();
         if let Some(Some(id)) = known {
+            return Ok(Some(id));
+        }
+        if let (None, Some(id)) = (known, self.kept.reference(reference)) {
             return Ok(Some(id));
         }
         let id = interned(
@@ -511,6 +534,7 @@ impl Commit for SqliteTx {
         self.with(|c| {
             Checkpointer::before_commit();
             c.conn.execute_batch("COMMIT").map_err(err)?;
+            c.keep_ids();
             let wanted = c.checkpointer.as_ref().map(Checkpointer::after_commit);
             if wanted == Some(Checkpoint::InPlace) {
                 // Committed already: a checkpoint that fails is logged, not the commit's error.

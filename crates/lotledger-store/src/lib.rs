@@ -15,6 +15,7 @@ use lotledger_core::{
 
 pub mod batch;
 pub mod compact;
+pub mod kept_ids;
 pub mod maintenance;
 pub mod pooled;
 pub mod rows;

@@ -279,39 +279,3 @@ async fn concurrent_appends(n: usize, same_rows: bool) {
         }
     }
 }
-
-/// The store keeps the ids a committed transaction interned for the next ones; a transaction
-/// that rolls back must leave none behind. Here one interns a new holder and reference and
-/// rolls back; the same message applied next must be stored under ids that exist (no foreign
-/// key would catch a stale one: the rows would silently join to nothing).
-#[tokio::test]
-async fn ids_of_a_transaction_rolled_back_are_not_kept() {
-    use lotledger_store::batch::Commit;
-    use lotledger_store::transactional::Transactional;
-    let store = db::fresh_pg().await;
-    let rules = Rules::new(vec![MINTER.into()], vec!["ALEPH_CREDIT".into()]);
-    let now = Timestamp::from_unix_seconds(T0 + 100).unwrap();
-    let message = grant("g1", "0xnew", 100, 3);
-    let mut tx = store.write().await.unwrap();
-    lotledger_store::writer::apply(&mut tx, &message, &rules, now)
-        .await
-        .unwrap();
-    drop(tx);
-    // Interned and committed by another transaction, so ids are used up meanwhile.
-    let mut tx = store.write().await.unwrap();
-    lotledger_store::writer::apply(&mut tx, &grant("g0", "0xother", 5, 1), &rules, now)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    assert_eq!(
-        store.apply(&message, &rules, now).await.unwrap(),
-        Outcome::Processed
-    );
-    assert_eq!(store.balance("0xnew", now).await.unwrap().0, 300);
-    let history = store
-        .history(&lotledger_store::HistorySelector::CreditRef("g1".into()))
-        .await
-        .unwrap();
-    assert_eq!(history.len(), 3);
-    assert!(history.iter().all(|r| r.address == "0xnew"));
-}

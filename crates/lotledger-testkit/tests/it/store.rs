@@ -2,7 +2,8 @@
 //! the history refuses updates and deletes, and the store reports its rows, size and settings.
 
 use lotledger_core::{Credits, HistoryRow, Timestamp};
-use lotledger_store::{AddressRows, Store, maintenance};
+use lotledger_store::transactional::Transactional;
+use lotledger_store::{AddressRows, HistorySelector, Store, maintenance};
 use lotledger_testkit::db;
 use sqlx::Connection;
 
@@ -463,4 +464,48 @@ async fn sqlite_scans_and_seeks_agree_with_replay() {
     let (store, url) = db::fresh_sqlite(&dir).await;
     let (batch, want) = tampered_ledger(&store, &url).await;
     verify_and_repair_agree_with_replay(&store, &batch, &want).await;
+}
+
+/// Each store keeps the ids its committed transactions interned, for the next ones
+/// (`lotledger_store::kept_ids`); a transaction that rolls back must leave none behind. One
+/// interns a new holder and reference and rolls back; another interns others and commits
+/// (SQLite gives them the ids just freed, PostgreSQL fresh ones); the first rows written again
+/// must be stored under ids that name them (no foreign key would catch a stale id: the rows
+/// would silently join to another holder, or to nothing).
+async fn ids_of_a_transaction_rolled_back_are_not_kept<S: Transactional>(store: &S) {
+    use lotledger_store::LedgerTx;
+    use lotledger_store::batch::Commit;
+    let at = Timestamp::from_unix_seconds(1_772_323_200).unwrap();
+    let mut tx = store.write().await.unwrap();
+    tx.insert_rows(&[grant("0xnew", "g1", 100)], at)
+        .await
+        .unwrap();
+    drop(tx);
+    for (address, credit_ref) in [("0xother", "g0"), ("0xnew", "g1")] {
+        let mut tx = store.write().await.unwrap();
+        tx.insert_rows(&[grant(address, credit_ref, 100)], at)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    for (address, credit_ref) in [("0xother", "g0"), ("0xnew", "g1")] {
+        let rows = store
+            .history(&HistorySelector::Address(address.into()))
+            .await
+            .unwrap();
+        let refs: Vec<&str> = rows.iter().map(|r| r.credit_ref.as_str()).collect();
+        assert_eq!(refs, [credit_ref], "history of {address}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_keeps_no_id_of_a_transaction_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = db::fresh_sqlite(&dir).await;
+    ids_of_a_transaction_rolled_back_are_not_kept(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_keeps_no_id_of_a_transaction_rolled_back() {
+    ids_of_a_transaction_rolled_back_are_not_kept(&db::fresh_pg().await).await;
 }
