@@ -1,8 +1,9 @@
 //! Concurrent writers on one PostgreSQL database: two independent connection pools (as two
 //! `serve` processes would have), transfers A→B and B→A at the same time, C↔D, many expenses on
-//! one hot address, single messages and batches mixed, arriving out of timestamp order. No
-//! error reaches a caller (no deadlock surfaces), nothing is lost or minted, and the cache
-//! equals the replay of history afterwards.
+//! one hot address, single messages, batches and streams of batches planned ahead mixed,
+//! arriving out of timestamp order. No error reaches a caller (no deadlock surfaces), nothing
+//! is lost or minted, no plan made ahead fails its writing, and the cache equals the replay of
+//! history afterwards.
 
 use lotledger_core::{Post, Rules, Timestamp};
 use lotledger_store::{BatchItem, Outcome, Store, maintenance};
@@ -112,16 +113,31 @@ async fn concurrent_writers_lose_nothing_and_never_deadlock() {
         tasks.push(tokio::spawn(async move {
             let mut spent = 0;
             let mut outcomes = Vec::new();
-            // Writers 4..8 send in batches of 5, arriving newest first inside each batch.
+            // Writers 4..8 send in batches of 5: writers 4 and 5 one batch at a time, each
+            // arriving newest first; writers 6 and 7 as a stream in order (`apply_batches`:
+            // each batch planned ahead on a snapshot while the one before is written, and the
+            // other writers writing meanwhile).
             if w >= 4 {
+                let mut batches = Vec::new();
                 for chunk in (0..PER_WRITER).collect::<Vec<_>>().chunks(5) {
                     let mut items = Vec::new();
-                    for &i in chunk.iter().rev() {
+                    let mut chunk = chunk.to_vec();
+                    if w < 6 {
+                        chunk.reverse();
+                    }
+                    for i in chunk {
                         let (p, cost) = message(w, i);
                         spent += cost;
                         items.push(BatchItem::Apply(p));
                     }
-                    outcomes.push(store.apply_batch(&items, &rules, now).await);
+                    batches.push(items);
+                }
+                if w >= 6 {
+                    outcomes.extend(streamed(&store, &rules, now, batches).await);
+                } else {
+                    for items in batches {
+                        outcomes.push(store.apply_batch(&items, &rules, now).await);
+                    }
                 }
             } else {
                 for i in 0..PER_WRITER {
@@ -151,6 +167,41 @@ async fn concurrent_writers_lose_nothing_and_never_deadlock() {
     // And a full repair changes nothing.
     maintenance::repair(&first, true, |_, _| {}).await.unwrap();
     assert_eq!(total(&first, now).await, before - spent);
+    for store in [&first, &second] {
+        use lotledger_store::transactional::Transactional;
+        let counters = store.ahead_counters().unwrap();
+        let planned = counters.planned.load(std::sync::atomic::Ordering::Relaxed);
+        let failed = counters.failed.load(std::sync::atomic::Ordering::Relaxed);
+        // Under this contention most plans go stale and are applied the usual way.
+        assert!(planned > 0, "no batch was planned ahead");
+        assert_eq!(failed, 0, "a plan's writing failed");
+    }
+}
+
+/// `batches` through [`Store::apply_batches`], all queued at once; each batch's result.
+async fn streamed(
+    store: &PgStore,
+    rules: &Rules,
+    now: Timestamp,
+    batches: Vec<Vec<BatchItem>>,
+) -> Vec<Result<Vec<Outcome>, lotledger_store::StoreError>> {
+    let (jobs, queued) = tokio::sync::mpsc::channel(batches.len().max(1));
+    let (committed, mut done) = tokio::sync::mpsc::channel(batches.len() + 1);
+    for items in batches {
+        let job = lotledger_store::BatchJob {
+            items,
+            now,
+            progress: None,
+        };
+        jobs.send(job).await.unwrap();
+    }
+    drop(jobs);
+    store.apply_batches(rules, queued, committed).await;
+    let mut results = Vec::new();
+    while let Some(result) = done.recv().await {
+        results.push(result);
+    }
+    results
 }
 
 /// Two write transactions intern the same new address and reference at once: the second one's
