@@ -453,6 +453,26 @@ async fn w1_phase(
     f.count("w1", "messages", "messages", w1.total);
     f.count("w1", "history_rows", "history rows", after.history_rows);
     f.count("w1", "batches", "apply_batch calls", w1.batches);
+    for (key, label, n) in [
+        (
+            "plans_held",
+            "of which planned ahead, written as planned",
+            w1.plans[0],
+        ),
+        (
+            "plans_stale",
+            "of which planned ahead, stale, applied again",
+            w1.plans[1],
+        ),
+        ("not_ahead", "of which not planned ahead", w1.plans[2]),
+        (
+            "plans_failed",
+            "of which planned ahead, writing failed",
+            w1.plans[3],
+        ),
+    ] {
+        f.count("w1", key, label, n);
+    }
     f.push("w1", "seconds", "seconds", w1.seconds, Unit::Seconds);
     let time = Duration::from_secs_f64(w1.seconds);
     f.push(
@@ -1507,6 +1527,9 @@ struct ChildReport {
     seconds: f64,
     peak_rss_bytes: u64,
     rss_before_bytes: u64,
+    /// How the batches ended (`AheadCounters`): planned ahead and written as planned, plans
+    /// found stale and applied again, not planned ahead, plans whose writing failed.
+    plans: [u64; 4],
 }
 
 /// Runs W1 in a child process on the store at `url` (already created and migrated).
@@ -1561,6 +1584,16 @@ async fn child_w1(url: &str, report: &PathBuf, params: Params) -> Result<ExitCod
         seconds: elapsed.as_secs_f64(),
         peak_rss_bytes: sys::peak_rss_bytes().unwrap_or(0),
         rss_before_bytes: rss_before,
+        plans: store.ahead_counters().map_or([0; 4], |c| {
+            let load =
+                |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+            [
+                load(&c.held),
+                load(&c.stale),
+                load(&c.not_ahead),
+                load(&c.failed),
+            ]
+        }),
     };
     std::fs::write(report, serde_json::to_string(&out)?)
         .with_context(|| format!("writing {}", report.display()))?;

@@ -42,6 +42,15 @@ impl AnyStore {
             )))
         }
     }
+
+    /// How the batches this store planned ahead ended (`Store::apply_batches`).
+    pub fn ahead_counters(&self) -> Option<&lotledger_store::batch::AheadCounters> {
+        use lotledger_store::transactional::Transactional;
+        match self {
+            AnyStore::Sqlite(s) => s.ahead_counters(),
+            AnyStore::Pg(s) => s.ahead_counters(),
+        }
+    }
 }
 
 macro_rules! dispatch {

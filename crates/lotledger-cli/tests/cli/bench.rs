@@ -51,6 +51,19 @@ fn bench_smoke_on_both_stores() {
             "{store}: W1 history rows"
         );
         positive(&s["w1"]["peak_rss_mib"], &format!("{store} w1 RSS"));
+        // Both stores plan W1's batches ahead; nobody else writes, so no plan goes stale.
+        let w1 = &s["w1"];
+        positive(&w1["plans_held"], &format!("{store} w1 plans held"));
+        assert_eq!(
+            (&w1["plans_stale"], &w1["plans_failed"]),
+            (&Value::from(0), &Value::from(0)),
+            "{store}: W1 plans stale, failed"
+        );
+        assert_eq!(
+            w1["plans_held"].as_f64().unwrap() + w1["not_ahead"].as_f64().unwrap(),
+            w1["batches"].as_f64().unwrap(),
+            "{store}: every W1 batch held its plan or was not planned ahead"
+        );
         // The limit line: W1's rows inserted raw into a fresh store (the bench checks the
         // counts and fails otherwise).
         for key in ["limit_seconds", "fraction_of_limit"] {
