@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use lotledger_core::{HistoryRow, Rules, Timestamp};
 use lotledger_ingest::{self as ingest, AnyStore, Summary, ingest_lines, progress_bar, redact};
+use lotledger_store::batch::AheadCounters;
 use lotledger_store::{HistorySelector, Store, TableCounts, maintenance};
 use serde_json::{Value, json};
 
@@ -457,18 +458,18 @@ async fn w1_phase(
         (
             "plans_held",
             "of which planned ahead, written as planned",
-            w1.plans[0],
+            w1.plans.0,
         ),
         (
             "plans_stale",
             "of which planned ahead, stale, applied again",
-            w1.plans[1],
+            w1.plans.1,
         ),
-        ("not_ahead", "of which not planned ahead", w1.plans[2]),
+        ("not_ahead", "of which not planned ahead", w1.plans.2),
         (
             "plans_failed",
             "of which planned ahead, writing failed",
-            w1.plans[3],
+            w1.plans.3,
         ),
     ] {
         f.count("w1", key, label, n);
@@ -1527,9 +1528,10 @@ struct ChildReport {
     seconds: f64,
     peak_rss_bytes: u64,
     rss_before_bytes: u64,
-    /// How the batches ended (`AheadCounters`): planned ahead and written as planned, plans
-    /// found stale and applied again, not planned ahead, plans whose writing failed.
-    plans: [u64; 4],
+    /// How the batches ended ([`AheadCounters::ended`]): planned ahead and written as
+    /// planned, plans found stale and applied again, not planned ahead, plans whose writing
+    /// failed.
+    plans: (u64, u64, u64, u64),
 }
 
 /// Runs W1 in a child process on the store at `url` (already created and migrated).
@@ -1584,16 +1586,9 @@ async fn child_w1(url: &str, report: &PathBuf, params: Params) -> Result<ExitCod
         seconds: elapsed.as_secs_f64(),
         peak_rss_bytes: sys::peak_rss_bytes().unwrap_or(0),
         rss_before_bytes: rss_before,
-        plans: store.ahead_counters().map_or([0; 4], |c| {
-            let load =
-                |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
-            [
-                load(&c.held),
-                load(&c.stale),
-                load(&c.not_ahead),
-                load(&c.failed),
-            ]
-        }),
+        plans: store
+            .ahead_counters()
+            .map_or_else(Default::default, AheadCounters::ended),
     };
     std::fs::write(report, serde_json::to_string(&out)?)
         .with_context(|| format!("writing {}", report.display()))?;

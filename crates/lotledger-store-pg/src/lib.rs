@@ -1237,7 +1237,7 @@ impl PgTx {
             .map(|pairs| pairs.into_iter().unzip())
     }
 
-    /// Inserts lots (`upsert`: or sets the remainder of an existing one; else skips it).
+    /// Inserts lots, doing with one already stored what `conflict` says.
     async fn put_lots(&mut self, lots: &[Lot], conflict: OnConflict) -> Result<(), StoreError> {
         if lots.is_empty() {
             return Ok(());

@@ -1080,6 +1080,17 @@ pub struct AheadCounters {
 }
 
 impl AheadCounters {
+    /// How the plans have ended so far: `(held, stale, not_ahead, failed)`.
+    pub fn ended(&self) -> (u64, u64, u64, u64) {
+        let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+        (
+            load(&self.held),
+            load(&self.stale),
+            load(&self.not_ahead),
+            load(&self.failed),
+        )
+    }
+
     fn count(
         counters: Option<&AheadCounters>,
         which: fn(&AheadCounters) -> &std::sync::atomic::AtomicU64,

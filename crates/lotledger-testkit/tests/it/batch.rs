@@ -203,13 +203,7 @@ async fn pipelined<S: Store>(
 /// How the batches a store planned ahead ended: held, stale, not planned ahead, and plans
 /// whose writing failed.
 fn ahead<S: Transactional>(store: &S) -> (u64, u64, u64, u64) {
-    let c = store.ahead_counters().unwrap();
-    (
-        c.held.load(Ordering::Relaxed),
-        c.stale.load(Ordering::Relaxed),
-        c.not_ahead.load(Ordering::Relaxed),
-        c.failed.load(Ordering::Relaxed),
-    )
+    store.ahead_counters().unwrap().ended()
 }
 
 /// A message sequence applied one transaction per message to a SQLite file: what every other
