@@ -8,7 +8,8 @@ mod cmd;
 
 /// mimalloc: the ingest path allocates and frees many small objects per message (JSON values,
 /// rows, query arguments) beside a few large ones per batch, which glibc's allocator answers
-/// with repeated consolidation of its free lists (see BENCHMARKS.md, issue 10 steps).
+/// with repeated consolidation of its free lists (see BENCHMARKS.md, issue 10 steps). Its purge
+/// delay is set in `main` by `lotledger_alloc::tune`.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -69,6 +70,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before the work allocates: how long freed memory stays mapped (see lotledger-alloc).
+    lotledger_alloc::tune();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LOTLEDGER_LOG")
