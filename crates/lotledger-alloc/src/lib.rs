@@ -37,6 +37,8 @@ pub fn purge_delay_ms() -> i64 {
     // index below `_mi_option_last` is valid, and 15 is.
     #[allow(unsafe_code)]
     let value = unsafe { mi_option_get(PURGE_DELAY) };
+    // `c_long` is `i64` here but `i32` on other targets.
+    #[allow(clippy::useless_conversion)]
     i64::from(value)
 }
 
