@@ -58,6 +58,7 @@ macro_rules! address_id {
     };
 }
 
+mod quick;
 mod write;
 pub use write::SqliteTx;
 /// A lotledger store in one SQLite file.
@@ -75,6 +76,8 @@ pub struct SqliteStore {
     cache: std::sync::Arc<std::sync::Mutex<BatchCache>>,
     /// Whole-table verify and rebuild on a connection of their own (none in memory).
     scan: Option<ScanFile>,
+    /// Balances read on the calling thread (none in memory: see `quick`).
+    quick: Option<std::sync::Arc<quick::QuickReads>>,
 }
 
 /// Whether `url` names a database no other connection can open: in memory (`sqlite::memory:`,
@@ -125,6 +128,8 @@ impl SqliteStore {
             )));
         }
         let scan = (!memory).then(|| ScanFile::new(&filename));
+        let quick =
+            (!memory).then(|| std::sync::Arc::new(quick::QuickReads::new(filename.clone())));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -139,6 +144,7 @@ impl SqliteStore {
             ahead: Default::default(),
             cache: Default::default(),
             scan,
+            quick,
         };
         store.migrate().await?;
         // Opened once the schema is there (a reader cannot create it).
@@ -207,6 +213,9 @@ impl Store for SqliteStore {
     lotledger_store::pooled_reads!(MIGRATOR);
 
     async fn balance(&self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
+        if let Some(quick) = &self.quick {
+            return quick.balance(address, at);
+        }
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         balance(&mut conn, address, at).await
     }
@@ -552,6 +561,55 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         assert_eq!(store.table_counts().await.unwrap().history_rows, 30_000);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A file store reads balances on the calling thread (`quick`): each read sees every
+    /// commit made before it, agrees with the pooled read, honours expirations, and readers
+    /// running at once, more than the idle list keeps, each get a connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn balances_read_on_the_calling_thread_see_every_commit() {
+        let (dir, store) = fresh_file("quick").await;
+        assert!(store.quick.is_some());
+        let at = Timestamp::from_unix_seconds(1_772_323_200).unwrap();
+        let later = Timestamp::from_unix_seconds(1_772_323_200 + 3_600).unwrap();
+        let mut expected = (0_i64, 0_i64);
+        for i in 0..12_i64 {
+            let mut row = HistoryRow::bare("0xq", Credits(i + 1), &format!("g{i}"), 0, at);
+            if i % 3 == 0 {
+                // Gone by `later`.
+                row.expiration_date = Some(Timestamp::from_unix_seconds(1_772_323_260).unwrap());
+            } else {
+                expected.1 += i + 1;
+            }
+            expected.0 += i + 1;
+            store.import_history(&[row], at).await.unwrap();
+            let mut conn = store.pool.acquire().await.unwrap();
+            for (instant, want) in [(at, expected.0), (later, expected.1)] {
+                let quick = store.balance("0xq", instant).await.unwrap();
+                let pooled = balance(&mut conn, "0xq", instant).await.unwrap();
+                assert_eq!(quick, Credits(want), "after grant {i}");
+                assert_eq!(pooled, quick, "after grant {i}");
+            }
+        }
+        assert_eq!(store.balance("0xnobody", at).await.unwrap(), Credits(0));
+        // Readers at once, past the idle list's size.
+        let total = expected.0;
+        let readers: Vec<_> = (0..(3 * quick::IDLE_MAX))
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for _ in 0..50 {
+                        assert_eq!(store.balance("0xq", at).await.unwrap(), Credits(total));
+                    }
+                })
+            })
+            .collect();
+        for reader in readers {
+            reader.await.unwrap();
+        }
+        assert!(store.quick.as_ref().unwrap().idle_count() <= quick::IDLE_MAX);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

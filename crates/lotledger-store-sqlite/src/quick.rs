@@ -1,0 +1,90 @@
+//! Short reads (a balance) on rusqlite connections, on the calling thread.
+//!
+//! A read through sqlx's SQLite pool crosses threads twice: the query goes to the connection's
+//! worker thread and its row comes back to the task. For a balance (one `SUM` over an address's
+//! lots, ~10–200 µs) those hand-offs cost as much as the query: a `perf record` of W3's HTTP
+//! reads put 41 % of the samples on sqlx's worker threads and ~25 % in the kernel's task
+//! switching (BENCHMARKS.md, issue 10, twelfth session). Here the statement runs where the
+//! request is, on a read-only connection taken from a small idle list. Each statement is its
+//! own read transaction, so it sees every commit made before it began, as a pooled read does.
+//!
+//! The query blocks its thread for as long as it runs, like any synchronous SQLite call. A
+//! balance reads one address's lots through the lots table's primary key: it stays short unless
+//! an address holds tens of thousands of live lots.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use lotledger_core::{Credits, Timestamp};
+use lotledger_store::StoreError;
+use rusqlite::{Connection, OpenFlags};
+
+use crate::wrappers::sqlite_err as err;
+
+/// Idle connections kept; more are opened when more readers run at once, and closed after.
+pub(crate) const IDLE_MAX: usize = 8;
+
+/// The read-only connections of one database file.
+#[derive(Debug)]
+pub(crate) struct QuickReads {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl QuickReads {
+    pub(crate) fn new(path: PathBuf) -> QuickReads {
+        QuickReads {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The balance of `address` at `at`: the same statement as the pooled read.
+    pub(crate) fn balance(&self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
+        self.with(|conn| {
+            let mut statement = conn
+                .prepare_cached(balance_sum!(address_id!()))
+                .map_err(err)?;
+            let sum: Option<i64> = statement
+                .query_row(rusqlite::params![address, at.as_micros()], |r| r.get(0))
+                .map_err(err)?;
+            Ok(lotledger_store::balance_from_sum(sum))
+        })
+    }
+
+    /// Runs `read` on an idle connection (or a new one), then keeps the connection if the idle
+    /// list has room. A connection whose read failed is closed, not kept.
+    fn with<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        let out = read(&conn)?;
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < IDLE_MAX
+        {
+            idle.push(conn);
+        }
+        Ok(out)
+    }
+
+    /// How many connections wait in the idle list.
+    #[cfg(test)]
+    pub(crate) fn idle_count(&self) -> usize {
+        self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
+    }
+
+    fn open(&self) -> Result<Connection, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        conn.execute_batch("PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;")
+            .map_err(err)?;
+        Ok(conn)
+    }
+}
