@@ -22,7 +22,7 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::str::FromStr;
 use std::time::Duration;
 
-use lotledger_core::{Credits, HistoryRow, Lot, Timestamp};
+use lotledger_core::{BalanceDetail, Credits, HistoryRow, Lot, Timestamp};
 use lotledger_store::batch::{BatchCache, Commit, LastRows, Stamps};
 use lotledger_store::compact;
 use lotledger_store::kept_ids::KeptIds;
@@ -352,6 +352,16 @@ impl Store for PgStore {
     async fn balance(&self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         balance(&mut conn, address, at).await
+    }
+
+    async fn balance_details(
+        &self,
+        address: &str,
+        at: Timestamp,
+    ) -> Result<(Credits, Vec<BalanceDetail>), StoreError> {
+        lotledger_store::pooled::Reads::of(&self.pool)
+            .balance_details(address, at)
+            .await
     }
 
     async fn history(&self, selector: &HistorySelector) -> Result<Vec<HistoryRow>, StoreError> {

@@ -9,7 +9,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use lotledger_core::{Credits, HistoryRow, Lot, Timestamp};
+use lotledger_core::{BalanceDetail, Credits, HistoryRow, Lot, Timestamp};
 use lotledger_store::batch::BatchCache;
 use lotledger_store::maintenance::BatchLimit;
 use lotledger_store::transactional::Transactional;
@@ -218,6 +218,21 @@ impl Store for SqliteStore {
         }
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         balance(&mut conn, address, at).await
+    }
+
+    async fn balance_details(
+        &self,
+        address: &str,
+        at: Timestamp,
+    ) -> Result<(Credits, Vec<BalanceDetail>), StoreError> {
+        match &self.quick {
+            Some(quick) => quick.balance_details(address, at),
+            None => {
+                lotledger_store::pooled::Reads::of(&self.pool)
+                    .balance_details(address, at)
+                    .await
+            }
+        }
     }
 
     async fn history(&self, selector: &HistorySelector) -> Result<Vec<HistoryRow>, StoreError> {
@@ -565,8 +580,9 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// A file store reads balances on the calling thread (`quick`): each read sees every
-    /// commit made before it, agrees with the pooled read, honours expirations, and readers
+    /// A file store reads balances and their details on the calling thread (`quick`): each
+    /// read sees every commit made before it, agrees with the pooled read (the split by expiry
+    /// too), honours expirations, and readers
     /// running at once, more than the idle list keeps, each get a connection.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn balances_read_on_the_calling_thread_see_every_commit() {
@@ -591,6 +607,13 @@ mod tests {
                 let pooled = balance(&mut conn, "0xq", instant).await.unwrap();
                 assert_eq!(quick, Credits(want), "after grant {i}");
                 assert_eq!(pooled, quick, "after grant {i}");
+                let details = store.balance_details("0xq", instant).await.unwrap();
+                let pooled = lotledger_store::pooled::Reads::of(&store.pool)
+                    .balance_details("0xq", instant)
+                    .await
+                    .unwrap();
+                assert_eq!(details.0, Credits(want), "after grant {i}");
+                assert_eq!(details, pooled, "after grant {i}");
             }
         }
         assert_eq!(store.balance("0xnobody", at).await.unwrap(), Credits(0));

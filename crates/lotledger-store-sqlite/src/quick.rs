@@ -1,4 +1,5 @@
-//! Short reads (a balance) on rusqlite connections, on the calling thread.
+//! Short reads (a balance, with or without its split by expiry) on rusqlite connections, on
+//! the calling thread.
 //!
 //! A read through sqlx's SQLite pool crosses threads twice: the query goes to the connection's
 //! worker thread and its row comes back to the task. For a balance (one `SUM` over an address's
@@ -16,8 +17,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use lotledger_core::{Credits, Timestamp};
-use lotledger_store::StoreError;
+use lotledger_core::{BalanceDetail, Credits, Timestamp, balance_details_from_sums};
+use lotledger_store::{StoreError, rows};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::wrappers::sqlite_err as err;
@@ -51,6 +52,40 @@ impl QuickReads {
                 .map_err(err)?;
             Ok(lotledger_store::balance_from_sum(sum))
         })
+    }
+
+    /// The balance of `address` at `at` and its split by expiry: the same statement as the
+    /// pooled read (`lotledger_store::pooled::Reads::balance_details`).
+    pub(crate) fn balance_details(
+        &self,
+        address: &str,
+        at: Timestamp,
+    ) -> Result<(Credits, Vec<BalanceDetail>), StoreError> {
+        let sums = self.with(|conn| {
+            let mut statement = conn
+                .prepare_cached(concat!(
+                    "SELECT expiration_date, CAST(SUM(amount_remaining) AS BIGINT) \
+                     FROM credit_lots WHERE address_id = ",
+                    address_id!(),
+                    " AND (expiration_date IS NULL OR expiration_date > ?) \
+                     GROUP BY expiration_date"
+                ))
+                .map_err(err)?;
+            let rows = statement
+                .query_map(rusqlite::params![address, at.as_micros()], |r| {
+                    Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, i64>(1)?))
+                })
+                .map_err(err)?;
+            let mut sums = Vec::new();
+            for row in rows {
+                let (expiry, sum) = row.map_err(err)?;
+                let expiry = expiry.map(rows::instant_from_micros).transpose()?;
+                sums.push((expiry, Credits(sum)));
+            }
+            Ok(sums)
+        })?;
+        balance_details_from_sums(sums)
+            .ok_or_else(|| StoreError::Overflow(format!("balance of {address}")))
     }
 
     /// Runs `read` on an idle connection (or a new one), then keeps the connection if the idle

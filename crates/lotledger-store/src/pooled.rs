@@ -423,22 +423,6 @@ macro_rules! pooled_reads {
                 .await
         }
 
-        async fn balance_details(
-            &self,
-            address: &str,
-            at: ::lotledger_core::Timestamp,
-        ) -> Result<
-            (
-                ::lotledger_core::Credits,
-                Vec<::lotledger_core::BalanceDetail>,
-            ),
-            $crate::StoreError,
-        > {
-            $crate::pooled::Reads::of(&self.pool)
-                .balance_details(address, at)
-                .await
-        }
-
         async fn addresses(&self) -> Result<Vec<String>, $crate::StoreError> {
             $crate::pooled::Reads::of(&self.pool).addresses().await
         }
