@@ -9,8 +9,8 @@
 //! freed spans were purged in between, and the next batch faulted them in again: each fault of
 //! a transparent huge page zeroes 2 MiB. A `perf record` of W1 on SQLite put 7.8 % of its
 //! samples in the kernel's page clearing, all of it under those faults. With a delay of 10 s,
-//! W1's page faults fell from 16 740 to 613 and its CPU time by ×1.10 (BENCHMARKS.md, issue 10,
-//! twelfth session). Memory freed for good (after a burst) still goes back to the OS, 10 s
+//! W1's page faults fell from ~30 000 to ~620, its CPU time ×1.03–1.07 and its wall time
+//! ×1.04–1.07 (BENCHMARKS.md, issue 10, twelfth session). Memory freed for good (after a burst) still goes back to the OS, 10 s
 //! later. An operator's own `MIMALLOC_PURGE_DELAY` wins.
 
 use libmimalloc_sys::{mi_option_get, mi_option_set, mi_option_t};

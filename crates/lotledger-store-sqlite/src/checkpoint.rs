@@ -21,13 +21,12 @@ use std::cell::Cell;
 use std::os::raw::c_int;
 use std::path::Path;
 use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::time::Duration;
 
 use lotledger_store::StoreError;
 use rusqlite::hooks::Wal;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::wrappers::sqlite_err as err;
+use crate::wrappers::{open_connection, sqlite_err as err};
 
 /// WAL pages after which the thread is asked for a checkpoint: SQLite's own automatic threshold.
 pub(crate) const CHECKPOINT_PAGES: c_int = 1000;
@@ -68,10 +67,7 @@ impl Checkpointer {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_URI
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(filename, flags).map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
-        conn.execute_batch("PRAGMA synchronous = FULL;")
-            .map_err(err)?;
+        let conn = open_connection(filename, flags, "PRAGMA synchronous = FULL;")?;
         // One pending request is enough: requests made while one waits are the same request.
         let (wake, requests) = mpsc::sync_channel::<()>(1);
         std::thread::Builder::new()

@@ -582,8 +582,8 @@ mod tests {
 
     /// A file store reads balances and their details on the calling thread (`quick`): each
     /// read sees every commit made before it, agrees with the pooled read (the split by expiry
-    /// too), honours expirations, and readers
-    /// running at once, more than the idle list keeps, each get a connection.
+    /// too), honours expirations, and readers running at once, more than the idle list keeps,
+    /// each get a connection.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn balances_read_on_the_calling_thread_see_every_commit() {
         let (dir, store) = fresh_file("quick").await;

@@ -13,15 +13,13 @@
 //! balance reads one address's lots through the lots table's primary key: it stays short unless
 //! an address holds tens of thousands of live lots.
 
+use lotledger_core::{BalanceDetail, Credits, Timestamp, balance_details_from_sums};
+use lotledger_store::StoreError;
+use rusqlite::{Connection, OpenFlags};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
 
-use lotledger_core::{BalanceDetail, Credits, Timestamp, balance_details_from_sums};
-use lotledger_store::{StoreError, rows};
-use rusqlite::{Connection, OpenFlags};
-
-use crate::wrappers::sqlite_err as err;
+use crate::wrappers::{open_connection, sqlite_err as err, ts};
 
 /// Idle connections kept; more are opened when more readers run at once, and closed after.
 pub(crate) const IDLE_MAX: usize = 8;
@@ -79,7 +77,7 @@ impl QuickReads {
             let mut sums = Vec::new();
             for row in rows {
                 let (expiry, sum) = row.map_err(err)?;
-                let expiry = expiry.map(rows::instant_from_micros).transpose()?;
+                let expiry = expiry.map(ts).transpose()?;
                 sums.push((expiry, Credits(sum)));
             }
             Ok(sums)
@@ -115,11 +113,10 @@ impl QuickReads {
     }
 
     fn open(&self) -> Result<Connection, StoreError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&self.path, flags).map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
-        conn.execute_batch("PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;")
-            .map_err(err)?;
-        Ok(conn)
+        open_connection(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            "PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;",
+        )
     }
 }

@@ -16,14 +16,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use lotledger_store::scan::{Entry, IdMap, Pass, SlotTable, Slotted, cores};
 use lotledger_store::{AddressRows, Drift, StoreError, addresses_of, compact};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use crate::wrappers::sqlite_err as err;
+use crate::wrappers::{open_connection, sqlite_err as err};
 
 pub use lotledger_store::scan::{PASS_ROWS, SCAN_FRACTION};
 
@@ -69,14 +68,12 @@ impl ScanFile {
         } else {
             OpenFlags::SQLITE_OPEN_READ_ONLY
         } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&self.path, flags).map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
-        conn.execute_batch(
+        open_connection(
+            &self.path,
+            flags,
             "PRAGMA synchronous = FULL; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY; \
              PRAGMA mmap_size = 17179869184;",
         )
-        .map_err(err)?;
-        Ok(conn)
     }
 
     /// The drifts among the addresses of `batch` (any order; reported in that order).

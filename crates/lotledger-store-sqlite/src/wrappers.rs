@@ -25,6 +25,20 @@ pub fn sqlite_err(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// A rusqlite connection to `path` opened with `flags`, waiting up to 10 s on another
+/// connection's lock (as the pool's connections do), with `pragmas` run on it.
+pub fn open_connection(
+    path: &std::path::Path,
+    flags: rusqlite::OpenFlags,
+    pragmas: &str,
+) -> Result<rusqlite::Connection, StoreError> {
+    let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(sqlite_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(sqlite_err)?;
+    conn.execute_batch(pragmas).map_err(sqlite_err)?;
+    Ok(conn)
+}
+
 pub use lotledger_store::rows::instant_from_micros as ts;
 
 pub fn history_row(r: &SqliteRow) -> Result<HistoryRow, StoreError> {

@@ -16,7 +16,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use foldhash::HashMap;
 use lotledger_core::{Credits, HistoryRow, Lot, Timestamp};
@@ -30,7 +29,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::checkpoint::{self, Checkpoint, Checkpointer};
-use crate::wrappers::{StoredRef, sqlite_err as err, ts as instant};
+use crate::wrappers::{StoredRef, open_connection, sqlite_err as err, ts as instant};
 
 /// Prepared statements a connection keeps (more than the write path uses).
 const STATEMENT_CACHE: usize = 64;
@@ -138,15 +137,14 @@ impl WriteConn {
         if in_memory {
             flags |= OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE;
         }
-        let conn = Connection::open_with_flags(filename, flags).map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
         // As the pool's connections (`SqliteStore::open`): a 64 MiB page cache, so a batch's
         // pages stay in memory until its commit.
-        conn.execute_batch(
+        let conn = open_connection(
+            filename,
+            flags,
             "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536; \
              PRAGMA temp_store = MEMORY;",
-        )
-        .map_err(err)?;
+        )?;
         conn.execute_batch(pragmas).map_err(err)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(WriteConn {
