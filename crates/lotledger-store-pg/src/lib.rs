@@ -26,6 +26,7 @@ use lotledger_core::{BalanceDetail, Credits, HistoryRow, Lot, Timestamp};
 use lotledger_store::batch::{BatchCache, Commit, LastRows, Stamps};
 use lotledger_store::compact;
 use lotledger_store::kept_ids::KeptIds;
+use lotledger_store::pooled::lost_connection;
 use lotledger_store::sql::OnConflict;
 use lotledger_store::transactional::Transactional;
 use lotledger_store::{
@@ -46,6 +47,10 @@ use wrappers::{
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How long a pooled connection may sit idle before it is pinged on acquire, and how long
+/// every acquire pings after a connection was found dead.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(10);
 
 /// Write transactions worth running at once (a quarter of the pool: reads keep the rest).
 const CONCURRENT_WRITERS: usize = 2;
@@ -221,6 +226,21 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(3))
+            // sqlx pings every idle connection before handing it out: a round trip before each
+            // read and each transaction. Ping only a connection idle long enough to have been
+            // dropped by the server or a proxy, or any connection shortly after one was found
+            // dead (the call that found it fails; the pool then closes it, and the pings weed
+            // out its dead siblings). sqlx still pings each connection as it is released.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_AFTER_IDLE || lost_connection::within(PING_AFTER_IDLE)
+                    {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;

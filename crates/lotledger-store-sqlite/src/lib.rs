@@ -132,6 +132,9 @@ impl SqliteStore {
             (!memory).then(|| std::sync::Arc::new(quick::QuickReads::new(filename.clone())));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // A file connection cannot drop like a socket: no ping (a round trip through the
+            // connection's worker thread) before each read and transaction.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;

@@ -16,6 +16,41 @@ use crate::{
     AddressRows, BalancesQuery, IngestProgress, MessageRecord, StoreError, TableCounts, compact,
 };
 
+/// When a PostgreSQL connection was last found dead, process-wide: the pool pings connections
+/// before handing them out only after such a loss (or a long idle), so that a server that
+/// dropped its connections costs one failed call instead of one per pooled connection.
+pub mod lost_connection {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    /// Milliseconds after `BASE`, plus one, of the last loss; 0 for none.
+    static LAST: AtomicU64 = AtomicU64::new(0);
+
+    fn base() -> Instant {
+        *BASE.get_or_init(Instant::now)
+    }
+
+    /// A call failed because its connection is gone (I/O, a connection exception, a shutdown).
+    pub fn record() {
+        let millis = u64::try_from(base().elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        LAST.store(millis.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// Whether a connection was lost less than `window` ago.
+    pub fn within(window: Duration) -> bool {
+        match LAST.load(Ordering::Relaxed) {
+            0 => false,
+            last => {
+                let now = u64::try_from(base().elapsed().as_millis()).unwrap_or(u64::MAX);
+                let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+                now.saturating_sub(last - 1) < window
+            }
+        }
+    }
+}
+
 /// One of the databases lotledger keeps through sqlx.
 pub trait Dialect: Database<Arguments: sqlx::IntoArguments<Self>> {
     /// A core instant as a column value.
@@ -57,15 +92,19 @@ impl Dialect for sqlx::Postgres {
 
     fn error(e: sqlx::Error) -> StoreError {
         match e {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_) => StoreError::Unavailable(Box::new(e)),
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                lost_connection::record();
+                StoreError::Unavailable(Box::new(e))
+            }
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+                StoreError::Unavailable(Box::new(e))
+            }
             // Connection exceptions (class 08) and server shutdown / crash / start-up (57P0x).
             sqlx::Error::Database(ref d)
                 if d.code()
                     .is_some_and(|c| c.starts_with("08") || c.starts_with("57P0")) =>
             {
+                lost_connection::record();
                 StoreError::Unavailable(Box::new(e))
             }
             other => StoreError::Database(Box::new(other)),

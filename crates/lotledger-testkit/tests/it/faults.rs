@@ -15,6 +15,7 @@ use lotledger_testkit::cluster::PgCluster;
 use lotledger_testkit::db;
 use lotledger_testkit::server::call_router;
 use serde_json::{Value, json};
+use sqlx::Connection as _;
 
 const GRANTOR: [u8; 32] = [0x11; 32];
 
@@ -99,6 +100,86 @@ async fn postgres_down_gives_503_and_service_recovers_by_itself() {
     // Sent again, it is applied.
     let (status, _) = call(&app, "POST", "/api/v0/messages", Some(&second)).await;
     assert_eq!(status, StatusCode::OK);
+    let (_, body) = call(&app, "GET", balance, None).await;
+    assert_eq!(body["credit_balance"], 1500);
+    let addresses = store.address_rows().await.unwrap();
+    assert!(store.verify(&addresses).await.unwrap().is_empty());
+}
+
+/// The pool does not ping a connection idle for less than a few seconds before handing it out
+/// (a round trip per read). So when the server drops connections while it stays up (an admin's
+/// `pg_terminate_backend`, a proxy restart), one call fails on a dead connection with a clear
+/// "unavailable" error; after it the pool pings before handing out, so the dead siblings are
+/// weeded out unseen and the store serves again without a reopen, nothing half-applied.
+#[tokio::test]
+async fn connections_killed_by_the_server_cost_one_failed_call() {
+    let url = db::fresh_pg_url().await;
+    let store = PgStore::open(&url).await.unwrap();
+    let rules = Rules::new(
+        vec![lotledger_sig::evm_address(&GRANTOR)],
+        vec!["ALEPH_CREDIT".into()],
+    );
+    let app = router(Arc::new(store.clone()), ApiConfig::new(rules));
+    let balance = "/api/v0/addresses/0xholder/balance";
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/api/v0/messages",
+        Some(&signed_grant(1, 1000)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // Fill the pool with idle connections: concurrent reads each take one.
+    let at = Timestamp::from_unix_seconds(1_780_000_100).unwrap();
+    let mut reads = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        reads.spawn(async move { store.balance("0xholder", at).await });
+    }
+    while let Some(read) = reads.join_next().await {
+        assert_eq!(read.unwrap().unwrap(), lotledger_core::Credits(1000));
+    }
+
+    let database = url.rsplit('/').next().unwrap().to_string();
+    let mut admin = sqlx::PgConnection::connect(&db::pg_admin_url())
+        .await
+        .unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+    )
+    .bind(&database)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        !killed.is_empty() && killed.iter().all(|k| *k),
+        "{killed:?}"
+    );
+
+    let mut failures = 0;
+    loop {
+        let (status, body) = call(&app, "GET", balance, None).await;
+        if status == StatusCode::OK {
+            assert_eq!(body["credit_balance"], 1000);
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        failures += 1;
+        assert!(
+            failures <= 1,
+            "{failures} failed calls for {} killed connections",
+            killed.len()
+        );
+    }
+    // Writes go through too, and nothing was half-applied.
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/api/v0/messages",
+        Some(&signed_grant(2, 500)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let (_, body) = call(&app, "GET", balance, None).await;
     assert_eq!(body["credit_balance"], 1500);
     let addresses = store.address_rows().await.unwrap();
