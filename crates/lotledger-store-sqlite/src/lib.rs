@@ -38,6 +38,16 @@ macro_rules! ref_text {
     };
 }
 
+/// The `refs` row aliased `r` is the reference bound as `?1` (a [`StoredRef`]): its key
+/// (migration 0008's `ix_refs_key`: a hash's first and last 4 bytes, a text whole), then its
+/// value. Every lookup of a reference by value goes through this, one probe of that index.
+macro_rules! ref_is {
+    () => {
+        "(CASE WHEN typeof(r.ref) = 'blob' THEN substr(r.ref, 1, 4) || substr(r.ref, 29, 4) ELSE r.ref END) \
+         = (CASE WHEN typeof(?1) = 'blob' THEN substr(?1, 1, 4) || substr(?1, 29, 4) ELSE ?1 END) AND r.ref = ?1"
+    };
+}
+
 lotledger_store::sql_selects!(ref_text, "h.price", "h.expense_size_mib");
 
 /// The balance of the address whose id `$address` gives, at the instant bound after it.
@@ -249,7 +259,9 @@ impl Store for SqliteStore {
             .bind(a.clone()),
             HistorySelector::CreditRef(r) => sqlx::query(concat!(
                 history_select!(),
-                " WHERE h.ref_id = (SELECT id FROM refs WHERE ref = ?) ORDER BY h.credit_index"
+                " WHERE h.ref_id = (SELECT r.id FROM refs r WHERE ",
+                ref_is!(),
+                ") ORDER BY h.credit_index"
             ))
             .bind(StoredRef::of(r)),
         };
@@ -387,7 +399,7 @@ async fn message(
     conn: &mut sqlx::SqliteConnection,
     item_hash: &str,
 ) -> Result<Option<MessageRecord>, StoreError> {
-    let row = sqlx::query(concat!(message_select!(), " WHERE r.ref = ?"))
+    let row = sqlx::query(concat!(message_select!(), " WHERE ", ref_is!()))
         .bind(StoredRef::of(item_hash))
         .fetch_optional(&mut *conn)
         .await
@@ -542,6 +554,111 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(refs, 2, "one id per reference");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// References whose `ix_refs_key` keys are equal (two hashes with the same first 8 bytes)
+    /// or whose texts begin alike are interned apart and looked up apart, and `refs` refuses
+    /// a reference it holds already, and any update, whoever writes (migration 0008's
+    /// triggers).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn references_sharing_a_key_stay_apart_and_unique() {
+        use lotledger_store::batch::Commit;
+        use lotledger_store::{MessageRecord, MessageStatus};
+        let (dir, store) = fresh_file("ref-keys").await;
+        let at = Timestamp::from_unix_seconds(1_772_323_200).unwrap();
+        // Two hashes alike but in their middle bytes: one key.
+        let names = [
+            format!("01234567{}89abcdef", "a".repeat(48)),
+            format!("01234567{}89abcdef", "b".repeat(48)),
+            "no_expiry_credits".to_string(),
+            "no_expiry_credits_2".to_string(),
+        ];
+        for (i, name) in names.iter().enumerate() {
+            let amount = Credits(10 + i64::try_from(i).unwrap());
+            let rows = [HistoryRow::bare("0xa", amount, name, 0, at)];
+            let mut tx = store.write().await.unwrap();
+            assert_eq!(tx.insert_rows(&rows, at).await.unwrap(), 1);
+            let record = MessageRecord {
+                item_hash: name.clone(),
+                status: if i % 2 == 0 {
+                    MessageStatus::Processed
+                } else {
+                    MessageStatus::Rejected {
+                        error: format!("refused {i}"),
+                    }
+                },
+                ignored: None,
+                recorded_at: at,
+            };
+            tx.record_message(&record).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        for (i, name) in names.iter().enumerate() {
+            let history = store
+                .history(&HistorySelector::CreditRef(name.clone()))
+                .await
+                .unwrap();
+            assert_eq!(history.len(), 1, "{name}");
+            assert_eq!(history[0].credit_ref, *name);
+            assert_eq!(history[0].amount, Credits(10 + i64::try_from(i).unwrap()));
+            let stored = store.message(name).await.unwrap().unwrap();
+            assert_eq!(stored.item_hash, *name);
+            match (&stored.status, i % 2) {
+                (MessageStatus::Processed, 0) => {}
+                (MessageStatus::Rejected { error }, 1) => {
+                    assert_eq!(*error, format!("refused {i}"))
+                }
+                (other, _) => panic!("{name}: {other:?}"),
+            }
+        }
+        let unknown = format!("01234567{}89abcdef", "c".repeat(48));
+        assert!(store.message(&unknown).await.unwrap().is_none());
+        let count = || async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM refs")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap()
+        };
+        assert_eq!(count().await, 4, "one id per reference");
+        for (sql, value) in [
+            (
+                "INSERT INTO refs (ref) VALUES (?)",
+                StoredRef::of(&names[1]),
+            ),
+            (
+                "INSERT INTO refs (ref) VALUES (?)",
+                StoredRef::of(&names[3]),
+            ),
+            (
+                "UPDATE refs SET ref = ? WHERE id = 1",
+                StoredRef::of("other"),
+            ),
+        ] {
+            let refused = sqlx::query(sql).bind(value).execute(&store.pool).await;
+            assert!(refused.is_err(), "{sql} {value:?}");
+        }
+        assert_eq!(count().await, 4);
+        // Hashes made by counting, padded with zeros on the left or on the right, each get a
+        // key of their own.
+        let counted: Vec<HistoryRow> = (1..=300u32)
+            .flat_map(|i| [format!("{i:064x}"), format!("{i:08x}{}", "0".repeat(56))])
+            .map(|name| HistoryRow::bare("0xc", Credits(1), &name, 0, at))
+            .collect();
+        store.import_history(&counted, at).await.unwrap();
+        let keys: i64 = sqlx::query_scalar(
+            "SELECT COUNT(DISTINCT CASE WHEN typeof(ref) = 'blob' \
+             THEN substr(ref, 1, 4) || substr(ref, 29, 4) ELSE ref END) FROM refs",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            keys,
+            3 + 600,
+            "the two alike hashes share one key, nothing else does"
+        );
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -408,8 +408,9 @@ enum Interned {
 /// another lookup: the transaction holds the write lock, so nobody else interned it since.
 ///
 /// A reference to intern is most often new (each message brings its own hash), so it is
-/// inserted first (`ON CONFLICT DO NOTHING`) and looked up only if it was there already: one
-/// seek of the `refs` index instead of two. An address is most often known: looked up first.
+/// inserted first and looked up only if it was there already (`refs_unique`, migration 0008,
+/// refuses it then): one probe of the `refs` key index, the trigger's. An address is most
+/// often known: looked up first.
 fn interned(
     conn: &Connection,
     table: Interned,
@@ -417,16 +418,16 @@ fn interned(
     value: &dyn ToSql,
     intern: bool,
 ) -> Result<Option<i64>, StoreError> {
-    let (select, insert, try_insert) = match table {
+    let (select, insert, insert_first) = match table {
         Interned::Address => (
             "SELECT id FROM addresses WHERE address = ?1",
             "INSERT INTO addresses (address) VALUES (?1)",
-            None,
+            false,
         ),
         Interned::Ref => (
-            "SELECT id FROM refs WHERE ref = ?1",
+            concat!("SELECT r.id FROM refs r WHERE ", ref_is!()),
             "INSERT INTO refs (ref) VALUES (?1)",
-            Some("INSERT INTO refs (ref) VALUES (?1) ON CONFLICT (ref) DO NOTHING"),
+            true,
         ),
     };
     let missing = match known {
@@ -435,13 +436,16 @@ fn interned(
         None => false,
     };
     if !missing {
-        if let (true, Some(try_insert)) = (intern, try_insert) {
-            let inserted = conn
-                .prepare_cached(try_insert)
+        if intern && insert_first {
+            match conn
+                .prepare_cached(insert)
                 .and_then(|mut s| s.execute([value]))
-                .map_err(err)?;
-            if inserted == 1 {
-                return Ok(Some(conn.last_insert_rowid()));
+            {
+                Ok(_) => return Ok(Some(conn.last_insert_rowid())),
+                // Interned already: the trigger refused it (the statement alone is undone).
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_TRIGGER => {}
+                Err(e) => return Err(err(e)),
             }
         }
         let found = conn

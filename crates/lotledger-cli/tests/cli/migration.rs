@@ -233,8 +233,31 @@ fn sqlite_file_migrates_in_place(layout: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     assert_eq!(progress_rows(&rt, &url), expected_progress(layout));
     stored_texts_are_canonical(&rt, &url, layout);
+    references_stay_unique(&rt, &url);
     takes_new_messages(&url, &dir);
     same_answers(layout, &url);
+}
+
+/// Since migration 0008 `refs` has no UNIQUE index: its trigger keeps every reference once.
+fn references_stay_unique(rt: &tokio::runtime::Runtime, url: &str) {
+    rt.block_on(async {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        let (all, distinct): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT ref) FROM refs")
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+        assert!(all > 0);
+        assert_eq!(all, distinct);
+        for order in ["ASC", "DESC"] {
+            let again =
+                format!("INSERT INTO refs (ref) SELECT ref FROM refs ORDER BY id {order} LIMIT 1");
+            let refused = sqlx::raw_sql(sqlx::AssertSqlSafe(again))
+                .execute(&mut c)
+                .await;
+            assert!(refused.is_err(), "a reference interned twice");
+        }
+    });
 }
 
 fn postgres_dump_migrates_in_place(layout: &str) {
