@@ -1,5 +1,6 @@
 //! The PostgreSQL store, for production: row locks on drained lots, advisory locks per message
-//! and per address (taken in one sorted order, so writers never deadlock), instants as
+//! and per address (taken in one sorted order, so writers never deadlock; a batch with more
+//! keys than [`LOCK_KEYS_MAX`] takes one exclusive writers' lock instead), instants as
 //! `TIMESTAMPTZ`, decimals as `NUMERIC`, text keys in the "C" collation. History rows and
 //! message records append under growing integer ids; addresses and references are interned
 //! (`addresses`, `refs`: a 64-hex reference as its 32 bytes), and the SQL joins the text back,
@@ -42,8 +43,8 @@ mod wrappers;
 
 pub use databases::{create_database, drop_database, unique_database_name, with_database};
 use wrappers::{
-    db_err, history_row, lock_key, lot, message_record, odt, opt_odt, ref_arrays, ref_parts,
-    ref_text,
+    WRITERS_LOCK_KEY, db_err, history_row, lock_key, lot, message_record, odt, opt_odt, ref_arrays,
+    ref_parts, ref_text,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -294,9 +295,26 @@ impl Transactional for PgStore {
     }
 }
 
+/// The advisory locks a transaction holds (see [`PgTx::lock_many`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Locking {
+    Nothing,
+    /// The writers' lock, shared, and a lock per address and message it named.
+    Keys,
+    /// The writers' lock, exclusive: no other writer holds any lock.
+    Everything,
+}
+
+/// A transaction whose first locks would be more keys than this takes the writers' lock
+/// exclusively instead: PostgreSQL's lock table holds `max_locks_per_transaction` (64 by
+/// default) times `max_connections` (100) entries for all sessions, and a batch of 5 000
+/// messages over as many addresses would overflow it ("out of shared memory").
+pub const LOCK_KEYS_MAX: usize = 1_000;
+
 /// One open transaction, with the addresses whose history or lots it wrote.
 pub struct PgTx {
     tx: Transaction<'static, Postgres>,
+    locking: Locking,
     written: HashSet<String>,
     /// Interned ids this transaction has read or made (committed rows' ids never change, and
     /// its own die with it).
@@ -724,8 +742,12 @@ impl LedgerTx for PgTx {
         item_hashes: &[&str],
         addresses: &[&str],
     ) -> Result<(), StoreError> {
+        if self.locking == Locking::Everything {
+            return Ok(());
+        }
         // Transaction-scoped advisory locks, always taken in ascending key order (one global
-        // order, so writers never deadlock), in one round trip.
+        // order, so writers never deadlock), in one round trip: first the writers' lock,
+        // shared, then a lock per key.
         let mut keys: Vec<i64> = addresses.iter().map(|a| lock_key("address", a)).collect();
         keys.extend(item_hashes.iter().map(|h| lock_key("message", h)));
         keys.sort_unstable();
@@ -733,14 +755,29 @@ impl LedgerTx for PgTx {
         if keys.is_empty() {
             return Ok(());
         }
+        if self.locking == Locking::Nothing && keys.len() > LOCK_KEYS_MAX {
+            // More keys than PostgreSQL's lock table is sized for (64 a connection by
+            // default): the writers' lock alone, exclusive, holds them all.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(WRITERS_LOCK_KEY)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(db_err)?;
+            self.locking = Locking::Everything;
+            return Ok(());
+        }
+        keys.insert(0, WRITERS_LOCK_KEY);
         sqlx::query(
-            "SELECT COUNT(pg_advisory_xact_lock(k)) FROM \
+            "SELECT COUNT(CASE WHEN k = $2 THEN pg_advisory_xact_lock_shared(k) \
+             ELSE pg_advisory_xact_lock(k) END) FROM \
              (SELECT k FROM UNNEST($1::bigint[]) AS u(k) ORDER BY k) AS sorted",
         )
         .bind(keys)
+        .bind(WRITERS_LOCK_KEY)
         .execute(&mut *self.tx)
         .await
         .map_err(db_err)?;
+        self.locking = Locking::Keys;
         Ok(())
     }
 
@@ -1023,6 +1060,7 @@ impl PgTx {
     ) -> Result<PgTx, StoreError> {
         Ok(PgTx {
             tx: pool.begin().await.map_err(db_err)?,
+            locking: Locking::Nothing,
             written: HashSet::new(),
             address_ids: HashMap::new(),
             ref_ids: HashMap::new(),

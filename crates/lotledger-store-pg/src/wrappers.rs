@@ -24,14 +24,20 @@ pub fn ts(t: OffsetDateTime) -> Result<Timestamp, StoreError> {
     Postgres::timestamp(t)
 }
 
-/// A stable 64-bit advisory-lock key (FNV-1a over a namespace and the value).
+/// The advisory-lock key every writer takes first: shared by a transaction that then locks
+/// its own keys, exclusive by one that has too many keys to lock (`PgTx::lock_many`). The
+/// smallest key, so that it sorts before every other; [`lock_key`] never gives it.
+pub const WRITERS_LOCK_KEY: i64 = i64::MIN;
+
+/// A stable 64-bit advisory-lock key (FNV-1a over a namespace and the value), never
+/// [`WRITERS_LOCK_KEY`].
 pub fn lock_key(namespace: &str, value: &str) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in namespace.bytes().chain([0u8]).chain(value.bytes()) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    i64::from_ne_bytes(h.to_ne_bytes())
+    i64::from_ne_bytes(h.to_ne_bytes()).max(WRITERS_LOCK_KEY + 1)
 }
 
 pub fn history_row(r: &PgRow) -> Result<HistoryRow, StoreError> {

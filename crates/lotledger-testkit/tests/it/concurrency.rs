@@ -330,3 +330,101 @@ async fn concurrent_appends(n: usize, same_rows: bool) {
         }
     }
 }
+
+/// A batch naming more addresses and messages than PostgreSQL's lock table holds (64 locks a
+/// connection by default, shared by all sessions) commits: it takes the writers' lock
+/// exclusively instead of a lock per key, so it first waits for a writer holding keys, and
+/// writers that come after it wait for it. Nothing is lost; the cache equals the replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_with_more_keys_than_the_lock_table_commits() {
+    use lotledger_store::LedgerTx;
+    use lotledger_store::batch::Commit;
+    use lotledger_store::transactional::Transactional;
+    use sqlx::Connection;
+
+    let url = db::fresh_pg_url().await;
+    let store = PgStore::open(&url).await.unwrap();
+    let rules = Rules::new(vec![MINTER.into()], vec!["ALEPH_CREDIT".into()]);
+    let now = Timestamp::from_unix_seconds(T0 + 100_000).unwrap();
+    let mut probe = sqlx::PgConnection::connect(&url).await.unwrap();
+    let setting = |name: &'static str| {
+        let sql = format!("SELECT current_setting('{name}')::bigint");
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+    };
+    let per_connection = setting("max_locks_per_transaction")
+        .fetch_one(&mut probe)
+        .await
+        .unwrap();
+    let connections = setting("max_connections")
+        .fetch_one(&mut probe)
+        .await
+        .unwrap();
+    // Three keys a message (its hash, two new addresses): three times what the table holds.
+    let messages = usize::try_from(per_connection * connections).unwrap();
+    let items: Vec<BatchItem> = (0..messages)
+        .map(|i| {
+            let credits = json!([
+                {"address": format!("0x{i}a"), "amount": 3, "price": "0.1", "tx_hash": "0xt", "provider": "ALEPH"},
+                {"address": format!("0x{i}b"), "amount": 4, "price": "0.1", "tx_hash": "0xt", "provider": "ALEPH"},
+            ]);
+            BatchItem::Apply(post(
+                format!("many-{i}"),
+                MINTER,
+                1,
+                "aleph_credit_distribution",
+                json!({"distribution": {"token": "T", "chain": "ETH", "credits": credits}}),
+            ))
+        })
+        .collect();
+    // A writer holding a key: the batch waits for it.
+    let mut holder = store.write().await.unwrap();
+    holder.lock("held", &["0x0a"]).await.unwrap();
+    let batch = {
+        let (store, rules) = (store.clone(), rules.clone());
+        tokio::spawn(async move { store.apply_batch(&items, &rules, now).await })
+    };
+    let mut waited = false;
+    for _ in 0..3_000 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        )
+        .fetch_one(&mut probe)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            waited = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        waited,
+        "the batch never waited for the writer holding a key"
+    );
+    holder.commit().await.unwrap();
+    let outcomes = batch.await.unwrap().expect("the batch commits");
+    assert_eq!(outcomes.len(), messages);
+    assert!(outcomes.iter().all(|o| *o == Outcome::Processed));
+    // In one transaction, not message by message after a failed batch.
+    let transactions: i64 =
+        sqlx::query_scalar("SELECT COUNT(DISTINCT xmin::text) FROM credit_history")
+            .fetch_one(&mut probe)
+            .await
+            .unwrap();
+    assert_eq!(transactions, 1, "the batch committed as one transaction");
+    for i in [0, messages / 2, messages - 1] {
+        for (side, amount) in [("a", 3), ("b", 4)] {
+            let address = format!("0x{i}{side}");
+            assert_eq!(store.balance(&address, now).await.unwrap().0, amount);
+        }
+    }
+    // Writers after it lock keys again.
+    let after = grant("after", "0x0a", 5, 1);
+    let outcome = store.apply(&after, &rules, now).await.unwrap();
+    assert_eq!(outcome, Outcome::Processed);
+    assert_eq!(store.balance("0x0a", now).await.unwrap().0, 8);
+    let addresses = store.address_rows().await.unwrap();
+    assert_eq!(addresses.len(), 2 * messages, "0x0a among them");
+    let drift = store.verify(&addresses).await.unwrap();
+    assert!(drift.is_empty(), "cache differs from replay: {drift:?}");
+}
