@@ -224,6 +224,21 @@ async fn plain_appends_that_meet_a_concurrent_writer_fall_back() {
     concurrent_appends(rows, true).await;
 }
 
+/// Whether the count `sql` selects turns positive within `polls` polls 20 ms apart.
+async fn turns_positive(probe: &mut sqlx::PgConnection, sql: &'static str, polls: usize) -> bool {
+    for _ in 0..polls {
+        let count: i64 = sqlx::query_scalar(sql)
+            .fetch_one(&mut *probe)
+            .await
+            .unwrap();
+        if count > 0 {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}
+
 /// Two write transactions each insert `n` history rows (and, with `same_rows`, the same
 /// records) under the same `n` new references of one new address; the second starts while
 /// the first, uncommitted, holds them. Both commit; each row and record is stored once.
@@ -280,21 +295,13 @@ async fn concurrent_appends(n: usize, same_rows: bool) {
     });
     // Commit the first only once the second waits on its uncommitted rows.
     let mut probe = sqlx::PgConnection::connect(&url).await.unwrap();
-    let mut waited = false;
-    for _ in 0..500 {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&mut probe)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            waited = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let waited = turns_positive(
+        &mut probe,
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        500,
+    )
+    .await;
     assert!(waited, "the second transaction never waited on the first");
     first.commit().await.unwrap();
     let inserted = second.await.unwrap().unwrap();
@@ -383,20 +390,12 @@ async fn a_batch_with_more_keys_than_the_lock_table_commits() {
         let (store, rules) = (store.clone(), rules.clone());
         tokio::spawn(async move { store.apply_batch(&items, &rules, now).await })
     };
-    let mut waited = false;
-    for _ in 0..3_000 {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
-        )
-        .fetch_one(&mut probe)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            waited = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let waited = turns_positive(
+        &mut probe,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        3_000,
+    )
+    .await;
     assert!(
         waited,
         "the batch never waited for the writer holding a key"
