@@ -38,13 +38,31 @@ macro_rules! ref_text {
     };
 }
 
+/// The key migration 0008's `ix_refs_key` indexes, of the reference `$value` (a column or a
+/// parameter): a hash BLOB's first and last 4 bytes, a TEXT whole. The index's own expression,
+/// so that SQLite uses the index for an equality on it.
+macro_rules! ref_key {
+    ($value:literal) => {
+        concat!(
+            "(CASE WHEN typeof(",
+            $value,
+            ") = 'blob' THEN substr(",
+            $value,
+            ", 1, 4) || substr(",
+            $value,
+            ", 29, 4) ELSE ",
+            $value,
+            " END)"
+        )
+    };
+}
+
 /// The `refs` row aliased `r` is the reference bound as `?1` (a [`StoredRef`]): its key
-/// (migration 0008's `ix_refs_key`: a hash's first and last 4 bytes, a text whole), then its
-/// value. Every lookup of a reference by value goes through this, one probe of that index.
+/// ([`ref_key`]), then its value. Every lookup of a reference by value goes through this, one
+/// probe of `ix_refs_key`.
 macro_rules! ref_is {
     () => {
-        "(CASE WHEN typeof(r.ref) = 'blob' THEN substr(r.ref, 1, 4) || substr(r.ref, 29, 4) ELSE r.ref END) \
-         = (CASE WHEN typeof(?1) = 'blob' THEN substr(?1, 1, 4) || substr(?1, 29, 4) ELSE ?1 END) AND r.ref = ?1"
+        concat!(ref_key!("r.ref"), " = ", ref_key!("?1"), " AND r.ref = ?1")
     };
 }
 
@@ -558,7 +576,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// References whose `ix_refs_key` keys are equal (two hashes with the same first 8 bytes)
+    /// References whose `ix_refs_key` keys are equal (two hashes alike in their first and last
+    /// 4 bytes)
     /// or whose texts begin alike are interned apart and looked up apart, and `refs` refuses
     /// a reference it holds already, and any update, whoever writes (migration 0008's
     /// triggers).
@@ -647,10 +666,11 @@ mod tests {
             .map(|name| HistoryRow::bare("0xc", Credits(1), &name, 0, at))
             .collect();
         store.import_history(&counted, at).await.unwrap();
-        let keys: i64 = sqlx::query_scalar(
-            "SELECT COUNT(DISTINCT CASE WHEN typeof(ref) = 'blob' \
-             THEN substr(ref, 1, 4) || substr(ref, 29, 4) ELSE ref END) FROM refs",
-        )
+        let keys: i64 = sqlx::query_scalar(concat!(
+            "SELECT COUNT(DISTINCT ",
+            ref_key!("ref"),
+            ") FROM refs"
+        ))
         .fetch_one(&store.pool)
         .await
         .unwrap();
