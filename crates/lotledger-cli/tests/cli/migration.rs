@@ -10,7 +10,7 @@ use serde_json::Value;
 use sqlx::Connection;
 
 /// The layouts a fixture exists for: every release layout since the first one users kept.
-const LAYOUTS: [&str; 5] = ["v0003", "v0004", "v0005", "v0006", "v0007"];
+const LAYOUTS: [&str; 6] = ["v0003", "v0004", "v0005", "v0006", "v0007", "v0008"];
 
 fn fixture(layout: &str, name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
