@@ -86,6 +86,19 @@ pub fn decode(stored: &[u8]) -> Result<String, StoreError> {
     }
 }
 
+/// How many bytes of a resource the consumed-credits index keys it by (migration 0009).
+pub const RESOURCE_KEY_BYTES: usize = 8;
+
+/// The key the consumed-credits index gives an expense row's resource (a stored value): its
+/// last [`RESOURCE_KEY_BYTES`] bytes (of a hash, random; of hashes made by counting, the
+/// count), the whole value when it is not longer. Both stores' migration 0009 index the same
+/// expression; `pooled::resource_key_sql` writes it for the reads.
+pub fn resource_key(stored: &[u8]) -> &[u8] {
+    stored
+        .split_at(stored.len().saturating_sub(RESOURCE_KEY_BYTES))
+        .1
+}
+
 /// [`decode`] of a column that may be NULL.
 pub fn decode_opt(stored: Option<&[u8]>) -> Result<Option<String>, StoreError> {
     stored.map(decode).transpose()
@@ -121,6 +134,18 @@ mod tests {
         let tx = format!("0x{}", "ab".repeat(32));
         assert_eq!(encode(&tx).len(), 33);
         assert_eq!(decode(&encode(&tx)).unwrap(), tx);
+    }
+
+    #[test]
+    fn a_resource_is_keyed_by_its_last_bytes() {
+        let hash = encode(&format!("{:064x}", 7));
+        assert_eq!(resource_key(&hash), &[0, 0, 0, 0, 0, 0, 0, 7]);
+        let name = encode("job-5");
+        assert_eq!(resource_key(&name), &name[..]);
+        let eight = encode("0x00112233445566");
+        assert_eq!(eight.len(), RESOURCE_KEY_BYTES);
+        assert_eq!(resource_key(&eight), &eight[..]);
+        assert_eq!(resource_key(&encode("")), &[TEXT]);
     }
 
     #[test]

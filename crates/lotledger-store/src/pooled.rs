@@ -378,28 +378,67 @@ where
         address: Option<&str>,
         resource: Option<&str>,
     ) -> Result<Credits, StoreError> {
-        let mut b = QueryBuilder::<DB>::new(
-            "SELECT CAST(COALESCE(SUM(ABS(amount)), 0) AS BIGINT) FROM credit_history \
-             WHERE payment_method = 'credit_expense'",
-        );
-        if let Some(a) = address {
-            b.push(" AND address_id = (SELECT id FROM addresses WHERE address = ")
-                .push_bind(a)
-                .push(")");
-        }
-        if let Some(r) = resource {
-            b.push(" AND COALESCE(NULLIF(origin, ")
-                .push(DB::EMPTY_COMPACT)
-                .push("), origin_ref) = ")
-                .push_bind(compact::encode(r));
-        }
-        let sum: i64 = b
+        let sum: i64 = consumed_query::<DB>("", address, resource)
             .build_query_scalar()
             .fetch_one(self.pool)
             .await
             .map_err(DB::error)?;
         Ok(Credits(sum))
     }
+}
+
+/// The query of [`Reads::consumed_credits`], after `prefix` (`EXPLAIN` to see its plan).
+pub fn consumed_query<DB: Dialect>(
+    prefix: &str,
+    address: Option<&str>,
+    resource: Option<&str>,
+) -> QueryBuilder<DB>
+where
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
+{
+    let mut b = QueryBuilder::<DB>::new(prefix);
+    b.push(
+        "SELECT CAST(COALESCE(SUM(ABS(amount)), 0) AS BIGINT) FROM credit_history \
+         WHERE payment_method = 'credit_expense'",
+    );
+    if let Some(a) = address {
+        b.push(" AND address_id = (SELECT id FROM addresses WHERE address = ")
+            .push_bind(a)
+            .push(")");
+    }
+    if let Some(r) = resource {
+        let value = compact::encode(r);
+        b.push(" AND ")
+            .push(resource_key_sql::<DB>())
+            .push(" = ")
+            .push_bind(compact::resource_key(&value).to_vec())
+            .push(" AND ")
+            .push(resource_sql::<DB>())
+            .push(" = ")
+            .push_bind(value);
+    }
+    b
+}
+
+/// A history row's resource: its origin, else its `origin_ref` (compact values).
+fn resource_sql<DB: Dialect>() -> String {
+    format!(
+        "COALESCE(NULLIF(origin, {}), origin_ref)",
+        DB::EMPTY_COMPACT
+    )
+}
+
+/// The key of a history row's resource that migration 0009's consumed-credits index holds,
+/// written as the index is, so that the database uses the index for an equality on it
+/// ([`compact::resource_key`] gives the same key in Rust).
+pub fn resource_key_sql<DB: Dialect>() -> String {
+    let r = resource_sql::<DB>();
+    format!(
+        "(CASE WHEN length({r}) > {n} THEN substr({r}, length({r}) - {m}) ELSE {r} END)",
+        n = compact::RESOURCE_KEY_BYTES,
+        m = compact::RESOURCE_KEY_BYTES - 1,
+    )
 }
 
 /// The sum of the lots' remainders valid at `at` (no expiry, or one after it), 0 for none;

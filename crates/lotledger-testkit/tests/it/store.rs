@@ -201,6 +201,80 @@ async fn postgres_databases_are_created_and_dropped_by_name() {
     );
 }
 
+/// Expenses of resources that share the consumed-credits index's key (the last 8 bytes of a
+/// hash, migration 0009) are summed apart, by origin or by `origin_ref`, and a resource is
+/// looked up through that index (its plan names it; PostgreSQL is told to avoid plain scans).
+async fn consumed_credits_by_resource<S: Store>(store: &S, url: &str) {
+    let at = Timestamp::from_unix_seconds(1_772_323_200).unwrap();
+    let (a, b) = (format!("{:064x}", 7), format!("ff{:062x}", 7));
+    let expense = |n: i32, amount: i64, origin: &str, origin_ref: Option<&str>| HistoryRow {
+        payment_method: Some("credit_expense".into()),
+        origin: Some(origin.into()),
+        origin_ref: origin_ref.map(Into::into),
+        ..HistoryRow::bare("0xa", Credits(-amount), &format!("e{n}"), 0, at)
+    };
+    let rows = [
+        grant("0xa", "g", 1_000),
+        expense(1, 10, &a, None),
+        expense(2, 20, &b, None),
+        expense(3, 30, "", Some(&a)),
+        expense(4, 5, "job-5", Some(&b)),
+    ];
+    store.import_history(&rows, at).await.unwrap();
+    for (resource, want) in [
+        (a.as_str(), 40),
+        (b.as_str(), 20),
+        ("job-5", 5),
+        ("job-6", 0),
+    ] {
+        let got = store.consumed_credits(None, Some(resource)).await.unwrap();
+        assert_eq!(got, Credits(want), "{resource}");
+    }
+    let plan: Vec<String> = if url.starts_with("sqlite") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        let rows: Vec<(i64, i64, i64, String)> = lotledger_store::pooled::consumed_query::<
+            sqlx::Sqlite,
+        >("EXPLAIN QUERY PLAN ", None, Some(&a))
+        .build_query_as()
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        rows.into_iter().map(|r| r.3).collect()
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query("SET enable_seqscan = off")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        let rows: Vec<(String,)> =
+            lotledger_store::pooled::consumed_query::<sqlx::Postgres>("EXPLAIN ", None, Some(&a))
+                .build_query_as()
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+        rows.into_iter().map(|r| r.0).collect()
+    };
+    assert!(
+        plan.iter()
+            .any(|line| line.contains("ix_credit_history_expense_resource")),
+        "{plan:?}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_sums_consumed_credits_by_resource_through_its_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, url) = db::fresh_sqlite(&dir).await;
+    consumed_credits_by_resource(&store, &url).await;
+}
+
+#[tokio::test]
+async fn postgres_sums_consumed_credits_by_resource_through_its_index() {
+    let url = db::fresh_pg_url().await;
+    let store = lotledger_store_pg::PgStore::open(&url).await.unwrap();
+    consumed_credits_by_resource(&store, &url).await;
+}
+
 /// Both stores carry the same migration versions and names (their SQL differs by dialect).
 #[test]
 fn migration_folders_hold_the_same_versions() {
