@@ -75,8 +75,14 @@ impl Store for AnyStore {
             AnyStore::Pg(s) => s.maintenance_batch(),
         }
     }
-    async fn migrate(&self) -> Result<(), StoreError> {
+    async fn migrate(&self) -> Result<lotledger_store::Migrated, StoreError> {
         dispatch!(self, s => s.migrate())
+    }
+    fn migrated(&self) -> lotledger_store::Migrated {
+        match self {
+            AnyStore::Sqlite(s) => s.migrated(),
+            AnyStore::Pg(s) => s.migrated(),
+        }
     }
     async fn insert_raw(
         &self,

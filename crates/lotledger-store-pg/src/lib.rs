@@ -213,6 +213,8 @@ pub struct PgStore {
     ahead: std::sync::Arc<lotledger_store::batch::AheadCounters>,
     /// Interned ids that committed transactions resolved, for the next ones.
     ids: std::sync::Arc<std::sync::Mutex<KeptIds>>,
+    /// What opening the store did to its schema.
+    migrated: lotledger_store::Migrated,
 }
 
 impl PgStore {
@@ -250,9 +252,10 @@ impl PgStore {
             cache: Default::default(),
             ahead: Default::default(),
             ids: Default::default(),
+            migrated: Default::default(),
         };
-        store.migrate().await?;
-        Ok(store)
+        let migrated = store.migrate().await?;
+        Ok(PgStore { migrated, ..store })
     }
 }
 

@@ -106,6 +106,8 @@ pub struct SqliteStore {
     scan: Option<ScanFile>,
     /// Balances read on the calling thread (none in memory: see `quick`).
     quick: Option<std::sync::Arc<quick::QuickReads>>,
+    /// What opening the store did to its schema.
+    migrated: lotledger_store::Migrated,
 }
 
 /// Whether `url` names a database no other connection can open: in memory (`sqlite::memory:`,
@@ -176,15 +178,20 @@ impl SqliteStore {
             cache: Default::default(),
             scan,
             quick,
+            migrated: Default::default(),
         };
-        store.migrate().await?;
+        let migrated = store.migrate().await?;
         // Opened once the schema is there (a reader cannot create it).
         let reader = if memory {
             None
         } else {
             Some(write::Writer::open_reader(&filename)?)
         };
-        Ok(SqliteStore { reader, ..store })
+        Ok(SqliteStore {
+            reader,
+            migrated,
+            ..store
+        })
     }
 }
 

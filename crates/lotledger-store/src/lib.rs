@@ -246,10 +246,32 @@ pub fn non_negative(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// What migrating a store's schema did (`Store::migrate`, kept by `Store::migrated`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Migrated {
+    /// The schema version found (the last migration applied before), `None` for a database
+    /// without the schema.
+    pub from: Option<i64>,
+    /// The migrations applied, oldest first: version and description.
+    pub applied: Vec<(i64, String)>,
+}
+
+impl Migrated {
+    /// The schema version now.
+    pub fn version(&self) -> Option<i64> {
+        self.applied.last().map(|(v, _)| *v).or(self.from)
+    }
+}
+
 /// A lotledger store. Every method is one transaction (or a read).
 pub trait Store: Send + Sync {
-    /// Creates or upgrades the schema.
-    fn migrate(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Creates or upgrades the schema; says what it applied.
+    fn migrate(&self) -> impl Future<Output = Result<Migrated, StoreError>> + Send;
+
+    /// What opening the store did to its schema (stores that migrate when they open).
+    fn migrated(&self) -> Migrated {
+        Migrated::default()
+    }
 
     /// How many write transactions are worth running at once (SQLite: one writer at a time;
     /// PostgreSQL: writers of different addresses run side by side).

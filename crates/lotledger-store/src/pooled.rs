@@ -13,7 +13,8 @@ use sqlx::{
 
 use crate::rows::{self, Columns};
 use crate::{
-    AddressRows, BalancesQuery, IngestProgress, MessageRecord, StoreError, TableCounts, compact,
+    AddressRows, BalancesQuery, IngestProgress, MessageRecord, Migrated, StoreError, TableCounts,
+    compact,
 };
 
 /// When a PostgreSQL connection was last found dead, process-wide: the pool pings connections
@@ -479,17 +480,53 @@ where
     rows::message_record(&Cols::<DB>(r))
 }
 
+/// The schema versions a database has applied (sqlx's migrations table), oldest first.
+pub const APPLIED_VERSIONS: &str =
+    "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
+
+/// What a migration run did, from the versions applied `before` and `after` it (logged).
+pub fn migrated(migrator: &sqlx::migrate::Migrator, before: &[i64], after: &[i64]) -> Migrated {
+    let applied: Vec<(i64, String)> = migrator
+        .iter()
+        .filter(|m| after.contains(&m.version) && !before.contains(&m.version))
+        .map(|m| (m.version, m.description.to_string()))
+        .collect();
+    for (version, description) in &applied {
+        tracing::info!(version, description, "schema migration applied");
+    }
+    Migrated {
+        from: before.last().copied(),
+        applied,
+    }
+}
+
 /// The methods of `impl Store for` a backend whose pool is its field `pool` that both
-/// backends write alike: `migrate` (running the backend's `$migrator`) and the reads, each a
+/// backends write alike: `migrate` (running the backend's `$migrator`), `migrated` (its field
+/// `migrated`, what opening it did) and the reads, each a
 /// call of [`Reads`]' method of the same name.
 #[macro_export]
 macro_rules! pooled_reads {
     ($migrator:path) => {
-        async fn migrate(&self) -> Result<(), $crate::StoreError> {
+        async fn migrate(&self) -> Result<$crate::Migrated, $crate::StoreError> {
+            let versions = || async {
+                sqlx::query_scalar::<_, i64>($crate::pooled::APPLIED_VERSIONS)
+                    .fetch_all(&self.pool)
+                    .await
+            };
+            // No table yet: a database without the schema.
+            let before = versions().await.unwrap_or_default();
             $migrator
                 .run(&self.pool)
                 .await
-                .map_err(|e| $crate::StoreError::Database(Box::new(e)))
+                .map_err(|e| $crate::StoreError::Database(Box::new(e)))?;
+            let after = versions()
+                .await
+                .map_err(|e| $crate::StoreError::Database(Box::new(e)))?;
+            Ok($crate::pooled::migrated(&$migrator, &before, &after))
+        }
+
+        fn migrated(&self) -> $crate::Migrated {
+            self.migrated.clone()
         }
 
         async fn ingest_progress(

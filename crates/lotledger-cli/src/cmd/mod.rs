@@ -9,6 +9,7 @@ use lotledger_core::{Rules, Timestamp};
 
 use crate::{Cli, Command};
 use lotledger_ingest::{AnyStore, redact};
+use lotledger_store::Store;
 
 pub mod import;
 pub mod ingest;
@@ -46,10 +47,26 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(args) => maintain::verify(&store, args).await,
         Command::Serve(args) => serve::run(store, &rules, args).await,
         Command::Migrate => {
-            println!("schema is up to date");
+            print!("{}", migrate_report(&store.migrated()));
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// What `lotledger migrate` prints of what opening the store did to its schema: each
+/// migration applied, then the version the schema is at.
+fn migrate_report(m: &lotledger_store::Migrated) -> String {
+    let mut out = String::new();
+    for (version, description) in &m.applied {
+        out.push_str(&format!("applied migration {version:04}: {description}\n"));
+    }
+    let version = m.version().map_or("none".into(), |v| format!("{v:04}"));
+    out.push_str(&match (m.from, m.applied.is_empty()) {
+        (_, true) => format!("schema is up to date (version {version})\n"),
+        (None, false) => format!("schema created (version {version})\n"),
+        (Some(from), false) => format!("schema migrated from version {from:04} to {version}\n"),
+    });
+    out
 }
 
 /// A comma-separated list from the flag, else from the environment (even when empty: nobody /

@@ -294,3 +294,65 @@ fn postgres_dumps_of_earlier_layouts_migrate_in_place() {
         postgres_dump_migrates_in_place(layout);
     }
 }
+
+/// The migrations both stores ship, as `NNNN: description` (file `NNNN_description.sql`).
+fn shipped_migrations() -> Vec<String> {
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../lotledger-store-sqlite/migrations");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|n| {
+            let (version, rest) = n.strip_suffix(".sql")?.split_once('_')?;
+            Some(format!("{version}: {}", rest.replace('_', " ")))
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// `lotledger migrate` says what it applied: every migration on an empty database (either
+/// store), those after the fixture's layout on the last release's file, nothing once it is up
+/// to date.
+#[test]
+fn migrate_says_what_it_applied() {
+    let shipped = shipped_migrations();
+    let latest = &shipped.last().unwrap()[..4];
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = format!("sqlite://{}", dir.path().join("fresh.db").display());
+    let out = cli(&fresh, &["migrate"]);
+    let lines: Vec<&str> = out.lines().collect();
+    let applied: Vec<String> = shipped
+        .iter()
+        .map(|m| format!("applied migration {m}"))
+        .collect();
+    assert_eq!(lines[..lines.len() - 1], applied[..], "{out}");
+    assert_eq!(
+        lines.last().copied(),
+        Some(format!("schema created (version {latest})").as_str())
+    );
+    assert_eq!(
+        cli(&fresh, &["migrate"]),
+        format!("schema is up to date (version {latest})\n")
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pg = rt.block_on(lotledger_testkit::db::fresh_pg_url());
+    assert_eq!(cli(&pg, &["migrate"]), out, "PostgreSQL says the same");
+
+    let layout = LAYOUTS[LAYOUTS.len() - 1];
+    let path = dir.path().join("last.db");
+    std::fs::copy(fixture(layout, "ledger.db"), &path).unwrap();
+    let last = format!("sqlite://{}", path.display());
+    let from = &layout[1..];
+    let mut want: Vec<String> = shipped
+        .iter()
+        .filter(|m| &m[..4] > from)
+        .map(|m| format!("applied migration {m}\n"))
+        .collect();
+    want.push(if from == latest {
+        format!("schema is up to date (version {latest})\n")
+    } else {
+        format!("schema migrated from version {from} to {latest}\n")
+    });
+    assert_eq!(cli(&last, &["migrate"]), want.concat());
+}
