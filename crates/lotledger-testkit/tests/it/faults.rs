@@ -50,17 +50,15 @@ async fn call(
     .unwrap()
 }
 
-#[tokio::test]
-async fn postgres_down_gives_503_and_service_recovers_by_itself() {
-    let cluster = PgCluster::start().unwrap();
-    let store = PgStore::open(&cluster.url()).await.unwrap();
+/// A store on the PostgreSQL database at `url`, and the API over it, which has applied one
+/// grant of 1 000 to `0xholder`.
+async fn serving_a_grant(url: &str) -> (PgStore, axum::Router) {
+    let store = PgStore::open(url).await.unwrap();
     let rules = Rules::new(
         vec![lotledger_sig::evm_address(&GRANTOR)],
         vec!["ALEPH_CREDIT".into()],
     );
     let app = router(Arc::new(store.clone()), ApiConfig::new(rules));
-    let balance = "/api/v0/addresses/0xholder/balance";
-
     let (status, _) = call(
         &app,
         "POST",
@@ -69,6 +67,14 @@ async fn postgres_down_gives_503_and_service_recovers_by_itself() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+    (store, app)
+}
+
+#[tokio::test]
+async fn postgres_down_gives_503_and_service_recovers_by_itself() {
+    let cluster = PgCluster::start().unwrap();
+    let (store, app) = serving_a_grant(&cluster.url()).await;
+    let balance = "/api/v0/addresses/0xholder/balance";
 
     cluster.down().unwrap();
     let (status, body) = call(&app, "GET", balance, None).await;
@@ -114,21 +120,8 @@ async fn postgres_down_gives_503_and_service_recovers_by_itself() {
 #[tokio::test]
 async fn connections_killed_by_the_server_cost_one_failed_call() {
     let url = db::fresh_pg_url().await;
-    let store = PgStore::open(&url).await.unwrap();
-    let rules = Rules::new(
-        vec![lotledger_sig::evm_address(&GRANTOR)],
-        vec!["ALEPH_CREDIT".into()],
-    );
-    let app = router(Arc::new(store.clone()), ApiConfig::new(rules));
+    let (store, app) = serving_a_grant(&url).await;
     let balance = "/api/v0/addresses/0xholder/balance";
-    let (status, _) = call(
-        &app,
-        "POST",
-        "/api/v0/messages",
-        Some(&signed_grant(1, 1000)),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
     // Fill the pool with idle connections: concurrent reads each take one.
     let at = Timestamp::from_unix_seconds(1_780_000_100).unwrap();
     let mut reads = tokio::task::JoinSet::new();
