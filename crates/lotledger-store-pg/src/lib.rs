@@ -38,6 +38,7 @@ use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgQue
 use sqlx::{ConnectOptions as _, PgConnection, Postgres, Transaction};
 
 mod databases;
+mod reads;
 mod scan;
 mod wrappers;
 
@@ -215,6 +216,8 @@ pub struct PgStore {
     ids: std::sync::Arc<std::sync::Mutex<KeptIds>>,
     /// What opening the store did to its schema.
     migrated: lotledger_store::Migrated,
+    /// Connections for balance reads, without sqlx's ping after each call (`reads`).
+    reads: std::sync::Arc<reads::ReadConns>,
 }
 
 impl PgStore {
@@ -226,6 +229,7 @@ impl PgStore {
                 lotledger_store::SLOW_STATEMENT_LOG.0,
                 lotledger_store::SLOW_STATEMENT_LOG.1,
             );
+        let reads = std::sync::Arc::new(reads::ReadConns::new(options.clone()));
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(3))
@@ -233,7 +237,8 @@ impl PgStore {
             // read and each transaction. Ping only a connection idle long enough to have been
             // dropped by the server or a proxy, or any connection shortly after one was found
             // dead (the call that found it fails; the pool then closes it, and the pings weed
-            // out its dead siblings). sqlx still pings each connection as it is released.
+            // out its dead siblings). sqlx still pings each connection as it is released,
+            // which is why balance reads take their connections from `reads` instead.
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {
@@ -253,6 +258,7 @@ impl PgStore {
             ahead: Default::default(),
             ids: Default::default(),
             migrated: Default::default(),
+            reads,
         };
         let migrated = store.migrate().await?;
         Ok(PgStore { migrated, ..store })
@@ -391,8 +397,10 @@ impl Store for PgStore {
     }
 
     async fn balance(&self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(db_err)?;
-        balance(&mut conn, address, at).await
+        let mut read = self.reads.acquire().await?;
+        let sum = balance(&mut read.conn, address, at).await?;
+        read.keep();
+        Ok(sum)
     }
 
     async fn balance_details(
@@ -400,9 +408,11 @@ impl Store for PgStore {
         address: &str,
         at: Timestamp,
     ) -> Result<(Credits, Vec<BalanceDetail>), StoreError> {
-        lotledger_store::pooled::Reads::of(&self.pool)
-            .balance_details(address, at)
-            .await
+        let mut read = self.reads.acquire().await?;
+        let details =
+            lotledger_store::pooled::balance_details_on(&mut read.conn, address, at).await?;
+        read.keep();
+        Ok(details)
     }
 
     async fn history(&self, selector: &HistorySelector) -> Result<Vec<HistoryRow>, StoreError> {

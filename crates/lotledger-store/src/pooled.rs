@@ -246,25 +246,7 @@ where
         address: &str,
         at: Timestamp,
     ) -> Result<(Credits, Vec<BalanceDetail>), StoreError> {
-        let mut b = QueryBuilder::<DB>::new(
-            "SELECT expiration_date, CAST(SUM(amount_remaining) AS BIGINT) FROM credit_lots \
-             WHERE address_id = (SELECT id FROM addresses WHERE address = ",
-        );
-        b.push_bind(address)
-            .push(") AND (expiration_date IS NULL OR expiration_date > ")
-            .push_bind(DB::instant(at))
-            .push(") GROUP BY expiration_date");
-        let groups: Vec<(Option<DB::Instant>, i64)> = b
-            .build_query_as()
-            .fetch_all(self.pool)
-            .await
-            .map_err(DB::error)?;
-        let sums = groups
-            .into_iter()
-            .map(|(expiry, sum)| Ok((expiry.map(DB::timestamp).transpose()?, Credits(sum))))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        balance_details_from_sums(sums)
-            .ok_or_else(|| StoreError::Overflow(format!("balance of {address}")))
+        balance_details_on::<DB, _>(self.pool, address, at).await
     }
 
     /// Every address with history or lots, in text order.
@@ -386,6 +368,37 @@ where
             .map_err(DB::error)?;
         Ok(Credits(sum))
     }
+}
+
+/// [`Reads::balance_details`] on `executor` (a pool or a connection).
+pub async fn balance_details_on<'c, DB: Dialect, E: Executor<'c, Database = DB>>(
+    executor: E,
+    address: &str,
+    at: Timestamp,
+) -> Result<(Credits, Vec<BalanceDetail>), StoreError>
+where
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'r> (Option<DB::Instant>, i64): FromRow<'r, DB::Row>,
+{
+    let mut b = QueryBuilder::<DB>::new(
+        "SELECT expiration_date, CAST(SUM(amount_remaining) AS BIGINT) FROM credit_lots \
+         WHERE address_id = (SELECT id FROM addresses WHERE address = ",
+    );
+    b.push_bind(address)
+        .push(") AND (expiration_date IS NULL OR expiration_date > ")
+        .push_bind(DB::instant(at))
+        .push(") GROUP BY expiration_date");
+    let groups: Vec<(Option<DB::Instant>, i64)> = b
+        .build_query_as()
+        .fetch_all(executor)
+        .await
+        .map_err(DB::error)?;
+    let sums = groups
+        .into_iter()
+        .map(|(expiry, sum)| Ok((expiry.map(DB::timestamp).transpose()?, Credits(sum))))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    balance_details_from_sums(sums)
+        .ok_or_else(|| StoreError::Overflow(format!("balance of {address}")))
 }
 
 /// The query of [`Reads::consumed_credits`], after `prefix` (`EXPLAIN` to see its plan).

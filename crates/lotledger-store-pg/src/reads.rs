@@ -1,0 +1,86 @@
+//! Connections for balance reads, kept apart from sqlx's pool. sqlx pings every connection it
+//! gets back (a round trip, and a wake-up of the server's backend, after every call); on the
+//! HTTP balance reads that cost ×1.3–1.6 of their throughput on the bench machine
+//! (BENCHMARKS.md, fifteenth session). A connection comes back here only after a call that
+//! succeeded (one that failed, or was dropped mid-call, is closed), and is pinged before reuse
+//! under the pool's own rule: idle for [`PING_AFTER_IDLE`], or a connection lost shortly before.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use lotledger_store::StoreError;
+use lotledger_store::pooled::lost_connection;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions as _, Connection as _, PgConnection};
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use crate::PING_AFTER_IDLE;
+use crate::wrappers::db_err;
+
+/// At most this many balance reads at once (and open connections for them).
+const READ_CONNECTIONS: usize = 8;
+/// How long a read waits for a connection before it gives up ("unavailable").
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug)]
+pub(crate) struct ReadConns {
+    options: PgConnectOptions,
+    /// Connections between calls, with when each came back; the last one back is taken first.
+    idle: Mutex<Vec<(PgConnection, Instant)>>,
+    permits: Semaphore,
+}
+
+/// A connection for one read: [`ReadConn::keep`] after a call that succeeded gives it back;
+/// dropped otherwise, it is closed.
+pub(crate) struct ReadConn<'a> {
+    conns: &'a ReadConns,
+    pub(crate) conn: PgConnection,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl ReadConns {
+    pub(crate) fn new(options: PgConnectOptions) -> ReadConns {
+        ReadConns {
+            options,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(READ_CONNECTIONS),
+        }
+    }
+
+    /// A live connection, idle or new.
+    pub(crate) async fn acquire(&self) -> Result<ReadConn<'_>, StoreError> {
+        let permit = tokio::time::timeout(ACQUIRE_TIMEOUT, self.permits.acquire())
+            .await
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        loop {
+            let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+            let conn = match idle {
+                Some((mut conn, since)) => {
+                    let suspect = since.elapsed() >= PING_AFTER_IDLE
+                        || lost_connection::within(PING_AFTER_IDLE);
+                    if suspect && conn.ping().await.is_err() {
+                        // Gone: the next idle one, or a new one.
+                        continue;
+                    }
+                    conn
+                }
+                None => self.options.connect().await.map_err(db_err)?,
+            };
+            return Ok(ReadConn {
+                conns: self,
+                conn,
+                _permit: permit,
+            });
+        }
+    }
+}
+
+impl ReadConn<'_> {
+    /// Gives the connection back for the next read (after a call that succeeded).
+    pub(crate) fn keep(self) {
+        if let Ok(mut idle) = self.conns.idle.lock() {
+            idle.push((self.conn, Instant::now()));
+        }
+    }
+}
