@@ -19,7 +19,8 @@ use crate::wrappers::db_err;
 
 /// At most this many balance reads at once (and open connections for them).
 const READ_CONNECTIONS: usize = 8;
-/// How long a read waits for a connection before it gives up ("unavailable").
+/// How long a read waits for a connection before it gives up ("unavailable"), as sqlx's pool
+/// of the store does.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug)]
@@ -47,11 +48,19 @@ impl ReadConns {
         }
     }
 
-    /// A live connection, idle or new.
+    /// A live connection, idle or new, within [`ACQUIRE_TIMEOUT`] (the wait for a turn, the
+    /// pings and the connect included, as the pool's acquire timeout does).
     pub(crate) async fn acquire(&self) -> Result<ReadConn<'_>, StoreError> {
-        let permit = tokio::time::timeout(ACQUIRE_TIMEOUT, self.permits.acquire())
+        tokio::time::timeout(ACQUIRE_TIMEOUT, self.acquire_untimed())
             .await
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?
+    }
+
+    async fn acquire_untimed(&self) -> Result<ReadConn<'_>, StoreError> {
+        let permit = self
+            .permits
+            .acquire()
+            .await
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         loop {
             let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
