@@ -1,7 +1,7 @@
 //! Connections for balance reads, kept apart from sqlx's pool. sqlx pings every connection it
-//! gets back (a round trip, and a wake-up of the server's backend, after every call); on the
-//! HTTP balance reads that cost ×1.3–1.6 of their throughput on the bench machine
-//! (BENCHMARKS.md, fifteenth session). A connection comes back here only after a call that
+//! gets back (a round trip, and a wake-up of the server's backend, after every call); taking
+//! balance reads off it gave HTTP balances ×1.19–1.28 on the bench machine (BENCHMARKS.md,
+//! fifteenth session). A connection comes back here only after a call that
 //! succeeded (one that failed, or was dropped mid-call, is closed), and is pinged before reuse
 //! under the pool's own rule: idle for [`PING_AFTER_IDLE`], or a connection lost shortly before.
 
@@ -49,32 +49,40 @@ impl ReadConns {
     }
 
     /// A live connection, idle or new, within [`ACQUIRE_TIMEOUT`] (the wait for a turn, the
-    /// pings and the connect included, as the pool's acquire timeout does).
+    /// pings and the connect included, as the pool's acquire timeout does). A timer is set only
+    /// for what may wait: a read that finds a free turn and a connection that needs no ping
+    /// starts none.
     pub(crate) async fn acquire(&self) -> Result<ReadConn<'_>, StoreError> {
-        tokio::time::timeout(ACQUIRE_TIMEOUT, self.acquire_untimed())
-            .await
-            .map_err(|e| StoreError::Unavailable(Box::new(e)))?
-    }
-
-    async fn acquire_untimed(&self) -> Result<ReadConn<'_>, StoreError> {
-        let permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        let deadline = tokio::time::Instant::now() + ACQUIRE_TIMEOUT;
+        let unavailable = |e: &dyn std::fmt::Display| StoreError::Unavailable(e.to_string().into());
+        let permit = match self.permits.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => tokio::time::timeout_at(deadline, self.permits.acquire())
+                .await
+                .map_err(|e| unavailable(&e))?
+                .map_err(|e| unavailable(&e))?,
+        };
         loop {
             let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
             let conn = match idle {
                 Some((mut conn, since)) => {
                     let suspect = since.elapsed() >= PING_AFTER_IDLE
                         || lost_connection::within(PING_AFTER_IDLE);
-                    if suspect && conn.ping().await.is_err() {
-                        // Gone: the next idle one, or a new one.
+                    if suspect
+                        && !matches!(
+                            tokio::time::timeout_at(deadline, conn.ping()).await,
+                            Ok(Ok(()))
+                        )
+                    {
+                        // Gone (or too slow to answer): the next idle one, or a new one.
                         continue;
                     }
                     conn
                 }
-                None => self.options.connect().await.map_err(db_err)?,
+                None => tokio::time::timeout_at(deadline, self.options.connect())
+                    .await
+                    .map_err(|e| unavailable(&e))?
+                    .map_err(db_err)?,
             };
             return Ok(ReadConn {
                 conns: self,
