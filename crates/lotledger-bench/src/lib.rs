@@ -9,7 +9,8 @@
 //!   and HTTP `GET …/balance` through the real router on loopback;
 //! - **Size** of the tables on disk;
 //! - **W4**: W1's history copied (suffixed addresses and refs, `Store::import_history`) until
-//!   the ledger holds ≥ 1 000 000 × scale rows, then `repair` and `verify` are timed.
+//!   the ledger holds ≥ 1 000 000 × scale rows, then `repair`, `verify` and the integrity
+//!   checks of `verify --integrity` are timed.
 //!
 //! `--baseline` then runs W1 and W2 at a tenth of their size with `--batch 1` on another fresh
 //! store. The generator's model predicts the row and lot counts; a mismatch fails the bench.
@@ -964,7 +965,7 @@ async fn reads(
 }
 
 /// W4: copies W1's rows (addresses and refs suffixed `-N`) until the ledger holds the target,
-/// then times a full repair and a verify.
+/// then times a full repair, a verify and the integrity checks (none may find anything).
 async fn w4(store: &AnyStore, params: Params, w1_rows: u64, out: &mut StoreRun) -> Result<()> {
     let before = store.table_counts().await?;
     let target = count(W4_TARGET_ROWS, params.scale);
@@ -1032,6 +1033,15 @@ async fn w4(store: &AnyStore, params: Params, w1_rows: u64, out: &mut StoreRun) 
     .await?;
     let verify_time = started.elapsed();
     bar.finish_and_clear();
+    let bar = progress_bar(0, "W4 integrity");
+    let started = Instant::now();
+    let dangling = maintenance::integrity(store, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .await?;
+    let integrity_time = started.elapsed();
+    bar.finish_and_clear();
     let f = &mut out.figures;
     f.count("w4", "history_rows", "history rows", after.history_rows);
     f.count("w4", "addresses", "addresses", repaired.addresses as u64);
@@ -1071,8 +1081,18 @@ async fn w4(store: &AnyStore, params: Params, w1_rows: u64, out: &mut StoreRun) 
         Unit::PerSecond,
     );
     f.count("w4", "drifted", "drifted addresses", drifts.len() as u64);
+    f.push(
+        "w4",
+        "integrity_seconds",
+        "verify --integrity's id checks, s",
+        secs(integrity_time),
+        Unit::Seconds,
+    );
     out.check(drifts.is_empty(), || {
         format!("W4: verify found {} drifted addresses", drifts.len())
+    });
+    out.check(dangling.is_empty(), || {
+        format!("W4: the integrity checks found dangling ids: {dangling:?}")
     });
     Ok(())
 }

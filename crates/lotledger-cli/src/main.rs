@@ -59,7 +59,8 @@ enum Command {
     Message(cmd::read::MessageArgs),
     /// Rebuild the lot cache of every address from history (resumes an interrupted run).
     Repair(cmd::maintain::RepairArgs),
-    /// Compare the lot cache with a replay of history, without writing; exit 1 on drift.
+    /// Compare the lot cache with a replay of history, without writing; exit 1 on drift (and,
+    /// with --integrity, on a row whose ids name no address or reference).
     Verify(cmd::maintain::VerifyArgs),
     /// Create or upgrade the schema (every command also does this on first use).
     Migrate,

@@ -132,6 +132,9 @@ impl Store for AnyStore {
     async fn import_history(&self, rows: &[HistoryRow], now: Timestamp) -> Result<u64, StoreError> {
         dispatch!(self, s => s.import_history(rows, now))
     }
+    async fn dangling(&self, check: lotledger_store::IdCheck) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.dangling(check))
+    }
     async fn balance(&self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
         dispatch!(self, s => s.balance(address, at))
     }

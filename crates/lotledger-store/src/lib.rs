@@ -189,6 +189,88 @@ pub struct Drift {
     pub replayed: Vec<Lot>,
 }
 
+/// One of the ties between the ledger's tables that `verify --integrity` checks. The schema
+/// declares no foreign keys (the writers intern every address and reference before the rows
+/// that name it, in the same transaction, and checking each insert against a parent table
+/// would cost every append a probe); a row whose id names nothing would drop out of every
+/// joined read without a word, so this is how an operator finds one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdCheck {
+    /// `credit_history.address_id` → `addresses`.
+    HistoryAddress,
+    /// `credit_history.ref_id` → `refs`.
+    HistoryRef,
+    /// `credit_lots.address_id` → `addresses`.
+    LotAddress,
+    /// `credit_lots.ref_id` → `refs`.
+    LotRef,
+    /// `credit_messages.ref_id` → `refs`.
+    MessageRef,
+}
+
+impl IdCheck {
+    pub const ALL: [IdCheck; 5] = [
+        IdCheck::HistoryAddress,
+        IdCheck::HistoryRef,
+        IdCheck::LotAddress,
+        IdCheck::LotRef,
+        IdCheck::MessageRef,
+    ];
+
+    /// The column checked, as `table.column`.
+    pub fn column(self) -> &'static str {
+        match self {
+            IdCheck::HistoryAddress => "credit_history.address_id",
+            IdCheck::HistoryRef => "credit_history.ref_id",
+            IdCheck::LotAddress => "credit_lots.address_id",
+            IdCheck::LotRef => "credit_lots.ref_id",
+            IdCheck::MessageRef => "credit_messages.ref_id",
+        }
+    }
+
+    /// The table its ids must name.
+    pub fn target(self) -> &'static str {
+        match self {
+            IdCheck::HistoryAddress | IdCheck::LotAddress => "addresses",
+            IdCheck::HistoryRef | IdCheck::LotRef | IdCheck::MessageRef => "refs",
+        }
+    }
+
+    /// How many rows name an id missing from [`IdCheck::target`]: one statement, the same in
+    /// both dialects, a primary-key probe per row.
+    pub fn count_sql(self) -> &'static str {
+        match self {
+            IdCheck::HistoryAddress => {
+                "SELECT COUNT(*) FROM credit_history c \
+                 WHERE NOT EXISTS (SELECT 1 FROM addresses t WHERE t.id = c.address_id)"
+            }
+            IdCheck::HistoryRef => {
+                "SELECT COUNT(*) FROM credit_history c \
+                 WHERE NOT EXISTS (SELECT 1 FROM refs t WHERE t.id = c.ref_id)"
+            }
+            IdCheck::LotAddress => {
+                "SELECT COUNT(*) FROM credit_lots c \
+                 WHERE NOT EXISTS (SELECT 1 FROM addresses t WHERE t.id = c.address_id)"
+            }
+            IdCheck::LotRef => {
+                "SELECT COUNT(*) FROM credit_lots c \
+                 WHERE NOT EXISTS (SELECT 1 FROM refs t WHERE t.id = c.ref_id)"
+            }
+            IdCheck::MessageRef => {
+                "SELECT COUNT(*) FROM credit_messages c \
+                 WHERE NOT EXISTS (SELECT 1 FROM refs t WHERE t.id = c.ref_id)"
+            }
+        }
+    }
+}
+
+/// Rows that failed one [`IdCheck`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dangling {
+    pub check: IdCheck,
+    pub rows: u64,
+}
+
 /// Rows in the ledger's three tables.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TableCounts {
@@ -452,6 +534,10 @@ pub trait Store: Send + Sync {
         &self,
         item_hash: &str,
     ) -> impl Future<Output = Result<Option<MessageRecord>, StoreError>> + Send;
+
+    /// How many rows fail `check` (a full scan of the checked table: for `verify
+    /// --integrity`, not for a request path).
+    fn dangling(&self, check: IdCheck) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Rows in the ledger's tables (full counts: for reports such as the bench's, not for a
     /// request path).

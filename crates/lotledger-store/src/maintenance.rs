@@ -1,11 +1,12 @@
 //! Whole-ledger maintenance on top of [`Store`]: repair (rebuild every address's lots from
-//! history, resumable) and verify (compare without writing).
+//! history, resumable), verify (compare without writing) and the integrity checks of the ids
+//! that tie the tables together.
 
 use std::collections::HashMap;
 
 use lotledger_core::{HistoryRow, Lot, replay};
 
-use crate::{AddressRows, Drift, Store, StoreError};
+use crate::{AddressRows, Dangling, Drift, IdCheck, Store, StoreError};
 
 /// Addresses rebuilt or checked per transaction, unless the store asks for another
 /// [`Store::maintenance_batch`].
@@ -106,6 +107,23 @@ pub async fn verify<S: Store>(
         progress(done, total);
     }
     Ok(drifts)
+}
+
+/// Runs every [`IdCheck`]; returns those that found rows naming nothing. `progress(done,
+/// total)` is called after each check.
+pub async fn integrity<S: Store>(
+    store: &S,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<Dangling>, StoreError> {
+    let mut out = Vec::new();
+    for (done, check) in IdCheck::ALL.into_iter().enumerate() {
+        let rows = store.dangling(check).await?;
+        if rows > 0 {
+            out.push(Dangling { check, rows });
+        }
+        progress(done + 1, IdCheck::ALL.len());
+    }
+    Ok(out)
 }
 
 /// The drifts among `addresses`, given all their history rows (sorted by address then replay

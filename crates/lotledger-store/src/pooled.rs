@@ -270,6 +270,15 @@ where
         Ok(crate::sql::address_rows(rows))
     }
 
+    /// How many rows fail `check`.
+    pub async fn dangling(&self, check: crate::IdCheck) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(check.count_sql())
+            .fetch_one(self.pool)
+            .await
+            .map_err(DB::error)?;
+        Ok(crate::non_negative(n))
+    }
+
     pub async fn table_counts(&self) -> Result<TableCounts, StoreError> {
         let row: (i64, i64, i64) = sqlx::query_as(crate::sql_table_counts!())
             .fetch_one(self.pool)
@@ -601,6 +610,10 @@ macro_rules! pooled_reads {
             $crate::pooled::Reads::of(&self.pool)
                 .count_credit_balances(at, min_balance)
                 .await
+        }
+
+        async fn dangling(&self, check: $crate::IdCheck) -> Result<u64, $crate::StoreError> {
+            $crate::pooled::Reads::of(&self.pool).dangling(check).await
         }
 
         async fn table_counts(&self) -> Result<$crate::TableCounts, $crate::StoreError> {

@@ -19,6 +19,10 @@ pub struct RepairArgs {
 pub struct VerifyArgs {
     #[arg(long)]
     json: bool,
+    /// Also check that every id in history, lots and message records names an address or a
+    /// reference (one scan of each table; a row that names nothing is left out of every read).
+    #[arg(long)]
+    integrity: bool,
 }
 
 pub async fn repair(store: &AnyStore, args: RepairArgs) -> Result<ExitCode> {
@@ -49,6 +53,18 @@ pub async fn verify(store: &AnyStore, args: VerifyArgs) -> Result<ExitCode> {
     })
     .await?;
     bar.finish_and_clear();
+    let dangling = if args.integrity {
+        let bar = super::progress_bar(0, "integrity");
+        let found = maintenance::integrity(store, |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })
+        .await?;
+        bar.finish_and_clear();
+        Some(found)
+    } else {
+        None
+    };
     if args.json {
         let drifted: Vec<_> = drifts
             .iter()
@@ -60,7 +76,14 @@ pub async fn verify(store: &AnyStore, args: VerifyArgs) -> Result<ExitCode> {
                 })
             })
             .collect();
-        println!("{}", json!({"addresses": checked, "drifted": drifted}));
+        let mut report = json!({"addresses": checked, "drifted": drifted});
+        if let Some(found) = &dangling {
+            report["dangling"] = found
+                .iter()
+                .map(|d| json!({"column": d.check.column(), "names": d.check.target(), "rows": d.rows}))
+                .collect();
+        }
+        println!("{report}");
     } else if drifts.is_empty() {
         println!("cache equals replay for all {checked} addresses");
     } else {
@@ -77,7 +100,29 @@ pub async fn verify(store: &AnyStore, args: VerifyArgs) -> Result<ExitCode> {
             drifts.len()
         );
     }
-    Ok(if drifts.is_empty() {
+    if let (Some(found), false) = (&dangling, args.json) {
+        for d in found {
+            let (rows, name) = if d.rows == 1 {
+                ("row", "names")
+            } else {
+                ("rows", "name")
+            };
+            println!(
+                "dangling: {} {rows} of {} {name} no row of {} (repair cannot mend this)",
+                d.rows,
+                d.check.column(),
+                d.check.target()
+            );
+        }
+        if found.is_empty() {
+            println!(
+                "every id names its row ({} checks)",
+                lotledger_store::IdCheck::ALL.len()
+            );
+        }
+    }
+    let dangles = dangling.as_ref().is_some_and(|found| !found.is_empty());
+    Ok(if drifts.is_empty() && !dangles {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -270,6 +270,59 @@ fn verify_exits_non_zero_on_drift() {
     assert_eq!(balance(&url), 5_000_000);
 }
 
+/// `verify --integrity`: an address deleted behind the ledger's back takes its history and lots
+/// out of every read, and out of the drift check (which lists addresses), so plain `verify`
+/// passes; the integrity checks count the rows that name it and exit 1.
+#[test]
+fn verify_integrity_finds_ids_that_name_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let url = format!("sqlite://{}", db.display());
+    ingest(&url, &dir, "good.jsonl", &[distribution("d1", 5_000_000)]);
+    let (ok, stdout, _) = lotledger(&url, &["verify", "--integrity"]);
+    assert!(ok, "{stdout}");
+    assert!(
+        stdout.contains("every id names its row (5 checks)"),
+        "{stdout}"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("DELETE FROM addresses WHERE address = ?")
+            .bind(HOLDER)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    });
+    let (ok, _, _) = lotledger(&url, &["verify"]);
+    assert!(ok, "the drift check cannot see a deleted address");
+    let (ok, stdout, _) = lotledger(&url, &["verify", "--integrity"]);
+    assert!(!ok);
+    assert!(
+        stdout.contains("dangling: 1 row of credit_history.address_id names no row of addresses"),
+        "{stdout}"
+    );
+    let (ok, stdout, _) = lotledger(&url, &["verify", "--integrity", "--json"]);
+    assert!(!ok);
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        report["dangling"],
+        json!([
+            {"column": "credit_history.address_id", "names": "addresses", "rows": 1},
+            {"column": "credit_lots.address_id", "names": "addresses", "rows": 1},
+        ])
+    );
+    assert_eq!(report["drifted"], json!([]));
+    // Without the option the JSON keeps its shape.
+    let (_, stdout, _) = lotledger(&url, &["verify", "--json"]);
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(report.get("dangling").is_none(), "{report}");
+}
+
 #[test]
 fn batch_size_changes_no_outcome() {
     let transfer = |hash: &str, amount: i64| {

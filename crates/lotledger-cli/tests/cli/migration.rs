@@ -62,7 +62,7 @@ fn same_answers(layout: &str, url: &str) {
     for (hash, want) in messages {
         assert_eq!(&json(url, &["message", hash]), want, "message {hash}");
     }
-    cli(url, &["verify"]);
+    cli(url, &["verify", "--integrity"]);
     same_consumed_credits(&expected, url);
 }
 

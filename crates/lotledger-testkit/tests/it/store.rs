@@ -1,5 +1,6 @@
 //! Store behaviour beyond the scenarios, on both backends: repair resumes from its checkpoint,
-//! the history refuses updates and deletes, and the store reports its rows, size and settings.
+//! the history refuses updates and deletes, the store reports its rows, size and settings, and
+//! the integrity checks count ids that name nothing.
 
 use lotledger_core::{Credits, HistoryRow, Timestamp};
 use lotledger_store::transactional::Transactional;
@@ -273,6 +274,105 @@ async fn postgres_sums_consumed_credits_by_resource_through_its_index() {
     let url = db::fresh_pg_url().await;
     let store = lotledger_store_pg::PgStore::open(&url).await.unwrap();
     consumed_credits_by_resource(&store, &url).await;
+}
+
+/// `verify --integrity`'s checks: a healthy ledger has no dangling id; then an address and two
+/// references are deleted behind the ledger's back, and each check counts exactly the rows
+/// that named them. (A deleted address also hides its rows from drift checks: they list
+/// addresses from the `addresses` table.)
+async fn dangling_ids<S: Store>(store: &S, url: &str) {
+    use lotledger_store::{Dangling, IdCheck};
+    let at = Timestamp::from_unix_seconds(1_772_323_200).unwrap();
+    let rows = [
+        grant("0xa", "g-a", 100),
+        grant("0xb", "g-b", 50),
+        grant("0xb", "g-b2", 70),
+        HistoryRow::bare("0xb", Credits(-60), "spent-b", 0, at),
+    ];
+    store.import_history(&rows, at).await.unwrap();
+    store.reject("bad-message", "no", at).await.unwrap();
+    store.reject("other-message", "no", at).await.unwrap();
+    let mut checked = Vec::new();
+    let clean = maintenance::integrity(store, |done, total| checked.push((done, total)))
+        .await
+        .unwrap();
+    assert_eq!(clean, []);
+    assert_eq!(
+        checked.last(),
+        Some(&(IdCheck::ALL.len(), IdCheck::ALL.len()))
+    );
+    let deletes: [(&str, &str); 3] = [
+        (
+            "DELETE FROM addresses WHERE address = '0xa'",
+            "DELETE FROM addresses WHERE address = '0xa'",
+        ),
+        // The grant `g-b` was drained whole by `spent-b`: its history row dangles, no lot.
+        // `g-b2` keeps a lot of 60.
+        (
+            "DELETE FROM refs WHERE ref IN ('g-b2', 'bad-message')",
+            "DELETE FROM refs WHERE name IN ('g-b2', 'bad-message')",
+        ),
+        (
+            "DELETE FROM refs WHERE ref = 'g-b'",
+            "DELETE FROM refs WHERE name = 'g-b'",
+        ),
+    ];
+    for (sqlite, pg) in deletes {
+        let sql = if url.starts_with("sqlite") {
+            sqlite
+        } else {
+            pg
+        };
+        if url.starts_with("sqlite") {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            assert!(
+                sqlx::query(sql)
+                    .execute(&mut c)
+                    .await
+                    .unwrap()
+                    .rows_affected()
+                    > 0,
+                "{sql}"
+            );
+        } else {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            assert!(
+                sqlx::query(sql)
+                    .execute(&mut c)
+                    .await
+                    .unwrap()
+                    .rows_affected()
+                    > 0,
+                "{sql}"
+            );
+        }
+    }
+    let found = maintenance::integrity(store, |_, _| {}).await.unwrap();
+    let want = |check, rows| Dangling { check, rows };
+    assert_eq!(
+        found,
+        [
+            want(IdCheck::HistoryAddress, 1),
+            want(IdCheck::HistoryRef, 2),
+            want(IdCheck::LotAddress, 1),
+            want(IdCheck::LotRef, 1),
+            want(IdCheck::MessageRef, 1),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn sqlite_integrity_counts_ids_that_name_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, url) = db::fresh_sqlite(&dir).await;
+    dangling_ids(&store, &url).await;
+}
+
+#[tokio::test]
+async fn postgres_integrity_counts_ids_that_name_nothing() {
+    let url = db::fresh_pg_url().await;
+    let store = lotledger_store_pg::PgStore::open(&url).await.unwrap();
+    dangling_ids(&store, &url).await;
 }
 
 /// Both stores carry the same migration versions and names (their SQL differs by dialect).
