@@ -15,6 +15,7 @@
 
 use lotledger_core::{BalanceDetail, Credits, Timestamp, balance_details_from_sums};
 use lotledger_store::StoreError;
+use lotledger_store::pooled::Dialect;
 use rusqlite::{Connection, OpenFlags};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -52,8 +53,8 @@ impl QuickReads {
         })
     }
 
-    /// The balance of `address` at `at` and its split by expiry: the same statement as the
-    /// pooled read (`lotledger_store::pooled::Reads::balance_details`).
+    /// The balance of `address` at `at` and its split by expiry: the pooled read's statement
+    /// (`Dialect::BALANCE_GROUPS`).
     pub(crate) fn balance_details(
         &self,
         address: &str,
@@ -61,13 +62,7 @@ impl QuickReads {
     ) -> Result<(Credits, Vec<BalanceDetail>), StoreError> {
         let sums = self.with(|conn| {
             let mut statement = conn
-                .prepare_cached(concat!(
-                    "SELECT expiration_date, CAST(SUM(amount_remaining) AS BIGINT) \
-                     FROM credit_lots WHERE address_id = ",
-                    address_id!(),
-                    " AND (expiration_date IS NULL OR expiration_date > ?) \
-                     GROUP BY expiration_date"
-                ))
+                .prepare_cached(<sqlx::Sqlite as Dialect>::BALANCE_GROUPS)
                 .map_err(err)?;
             let rows = statement
                 .query_map(rusqlite::params![address, at.as_micros()], |r| {

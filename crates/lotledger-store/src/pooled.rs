@@ -65,6 +65,10 @@ pub trait Dialect: Database<Arguments: sqlx::IntoArguments<Self>> {
     /// The compact texts' `''` as an SQL literal (migration 0007), written out so that the
     /// expression index on a history row's resource matches.
     const EMPTY_COMPACT: &'static str;
+    /// An address's unexpired lots summed by expiry (`expiration_date`, the sum), the address
+    /// and the instant bound in that order: [`crate::sql_balance_groups!`] in this dialect's
+    /// placeholders. SQLite's short reads on rusqlite run the same text.
+    const BALANCE_GROUPS: &'static str;
 
     fn instant(t: Timestamp) -> Self::Instant;
     fn timestamp(v: Self::Instant) -> Result<Timestamp, StoreError>;
@@ -75,6 +79,7 @@ pub trait Dialect: Database<Arguments: sqlx::IntoArguments<Self>> {
 impl Dialect for sqlx::Postgres {
     type Instant = time::OffsetDateTime;
     const EMPTY_COMPACT: &'static str = "'\\x00'::bytea";
+    const BALANCE_GROUPS: &'static str = crate::sql_balance_groups!("$1", "$2");
 
     /// Core instants lie within years 1..=9999, which `OffsetDateTime` represents; the epoch
     /// stands in for the impossible failure.
@@ -117,6 +122,7 @@ impl Dialect for sqlx::Sqlite {
     /// INTEGER microseconds.
     type Instant = i64;
     const EMPTY_COMPACT: &'static str = "x'00'";
+    const BALANCE_GROUPS: &'static str = crate::sql_balance_groups!("?", "?");
 
     fn instant(t: Timestamp) -> i64 {
         t.as_micros()
@@ -389,16 +395,9 @@ where
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'r> (Option<DB::Instant>, i64): FromRow<'r, DB::Row>,
 {
-    let mut b = QueryBuilder::<DB>::new(
-        "SELECT expiration_date, CAST(SUM(amount_remaining) AS BIGINT) FROM credit_lots \
-         WHERE address_id = (SELECT id FROM addresses WHERE address = ",
-    );
-    b.push_bind(address)
-        .push(") AND (expiration_date IS NULL OR expiration_date > ")
-        .push_bind(DB::instant(at))
-        .push(") GROUP BY expiration_date");
-    let groups: Vec<(Option<DB::Instant>, i64)> = b
-        .build_query_as()
+    let groups: Vec<(Option<DB::Instant>, i64)> = sqlx::query_as(DB::BALANCE_GROUPS)
+        .bind(address)
+        .bind(DB::instant(at))
         .fetch_all(executor)
         .await
         .map_err(DB::error)?;

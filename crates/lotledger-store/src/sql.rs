@@ -65,6 +65,23 @@ macro_rules! sql_emission_order {
     };
 }
 
+/// An address's unexpired lots summed by expiry: `expiration_date` and the sum (`BIGINT`), one
+/// row per expiry; `$address` and `$at` are the dialect's placeholders for the address's text
+/// and the instant. See [`crate::pooled::Dialect::BALANCE_GROUPS`].
+#[macro_export]
+macro_rules! sql_balance_groups {
+    ($address:literal, $at:literal) => {
+        concat!(
+            "SELECT expiration_date, CAST(SUM(amount_remaining) AS BIGINT) FROM credit_lots \
+             WHERE address_id = (SELECT id FROM addresses WHERE address = ",
+            $address,
+            ") AND (expiration_date IS NULL OR expiration_date > ",
+            $at,
+            ") GROUP BY expiration_date"
+        )
+    };
+}
+
 /// Rows of the ledger's three tables, as one row of three counts ([`crate::TableCounts`]).
 #[macro_export]
 macro_rules! sql_table_counts {
