@@ -172,6 +172,12 @@ struct Params {
 }
 
 impl Args {
+    /// Whether this is the W1 child (`--child-w1-url`): the ingest path alone in its process,
+    /// which the binary sets up as it does `ingest`'s.
+    pub fn is_w1_child(&self) -> bool {
+        self.child_w1_url.is_some()
+    }
+
     fn params(&self) -> Result<Params> {
         if !self.scale.is_finite() || self.scale <= 0.0 || self.scale > 1000.0 {
             bail!("--scale must be above 0 and at most 1000");

@@ -26,6 +26,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Ingest(args) = &cli.command {
         args.check()?;
     }
+    // Batch work without transparent huge pages (see `lotledger_alloc`): ingest, and the
+    // bench's W1 child, which is ingest's path.
+    let batch_work = match &cli.command {
+        Command::Ingest(_) => true,
+        Command::Bench(args) => args.is_w1_child(),
+        _ => false,
+    };
+    if batch_work {
+        let off = lotledger_alloc::no_huge_pages();
+        tracing::debug!(transparent_huge_pages_off = off, "batch work");
+    }
     // The bench creates its own stores: --database-url is not opened.
     let command = match cli.command {
         Command::Bench(args) => return Ok(lotledger_bench::run(args).await?),

@@ -323,6 +323,78 @@ fn verify_integrity_finds_ids_that_name_nothing() {
     assert!(report.get("dangling").is_none(), "{report}");
 }
 
+/// `THP_enabled` of a running process, as `/proc/<pid>/status` reports it, once `ready`
+/// holds (within 10 s).
+#[cfg(target_os = "linux")]
+fn thp_enabled(pid: u32, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let flag = status
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:"))
+            .unwrap_or_else(|| panic!("no THP_enabled in {status}"))
+            .trim()
+            .to_string();
+        if ready(&flag) || std::time::Instant::now() > deadline {
+            return flag;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `ingest` runs without transparent huge pages (lotledger_alloc::no_huge_pages: its batches
+/// zeroed whole 2 MiB spans), unless the operator set `MIMALLOC_ALLOW_THP`; `serve` keeps them.
+#[cfg(target_os = "linux")]
+#[test]
+fn ingest_runs_without_transparent_huge_pages_and_serve_with() {
+    use std::process::Stdio;
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some()
+        || thp_enabled(std::process::id(), |_| true) != "1"
+    {
+        eprintln!("huge pages are decided outside this test: nothing to show");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let start = |db: &str, allow: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lotledger"));
+        cmd.args([
+            "--database-url",
+            &format!("sqlite://{}", dir.path().join(db).display()),
+        ])
+        .args(["ingest", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env_remove("MIMALLOC_ALLOW_THP");
+        if let Some(v) = allow {
+            cmd.env("MIMALLOC_ALLOW_THP", v);
+        }
+        cmd.spawn().unwrap()
+    };
+    // Reading standard input, which stays open: the process is alive to be looked at.
+    let mut plain = start("a.db", None);
+    assert_eq!(thp_enabled(plain.id(), |f| f == "0"), "0");
+    let mut allowed = start("b.db", Some("1"));
+    let opened = dir.path().join("b.db");
+    // Past the point where ingest turns them off: its store is open.
+    let flag = thp_enabled(allowed.id(), |_| opened.exists());
+    assert!(opened.exists());
+    assert_eq!(flag, "1");
+    for child in [&mut plain, &mut allowed] {
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success());
+    }
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let server = lotledger_testkit::server::ServerProcess::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_lotledger")),
+        &["--database-url", &url],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(thp_enabled(server.child.id(), |_| true), "1");
+}
+
 #[test]
 fn batch_size_changes_no_outcome() {
     let transfer = |hash: &str, amount: i64| {
