@@ -34,6 +34,24 @@ use crate::wrappers::{StoredRef, open_connection, sqlite_err as err, ts as insta
 /// Prepared statements a connection keeps (more than the write path uses).
 const STATEMENT_CACHE: usize = 64;
 
+/// Logs work called at `at` that took `took`, if that is `threshold` or more (at debug level,
+/// where sqlx logs its slow statements); returns whether it did.
+fn note_if_slow(
+    at: &std::panic::Location<'_>,
+    took: std::time::Duration,
+    threshold: std::time::Duration,
+) -> bool {
+    let slow = took >= threshold;
+    if slow {
+        tracing::debug!(
+            at = %at,
+            elapsed_ms = took.as_millis(),
+            "slow work on the SQLite write connection"
+        );
+    }
+    slow
+}
+
 /// Runs synchronous SQLite work from async code: under `block_in_place` on a multi-threaded
 /// runtime, in place otherwise.
 fn in_place<T>(work: impl FnOnce() -> T) -> T {
@@ -516,13 +534,20 @@ impl Drop for SqliteTx {
 }
 
 impl SqliteTx {
-    /// Runs `work` on the connection (see [`in_place`]).
+    /// Runs `work` on the connection (see [`in_place`]). Work that takes longer than the
+    /// pooled connections' slow-statement threshold is logged as sqlx logs a slow statement
+    /// (at [`lotledger_store::SLOW_STATEMENT_LOG`]'s level), named by where it was called.
+    #[track_caller]
     fn with<T>(
         &mut self,
         work: impl FnOnce(&mut WriteConn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        let at = std::panic::Location::caller();
         let conn = &mut *self.conn;
-        in_place(|| work(conn))
+        let started = std::time::Instant::now();
+        let out = in_place(|| work(conn));
+        note_if_slow(at, started.elapsed(), lotledger_store::SLOW_STATEMENT_LOG.1);
+        out
     }
 
     /// Ends the transaction without writing.
@@ -923,5 +948,54 @@ impl LedgerTx for SqliteTx {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A log sink the test reads back.
+    #[derive(Clone, Default)]
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut v) = self.0.lock() {
+                v.extend_from_slice(buf);
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Slow work on the write connection is logged at debug level with where it was called
+    /// (rusqlite has no slow-statement log of its own); quick work is not.
+    #[test]
+    fn slow_work_is_logged_with_its_call_site() {
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let here = std::panic::Location::caller();
+        tracing::subscriber::with_default(subscriber, || {
+            let second = Duration::from_secs(1);
+            assert!(!note_if_slow(here, Duration::from_millis(999), second));
+            assert!(note_if_slow(here, Duration::from_millis(1_500), second));
+        });
+        let logged = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(logged.lines().count(), 1, "{logged}");
+        assert!(
+            logged.contains("slow work on the SQLite write connection")
+                && logged.contains("elapsed_ms=1500")
+                && logged.contains(&format!("at={here}")),
+            "{logged}"
+        );
     }
 }
