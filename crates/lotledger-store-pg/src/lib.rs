@@ -8,8 +8,9 @@
 //!
 //! Rows are mapped by hand (`wrappers`): core types never see sqlx.
 //!
-//! The writers' lookups by arrays of keys (interning, versions, statuses, existing rows) are
-//! sent unprepared (`persistent(false)`), so PostgreSQL plans each for its own array and the
+//! The writers' lookups by arrays of keys (interning, versions, statuses, existing rows, and
+//! for small batches the lots and last positions: [`PLANNED_PER_CALL_MAX_KEYS`]) are sent
+//! unprepared (`persistent(false)`), so PostgreSQL plans each for its own array and the
 //! tables' sizes of the moment. Prepared, each connection keeps a generic plan made once for a
 //! ten-element array and the sizes it first saw: on a young ledger, whole-table hash joins that
 //! grow with the tables (W6 on a fresh database: ×1.8–2.0 group commit, BENCHMARKS.md). The
@@ -56,6 +57,13 @@ const PING_AFTER_IDLE: Duration = Duration::from_secs(10);
 
 /// Write transactions worth running at once (a quarter of the pool: reads keep the rest).
 const CONCURRENT_WRITERS: usize = 2;
+
+/// The batch's lots and last history positions are read by a plan made for the call's own
+/// addresses when it names at most this many (a `serve` batch: W6 group commit ×1.04–1.34,
+/// median ×1.11, in five pairs on a fresh database, BENCHMARKS.md, issue 10, sixteenth
+/// session), and by the connection's cached plan beyond (an ingest batch of thousands, whose
+/// planning for a 5 000-element array measured slower than the cached plan's scans).
+const PLANNED_PER_CALL_MAX_KEYS: usize = 256;
 
 /// Rows from which an append (history rows, new references, message records) is first sent
 /// without its `ON CONFLICT` clause, under a savepoint, and sent again with it only if it met
@@ -800,6 +808,7 @@ impl LedgerTx for PgTx {
             lot_select!(),
             " WHERE l.address_id IN (SELECT id FROM addresses WHERE address = ANY($1::text[]))"
         ))
+        .persistent(addresses.len() > PLANNED_PER_CALL_MAX_KEYS)
         .bind(addresses)
         .fetch_all(&mut *self.tx)
         .await
@@ -835,6 +844,7 @@ impl LedgerTx for PgTx {
                ORDER BY h.message_timestamp DESC, 2 DESC LIMIT 1) d ON TRUE \
              WHERE a.address = ANY($1::text[])"
         ))
+        .persistent(addresses.len() > PLANNED_PER_CALL_MAX_KEYS)
         .bind(addresses)
         .fetch_all(&mut *self.tx)
         .await
