@@ -239,27 +239,26 @@ impl IdCheck {
     /// How many rows name an id missing from [`IdCheck::target`]: one statement, the same in
     /// both dialects, a primary-key probe per row.
     pub fn count_sql(self) -> &'static str {
+        /// Rows of `$table` whose `$column` names no row of `$target`.
+        macro_rules! dangling {
+            ($table:literal, $column:literal, $target:literal) => {
+                concat!(
+                    "SELECT COUNT(*) FROM ",
+                    $table,
+                    " c WHERE NOT EXISTS (SELECT 1 FROM ",
+                    $target,
+                    " t WHERE t.id = c.",
+                    $column,
+                    ")"
+                )
+            };
+        }
         match self {
-            IdCheck::HistoryAddress => {
-                "SELECT COUNT(*) FROM credit_history c \
-                 WHERE NOT EXISTS (SELECT 1 FROM addresses t WHERE t.id = c.address_id)"
-            }
-            IdCheck::HistoryRef => {
-                "SELECT COUNT(*) FROM credit_history c \
-                 WHERE NOT EXISTS (SELECT 1 FROM refs t WHERE t.id = c.ref_id)"
-            }
-            IdCheck::LotAddress => {
-                "SELECT COUNT(*) FROM credit_lots c \
-                 WHERE NOT EXISTS (SELECT 1 FROM addresses t WHERE t.id = c.address_id)"
-            }
-            IdCheck::LotRef => {
-                "SELECT COUNT(*) FROM credit_lots c \
-                 WHERE NOT EXISTS (SELECT 1 FROM refs t WHERE t.id = c.ref_id)"
-            }
-            IdCheck::MessageRef => {
-                "SELECT COUNT(*) FROM credit_messages c \
-                 WHERE NOT EXISTS (SELECT 1 FROM refs t WHERE t.id = c.ref_id)"
-            }
+            IdCheck::HistoryAddress => dangling!("credit_history", "address_id", "addresses"),
+            IdCheck::HistoryRef => dangling!("credit_history", "ref_id", "refs"),
+            IdCheck::LotAddress => dangling!("credit_lots", "address_id", "addresses"),
+            IdCheck::LotRef => dangling!("credit_lots", "ref_id", "refs"),
+            IdCheck::MessageRef => dangling!("credit_messages", "ref_id", "refs"),
         }
     }
 }

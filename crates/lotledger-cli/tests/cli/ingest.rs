@@ -238,6 +238,25 @@ fn verifies_envelopes(batch: &str, jobs: &str) {
     assert_eq!(balance.trim(), "7");
 }
 
+/// Runs `sql` (with `bind`, if given) on the SQLite file at `url` directly, as a tamperer
+/// would; panics unless it changed a row.
+fn behind_the_ledgers_back(url: &str, sql: &'static str, bind: Option<&str>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        let mut query = sqlx::query(sql);
+        if let Some(value) = bind {
+            query = query.bind(value);
+        }
+        let done = query.execute(&mut conn).await.unwrap();
+        assert!(done.rows_affected() > 0, "{sql} changed nothing");
+    });
+}
+
 #[test]
 fn verify_exits_non_zero_on_drift() {
     let dir = tempfile::tempdir().unwrap();
@@ -247,18 +266,7 @@ fn verify_exits_non_zero_on_drift() {
     let (ok, _, _) = lotledger(&url, &["verify"]);
     assert!(ok);
     // Tamper with the cache behind the ledger's back.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query("UPDATE credit_lots SET amount_remaining = 1")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    });
+    behind_the_ledgers_back(&url, "UPDATE credit_lots SET amount_remaining = 1", None);
     let (ok, stdout, _) = lotledger(&url, &["verify", "--json"]);
     assert!(!ok);
     let report: Value = serde_json::from_str(&stdout).unwrap();
@@ -285,19 +293,11 @@ fn verify_integrity_finds_ids_that_name_nothing() {
         stdout.contains("every id names its row (5 checks)"),
         "{stdout}"
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query("DELETE FROM addresses WHERE address = ?")
-            .bind(HOLDER)
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    });
+    behind_the_ledgers_back(
+        &url,
+        "DELETE FROM addresses WHERE address = ?",
+        Some(HOLDER),
+    );
     let (ok, _, _) = lotledger(&url, &["verify"]);
     assert!(ok, "the drift check cannot see a deleted address");
     let (ok, stdout, _) = lotledger(&url, &["verify", "--integrity"]);
