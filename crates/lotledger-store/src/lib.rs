@@ -219,46 +219,46 @@ impl IdCheck {
 
     /// The column checked, as `table.column`.
     pub fn column(self) -> &'static str {
-        match self {
-            IdCheck::HistoryAddress => "credit_history.address_id",
-            IdCheck::HistoryRef => "credit_history.ref_id",
-            IdCheck::LotAddress => "credit_lots.address_id",
-            IdCheck::LotRef => "credit_lots.ref_id",
-            IdCheck::MessageRef => "credit_messages.ref_id",
-        }
+        self.parts().0
     }
 
     /// The table its ids must name.
     pub fn target(self) -> &'static str {
-        match self {
-            IdCheck::HistoryAddress | IdCheck::LotAddress => "addresses",
-            IdCheck::HistoryRef | IdCheck::LotRef | IdCheck::MessageRef => "refs",
-        }
+        self.parts().1
     }
 
     /// How many rows name an id missing from [`IdCheck::target`]: one statement, the same in
     /// both dialects, a primary-key probe per row.
     pub fn count_sql(self) -> &'static str {
-        /// Rows of `$table` whose `$column` names no row of `$target`.
-        macro_rules! dangling {
+        self.parts().2
+    }
+
+    /// [`IdCheck::column`], [`IdCheck::target`] and [`IdCheck::count_sql`], each written once
+    /// from the table, the column and the target.
+    fn parts(self) -> (&'static str, &'static str, &'static str) {
+        macro_rules! check {
             ($table:literal, $column:literal, $target:literal) => {
-                concat!(
-                    "SELECT COUNT(*) FROM ",
-                    $table,
-                    " c WHERE NOT EXISTS (SELECT 1 FROM ",
+                (
+                    concat!($table, ".", $column),
                     $target,
-                    " t WHERE t.id = c.",
-                    $column,
-                    ")"
+                    concat!(
+                        "SELECT COUNT(*) FROM ",
+                        $table,
+                        " c WHERE NOT EXISTS (SELECT 1 FROM ",
+                        $target,
+                        " t WHERE t.id = c.",
+                        $column,
+                        ")"
+                    ),
                 )
             };
         }
         match self {
-            IdCheck::HistoryAddress => dangling!("credit_history", "address_id", "addresses"),
-            IdCheck::HistoryRef => dangling!("credit_history", "ref_id", "refs"),
-            IdCheck::LotAddress => dangling!("credit_lots", "address_id", "addresses"),
-            IdCheck::LotRef => dangling!("credit_lots", "ref_id", "refs"),
-            IdCheck::MessageRef => dangling!("credit_messages", "ref_id", "refs"),
+            IdCheck::HistoryAddress => check!("credit_history", "address_id", "addresses"),
+            IdCheck::HistoryRef => check!("credit_history", "ref_id", "refs"),
+            IdCheck::LotAddress => check!("credit_lots", "address_id", "addresses"),
+            IdCheck::LotRef => check!("credit_lots", "ref_id", "refs"),
+            IdCheck::MessageRef => check!("credit_messages", "ref_id", "refs"),
         }
     }
 }
