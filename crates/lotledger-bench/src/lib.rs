@@ -1023,29 +1023,17 @@ async fn w4(store: &AnyStore, params: Params, w1_rows: u64, out: &mut StoreRun) 
 
     let bar = progress_bar(0, "W4 repair");
     let started = Instant::now();
-    let repaired = maintenance::repair(store, true, |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })
-    .await?;
+    let repaired = maintenance::repair(store, true, ingest::moves(&bar)).await?;
     let repair_time = started.elapsed();
     bar.finish_and_clear();
     let bar = progress_bar(0, "W4 verify");
     let started = Instant::now();
-    let drifts = maintenance::verify(store, |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })
-    .await?;
+    let drifts = maintenance::verify(store, ingest::moves(&bar)).await?;
     let verify_time = started.elapsed();
     bar.finish_and_clear();
     let bar = progress_bar(0, "W4 integrity");
     let started = Instant::now();
-    let dangling = maintenance::integrity(store, |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })
-    .await?;
+    let dangling = maintenance::integrity(store, ingest::moves(&bar)).await?;
     let integrity_time = started.elapsed();
     bar.finish_and_clear();
     let f = &mut out.figures;

@@ -87,6 +87,15 @@ pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// A `progress(done, total)` callback (as `repair`, `verify` and the integrity checks take)
+/// that moves `bar`.
+pub fn moves(bar: &indicatif::ProgressBar) -> impl FnMut(usize, usize) + '_ {
+    |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    }
+}
+
 /// Errors listed in full in the JSON summary (the counts are always complete).
 const MAX_LISTED_ERRORS: usize = 1000;
 /// Longest accepted line (one message).

@@ -27,11 +27,7 @@ pub struct VerifyArgs {
 
 pub async fn repair(store: &AnyStore, args: RepairArgs) -> Result<ExitCode> {
     let bar = super::progress_bar(0, "repair");
-    let report = maintenance::repair(store, args.restart, |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })
-    .await?;
+    let report = maintenance::repair(store, args.restart, lotledger_ingest::moves(&bar)).await?;
     bar.finish_and_clear();
     match report.resumed_after {
         Some(after) => println!(
@@ -55,11 +51,7 @@ pub async fn verify(store: &AnyStore, args: VerifyArgs) -> Result<ExitCode> {
     bar.finish_and_clear();
     let dangling = if args.integrity {
         let bar = super::progress_bar(0, "integrity");
-        let found = maintenance::integrity(store, |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        })
-        .await?;
+        let found = maintenance::integrity(store, lotledger_ingest::moves(&bar)).await?;
         bar.finish_and_clear();
         Some(found)
     } else {
