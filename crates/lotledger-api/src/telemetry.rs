@@ -14,6 +14,11 @@ use metrics_exporter_prometheus::{
 /// The request latency histogram, in seconds, by `method`, `route` and `status`.
 pub const REQUEST_DURATION: &str = "lotledger_http_request_duration_seconds";
 
+/// Balance reads by where their answer came from (`source`: `kept`, sums kept since the
+/// address's last write; `summed`, the address's lots summed; `plain`, the plain `SUM`, for
+/// sums past 64 bits). PostgreSQL only: set from the store's counts at each scrape.
+pub const BALANCE_READS: &str = "lotledger_balance_reads_total";
+
 /// Latency buckets in seconds.
 pub const LATENCY_BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,

@@ -51,6 +51,14 @@ impl AnyStore {
             AnyStore::Pg(s) => s.ahead_counters(),
         }
     }
+
+    /// How balance reads used the addresses' kept sums (PostgreSQL; SQLite keeps none).
+    pub fn balance_cache_counts(&self) -> Option<lotledger_store_pg::BalanceCacheCounts> {
+        match self {
+            AnyStore::Sqlite(_) => None,
+            AnyStore::Pg(s) => Some(s.balance_cache_counts()),
+        }
+    }
 }
 
 macro_rules! dispatch {

@@ -38,11 +38,13 @@ use lotledger_store::{
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgQueryResult, PgRow};
 use sqlx::{ConnectOptions as _, PgConnection, Postgres, Transaction};
 
+mod balances;
 mod databases;
 mod reads;
 mod scan;
 mod wrappers;
 
+pub use balances::BalanceCacheCounts;
 pub use databases::{create_database, drop_database, unique_database_name, with_database};
 use wrappers::{
     WRITERS_LOCK_KEY, db_err, history_row, lock_key, lot, message_record, odt, opt_odt, ref_arrays,
@@ -226,9 +228,17 @@ pub struct PgStore {
     migrated: lotledger_store::Migrated,
     /// Connections for balance reads, without sqlx's ping after each call (`reads`).
     reads: std::sync::Arc<reads::ReadConns>,
+    /// Addresses' lots summed by expiry, for balance reads while their versions hold
+    /// (`balances`).
+    balances: std::sync::Arc<balances::BalanceCache>,
 }
 
 impl PgStore {
+    /// How balance reads used the addresses' kept sums since the store opened.
+    pub fn balance_cache_counts(&self) -> BalanceCacheCounts {
+        self.balances.counts()
+    }
+
     /// Connects to `url` (`postgres://…`) and migrates the schema.
     pub async fn open(url: &str) -> Result<PgStore, StoreError> {
         let options = PgConnectOptions::from_str(url)
@@ -267,6 +277,7 @@ impl PgStore {
             ids: Default::default(),
             migrated: Default::default(),
             reads,
+            balances: Default::default(),
         };
         let migrated = store.migrate().await?;
         Ok(PgStore { migrated, ..store })
@@ -406,7 +417,10 @@ impl Store for PgStore {
 
     async fn balance(&self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
         let mut read = self.reads.acquire().await?;
-        let sum = balance(&mut read.conn, address, at).await?;
+        let sum = match self.balances.balance(&mut read.conn, address, at).await? {
+            Some(sum) => sum,
+            None => balance(&mut read.conn, address, at).await?,
+        };
         read.keep();
         Ok(sum)
     }
@@ -417,8 +431,16 @@ impl Store for PgStore {
         at: Timestamp,
     ) -> Result<(Credits, Vec<BalanceDetail>), StoreError> {
         let mut read = self.reads.acquire().await?;
-        let details =
-            lotledger_store::pooled::balance_details_on(&mut read.conn, address, at).await?;
+        let details = match self
+            .balances
+            .balance_details(&mut read.conn, address, at)
+            .await?
+        {
+            Some(details) => details,
+            None => {
+                lotledger_store::pooled::balance_details_on(&mut read.conn, address, at).await?
+            }
+        };
         read.keep();
         Ok(details)
     }

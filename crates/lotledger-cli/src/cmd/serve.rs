@@ -57,7 +57,20 @@ pub async fn run(store: AnyStore, rules: &Rules, args: Args) -> Result<ExitCode>
     config.test_clock = args.test_clock;
     config.max_body_bytes = args.max_body_bytes;
     config.intake_batch = usize::try_from(args.intake_batch).context("--intake-batch")?;
-    config.metrics = Some(Arc::new(move || handle.render()));
+    let store = Arc::new(store);
+    let counted = Arc::clone(&store);
+    config.metrics = Some(Arc::new(move || {
+        if let Some(counts) = counted.balance_cache_counts() {
+            for (source, n) in [
+                ("kept", counts.hits),
+                ("summed", counts.misses),
+                ("plain", counts.plain),
+            ] {
+                metrics::counter!(telemetry::BALANCE_READS, "source" => source).absolute(n);
+            }
+        }
+        handle.render()
+    }));
     if args.test_clock {
         tracing::warn!("test clock enabled: clients may choose the instant of their requests");
     }
@@ -70,7 +83,7 @@ pub async fn run(store: AnyStore, rules: &Rules, args: Args) -> Result<ExitCode>
     let local = listener.local_addr().context("reading the bound address")?;
     println!("lotledger listening on http://{local}");
     tracing::info!(%local, "listening");
-    let app = lotledger_api::router(Arc::new(store), config);
+    let app = lotledger_api::router(store, config);
     lotledger_api::serve(listener, app, shutdown)
         .await
         .context("serving HTTP")?;

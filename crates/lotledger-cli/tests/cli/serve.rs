@@ -46,6 +46,50 @@ fn metrics_count_messages_and_time_requests() {
         text.contains(r#"lotledger_http_request_duration_seconds_bucket{method="GET",route="/api/v0/addresses/{address}/balance",status="200",le="0.005"}"#),
         "{text}"
     );
+    assert!(!text.contains("lotledger_balance_reads_total"), "{text}");
+}
+
+/// On PostgreSQL, /metrics counts balance reads by where their answer came from: the first
+/// read of an address sums its lots, the next ones use the sums kept at its version.
+#[test]
+fn metrics_count_balance_reads_from_kept_sums_on_postgres() {
+    use lotledger_core::{Credits, HistoryRow, Timestamp};
+    use lotledger_store::Store;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = rt.block_on(async {
+        let url = lotledger_testkit::db::fresh_pg_url().await;
+        let store = lotledger_store_pg::PgStore::open(&url).await.unwrap();
+        let at = Timestamp::from_unix_seconds(1_772_323_200).unwrap();
+        let grant = HistoryRow::bare("0xa", Credits(5), "g1", 0, at);
+        store.import_history(&[grant], at).await.unwrap();
+        url
+    });
+    let server = ServerProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_lotledger")),
+        &["--database-url", &url],
+        &[],
+    )
+    .unwrap();
+    for _ in 0..3 {
+        let (status, body) = server
+            .request("GET", "/api/v0/addresses/0xa/balance", &[], None)
+            .unwrap();
+        assert_eq!(
+            (status, &body["credit_balance"]),
+            (200, &json!(5)),
+            "{body}"
+        );
+    }
+    let (status, text) = server.request("GET", "/metrics", &[], None).unwrap();
+    assert_eq!(status, 200);
+    let text = text.as_str().unwrap();
+    for line in [
+        r#"lotledger_balance_reads_total{source="summed"} 1"#,
+        r#"lotledger_balance_reads_total{source="kept"} 2"#,
+        r#"lotledger_balance_reads_total{source="plain"} 0"#,
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
 }
 
 #[test]

@@ -683,3 +683,110 @@ async fn sqlite_keeps_no_id_of_a_transaction_rolled_back() {
 async fn postgres_keeps_no_id_of_a_transaction_rolled_back() {
     ids_of_a_transaction_rolled_back_are_not_kept(&db::fresh_pg().await).await;
 }
+
+/// PostgreSQL answers balance reads from each address's lots summed by expiry while the
+/// address's version holds (`lotledger-store-pg`'s `balances`): every answer must be the core's
+/// over the lots the store holds, at every instant, before and after writes and repair; a sum
+/// past 64 bits must fail as the plain `SUM` does.
+#[tokio::test]
+async fn postgres_balances_read_from_kept_sums_follow_every_write() {
+    use lotledger_core::{balance_at, balance_details_at};
+    let url = db::fresh_pg_url().await;
+    let store = lotledger_store_pg::PgStore::open(&url).await.unwrap();
+    let holder = "0x00000000000000000000000000000000000000aa";
+    let instant = |s: i64| Timestamp::from_unix_seconds(1_772_323_200 + s).unwrap();
+    // Lots expiring at +50 (two of them: one group), at +500, and never.
+    store
+        .import_history(
+            &[
+                row(holder, "g1", 10, 40, Some(500)),
+                row(holder, "g2", 10, 30, None),
+                row(holder, "g3", 20, 100, Some(50)),
+                row(holder, "g4", 21, 7, Some(50)),
+            ],
+            Timestamp::UNIX_EPOCH,
+        )
+        .await
+        .unwrap();
+    let instants = [30, 49, 50, 51, 499, 500, 501].map(instant);
+    let check = |when: &'static str| {
+        let store = &store;
+        async move {
+            let lots = store.lots(holder).await.unwrap();
+            for at in instants {
+                assert_eq!(
+                    store.balance(holder, at).await.unwrap(),
+                    balance_at(&lots, at).unwrap(),
+                    "{when}: balance at {at}"
+                );
+                assert_eq!(
+                    store.balance_details(holder, at).await.unwrap(),
+                    balance_details_at(&lots, at).unwrap(),
+                    "{when}: details at {at}"
+                );
+            }
+        }
+    };
+    let counts = |hits, misses, plain| lotledger_store_pg::BalanceCacheCounts {
+        hits,
+        misses,
+        plain,
+    };
+    check("granted").await;
+    // The first read summed the lots; every other read of the same version was a hit.
+    assert_eq!(store.balance_cache_counts(), counts(13, 1, 0));
+    // A debit drains the +500 lot and part of the lasting one: the next read sums again.
+    store
+        .import_history(&[row(holder, "d1", 30, -50, None)], Timestamp::UNIX_EPOCH)
+        .await
+        .unwrap();
+    check("drained").await;
+    assert_eq!(store.balance_cache_counts(), counts(26, 2, 0));
+    let lots_before = store.lots(holder).await.unwrap();
+    // Changed behind the ledger's back (no version advanced): the kept sums still answer,
+    // until repair rewrites the lots under a new version.
+    tamper(&url, holder).await;
+    assert_ne!(store.lots(holder).await.unwrap(), lots_before);
+    assert_eq!(
+        store.balance(holder, instants[0]).await.unwrap(),
+        balance_at(&lots_before, instants[0]).unwrap()
+    );
+    maintenance::repair(&store, true, |_, _| {}).await.unwrap();
+    assert_eq!(store.lots(holder).await.unwrap(), lots_before);
+    check("repaired").await;
+    assert_eq!(store.balance_cache_counts(), counts(40, 3, 0));
+    // An address the ledger never saw: nothing.
+    assert_eq!(
+        store.balance("0xnobody", instants[0]).await.unwrap(),
+        Credits(0)
+    );
+    assert_eq!(
+        store
+            .balance_details("0xnobody", instants[0])
+            .await
+            .unwrap(),
+        (Credits(0), Vec::new())
+    );
+    // Lots whose +50 group sums past 64 bits (set by hand, the version advanced as a writer
+    // would): read while that group is live, the plain SUM's error; once it expired, the sum.
+    let huge = exec(
+        &url,
+        "",
+        "WITH h AS (UPDATE credit_lots SET amount_remaining = 9223372036854775807 \
+         WHERE address_id = (SELECT id FROM addresses WHERE address = $1) \
+         AND expiration_date IS NOT NULL RETURNING 1) \
+         UPDATE addresses SET version = version + 1 WHERE address = $1",
+        holder,
+    )
+    .await;
+    assert_eq!(huge, 1);
+    let before = store.balance_cache_counts();
+    assert!(store.balance(holder, instants[0]).await.is_err());
+    assert!(store.balance_details(holder, instants[0]).await.is_err());
+    assert_eq!(
+        store.balance(holder, instants[3]).await.unwrap(),
+        Credits(20)
+    );
+    let after = store.balance_cache_counts();
+    assert_eq!(after.plain - before.plain, 2, "{after:?}");
+}
