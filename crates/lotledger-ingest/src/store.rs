@@ -59,6 +59,18 @@ impl AnyStore {
             AnyStore::Pg(s) => Some(s.balance_cache_counts()),
         }
     }
+
+    /// Drops the sums kept for balance reads (PostgreSQL; SQLite keeps none). Returns whether
+    /// the store keeps any.
+    pub fn forget_kept_balances(&self) -> bool {
+        match self {
+            AnyStore::Sqlite(_) => false,
+            AnyStore::Pg(s) => {
+                s.forget_kept_balances();
+                true
+            }
+        }
+    }
 }
 
 macro_rules! dispatch {

@@ -97,6 +97,13 @@ impl BalanceCache {
         }
     }
 
+    /// Drops every kept sum: each address's next read sums its lots again.
+    pub(crate) fn forget(&self) {
+        let mut kept = self.kept();
+        kept.by_address.clear();
+        kept.groups = 0;
+    }
+
     fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
         // A panic elsewhere while holding it leaves sums that are still each exact at their
         // version: keep them.
@@ -150,8 +157,9 @@ impl BalanceCache {
             None => 0,
         };
         if kept.groups - older + groups.sums.len() > GROUPS_KEPT_MAX {
-            kept.by_address.clear();
-            kept.groups = 0;
+            drop(kept);
+            self.forget();
+            kept = self.kept();
             if groups.sums.len() > GROUPS_KEPT_MAX {
                 return;
             }

@@ -75,13 +75,19 @@ fn bench_smoke_on_both_stores() {
         assert_eq!(s["w2"]["lots"], 100, "{store}");
         assert_eq!(s["w2"]["expenses"], 500, "{store}");
         assert_eq!(expected["w2"]["history_rows"], 600, "{store}");
+        // PostgreSQL keeps balances' sums between writes: its reads after a write are timed
+        // apart; SQLite keeps none, and has no such line.
+        let after_write = store == "postgres";
         for lots in [1, 100, 1000] {
-            for method in ["balance", "balance_details"] {
+            for method in ["balance", "balance_details", "balance_after_write"] {
                 for stat in ["p50", "p99", "max"] {
-                    positive(
-                        &s["w3"][format!("{method}_{lots}_lots_{stat}_us")],
-                        &format!("{store} w3 {method} {lots} {stat}"),
-                    );
+                    let figure = &s["w3"][format!("{method}_{lots}_lots_{stat}_us")];
+                    let what = format!("{store} w3 {method} {lots} {stat}");
+                    if method == "balance_after_write" && !after_write {
+                        assert!(figure.is_null(), "{what}: {figure}");
+                    } else {
+                        positive(figure, &what);
+                    }
                 }
             }
         }
