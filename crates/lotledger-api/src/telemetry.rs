@@ -15,8 +15,9 @@ use metrics_exporter_prometheus::{
 pub const REQUEST_DURATION: &str = "lotledger_http_request_duration_seconds";
 
 /// Balance reads by where their answer came from (`source`: `kept`, sums kept since the
-/// address's last write; `summed`, the address's lots summed; `plain`, the plain `SUM`, for
-/// sums past 64 bits). PostgreSQL only: set from the store's counts at each scrape.
+/// address's last write; `written`, the lots this server's last write of the address left;
+/// `summed`, the address's lots summed by PostgreSQL; `plain`, the plain `SUM`, for sums past
+/// 64 bits). PostgreSQL only: set from the store's counts at each scrape.
 pub const BALANCE_READS: &str = "lotledger_balance_reads_total";
 
 /// Latency buckets in seconds.

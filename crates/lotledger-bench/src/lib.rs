@@ -867,11 +867,13 @@ async fn reads(
 ) -> Result<()> {
     let at = instant(w3.at_seconds())?;
     let calls = count(W3_CALLS, params.scale);
-    // (method, with details, each read as the first after a write of the address): the last
-    // only on a store that keeps sums between writes (PostgreSQL), whose other reads reuse them.
-    let mut kinds = vec![("balance", false, false), ("balance_details", true, false)];
-    if store.forget_kept_balances() {
-        kinds.push(("balance_after_write", false, true));
+    // (method, with details, each read as the first after a write of the address: none, by
+    // this process, by another): the last two only on a store that keeps sums between writes
+    // (PostgreSQL), whose other reads reuse them.
+    let mut kinds = vec![("balance", false, None), ("balance_details", true, None)];
+    if store.forget_kept_balances(None) {
+        kinds.push(("balance_after_write", false, Some(false)));
+        kinds.push(("balance_after_other_write", false, Some(true)));
     }
     let bar = progress_bar(
         calls * kinds.len() as u64 * w3.addresses.len() as u64,
@@ -881,8 +883,8 @@ async fn reads(
         for &(method, details, afresh) in &kinds {
             let mut nanos = Vec::with_capacity(calls as usize);
             for i in 0..W3_WARMUP_CALLS + calls {
-                if afresh {
-                    store.forget_kept_balances();
+                if let Some(writes) = afresh {
+                    store.forget_kept_balances(writes.then_some(address.as_str()));
                 }
                 let started = Instant::now();
                 let positive = if details {

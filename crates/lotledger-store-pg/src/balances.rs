@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use lotledger_core::{BalanceDetail, Credits, Timestamp};
 use lotledger_store::StoreError;
+use lotledger_store::batch::BatchCache;
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 
@@ -58,7 +59,11 @@ impl Groups {
 pub struct BalanceCacheCounts {
     /// Reads answered from kept sums (the address's version unchanged).
     pub hits: u64,
-    /// Reads that summed the address's lots (first read, or written since).
+    /// Reads answered from the lots a batch of this process committed for the address (its
+    /// writers' batch cache), summed in the process.
+    pub written: u64,
+    /// Reads that summed the address's lots on the server (first read, or written since by
+    /// another process or by a write that left no state in the batch cache).
     pub misses: u64,
     /// Reads answered by the plain `SUM` (a sum past 64 bits, an expiry that does not decode).
     pub plain: u64,
@@ -69,6 +74,7 @@ pub struct BalanceCacheCounts {
 pub(crate) struct BalanceCache {
     kept: Mutex<Kept>,
     hits: AtomicU64,
+    written: AtomicU64,
     misses: AtomicU64,
     plain: AtomicU64,
 }
@@ -92,6 +98,7 @@ impl BalanceCache {
     pub(crate) fn counts(&self) -> BalanceCacheCounts {
         BalanceCacheCounts {
             hits: self.hits.load(Ordering::Relaxed),
+            written: self.written.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             plain: self.plain.load(Ordering::Relaxed),
         }
@@ -112,11 +119,25 @@ impl BalanceCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The address's groups at its version of the moment, read on `conn` (one statement).
-    async fn groups(&self, conn: &mut PgConnection, address: &str) -> Result<Found, StoreError> {
-        let held = self.kept().by_address.get(address).cloned();
+    /// The address's groups at its version of the moment, read on `conn` (one statement);
+    /// `written`: the writers' batch cache, whose lots of the address a batch of this process
+    /// committed are summed here rather than by the server, when they are newer than the sums
+    /// kept.
+    async fn groups(
+        &self,
+        conn: &mut PgConnection,
+        address: &str,
+        written: &Mutex<BatchCache>,
+    ) -> Result<Found, StoreError> {
+        let mut held = self.kept().by_address.get(address).cloned();
         // Versions start at 0: -1 matches none.
-        let held_version = held.as_ref().map_or(-1, |g| g.version);
+        let mut held_version = held.as_ref().map_or(-1, |g| g.version);
+        let mut from_writer = false;
+        if let Some((version, sums)) = BatchCache::committed_sums(written, address, held_version) {
+            held = Some(Arc::new(Groups { version, sums }));
+            held_version = version;
+            from_writer = true;
+        }
         let rows: Vec<(i64, Option<OffsetDateTime>, Option<String>)> =
             sqlx::query_as(VERSION_AND_GROUPS)
                 .bind(address)
@@ -128,7 +149,12 @@ impl BalanceCache {
             return Ok(Found::Unknown);
         };
         if let Some(held) = held.filter(|g| g.version == version) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+            if from_writer {
+                self.written.fetch_add(1, Ordering::Relaxed);
+                self.keep(address, &held);
+            } else {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+            }
             return Ok(Found::Groups(held));
         }
         let mut sums = Vec::with_capacity(rows.len());
@@ -176,8 +202,9 @@ impl BalanceCache {
         conn: &mut PgConnection,
         address: &str,
         at: Timestamp,
+        written: &Mutex<BatchCache>,
     ) -> Result<Option<Credits>, StoreError> {
-        Ok(match self.groups(conn, address).await? {
+        Ok(match self.groups(conn, address, written).await? {
             Found::Unknown => Some(lotledger_store::balance_from_sum(None)),
             Found::Plain => None,
             Found::Groups(groups) => {
@@ -199,8 +226,9 @@ impl BalanceCache {
         conn: &mut PgConnection,
         address: &str,
         at: Timestamp,
+        written: &Mutex<BatchCache>,
     ) -> Result<Option<(Credits, Vec<BalanceDetail>)>, StoreError> {
-        let sums = match self.groups(conn, address).await? {
+        let sums = match self.groups(conn, address, written).await? {
             Found::Unknown => Vec::new(),
             Found::Plain => return Ok(None),
             Found::Groups(groups) => {

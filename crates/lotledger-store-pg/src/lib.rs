@@ -239,10 +239,15 @@ impl PgStore {
         self.balances.counts()
     }
 
-    /// Drops the sums kept for balance reads: the next read of each address sums its lots, as
-    /// the first read after a write of it does (the bench times that read this way).
-    pub fn forget_kept_balances(&self) {
+    /// Drops the sums kept for balance reads, and the lots the last batches left of
+    /// `written_elsewhere`: the next read of each address is then as the first after a write
+    /// of it by this process, and that of `written_elsewhere` as after a write by another one
+    /// (summed by the server). The bench times both reads this way.
+    pub fn forget_kept_balances(&self, written_elsewhere: Option<&str>) {
         self.balances.forget();
+        if let Some(address) = written_elsewhere {
+            BatchCache::forget(&self.cache, address);
+        }
     }
 
     /// Connects to `url` (`postgres://…`) and migrates the schema.
@@ -423,7 +428,11 @@ impl Store for PgStore {
 
     async fn balance(&self, address: &str, at: Timestamp) -> Result<Credits, StoreError> {
         let mut read = self.reads.acquire().await?;
-        let sum = match self.balances.balance(&mut read.conn, address, at).await? {
+        let sum = match self
+            .balances
+            .balance(&mut read.conn, address, at, &self.cache)
+            .await?
+        {
             Some(sum) => sum,
             None => balance(&mut read.conn, address, at).await?,
         };
@@ -439,7 +448,7 @@ impl Store for PgStore {
         let mut read = self.reads.acquire().await?;
         let details = match self
             .balances
-            .balance_details(&mut read.conn, address, at)
+            .balance_details(&mut read.conn, address, at, &self.cache)
             .await?
         {
             Some(details) => details,

@@ -102,6 +102,37 @@ impl BatchCache {
         })
     }
 
+    /// The lots of `address` as the last committed batch left them, summed by expiry (`None`:
+    /// never expires), with the address's version they are exact at, if that version is past
+    /// `newer_than`; `None` when the cache holds no state of it at a version of its own
+    /// (per-address [`Stamps::Addresses`] only; a batch that holds the address has taken its
+    /// state out until it commits). For balance reads, which check the version against the
+    /// store's before they use the sums.
+    #[allow(clippy::type_complexity)]
+    pub fn committed_sums(
+        cache: &std::sync::Mutex<BatchCache>,
+        address: &str,
+        newer_than: i64,
+    ) -> Option<(i64, Vec<(Option<Timestamp>, i128)>)> {
+        let cache = BatchCache::locked(cache);
+        let (version, (lots, _)) = cache.addresses.get(address)?;
+        let version = (*version).filter(|v| *v > newer_than)?;
+        let mut sums: BTreeMap<Option<Timestamp>, i128> = BTreeMap::new();
+        for lot in lots.values() {
+            *sums.entry(lot.expiration_date).or_default() += i128::from(lot.amount_remaining.0);
+        }
+        Some((version, sums.into_iter().collect()))
+    }
+
+    /// Drops the state of `address`: the next batch and balance read of it read it from the
+    /// store.
+    pub fn forget(cache: &std::sync::Mutex<BatchCache>, address: &str) {
+        let mut cache = BatchCache::locked(cache);
+        if let Some((_, (lots, _))) = cache.addresses.remove(address) {
+            cache.lots -= lots.len();
+        }
+    }
+
     /// The states of `addresses` the cache holds exact at `stamps` (the stamps the store shows
     /// now, to a transaction holding the addresses' locks), removed from it: the batch owns
     /// them until it commits. States no longer exact are dropped.

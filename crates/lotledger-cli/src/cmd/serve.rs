@@ -63,6 +63,7 @@ pub async fn run(store: AnyStore, rules: &Rules, args: Args) -> Result<ExitCode>
         if let Some(counts) = counted.balance_cache_counts() {
             for (source, n) in [
                 ("kept", counts.hits),
+                ("written", counts.written),
                 ("summed", counts.misses),
                 ("plain", counts.plain),
             ] {

@@ -79,11 +79,16 @@ fn bench_smoke_on_both_stores() {
         // apart; SQLite keeps none, and has no such line.
         let after_write = store == "postgres";
         for lots in [1, 100, 1000] {
-            for method in ["balance", "balance_details", "balance_after_write"] {
+            for method in [
+                "balance",
+                "balance_details",
+                "balance_after_write",
+                "balance_after_other_write",
+            ] {
                 for stat in ["p50", "p99", "max"] {
                     let figure = &s["w3"][format!("{method}_{lots}_lots_{stat}_us")];
                     let what = format!("{store} w3 {method} {lots} {stat}");
-                    if method == "balance_after_write" && !after_write {
+                    if method.starts_with("balance_after") && !after_write {
                         assert!(figure.is_null(), "{what}: {figure}");
                     } else {
                         positive(figure, &what);

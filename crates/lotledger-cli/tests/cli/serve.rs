@@ -87,6 +87,8 @@ fn metrics_count_balance_reads_from_kept_sums_on_postgres() {
         r#"lotledger_balance_reads_total{source="summed"} 1"#,
         r#"lotledger_balance_reads_total{source="kept"} 2"#,
         r#"lotledger_balance_reads_total{source="plain"} 0"#,
+        // Imported, not written by this server's batches.
+        r#"lotledger_balance_reads_total{source="written"} 0"#,
     ] {
         assert!(text.contains(line), "{line} in {text}");
     }

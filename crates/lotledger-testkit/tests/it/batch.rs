@@ -622,3 +622,117 @@ async fn no_batch_is_applied_after_a_failed_one() {
         assert!(store.lots(&addr(a)).await.unwrap().is_empty());
     }
 }
+
+/// PostgreSQL answers a balance read from the lots a batch of its own process committed for
+/// the address (the writers' batch cache, at the version the store shows), not by summing on
+/// the server; the answers stay the core's over the stored lots at every instant, and a write
+/// of the address elsewhere (here: its version advanced by hand) sends the read to the server.
+#[tokio::test]
+async fn postgres_balance_reads_take_the_lots_their_batches_committed() {
+    use lotledger_core::{balance_at, balance_details_at};
+    let url = db::fresh_pg_url().await;
+    let store = lotledger_store_pg::PgStore::open(&url).await.unwrap();
+    let (rules, now) = setting(100);
+    let holder = addr(1);
+    let grant = |hash: &str, amount: i64, expiry: Option<i64>, hour: i64| {
+        post(
+            hash.into(),
+            MINTER,
+            hour,
+            "aleph_credit_distribution",
+            json!({"distribution": {"token": "T", "chain": "ETH", "credits": [
+                {"address": holder, "amount": amount, "price": "0.5", "tx_hash": "0xt",
+                 "provider": "ALEPH", "expiration": ms(expiry)}]}}),
+        )
+    };
+    let expense = |hash: &str, amount: i64, hour: i64| {
+        post(
+            hash.into(),
+            MINTER,
+            hour,
+            "aleph_credit_expense",
+            json!({"expense": {"credits": [{"address": holder, "amount": amount, "ref": "r"}]}}),
+        )
+    };
+    let instants =
+        [5, 29, 30, 31].map(|h| Timestamp::from_unix_seconds(BASE_SECONDS + h * 3600).unwrap());
+    let check = |when: &'static str| {
+        let (store, holder) = (&store, &holder);
+        async move {
+            let lots = store.lots(holder).await.unwrap();
+            assert!(!lots.is_empty(), "{when}");
+            for at in instants {
+                assert_eq!(
+                    store.balance(holder, at).await.unwrap(),
+                    balance_at(&lots, at).unwrap(),
+                    "{when}: balance at {at}"
+                );
+                assert_eq!(
+                    store.balance_details(holder, at).await.unwrap(),
+                    balance_details_at(&lots, at).unwrap(),
+                    "{when}: details at {at}"
+                );
+            }
+        }
+    };
+    let apply = |items: Vec<BatchItem>| {
+        let (store, rules) = (&store, &rules);
+        async move {
+            let outcomes = store.apply_batch(&items, rules, now).await.unwrap();
+            assert!(
+                outcomes.iter().all(|o| matches!(o, Outcome::Processed)),
+                "{outcomes:?}"
+            );
+        }
+    };
+    apply(vec![
+        grant("g1", 300, Some(30), 1),
+        grant("g2", 50, None, 2),
+    ])
+    .await;
+    check("granted").await;
+    let counts = store.balance_cache_counts();
+    assert_eq!(
+        (counts.written, counts.misses, counts.hits),
+        (1, 0, 7),
+        "{counts:?}"
+    );
+    apply(vec![expense("e1", 120, 3)]).await;
+    check("drained").await;
+    let counts = store.balance_cache_counts();
+    assert_eq!(
+        (counts.written, counts.misses, counts.hits),
+        (2, 0, 14),
+        "{counts:?}"
+    );
+    // Written by another process: the version moved past the batch's.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE addresses SET version = version + 1 WHERE address = $1")
+        .bind(&holder)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    check("written elsewhere").await;
+    let counts = store.balance_cache_counts();
+    assert_eq!(
+        (counts.written, counts.misses, counts.hits),
+        (2, 1, 21),
+        "{counts:?}"
+    );
+    // Batches planned ahead (ingest's path) leave their lots for the reads too.
+    let items = vec![expense("e2", 10, 4), expense("e3", 10, 5)];
+    let outcomes = pipelined(&store, &items, &[1, 1], &rules, now).await;
+    assert!(
+        outcomes.iter().all(|o| matches!(o, Outcome::Processed)),
+        "{outcomes:?}"
+    );
+    check("ingested").await;
+    let counts = store.balance_cache_counts();
+    assert_eq!(
+        (counts.written, counts.misses, counts.hits),
+        (3, 1, 28),
+        "{counts:?}"
+    );
+}
