@@ -629,7 +629,6 @@ async fn no_batch_is_applied_after_a_failed_one() {
 /// of the address elsewhere (here: its version advanced by hand) sends the read to the server.
 #[tokio::test]
 async fn postgres_balance_reads_take_the_lots_their_batches_committed() {
-    use lotledger_core::{balance_at, balance_details_at};
     let url = db::fresh_pg_url().await;
     let store = lotledger_store_pg::PgStore::open(&url).await.unwrap();
     let (rules, now) = setting(100);
@@ -656,25 +655,8 @@ async fn postgres_balance_reads_take_the_lots_their_batches_committed() {
     };
     let instants =
         [5, 29, 30, 31].map(|h| Timestamp::from_unix_seconds(BASE_SECONDS + h * 3600).unwrap());
-    let check = |when: &'static str| {
-        let (store, holder) = (&store, &holder);
-        async move {
-            let lots = store.lots(holder).await.unwrap();
-            assert!(!lots.is_empty(), "{when}");
-            for at in instants {
-                assert_eq!(
-                    store.balance(holder, at).await.unwrap(),
-                    balance_at(&lots, at).unwrap(),
-                    "{when}: balance at {at}"
-                );
-                assert_eq!(
-                    store.balance_details(holder, at).await.unwrap(),
-                    balance_details_at(&lots, at).unwrap(),
-                    "{when}: details at {at}"
-                );
-            }
-        }
-    };
+    let check =
+        |when: &'static str| crate::store::balances_are_the_lots(&store, &holder, &instants, when);
     let apply = |items: Vec<BatchItem>| {
         let (store, rules) = (&store, &rules);
         async move {

@@ -684,13 +684,38 @@ async fn postgres_keeps_no_id_of_a_transaction_rolled_back() {
     ids_of_a_transaction_rolled_back_are_not_kept(&db::fresh_pg().await).await;
 }
 
+/// `holder`'s balance and its details at each of `instants` are the core's over the lots the
+/// store holds (`when`: the step, for the failure message).
+pub(crate) async fn balances_are_the_lots<S: Store>(
+    store: &S,
+    holder: &str,
+    instants: &[Timestamp],
+    when: &str,
+) {
+    use lotledger_core::{balance_at, balance_details_at};
+    let lots = store.lots(holder).await.unwrap();
+    assert!(!lots.is_empty(), "{when}: {holder} has no lot");
+    for &at in instants {
+        assert_eq!(
+            store.balance(holder, at).await.unwrap(),
+            balance_at(&lots, at).unwrap(),
+            "{when}: balance at {at}"
+        );
+        assert_eq!(
+            store.balance_details(holder, at).await.unwrap(),
+            balance_details_at(&lots, at).unwrap(),
+            "{when}: details at {at}"
+        );
+    }
+}
+
 /// PostgreSQL answers balance reads from each address's lots summed by expiry while the
 /// address's version holds (`lotledger-store-pg`'s `balances`): every answer must be the core's
 /// over the lots the store holds, at every instant, before and after writes and repair; a sum
 /// past 64 bits must fail as the plain `SUM` does.
 #[tokio::test]
 async fn postgres_balances_read_from_kept_sums_follow_every_write() {
-    use lotledger_core::{balance_at, balance_details_at};
+    use lotledger_core::balance_at;
     let url = db::fresh_pg_url().await;
     let store = lotledger_store_pg::PgStore::open(&url).await.unwrap();
     let holder = "0x00000000000000000000000000000000000000aa";
@@ -709,24 +734,7 @@ async fn postgres_balances_read_from_kept_sums_follow_every_write() {
         .await
         .unwrap();
     let instants = [30, 49, 50, 51, 499, 500, 501].map(instant);
-    let check = |when: &'static str| {
-        let store = &store;
-        async move {
-            let lots = store.lots(holder).await.unwrap();
-            for at in instants {
-                assert_eq!(
-                    store.balance(holder, at).await.unwrap(),
-                    balance_at(&lots, at).unwrap(),
-                    "{when}: balance at {at}"
-                );
-                assert_eq!(
-                    store.balance_details(holder, at).await.unwrap(),
-                    balance_details_at(&lots, at).unwrap(),
-                    "{when}: details at {at}"
-                );
-            }
-        }
-    };
+    let check = |when: &'static str| balances_are_the_lots(&store, holder, &instants, when);
     // Imports and repair leave no state in the writers' batch cache: no read is `written`.
     let counts = |hits, misses, plain| lotledger_store_pg::BalanceCacheCounts {
         hits,
