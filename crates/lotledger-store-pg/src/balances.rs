@@ -27,7 +27,7 @@ use time::OffsetDateTime;
 
 use crate::wrappers::{db_err, ts};
 
-/// At most this many expiry groups are kept over all addresses (about 40 bytes each, the
+/// At most this many expiry groups are kept over all addresses (32 bytes each, the
 /// address's text aside); past it, the kept sums are dropped and read again as they are asked.
 const GROUPS_KEPT_MAX: usize = 1 << 18;
 
