@@ -4,7 +4,8 @@
 //!
 //! After every step: both stores gave the same outcome; for every address, both stores hold the
 //! same history and the same lots, the lots equal the core's replay of the stored history, and
-//! balances agree at several instants. A replayed message that was applied changes nothing.
+//! balances and their details agree at several instants (on PostgreSQL, through the sums it
+//! keeps between writes). A replayed message that was applied changes nothing.
 //!
 //! Cases share the two databases; each case works in its own address and hash namespace.
 
@@ -12,7 +13,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use lotledger_core::envelope::Envelope;
-use lotledger_core::{HistoryRow, Lot, Rules, Timestamp, balance_at, replay};
+use lotledger_core::{HistoryRow, Lot, Rules, Timestamp, balance_at, balance_details_at, replay};
 use lotledger_store::{HistorySelector, Outcome, Store, apply_envelope, maintenance};
 use lotledger_store_pg::PgStore;
 use lotledger_store_sqlite::SqliteStore;
@@ -244,6 +245,11 @@ async fn snapshot<S: Store>(store: &S, addresses: &[String]) -> Snapshot {
                 Some(b),
                 balance_at(&lots, at_hour(h)),
                 "balance of {a} at hour {h}"
+            );
+            assert_eq!(
+                Some(store.balance_details(a, at_hour(h)).await.unwrap()),
+                balance_details_at(&lots, at_hour(h)),
+                "balance details of {a} at hour {h}"
             );
             snap.balances.push(b.0);
         }
