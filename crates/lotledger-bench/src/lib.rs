@@ -871,7 +871,7 @@ async fn reads(
     // this process, by another): the last two only on a store that keeps sums between writes
     // (PostgreSQL), whose other reads reuse them.
     let mut kinds = vec![("balance", false, None), ("balance_details", true, None)];
-    if store.forget_kept_balances(None) {
+    if store.balance_cache_counts().is_some() {
         kinds.push(("balance_after_write", false, Some(false)));
         kinds.push(("balance_after_other_write", false, Some(true)));
     }

@@ -61,15 +61,10 @@ impl AnyStore {
     }
 
     /// Drops the sums kept for balance reads, and the lots the last batches left of
-    /// `written_elsewhere` (PostgreSQL; SQLite keeps no sums). Returns whether the store keeps
-    /// any.
-    pub fn forget_kept_balances(&self, written_elsewhere: Option<&str>) -> bool {
-        match self {
-            AnyStore::Sqlite(_) => false,
-            AnyStore::Pg(s) => {
-                s.forget_kept_balances(written_elsewhere);
-                true
-            }
+    /// `written_elsewhere` (PostgreSQL; SQLite keeps no sums).
+    pub fn forget_kept_balances(&self, written_elsewhere: Option<&str>) {
+        if let AnyStore::Pg(s) = self {
+            s.forget_kept_balances(written_elsewhere);
         }
     }
 }

@@ -86,6 +86,13 @@ struct Kept {
     groups: usize,
 }
 
+impl Kept {
+    fn clear(&mut self) {
+        self.by_address.clear();
+        self.groups = 0;
+    }
+}
+
 /// What a read found: the address's groups at its current version, or nothing to cache from.
 enum Found {
     Unknown,
@@ -106,9 +113,7 @@ impl BalanceCache {
 
     /// Drops every kept sum: each address's next read sums its lots again.
     pub(crate) fn forget(&self) {
-        let mut kept = self.kept();
-        kept.by_address.clear();
-        kept.groups = 0;
+        self.kept().clear();
     }
 
     fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
@@ -183,9 +188,7 @@ impl BalanceCache {
             None => 0,
         };
         if kept.groups - older + groups.sums.len() > GROUPS_KEPT_MAX {
-            drop(kept);
-            self.forget();
-            kept = self.kept();
+            kept.clear();
             if groups.sums.len() > GROUPS_KEPT_MAX {
                 return;
             }

@@ -657,15 +657,20 @@ async fn postgres_balance_reads_take_the_lots_their_batches_committed() {
         [5, 29, 30, 31].map(|h| Timestamp::from_unix_seconds(BASE_SECONDS + h * 3600).unwrap());
     let check =
         |when: &'static str| crate::store::balances_are_the_lots(&store, &holder, &instants, when);
+    let all_processed = |outcomes: Vec<Outcome>| {
+        assert!(
+            outcomes.iter().all(|o| matches!(o, Outcome::Processed)),
+            "{outcomes:?}"
+        );
+    };
     let apply = |items: Vec<BatchItem>| {
         let (store, rules) = (&store, &rules);
-        async move {
-            let outcomes = store.apply_batch(&items, rules, now).await.unwrap();
-            assert!(
-                outcomes.iter().all(|o| matches!(o, Outcome::Processed)),
-                "{outcomes:?}"
-            );
-        }
+        async move { all_processed(store.apply_batch(&items, rules, now).await.unwrap()) }
+    };
+    // (written, summed by the server, kept) reads so far.
+    let reads = || {
+        let c = store.balance_cache_counts();
+        (c.written, c.misses, c.hits)
     };
     apply(vec![
         grant("g1", 300, Some(30), 1),
@@ -673,20 +678,10 @@ async fn postgres_balance_reads_take_the_lots_their_batches_committed() {
     ])
     .await;
     check("granted").await;
-    let counts = store.balance_cache_counts();
-    assert_eq!(
-        (counts.written, counts.misses, counts.hits),
-        (1, 0, 7),
-        "{counts:?}"
-    );
+    assert_eq!(reads(), (1, 0, 7));
     apply(vec![expense("e1", 120, 3)]).await;
     check("drained").await;
-    let counts = store.balance_cache_counts();
-    assert_eq!(
-        (counts.written, counts.misses, counts.hits),
-        (2, 0, 14),
-        "{counts:?}"
-    );
+    assert_eq!(reads(), (2, 0, 14));
     // Written by another process: the version moved past the batch's.
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
         .await
@@ -697,24 +692,10 @@ async fn postgres_balance_reads_take_the_lots_their_batches_committed() {
         .await
         .unwrap();
     check("written elsewhere").await;
-    let counts = store.balance_cache_counts();
-    assert_eq!(
-        (counts.written, counts.misses, counts.hits),
-        (2, 1, 21),
-        "{counts:?}"
-    );
+    assert_eq!(reads(), (2, 1, 21));
     // Batches planned ahead (ingest's path) leave their lots for the reads too.
     let items = vec![expense("e2", 10, 4), expense("e3", 10, 5)];
-    let outcomes = pipelined(&store, &items, &[1, 1], &rules, now).await;
-    assert!(
-        outcomes.iter().all(|o| matches!(o, Outcome::Processed)),
-        "{outcomes:?}"
-    );
+    all_processed(pipelined(&store, &items, &[1, 1], &rules, now).await);
     check("ingested").await;
-    let counts = store.balance_cache_counts();
-    assert_eq!(
-        (counts.written, counts.misses, counts.hits),
-        (3, 1, 28),
-        "{counts:?}"
-    );
+    assert_eq!(reads(), (3, 1, 28));
 }
