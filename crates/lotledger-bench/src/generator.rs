@@ -359,7 +359,6 @@ pub struct W1 {
     left: [u64; 3],
     seq: u64,
     end: i64,
-    total: u64,
     pub expected: Expected,
 }
 
@@ -392,7 +391,6 @@ impl W1 {
             left,
             seq: 0,
             end: W1_START_SECONDS + total as i64 - 1,
-            total,
             expected: Expected::default(),
         }
     }
@@ -410,11 +408,6 @@ impl W1 {
     /// A message envelope; signed workloads use the content's item hash, not `hash`.
     fn envelope(&self, sender: &str, hash: &str, ts: i64, kind: &str, content: &str) -> Vec<u8> {
         envelope(sender, (!self.signed).then_some(hash), ts, kind, content)
-    }
-
-    /// Messages W1 generates.
-    pub fn total(&self) -> u64 {
-        self.total
     }
 
     /// The addresses W1 writes to.

@@ -2,8 +2,10 @@
 //!
 //! Per store, on one fresh store, in this order:
 //! - **W1 ingest** in a child process (`lotledger bench --child-w1-url …`), so its peak RSS is
-//!   W1's alone: generated lines through [`ingest_lines`] (JSON → envelope → batch →
-//!   `Store::apply_batch`, where the content is classified), trusted (no signatures);
+//!   W1's alone: the generated lines, written to a message file first (not timed), read back
+//!   as `lotledger ingest FILE` reads them ([`ingest::FileLines`], its progress recorded with
+//!   each batch) through [`ingest_lines`] (JSON → envelope → batch → `Store::apply_batch`,
+//!   where the content is classified), trusted (no signatures);
 //! - **W2 hot account**: one address's lots, then expenses draining them, same path;
 //! - **W3 reads**: `Store::balance` / `balance_details` latencies at 1, 100 and 1 000 live lots,
 //!   and HTTP `GET …/balance` through the real router on loopback;
@@ -15,7 +17,8 @@
 //! `--baseline` then runs W1 and W2 at a tenth of their size with `--batch 1` on another fresh
 //! store. The generator's model predicts the row and lot counts; a mismatch fails the bench.
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -401,16 +404,14 @@ async fn workloads(
     out.notes.push(
         "W1, W2 and W3 run trusted (no signature verification), as `ingest --trusted`".into(),
     );
-    // The generator alone, first: W1's expectations, the instants the later workloads start
-    // at, and what generating costs (it is included in the W1 time).
+    // The generator alone, first: W1's expectations and the instants the later workloads
+    // start at.
     let mut dry = W1::new(params.seed, params.scale);
-    let gen_started = Instant::now();
     dry.by_ref().for_each(drop);
-    let gen_time = gen_started.elapsed();
     let mut expected = serde_json::Map::new();
 
     let after_w1 = if only.w1() {
-        let after = w1_phase(&store, url, params, &dry, gen_time, out).await?;
+        let after = w1_phase(&store, url, params, &dry, out).await?;
         limit_phase(&store, server, params, out).await?;
         after
     } else {
@@ -451,7 +452,6 @@ async fn w1_phase(
     url: &str,
     params: Params,
     dry: &W1,
-    gen_time: Duration,
     out: &mut StoreRun,
 ) -> Result<TableCounts> {
     let w1 = spawn_w1(url, params).await?;
@@ -499,9 +499,16 @@ async fn w1_phase(
     );
     f.push(
         "w1",
-        "generator_seconds",
-        "of which generating lines, s",
-        secs(gen_time),
+        "file_mib",
+        "message file read, MiB",
+        w1.file_bytes as f64 / MIB,
+        Unit::MiB,
+    );
+    f.push(
+        "w1",
+        "file_write_seconds",
+        "writing the file beforehand (not timed), s",
+        w1.file_write_seconds,
         Unit::Seconds,
     );
     f.push(
@@ -1108,8 +1115,14 @@ async fn baseline_run(fresh: &db::Fresh, params: Params, out: &mut StoreRun) -> 
         batch: 1,
         ..params
     };
-    let bar = progress_bar(W1::new(small.seed, small.scale).total(), "baseline W1");
-    let (w1, expected, w1_time) = w1_ingest(&store, small, &bar).await?;
+    let dir = tempfile::Builder::new()
+        .prefix("lotledger-bench-baseline-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let file = dir.path().join("w1.jsonl");
+    let (expected, bytes, _) = write_w1_file(small, &file)?;
+    let bar = progress_bar(bytes, "baseline W1");
+    let (w1, w1_time) = w1_ingest(&store, small, &file, &bar).await?;
     bar.finish_and_clear();
     check_ingest(out, "baseline W1", &[&w1], &expected);
     let rules = rules();
@@ -1178,24 +1191,49 @@ async fn baseline_run(fresh: &db::Fresh, params: Params, out: &mut StoreRun) -> 
     Ok(())
 }
 
-/// W1 through the ingest path, timed (generation included).
+/// W1's lines written to `file`, one a line: the message file W1 ingests. Returns what the
+/// generator's model expects of them, the file's size and the time writing took.
+fn write_w1_file(params: Params, file: &Path) -> Result<(Expected, u64, Duration)> {
+    let started = Instant::now();
+    let writing = || format!("writing {}", file.display());
+    let mut out = std::io::BufWriter::new(std::fs::File::create(file).with_context(writing)?);
+    let mut w1 = W1::new(params.seed, params.scale);
+    for line in w1.by_ref() {
+        if let ingest::Line::Text { bytes, .. } = line? {
+            out.write_all(&bytes).with_context(writing)?;
+            out.write_all(b"\n").with_context(writing)?;
+        }
+    }
+    let f = out
+        .into_inner()
+        .map_err(std::io::IntoInnerError::into_error)
+        .with_context(writing)?;
+    f.sync_all().with_context(writing)?;
+    let bytes = f.metadata().with_context(writing)?.len();
+    Ok((w1.expected, bytes, started.elapsed()))
+}
+
+/// W1 through the path of `lotledger ingest FILE`, timed: `file` read line by line (its
+/// progress recorded with each batch, keyed by its canonical path), parsed and applied.
 async fn w1_ingest(
     store: &AnyStore,
     params: Params,
+    file: &Path,
     bar: &indicatif::ProgressBar,
-) -> Result<(Summary, Expected, Duration)> {
-    let mut w1 = W1::new(params.seed, params.scale);
+) -> Result<(Summary, Duration)> {
+    let name = file.to_string_lossy().into_owned();
     let opts = ingest::Options {
         trusted: true,
-        now: Some(instant(w1.now_seconds())?),
+        now: Some(instant(W1::new(params.seed, params.scale).now_seconds())?),
         batch: params.batch,
         jobs: ingest::default_jobs(),
-        progress_keys: Default::default(),
+        progress_keys: [(Arc::from(name.as_str()), ingest::progress_key(&name)?)].into(),
     };
+    let files = [name];
     let started = Instant::now();
-    let summary = ingest_lines(store, &rules(), w1.by_ref().inspect(|_| bar.inc(1)), &opts).await?;
-    let elapsed = started.elapsed();
-    Ok((summary, w1.expected, elapsed))
+    let mut lines = ingest::FileLines::new(&files, Default::default(), bar.clone());
+    let summary = ingest_lines(store, &rules(), &mut lines, &opts).await?;
+    Ok((summary, started.elapsed()))
 }
 
 /// W5, verified ingest: W1's workload between keys derived from the seed, each message
@@ -1549,6 +1587,9 @@ struct ChildReport {
     batches: u64,
     errors: Vec<(Option<String>, String)>,
     seconds: f64,
+    /// The message file's size, and the time writing it took (before W1 was timed).
+    file_bytes: u64,
+    file_write_seconds: f64,
     peak_rss_bytes: u64,
     rss_before_bytes: u64,
     /// How the batches ended ([`AheadCounters::ended`]): planned ahead and written as
@@ -1597,8 +1638,11 @@ async fn child_w1(url: &str, report: &PathBuf, params: Params) -> Result<ExitCod
     let store = AnyStore::open(url)
         .await
         .with_context(|| format!("opening {}", redact(url)))?;
-    let bar = progress_bar(W1::new(params.seed, params.scale).total(), "W1 ingest");
-    let (summary, _, elapsed) = w1_ingest(&store, params, &bar).await?;
+    // Next to the report, in the parent's temporary directory (removed with it).
+    let file = report.with_file_name("w1.jsonl");
+    let (_, file_bytes, write_time) = write_w1_file(params, &file)?;
+    let bar = progress_bar(file_bytes, "W1 ingest");
+    let (summary, elapsed) = w1_ingest(&store, params, &file, &bar).await?;
     bar.finish_and_clear();
     let out = ChildReport {
         total: summary.total(),
@@ -1607,6 +1651,8 @@ async fn child_w1(url: &str, report: &PathBuf, params: Params) -> Result<ExitCod
         batches: summary.batches,
         errors: summary.errors.into_iter().take(5).collect(),
         seconds: elapsed.as_secs_f64(),
+        file_bytes,
+        file_write_seconds: write_time.as_secs_f64(),
         peak_rss_bytes: sys::peak_rss_bytes().unwrap_or(0),
         rss_before_bytes: rss_before,
         plans: store

@@ -41,6 +41,9 @@ fn bench_smoke_on_both_stores() {
             "seconds",
             "messages_per_s",
             "history_rows_per_s",
+            // W1 reads a message file written beforehand, as `lotledger ingest FILE` does.
+            "file_mib",
+            "file_write_seconds",
         ] {
             positive(&s["w1"][key], &format!("{store} w1.{key}"));
         }
