@@ -56,6 +56,48 @@ impl Envelope {
         })
     }
 
+    /// The envelope of a JSON text holding one message object, read straight into its fields
+    /// (the other fields of the message are skipped, not built into a document). `None` for
+    /// any other text, which [`Envelope::from_json`] over the parsed value then answers: not
+    /// an object, not JSON, one of these fields of another type or given twice, no
+    /// `item_hash` or an empty one (a page of messages has none), no `type`. Where this
+    /// answers, it answers what `from_json` does (the fuzz body `message` checks it).
+    pub fn from_message_text(text: &str) -> Option<Envelope> {
+        /// The fields [`Envelope::from_json`] reads; a field of another type, or twice, fails.
+        #[derive(serde::Deserialize)]
+        struct Fields {
+            item_hash: Option<String>,
+            chain: Option<String>,
+            sender: Option<String>,
+            #[serde(rename = "type")]
+            message_type: Option<String>,
+            channel: Option<String>,
+            item_type: Option<String>,
+            item_content: Option<String>,
+            signature: Option<String>,
+            content: Option<Value>,
+        }
+        // Serde reads a struct from a JSON array too, by position: only an object is a message.
+        if !text
+            .trim_start_matches([' ', '\t', '\n', '\r'])
+            .starts_with('{')
+        {
+            return None;
+        }
+        let f: Fields = serde_json::from_str(text).ok()?;
+        Some(Envelope {
+            item_hash: f.item_hash.filter(|h| !h.is_empty())?,
+            message_type: f.message_type?,
+            chain: f.chain,
+            sender: f.sender,
+            channel: f.channel,
+            item_type: f.item_type,
+            item_content: f.item_content,
+            signature: f.signature,
+            content: f.content.filter(Value::is_object),
+        })
+    }
+
     /// The POST carried by this envelope, with the node's envelope-level checks that do not need
     /// cryptography: inline content that parses as JSON, and `sender` equal to `content.address`
     /// (case-insensitive). `Ok(None)` for a message that is not a POST; a rejection is of this
@@ -95,5 +137,66 @@ impl Envelope {
             channel: self.channel.clone(),
             content,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
+
+    use super::*;
+
+    /// What `from_json` makes of `text` parsed as a document.
+    fn from_document(text: &str) -> Result<Envelope, MalformedEnvelope> {
+        let value: Value = serde_json::from_str(text).unwrap();
+        Envelope::from_json(&value)
+    }
+
+    /// A message text is read directly, into what the document gives: the envelope's fields,
+    /// nulls as absent, other fields skipped, a `content` kept only as an object.
+    #[test]
+    fn a_message_text_reads_as_its_document() {
+        for text in [
+            r#"{"item_hash":"h","type":"POST","chain":"ETH","sender":"0xa","channel":"C",
+                "item_type":"inline","item_content":"{\"a\":\"\\u00e9\"}","signature":"0x",
+                "time":1.5,"size":3,"confirmed":true}"#,
+            r#"  {"type":"POST","item_hash":"h","chain":null,"content":{"address":"0xa"}}  "#,
+            r#"{"item_hash":"h","type":"FORGET","content":[1],"messages":[]}"#,
+            r#"{"item_hash":"h","type":"POST","content":"text"}"#,
+        ] {
+            let fast = Envelope::from_message_text(text).expect("read directly");
+            assert_eq!(Ok(fast), from_document(text), "{text}");
+        }
+    }
+
+    /// Anything else is left to the document's path, which gives the error or reads a page.
+    #[test]
+    fn other_texts_are_left_to_the_document() {
+        for text in [
+            // Not an object: serde would read a struct from an array by position.
+            r#"["h", null, null, "POST", null, null, null, null, null]"#,
+            r#""h""#,
+            "not json",
+            r#"{"item_hash":"h","type":"POST"} trailing"#,
+            // A field twice (the document keeps the last), or of another type.
+            r#"{"item_hash":"h","type":"POST","sender":"0xa","sender":"0xb"}"#,
+            r#"{"item_hash":5,"type":"POST"}"#,
+            r#"{"item_hash":"h","type":"POST","signature":{"v":1}}"#,
+            // Required fields missing or empty; a page of messages has no item_hash.
+            r#"{"type":"POST"}"#,
+            r#"{"item_hash":"","type":"POST"}"#,
+            r#"{"item_hash":"h"}"#,
+            r#"{"messages":[{"item_hash":"h","type":"POST"}]}"#,
+        ] {
+            assert_eq!(Envelope::from_message_text(text), None, "{text}");
+        }
+        assert_eq!(
+            from_document(r#"{"item_hash":"h","type":"POST","sender":"0xa","sender":"0xb"}"#)
+                .unwrap()
+                .sender
+                .as_deref(),
+            Some("0xb"),
+            "the document keeps a repeated key's last value"
+        );
     }
 }

@@ -88,8 +88,71 @@ fn credit_message() -> impl Strategy<Value = Value> {
         })
 }
 
+/// The text of a JSON object whose members are drawn from the envelope's fields and others,
+/// with values of every type, a key sometimes twice, sometimes an array instead.
+fn envelope_text() -> impl Strategy<Value = String> {
+    let key = prop_oneof![
+        Just("item_hash"),
+        Just("type"),
+        Just("chain"),
+        Just("sender"),
+        Just("channel"),
+        Just("item_type"),
+        Just("item_content"),
+        Just("signature"),
+        Just("content"),
+        Just("messages"),
+        Just("time"),
+        Just("x"),
+    ];
+    let value = prop_oneof![
+        "[a-zA-Z0-9]{0,8}".prop_map(|s| json!(s).to_string()),
+        Just(r#""POST""#.to_string()),
+        Just(r#""a\"b\u00e9""#.to_string()),
+        Just("null".to_string()),
+        Just("7".to_string()),
+        Just("1.5".to_string()),
+        Just("true".to_string()),
+        Just(r#"{"address": "0xa", "n": [1, {"k": null}]}"#.to_string()),
+        Just(r#"[1, "x"]"#.to_string()),
+        Just(r#"[{"item_hash": "h", "type": "POST"}]"#.to_string()),
+    ];
+    // Mostly a valid `item_hash` and `type` first, so that many texts are messages.
+    let required = prop_oneof![
+        8 => Just(vec![
+            ("item_hash", r#""h1""#.to_string()),
+            ("type", r#""POST""#.to_string()),
+        ]),
+        1 => Just(vec![("type", r#""POST""#.to_string())]),
+        1 => Just(Vec::new()),
+    ];
+    (
+        required,
+        proptest::collection::vec((key, value), 0..6),
+        prop_oneof![Just(""), Just(" \n\t")],
+        prop_oneof![9 => Just(false), 1 => Just(true)],
+    )
+        .prop_map(|(mut members, more, space, as_array)| {
+            members.extend(more);
+            if as_array {
+                let values: Vec<String> = members.into_iter().map(|(_, v)| v).collect();
+                return format!("{space}[{}]", values.join(","));
+            }
+            let members: Vec<String> = members
+                .into_iter()
+                .map(|(k, v)| format!("{}: {v}", json!(k)))
+                .collect();
+            format!("{space}{{{}}}{space}", members.join(", "))
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn envelope_texts(text in envelope_text()) {
+        lotledger_fuzz::message(text.as_bytes());
+    }
 
     #[test]
     fn message_bytes(data in proptest::collection::vec(any::<u8>(), 0..256)) {
