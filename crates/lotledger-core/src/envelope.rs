@@ -20,6 +20,14 @@ pub struct Envelope {
     pub content: Option<Value>,
 }
 
+/// Whether a JSON text is an object, by its first character after JSON whitespace (whether
+/// it is valid JSON is for the parser). Serde reads a struct from an array too, by position:
+/// a reader straight into a struct checks this first where only an object may be read.
+fn opens_object(text: &str) -> bool {
+    text.trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+}
+
 /// Not an Aleph message at all: nothing can be recorded for it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed message: {0}")]
@@ -77,11 +85,7 @@ impl Envelope {
             signature: Option<String>,
             content: Option<Value>,
         }
-        // Serde reads a struct from a JSON array too, by position: only an object is a message.
-        if !text
-            .trim_start_matches([' ', '\t', '\n', '\r'])
-            .starts_with('{')
-        {
+        if !opens_object(text) {
             return None;
         }
         let f: Fields = serde_json::from_str(text).ok()?;
