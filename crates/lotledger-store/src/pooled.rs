@@ -69,6 +69,9 @@ pub trait Dialect: Database<Arguments: sqlx::IntoArguments<Self>> {
     /// and the instant bound in that order: [`crate::sql_balance_groups!`] in this dialect's
     /// placeholders. SQLite's short reads on rusqlite run the same text.
     const BALANCE_GROUPS: &'static str;
+    /// Whether sqlx's migrations table exists (a boolean). Asked before reading it, so that
+    /// opening a new database runs no statement that fails (PostgreSQL logs each as an error).
+    const MIGRATIONS_TABLE_EXISTS: &'static str;
 
     fn instant(t: Timestamp) -> Self::Instant;
     fn timestamp(v: Self::Instant) -> Result<Timestamp, StoreError>;
@@ -80,6 +83,8 @@ impl Dialect for sqlx::Postgres {
     type Instant = time::OffsetDateTime;
     const EMPTY_COMPACT: &'static str = "'\\x00'::bytea";
     const BALANCE_GROUPS: &'static str = crate::sql_balance_groups!("$1", "$2");
+    const MIGRATIONS_TABLE_EXISTS: &'static str =
+        "SELECT to_regclass('_sqlx_migrations') IS NOT NULL";
 
     /// Core instants lie within years 1..=9999, which `OffsetDateTime` represents; the epoch
     /// stands in for the impossible failure.
@@ -123,6 +128,8 @@ impl Dialect for sqlx::Sqlite {
     type Instant = i64;
     const EMPTY_COMPACT: &'static str = "x'00'";
     const BALANCE_GROUPS: &'static str = crate::sql_balance_groups!("?", "?");
+    const MIGRATIONS_TABLE_EXISTS: &'static str = "SELECT EXISTS (SELECT 1 FROM sqlite_master \
+         WHERE type = 'table' AND name = '_sqlx_migrations')";
 
     fn instant(t: Timestamp) -> i64 {
         t.as_micros()
@@ -505,6 +512,11 @@ where
 pub const APPLIED_VERSIONS: &str =
     "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
 
+/// [`Dialect::MIGRATIONS_TABLE_EXISTS`] of `pool`'s database.
+pub fn migrations_table_exists<DB: Dialect>(_pool: &sqlx::Pool<DB>) -> &'static str {
+    DB::MIGRATIONS_TABLE_EXISTS
+}
+
 /// What a migration run did, from the versions applied `before` and `after` it (logged).
 pub fn migrated(migrator: &sqlx::migrate::Migrator, before: &[i64], after: &[i64]) -> Migrated {
     let applied: Vec<(i64, String)> = migrator
@@ -530,19 +542,25 @@ macro_rules! pooled_reads {
     ($migrator:path) => {
         async fn migrate(&self) -> Result<$crate::Migrated, $crate::StoreError> {
             let versions = || async {
+                let exists: bool =
+                    sqlx::query_scalar($crate::pooled::migrations_table_exists(&self.pool))
+                        .fetch_one(&self.pool)
+                        .await?;
+                // No table yet: a database without the schema.
+                if !exists {
+                    return Ok::<_, sqlx::Error>(Vec::new());
+                }
                 sqlx::query_scalar::<_, i64>($crate::pooled::APPLIED_VERSIONS)
                     .fetch_all(&self.pool)
                     .await
             };
-            // No table yet: a database without the schema.
-            let before = versions().await.unwrap_or_default();
+            let database = |e: sqlx::Error| $crate::StoreError::Database(Box::new(e));
+            let before = versions().await.map_err(database)?;
             $migrator
                 .run(&self.pool)
                 .await
                 .map_err(|e| $crate::StoreError::Database(Box::new(e)))?;
-            let after = versions()
-                .await
-                .map_err(|e| $crate::StoreError::Database(Box::new(e)))?;
+            let after = versions().await.map_err(database)?;
             Ok($crate::pooled::migrated(&$migrator, &before, &after))
         }
 

@@ -356,3 +356,42 @@ fn migrate_says_what_it_applied() {
     });
     assert_eq!(cli(&last, &["migrate"]), want.concat());
 }
+
+/// Opening a new PostgreSQL database, and opening it again once migrated, runs no statement
+/// that fails: the server would log each as an error (and counts it as a rolled-back
+/// transaction, which is what this reads).
+#[test]
+fn opening_a_postgres_database_runs_no_failing_statement() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = rt.block_on(lotledger_testkit::db::fresh_pg_url());
+    cli(&url, &["migrate"]);
+    cli(&url, &["migrate"]);
+    let (commits, rollbacks) = rt.block_on(async {
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        // The CLI's backends report their transactions as they exit: wait until they have
+        // gone and their commits (the migrations') are counted.
+        let mut counts = (0, 0);
+        for _ in 0..400 {
+            let (others, commits, rollbacks): (i64, i64, i64) = sqlx::query_as(
+                "SELECT (SELECT count(*) FROM pg_stat_activity \
+                         WHERE datname = current_database() AND pid <> pg_backend_pid()), \
+                        xact_commit, xact_rollback \
+                 FROM pg_stat_database WHERE datname = current_database()",
+            )
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+            counts = (commits, rollbacks);
+            if others == 0 && commits > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        counts
+    });
+    assert!(
+        commits > 0,
+        "the CLI's transactions were never counted on {url}"
+    );
+    assert_eq!(rollbacks, 0, "failed statements on {url}");
+}
