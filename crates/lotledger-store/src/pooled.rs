@@ -230,7 +230,24 @@ where
     for<'r> (Option<DB::Instant>, i64): FromRow<'r, DB::Row>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
     for<'r> (String,): FromRow<'r, DB::Row>,
+    for<'r> (bool,): FromRow<'r, DB::Row>,
 {
+    /// The schema versions the database has applied (sqlx's migrations table), oldest first;
+    /// none without the table. Whether the table exists is asked first
+    /// ([`Dialect::MIGRATIONS_TABLE_EXISTS`]): reading a table that is not there would fail,
+    /// and PostgreSQL logs each failed statement as an error.
+    pub async fn applied_versions(&self) -> Result<Vec<i64>, sqlx::Error> {
+        let exists: bool = sqlx::query_scalar(DB::MIGRATIONS_TABLE_EXISTS)
+            .fetch_one(self.pool)
+            .await?;
+        if !exists {
+            return Ok(Vec::new());
+        }
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(self.pool)
+            .await
+    }
+
     /// An ingest source's recorded position, if it has one.
     pub async fn ingest_progress(
         &self,
@@ -508,15 +525,6 @@ where
     rows::message_record(&Cols::<DB>(r))
 }
 
-/// The schema versions a database has applied (sqlx's migrations table), oldest first.
-pub const APPLIED_VERSIONS: &str =
-    "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
-
-/// [`Dialect::MIGRATIONS_TABLE_EXISTS`] of `pool`'s database.
-pub fn migrations_table_exists<DB: Dialect>(_pool: &sqlx::Pool<DB>) -> &'static str {
-    DB::MIGRATIONS_TABLE_EXISTS
-}
-
 /// What a migration run did, from the versions applied `before` and `after` it (logged).
 pub fn migrated(migrator: &sqlx::migrate::Migrator, before: &[i64], after: &[i64]) -> Migrated {
     let applied: Vec<(i64, String)> = migrator
@@ -541,26 +549,14 @@ pub fn migrated(migrator: &sqlx::migrate::Migrator, before: &[i64], after: &[i64
 macro_rules! pooled_reads {
     ($migrator:path) => {
         async fn migrate(&self) -> Result<$crate::Migrated, $crate::StoreError> {
-            let versions = || async {
-                let exists: bool =
-                    sqlx::query_scalar($crate::pooled::migrations_table_exists(&self.pool))
-                        .fetch_one(&self.pool)
-                        .await?;
-                // No table yet: a database without the schema.
-                if !exists {
-                    return Ok::<_, sqlx::Error>(Vec::new());
-                }
-                sqlx::query_scalar::<_, i64>($crate::pooled::APPLIED_VERSIONS)
-                    .fetch_all(&self.pool)
-                    .await
-            };
+            let reads = $crate::pooled::Reads::of(&self.pool);
             let database = |e: sqlx::Error| $crate::StoreError::Database(Box::new(e));
-            let before = versions().await.map_err(database)?;
+            let before = reads.applied_versions().await.map_err(database)?;
             $migrator
                 .run(&self.pool)
                 .await
                 .map_err(|e| $crate::StoreError::Database(Box::new(e)))?;
-            let after = versions().await.map_err(database)?;
+            let after = reads.applied_versions().await.map_err(database)?;
             Ok($crate::pooled::migrated(&$migrator, &before, &after))
         }
 
