@@ -8,15 +8,13 @@
 //!
 //! Rows are mapped by hand (`wrappers`): core types never see sqlx.
 //!
-//! The writers' lookups by arrays of keys (interning, versions, statuses, existing rows, and
-//! for small batches the lots and last positions: [`PLANNED_PER_CALL_MAX_KEYS`]) are sent
-//! unprepared (`persistent(false)`), so PostgreSQL plans each for its own array and the
-//! tables' sizes of the moment. Prepared, each connection keeps a generic plan made once for a
-//! ten-element array and the sizes it first saw: on a young ledger, whole-table hash joins that
-//! grow with the tables (W6 on a fresh database: ×1.8–2.0 group commit, BENCHMARKS.md). The
-//! other statements keep their cached plans, which measured cheaper (W2, W3). References are
-//! looked up by one index probe each (`probe_ref!`), and large appends skip `ON CONFLICT`
-//! unless they meet a conflict ([`PLAIN_APPEND_MIN_ROWS`]).
+//! Every statement is prepared once per connection. The writers' transactions and the
+//! snapshots they plan on run under `keyed_plans!`: each statement keeps one generic plan,
+//! made without sequential scans, so its lookups are index probes whatever the tables' sizes
+//! when it was planned, and no call pays for planning (W1 ×1.17–1.46, W6 group commit
+//! ×1.06–1.53: BENCHMARKS.md, issue 10, twentieth session). References are looked up by one
+//! index probe each (`probe_ref!`), and large appends skip `ON CONFLICT` unless they meet a
+//! conflict ([`PLAIN_APPEND_MIN_ROWS`]).
 
 // Per-transaction maps keyed by addresses and references: foldhash, as the batch's own maps
 // (SipHash was ~2 % of W1's client samples here).
@@ -57,15 +55,34 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// every acquire pings after a connection was found dead.
 const PING_AFTER_IDLE: Duration = Duration::from_secs(10);
 
+/// The pool's connections.
+const MAX_CONNECTIONS: u32 = 8;
+
 /// Write transactions worth running at once (a quarter of the pool: reads keep the rest).
 const CONCURRENT_WRITERS: usize = 2;
 
-/// The batch's lots and last history positions are read by a plan made for the call's own
-/// addresses when it names at most this many (a `serve` batch: W6 group commit ×1.04–1.34,
-/// median ×1.11, in five pairs on a fresh database, BENCHMARKS.md, issue 10, sixteenth
-/// session), and by the connection's cached plan beyond (an ingest batch of thousands, whose
-/// planning for a 5 000-element array measured slower than the cached plan's scans).
-const PLANNED_PER_CALL_MAX_KEYS: usize = 256;
+/// The settings of the writers' transactions and of the snapshots they plan on (`SET LOCAL`:
+/// they end with the transaction). Every statement these transactions run looks rows up by
+/// keys (arrays of addresses, references, ids) or appends, for which index probes are right at
+/// any table size. Left to itself, PostgreSQL plans a prepared statement afresh for its first
+/// five calls and then keeps a generic plan if it looks no dearer; on a young ledger that
+/// plan scans whole tables that keep growing under it (W6 on a fresh database, ×1.8–2.0
+/// slower, tenth session), and planning each call afresh instead cost as much as running the
+/// statements. A generic plan made with sequential scans priced out probes the indexes
+/// whatever the tables' sizes when it was made, and is made once per connection.
+macro_rules! keyed_plans {
+    () => {
+        "SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off"
+    };
+}
+
+/// Opens a read-only transaction whose reads all see one snapshot (`REPEATABLE READ`), taken
+/// at its first read.
+macro_rules! begin_snapshot {
+    () => {
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+    };
+}
 
 /// Rows from which an append (history rows, new references, message records) is first sent
 /// without its `ON CONFLICT` clause, under a savepoint, and sent again with it only if it met
@@ -93,6 +110,23 @@ lotledger_store::sql_selects!(ref_text, "h.price::text", "h.expense_size_mib::te
 macro_rules! read_addresses {
     () => {
         "SELECT id, address FROM addresses WHERE address = ANY($1)"
+    };
+}
+
+/// The `(id, address)` rows of the addresses `$1` (distinct), interning those not stored yet
+/// in order of first appearance. The CTE's insert is invisible to the `SELECT` beside it (one
+/// snapshot): each address comes once, new or old. One interned meanwhile by a concurrent
+/// transaction is in neither.
+macro_rules! intern_addresses {
+    () => {
+        concat!(
+            "WITH made AS (INSERT INTO addresses (address) \
+             SELECT u.address FROM UNNEST($1::text[]) WITH ORDINALITY AS u(address, n) \
+             WHERE NOT EXISTS (SELECT 1 FROM addresses a WHERE a.address = u.address) \
+             ORDER BY u.n ON CONFLICT DO NOTHING RETURNING id, address) \
+             SELECT id, address FROM made UNION ALL ",
+            read_addresses!()
+        )
     };
 }
 
@@ -260,7 +294,7 @@ impl PgStore {
             );
         let reads = std::sync::Arc::new(reads::ReadConns::new(options.clone()));
         let pool = PgPoolOptions::new()
-            .max_connections(8)
+            .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(3))
             // sqlx pings every idle connection before handing it out: a round trip before each
             // read and each transaction. Ping only a connection idle long enough to have been
@@ -304,13 +338,24 @@ impl Transactional for PgStore {
     }
 
     async fn write(&self) -> Result<PgTx, StoreError> {
-        PgTx::begin(&self.pool, Some(&self.ids)).await
+        PgTx::begin(
+            &self.pool,
+            Some(&self.ids),
+            concat!("BEGIN; ", keyed_plans!()),
+        )
+        .await
     }
 
     /// A read-only transaction whose reads all see one snapshot (`REPEATABLE READ`), taken at
     /// its first read.
     async fn snapshot(&self) -> Result<Option<PgTx>, StoreError> {
-        PgTx::begin_snapshot(&self.pool).await.map(Some)
+        PgTx::begin(
+            &self.pool,
+            None,
+            concat!(begin_snapshot!(), "; ", keyed_plans!()),
+        )
+        .await
+        .map(Some)
     }
 
     fn ahead_counters(&self) -> Option<&lotledger_store::batch::AheadCounters> {
@@ -387,7 +432,6 @@ impl Commit for PgTx {
                 "UPDATE addresses SET version = version + 1 WHERE id = ANY($1::bigint[]) \
                  RETURNING address, version",
             )
-            .persistent(false)
             .bind(ids)
             .fetch_all(&mut *self.tx)
             .await
@@ -409,7 +453,6 @@ impl Commit for PgTx {
         let versions: Vec<(String, i64)> = sqlx::query_as(
             "SELECT address, version FROM addresses WHERE address = ANY($1::text[])",
         )
-        .persistent(false)
         .bind(addresses)
         .fetch_all(&mut *self.tx)
         .await
@@ -497,7 +540,7 @@ impl Store for PgStore {
     async fn verify(&self, batch: &[AddressRows]) -> Result<Vec<Drift>, StoreError> {
         let addresses = lotledger_store::addresses_of(batch);
         // One snapshot for the whole batch, so that history and lots are compared consistently.
-        let mut tx = PgTx::begin_snapshot(&self.pool).await?;
+        let mut tx = PgTx::begin(&self.pool, None, begin_snapshot!()).await?;
         let pass = scan::load(&mut tx.tx, &addresses).await?;
         tx.tx.rollback().await.map_err(db_err)?;
         pass.drifts()
@@ -845,7 +888,6 @@ impl LedgerTx for PgTx {
             lot_select!(),
             " WHERE l.address_id IN (SELECT id FROM addresses WHERE address = ANY($1::text[]))"
         ))
-        .persistent(addresses.len() > PLANNED_PER_CALL_MAX_KEYS)
         .bind(addresses)
         .fetch_all(&mut *self.tx)
         .await
@@ -881,7 +923,6 @@ impl LedgerTx for PgTx {
                ORDER BY h.message_timestamp DESC, 2 DESC LIMIT 1) d ON TRUE \
              WHERE a.address = ANY($1::text[])"
         ))
-        .persistent(addresses.len() > PLANNED_PER_CALL_MAX_KEYS)
         .bind(addresses)
         .fetch_all(&mut *self.tx)
         .await
@@ -922,7 +963,6 @@ impl LedgerTx for PgTx {
             ", NULL, NULL, NULL, NULL, h.credit_index \
              FROM r JOIN credit_history h ON h.ref_id = r.id"
         ))
-        .persistent(false)
         .bind(hashes)
         .bind(names)
         .fetch_all(&mut *self.tx)
@@ -1095,8 +1135,7 @@ impl LedgerTx for PgTx {
 /// A `refs` row: `(id, hash, name)`.
 type RefRow = (i64, Option<Vec<u8>>, Option<String>);
 
-/// The `refs` rows `sql` gives for the references `$1` / `$2` (hashes, names), planned for
-/// these arrays.
+/// The `refs` rows `sql` gives for the references `$1` / `$2` (hashes, names).
 async fn fetch_refs(
     conn: &mut PgConnection,
     sql: &'static str,
@@ -1104,7 +1143,6 @@ async fn fetch_refs(
     names: &[Option<String>],
 ) -> Result<Vec<RefRow>, sqlx::Error> {
     sqlx::query_as(sql)
-        .persistent(false)
         .bind(hashes)
         .bind(names)
         .fetch_all(conn)
@@ -1112,31 +1150,22 @@ async fn fetch_refs(
 }
 
 impl PgTx {
-    /// A transaction that has written nothing yet; `kept`: the store's id cache, if it is to
-    /// use and fill it.
+    /// A transaction that has written nothing yet, opened by the simple query `statement`
+    /// (`BEGIN` and its settings, in one round trip); `kept`: the store's id cache, if it is
+    /// to use and fill it.
     async fn begin(
         pool: &PgPool,
         kept: Option<&std::sync::Arc<std::sync::Mutex<KeptIds>>>,
+        statement: &'static str,
     ) -> Result<PgTx, StoreError> {
         Ok(PgTx {
-            tx: pool.begin().await.map_err(db_err)?,
+            tx: pool.begin_with(statement).await.map_err(db_err)?,
             locking: Locking::Nothing,
             written: HashSet::new(),
             address_ids: HashMap::new(),
             ref_ids: HashMap::new(),
             kept: kept.cloned(),
         })
-    }
-
-    /// A read-only transaction whose reads all see one snapshot (`REPEATABLE READ`), taken at
-    /// its first read.
-    async fn begin_snapshot(pool: &PgPool) -> Result<PgTx, StoreError> {
-        let mut tx = PgTx::begin(pool, None).await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(db_err)?;
-        Ok(tx)
     }
 
     /// Takes from the store's id cache the ids of these addresses and references this
@@ -1182,18 +1211,9 @@ impl PgTx {
             .map(str::to_string)
             .collect();
         if !addresses.is_empty() {
-            // The CTE's insert is invisible to the SELECT beside it (one snapshot): each
-            // address comes once, new or old. One interned meanwhile by a concurrent
-            // transaction is in neither, and is read again below.
+            // One interned meanwhile by a concurrent transaction is read again below.
             let sql = if create {
-                concat!(
-                    "WITH made AS (INSERT INTO addresses (address) \
-                     SELECT u.address FROM UNNEST($1::text[]) WITH ORDINALITY AS u(address, n) \
-                     WHERE NOT EXISTS (SELECT 1 FROM addresses a WHERE a.address = u.address) \
-                     ORDER BY u.n ON CONFLICT DO NOTHING RETURNING id, address) \
-                     SELECT id, address FROM made UNION ALL ",
-                    read_addresses!()
-                )
+                intern_addresses!()
             } else {
                 read_addresses!()
             };
@@ -1319,7 +1339,6 @@ impl PgTx {
         addresses: &[String],
     ) -> Result<(), StoreError> {
         let rows: Vec<(i64, String)> = sqlx::query_as(sql)
-            .persistent(false)
             .bind(addresses)
             .fetch_all(&mut *self.tx)
             .await
@@ -1410,5 +1429,95 @@ impl PgTx {
             .await
             .map_err(db_err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A migrated store on a fresh database of the test server (`LOTLEDGER_TEST_PG_URL`, set by
+    /// `scripts/with-postgres`), the server's admin URL and the database's name.
+    async fn fresh() -> (PgStore, String, String) {
+        let admin = std::env::var("LOTLEDGER_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+        let name = unique_database_name("lotledger_test");
+        let url = create_database(&admin, &name).await.unwrap_or_else(|e| {
+            panic!("creating {name} at {admin} ({e}); run the tests with scripts/test")
+        });
+        (PgStore::open(&url).await.unwrap(), admin, name)
+    }
+
+    async fn setting(conn: &mut PgConnection, name: &str) -> String {
+        sqlx::query_scalar("SELECT current_setting($1)")
+            .bind(name)
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    /// The plan the connection keeps for the writers' interning of addresses, run as the
+    /// writers run it (prepared, bound, executed); EXPLAIN runs nothing.
+    async fn kept_plan(conn: &mut PgConnection) -> String {
+        sqlx::query(concat!("PREPARE intern(text[]) AS ", intern_addresses!()))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let lines: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE intern('{a,b}')")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::query("DEALLOCATE intern")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        lines.join("\n")
+    }
+
+    /// On a young ledger (a few hundred addresses, never analyzed) the writers' and their
+    /// snapshots' statements keep one generic plan that probes the indexes (PostgreSQL's own
+    /// generic plan would scan the table), and the settings that make it so end with the
+    /// transaction: the pool's other users get PostgreSQL's defaults back.
+    #[tokio::test]
+    async fn writers_keep_index_probe_plans_for_their_transaction_only() {
+        let (store, admin, name) = fresh().await;
+        sqlx::query(
+            "INSERT INTO addresses (address) SELECT md5(g::text) FROM generate_series(1, 200) g",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let mut write = store.write().await.unwrap();
+        let mut snapshot = store.snapshot().await.unwrap().unwrap();
+        for tx in [&mut write, &mut snapshot] {
+            let plan = kept_plan(&mut tx.tx).await;
+            assert!(plan.contains("Index"), "{plan}");
+            assert!(!plan.contains("Seq Scan"), "{plan}");
+            assert!(
+                plan.contains("$1"),
+                "a generic plan names its parameter: {plan}"
+            );
+            assert_eq!(
+                setting(&mut tx.tx, "plan_cache_mode").await,
+                "force_generic_plan"
+            );
+            assert_eq!(setting(&mut tx.tx, "enable_seqscan").await, "off");
+        }
+        drop(snapshot);
+        write.commit_stamped().await.unwrap();
+        // Outside the writers' transactions: the defaults, and a plan made for the call's
+        // values.
+        let mut others = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            let mut conn = store.pool.acquire().await.unwrap();
+            assert_eq!(setting(&mut conn, "plan_cache_mode").await, "auto");
+            assert_eq!(setting(&mut conn, "enable_seqscan").await, "on");
+            let plan = kept_plan(&mut conn).await;
+            assert!(!plan.contains("$1"), "a custom plan: {plan}");
+            others.push(conn);
+        }
+        drop(others);
+        store.pool.close().await;
+        drop_database(&admin, &name).await.unwrap();
     }
 }
