@@ -58,8 +58,12 @@ const PING_AFTER_IDLE: Duration = Duration::from_secs(10);
 /// The pool's connections.
 const MAX_CONNECTIONS: u32 = 8;
 
-/// Write transactions worth running at once (a quarter of the pool: reads keep the rest).
-const CONCURRENT_WRITERS: usize = 2;
+/// Write transactions worth running at once: `serve`'s committers, one pool connection each
+/// (half the pool: reads keep the rest). A committer's transaction is a chain of round trips,
+/// each side waiting on the other: with two, 0.55–0.8 of the two cores stayed idle; four measured
+/// W6 ×0.97–1.22 group commit and ×1.31–1.82 one message per transaction, six no better than
+/// four (BENCHMARKS.md, issue 10, twentieth session).
+const CONCURRENT_WRITERS: usize = 4;
 
 /// The settings of the writers' transactions and of the snapshots they plan on (`SET LOCAL`:
 /// they end with the transaction). Every statement these transactions run looks rows up by
