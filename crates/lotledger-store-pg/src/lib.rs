@@ -60,9 +60,9 @@ const MAX_CONNECTIONS: u32 = 8;
 
 /// Write transactions worth running at once: `serve`'s committers, one pool connection each
 /// (half the pool: reads keep the rest). A committer's transaction is a chain of round trips,
-/// each side waiting on the other: with two, 0.55–0.8 of the two cores stayed idle; four measured
-/// W6 ×0.97–1.22 group commit and ×1.31–1.82 one message per transaction, six no better than
-/// four (BENCHMARKS.md, issue 10, twentieth session).
+/// each side waiting on the other: with two, 0.55–0.8 of the two cores stayed idle. Four
+/// measured W6 ×0.97–1.22 group commit and ×1.31–1.82 one message per transaction; six no
+/// better than four (BENCHMARKS.md, issue 10, twentieth session).
 const CONCURRENT_WRITERS: usize = 4;
 
 /// The settings of the writers' transactions and of the snapshots they plan on (`SET LOCAL`:
@@ -71,7 +71,7 @@ const CONCURRENT_WRITERS: usize = 4;
 /// any table size. Left to itself, PostgreSQL plans a prepared statement afresh for its first
 /// five calls and then keeps a generic plan if it looks no dearer; on a young ledger that
 /// plan scans whole tables that keep growing under it (W6 on a fresh database, ×1.8–2.0
-/// slower, tenth session), and planning each call afresh instead cost as much as running the
+/// slower, eighth session), and planning each call afresh instead cost as much as running the
 /// statements. A generic plan made with sequential scans priced out probes the indexes
 /// whatever the tables' sizes when it was made, and is made once per connection.
 macro_rules! keyed_plans {
