@@ -1,9 +1,13 @@
 //! Group commit for `POST /api/v0/messages`: verified messages are queued to committer tasks
-//! (as many as the store runs write transactions at once: one on SQLite, two on PostgreSQL);
+//! (as many as the store runs write transactions at once: one on SQLite, four on PostgreSQL);
 //! a committer applies everything queued so far as one batch ([`Backend::apply_batch`], one
 //! transaction, each message still atomic and applied once) and answers each request with its
 //! own outcome once the batch is committed. An idle server commits a lone message at once; under
-//! load, the messages that arrive while a batch commits share the next transaction.
+//! load, the messages that arrive while a batch commits share the next transaction. While
+//! another committer is in a transaction, a batch of fewer than [`SHARED_BATCH`] messages waits
+//! for more or for that transaction's end, whichever comes first, rather than take a
+//! transaction of its own at once: each transaction costs the same dozen statements however
+//! few messages it holds, and the machine's cores are what bounds the intake.
 //!
 //! Requests served at an explicit instant (the test clock) are batched only with requests at the
 //! same instant; others are applied at the wall-clock instant their batch starts.
@@ -37,12 +41,14 @@ impl Intake {
         let max_batch = max_batch.max(1);
         let (jobs, queue) = mpsc::channel(max_batch.saturating_mul(4));
         let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        let committing = Arc::new(Committing::default());
         for _ in 0..store.concurrent_writers().max(1) {
             tokio::spawn(commit_loop(
                 store.clone(),
                 rules.clone(),
                 max_batch,
                 queue.clone(),
+                committing.clone(),
             ));
         }
         Intake { jobs }
@@ -80,6 +86,17 @@ fn shared(e: &StoreError) -> StoreError {
     }
 }
 
+/// How many committers are in a transaction, and a wake-up each time one ends.
+#[derive(Default)]
+struct Committing {
+    busy: std::sync::atomic::AtomicUsize,
+    ended: tokio::sync::Notify,
+}
+
+/// A batch smaller than this waits, while another committer is in a transaction, for more
+/// messages or for that transaction to end.
+const SHARED_BATCH: usize = 8;
+
 /// One committer: takes what is queued (the queue is shared by the store's concurrent
 /// writers; one of them takes at a time), applies it, answers, and again.
 async fn commit_loop(
@@ -87,7 +104,9 @@ async fn commit_loop(
     rules: Rules,
     max_batch: usize,
     queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+    committing: Arc<Committing>,
 ) {
+    use std::sync::atomic::Ordering;
     let mut carried: Option<Job> = None;
     loop {
         let mut jobs = Vec::new();
@@ -111,25 +130,44 @@ async fn commit_loop(
                     Err(_) => break,
                 }
             }
+            // While another committer is in a transaction, a small batch waits for company
+            // or for that transaction to end, whichever comes first.
+            let ended = committing.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            while carried.is_none()
+                && jobs.len() < SHARED_BATCH.min(max_batch)
+                && committing.busy.load(Ordering::Acquire) > 0
+            {
+                tokio::select! {
+                    _ = ended.as_mut() => break,
+                    job = queue.recv() => match job {
+                        Some(job) if job.now == jobs[0].now => jobs.push(job),
+                        Some(job) => carried = Some(job),
+                        None => break,
+                    },
+                }
+            }
+            committing.busy.fetch_add(1, Ordering::AcqRel);
         }
         let now = jobs[0].now.unwrap_or_else(wall_clock_now);
         let (items, replies): (Vec<BatchItem>, Vec<_>) =
             jobs.into_iter().map(|job| (job.item, job.reply)).unzip();
         metrics::histogram!("lotledger_intake_batch_messages").record(items.len() as f64);
-        let result = store
-            .apply_batch(&items, &rules, now)
-            .await
-            .and_then(|outcomes| {
-                if outcomes.len() == replies.len() {
-                    Ok(outcomes)
-                } else {
-                    Err(StoreError::Corrupt(format!(
-                        "the store returned {} outcomes for {} messages",
-                        outcomes.len(),
-                        replies.len()
-                    )))
-                }
-            });
+        let applied = store.apply_batch(&items, &rules, now).await;
+        committing.busy.fetch_sub(1, Ordering::AcqRel);
+        committing.ended.notify_waiters();
+        let result = applied.and_then(|outcomes| {
+            if outcomes.len() == replies.len() {
+                Ok(outcomes)
+            } else {
+                Err(StoreError::Corrupt(format!(
+                    "the store returned {} outcomes for {} messages",
+                    outcomes.len(),
+                    replies.len()
+                )))
+            }
+        });
         match result {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
@@ -143,6 +181,148 @@ async fn commit_loop(
                     let _ = reply.send(Err(shared(&e)));
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BoxFuture;
+    use lotledger_core::{BalanceDetail, Credits, HistoryRow};
+    use lotledger_store::{BalancesQuery, MessageRecord};
+    use std::sync::Mutex;
+
+    /// A real SQLite store seen through four committers, whose first transaction waits for
+    /// `gate`; records each batch's size.
+    struct Gated {
+        store: lotledger_store_sqlite::SqliteStore,
+        gate: tokio::sync::Semaphore,
+        sizes: Mutex<Vec<usize>>,
+    }
+
+    impl Gated {
+        fn sizes(&self) -> Vec<usize> {
+            self.sizes.lock().map(|s| s.clone()).unwrap_or_default()
+        }
+    }
+
+    impl Backend for Gated {
+        fn concurrent_writers(&self) -> usize {
+            4
+        }
+        fn apply_batch<'a>(
+            &'a self,
+            items: &'a [BatchItem],
+            rules: &'a Rules,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Vec<Outcome>> {
+            let first = {
+                let mut sizes = self.sizes.lock().unwrap();
+                sizes.push(items.len());
+                sizes.len() == 1
+            };
+            Box::pin(async move {
+                if first {
+                    drop(self.gate.acquire().await);
+                }
+                self.store.apply_batch(items, rules, now).await
+            })
+        }
+        fn balance<'a>(&'a self, address: &'a str, at: Timestamp) -> BoxFuture<'a, Credits> {
+            self.store.balance(address, at)
+        }
+        fn balance_details<'a>(
+            &'a self,
+            address: &'a str,
+            at: Timestamp,
+        ) -> BoxFuture<'a, (Credits, Vec<BalanceDetail>)> {
+            self.store.balance_details(address, at)
+        }
+        fn address_history<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Vec<HistoryRow>> {
+            self.store.address_history(address)
+        }
+        fn credit_balances<'a>(
+            &'a self,
+            query: BalancesQuery<'a>,
+        ) -> BoxFuture<'a, Vec<(String, Credits)>> {
+            self.store.credit_balances(query)
+        }
+        fn count_credit_balances(&self, at: Timestamp, min_balance: i64) -> BoxFuture<'_, u64> {
+            self.store.count_credit_balances(at, min_balance)
+        }
+        fn consumed_credits<'a>(
+            &'a self,
+            address: Option<&'a str>,
+            resource: Option<&'a str>,
+        ) -> BoxFuture<'a, Credits> {
+            self.store.consumed_credits(address, resource)
+        }
+        fn message<'a>(&'a self, item_hash: &'a str) -> BoxFuture<'a, Option<MessageRecord>> {
+            self.store.message(item_hash)
+        }
+    }
+
+    /// Waits until `gated` has seen `n` batches (a minute at most: a committer that never
+    /// starts is a failure, not a hang).
+    async fn batches(gated: &Gated, n: usize) -> Vec<usize> {
+        let seen = async {
+            loop {
+                let sizes = gated.sizes();
+                if sizes.len() >= n {
+                    return sizes;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(60), seen)
+            .await
+            .unwrap_or_else(|_| panic!("{n} batches never started: {:?}", gated.sizes()))
+    }
+
+    /// While one committer is in a transaction, the messages that arrive wait for company
+    /// (up to `SHARED_BATCH`) or for that transaction's end, instead of each taking another
+    /// committer alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn small_batches_wait_while_another_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        let gated = Arc::new(Gated {
+            store: lotledger_store_sqlite::SqliteStore::open(&url)
+                .await
+                .unwrap(),
+            gate: tokio::sync::Semaphore::new(0),
+            sizes: Mutex::new(Vec::new()),
+        });
+        let intake = Arc::new(Intake::start(gated.clone(), Rules::default(), 1000));
+        let submit = |intake: &Arc<Intake>| {
+            let intake = intake.clone();
+            tokio::spawn(async move { intake.submit(BatchItem::Ignore, None).await })
+        };
+        // The first message takes a committer, whose transaction waits at the gate.
+        let mut replies = vec![submit(&intake)];
+        assert_eq!(batches(&gated, 1).await, vec![1]);
+        // The next ones wait for company: the eighth makes a batch.
+        for _ in 0..SHARED_BATCH {
+            replies.push(submit(&intake));
+        }
+        assert_eq!(batches(&gated, 2).await, vec![1, SHARED_BATCH]);
+        for reply in replies.drain(1..) {
+            let outcome = reply.await.unwrap().unwrap();
+            assert!(matches!(outcome, Outcome::Ignored(_)), "{outcome:?}");
+        }
+        // That batch has ended: one more message waits, alone, until the gated transaction
+        // ends.
+        replies.push(submit(&intake));
+        for _ in 0..1000 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(gated.sizes(), vec![1, SHARED_BATCH]);
+        gated.gate.add_permits(1);
+        assert_eq!(batches(&gated, 3).await, vec![1, SHARED_BATCH, 1]);
+        for reply in replies {
+            let outcome = reply.await.unwrap().unwrap();
+            assert!(matches!(outcome, Outcome::Ignored(_)), "{outcome:?}");
         }
     }
 }
