@@ -137,10 +137,11 @@ macro_rules! intern_addresses {
 /// The lots of the addresses `$1` a debit at `$2` may drain (granted at or before it, not
 /// expired at it), locked `FOR UPDATE` in primary-key order (address ids ascending, then each
 /// address's lots in key order: one order for every writer), handed back in emission order.
-/// Each address's lots are an index range read through `LATERAL`, whatever the statistics
-/// the generic plan was made with: as a join, PostgreSQL planned it on a young ledger as a
-/// scan of every lot granted before `$2`, whoever holds it (1–3 ms a lone message's drain
-/// in W6, and growing with the table).
+/// Each address's lots are an index range read through `LATERAL`, and each lot's reference
+/// an index probe (`OFFSET 0` keeps the subquery from being flattened into a join), whatever
+/// the statistics the generic plan was made with: as a join, PostgreSQL planned it on a young
+/// ledger as a scan of every lot granted before `$2`, whoever holds it (1–3 ms a lone
+/// message's drain in W6, and growing with the table).
 macro_rules! drainable_lots {
     () => {
         concat!(
@@ -153,8 +154,27 @@ macro_rules! drainable_lots {
                    AND l.message_timestamp <= $2 \
                    AND (l.expiration_date IS NULL OR l.expiration_date > $2) \
                    ORDER BY l.message_timestamp, l.ref_id, l.credit_index FOR UPDATE) l \
-             CROSS JOIN LATERAL (SELECT hash, name FROM refs WHERE id = l.ref_id) r \
+             CROSS JOIN LATERAL (SELECT hash, name FROM refs WHERE id = l.ref_id OFFSET 0) r \
              ORDER BY 1, 2, 3, 4"
+        )
+    };
+}
+
+/// Whether the address `$1` has history rows after the position `($2, $3)` in replay order,
+/// and whether one of them is a debit. The rows are an index range from `$2` (the plain
+/// `>=` lets the range bound the scan: an `OR` alone did not, and the whole address's history
+/// was read), each row's reference an index probe, whatever the statistics the generic plan
+/// was made with.
+macro_rules! rows_after {
+    () => {
+        concat!(
+            "SELECT COUNT(*) > 0, COALESCE(bool_or(h.amount < 0), false) FROM credit_history h \
+             CROSS JOIN LATERAL (SELECT hash, name FROM refs WHERE id = h.ref_id OFFSET 0) r \
+             WHERE h.address_id = (SELECT id FROM addresses WHERE address = $1) \
+             AND h.message_timestamp >= $2 \
+             AND (h.message_timestamp > $2 OR ",
+            ref_text!(),
+            " > $3)"
         )
     };
 }
@@ -831,20 +851,13 @@ impl LedgerTx for PgTx {
         ts: Timestamp,
         credit_ref: &str,
     ) -> Result<(bool, bool), StoreError> {
-        let row: (bool, bool) = sqlx::query_as(concat!(
-            "SELECT COUNT(*) > 0, COALESCE(bool_or(h.amount < 0), false) FROM credit_history h \
-             JOIN refs r ON r.id = h.ref_id \
-             WHERE h.address_id = (SELECT id FROM addresses WHERE address = $1) \
-             AND (h.message_timestamp > $2 OR (h.message_timestamp = $2 AND ",
-            ref_text!(),
-            " > $3))"
-        ))
-        .bind(address)
-        .bind(odt(ts))
-        .bind(credit_ref)
-        .fetch_one(&mut *self.tx)
-        .await
-        .map_err(db_err)?;
+        let row: (bool, bool) = sqlx::query_as(rows_after!())
+            .bind(address)
+            .bind(odt(ts))
+            .bind(credit_ref)
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
         Ok(row)
     }
 
@@ -1540,13 +1553,54 @@ mod tests {
         drop_database(&admin, &name).await.unwrap();
     }
 
-    /// The largest number of rows any node of the plan `node` (EXPLAIN ANALYZE's JSON) gave.
+    /// The most rows any node of the plan `node` (EXPLAIN ANALYZE's JSON) read: those it gave
+    /// and those its filters removed, per loop.
     fn most_rows(node: &serde_json::Value) -> f64 {
-        let own = node["Actual Rows"].as_f64().unwrap_or(0.0);
+        let own: f64 = [
+            "Actual Rows",
+            "Rows Removed by Filter",
+            "Rows Removed by Index Recheck",
+            "Rows Removed by Join Filter",
+        ]
+        .iter()
+        .filter_map(|k| node[*k].as_f64())
+        .sum();
         node["Plans"]
             .as_array()
             .map(|plans| plans.iter().map(most_rows).fold(own, f64::max))
             .unwrap_or(own)
+    }
+
+    /// The plan a writer keeps for `statement` (prepared as `kept` with `parameters`), made at
+    /// its first call (`first`, on an empty ledger), run as `call` once `fill` has filled the
+    /// ledger, all in the write transaction `write`: EXPLAIN ANALYZE's JSON.
+    async fn kept_plan_once_filled(
+        write: &mut PgTx,
+        statement: &str,
+        parameters: &str,
+        first: &str,
+        fill: &[&str],
+        call: &str,
+    ) -> serde_json::Value {
+        let prepare = format!("PREPARE kept({parameters}) AS {statement}");
+        let steps = [prepare.as_str(), &format!("EXECUTE kept({first})")];
+        for sql in steps.iter().copied().chain(fill.iter().copied()) {
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(&mut *write.tx)
+                .await
+                .unwrap();
+        }
+        let plan: serde_json::Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE kept({call})"
+        )))
+        .fetch_one(&mut *write.tx)
+        .await
+        .unwrap();
+        assert!(
+            plan.to_string().contains("$2"),
+            "a generic plan names its parameters: {plan}"
+        );
+        plan
     }
 
     /// A debit's drain reads the lots of the addresses it drains and no others, with the
@@ -1556,46 +1610,25 @@ mod tests {
     async fn a_drain_reads_only_its_own_addresses_lots() {
         let (store, admin, name) = fresh().await;
         let mut write = store.write().await.unwrap();
-        sqlx::query(concat!(
-            "PREPARE drain(text[], timestamptz) AS ",
-            drainable_lots!()
-        ))
-        .execute(&mut *write.tx)
-        .await
-        .unwrap();
-        // The plan is made at the first call, and kept.
-        sqlx::query("EXECUTE drain(ARRAY['nobody'], '2026-09-21')")
-            .execute(&mut *write.tx)
-            .await
-            .unwrap();
-        for sql in [
-            "INSERT INTO addresses (address) SELECT md5(g::text) FROM generate_series(1, 200) g",
-            "INSERT INTO refs (name) SELECT a.address || '-' || k FROM addresses a \
-             CROSS JOIN generate_series(0, 9) k ORDER BY a.id, k",
-            "INSERT INTO credit_lots (address_id, message_timestamp, ref_id, credit_index, \
-             amount_remaining, expiration_date) \
-             SELECT a.id, timestamptz '2026-01-01 00:00:00Z' + (a.id * 10 + k) * interval '1 minute', \
-             r.id, 0, 5, NULL FROM addresses a CROSS JOIN generate_series(0, 9) k \
-             JOIN refs r ON r.name = a.address || '-' || k",
-        ] {
-            sqlx::query(sql).execute(&mut *write.tx).await.unwrap();
-        }
-        let holder: String = sqlx::query_scalar("SELECT md5('7')")
-            .fetch_one(&mut *write.tx)
-            .await
-            .unwrap();
-        let at = Timestamp::from_unix_seconds(1_790_000_000).unwrap();
-        let plan: serde_json::Value = sqlx::query_scalar(
-            "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE drain(ARRAY[md5('7')], '2026-09-21')",
+        let plan = kept_plan_once_filled(
+            &mut write,
+            drainable_lots!(),
+            "text[], timestamptz",
+            "ARRAY['nobody'], '2026-09-21'",
+            &[
+                "INSERT INTO addresses (address) SELECT md5(g::text) FROM generate_series(1, 200) g",
+                "INSERT INTO refs (name) SELECT a.address || '-' || k FROM addresses a \
+                 CROSS JOIN generate_series(0, 9) k ORDER BY a.id, k",
+                "INSERT INTO credit_lots (address_id, message_timestamp, ref_id, credit_index, \
+                 amount_remaining, expiration_date) \
+                 SELECT a.id, timestamptz '2026-01-01 00:00:00Z' + (a.id * 10 + k) * interval '1 minute', \
+                 r.id, 0, 5, NULL FROM addresses a CROSS JOIN generate_series(0, 9) k \
+                 JOIN refs r ON r.name = a.address || '-' || k",
+            ],
+            "ARRAY[md5('7')], '2026-09-21'",
         )
-        .fetch_one(&mut *write.tx)
-        .await
-        .unwrap();
+        .await;
         let root = &plan[0]["Plan"];
-        assert!(
-            plan.to_string().contains("$2"),
-            "a generic plan names its parameters: {plan}"
-        );
         assert_eq!(root["Actual Rows"].as_f64(), Some(10.0), "{plan}");
         assert_eq!(
             most_rows(root),
@@ -1603,6 +1636,11 @@ mod tests {
             "no node reads other holders' lots: {plan}"
         );
         // The writers' own call: the holder's ten lots, in emission order.
+        let holder: String = sqlx::query_scalar("SELECT md5('7')")
+            .fetch_one(&mut *write.tx)
+            .await
+            .unwrap();
+        let at = Timestamp::from_unix_seconds(1_790_000_000).unwrap();
         let lots = write
             .drainable_lots(&[(holder.as_str(), 1)], at)
             .await
@@ -1611,6 +1649,61 @@ mod tests {
         let expected: Vec<String> = (0..10).map(|k| format!("{holder}-{k}")).collect();
         assert_eq!(refs, expected);
         assert!(lots.iter().all(|l| l.address == holder));
+        drop(write);
+        store.pool.close().await;
+        drop_database(&admin, &name).await.unwrap();
+    }
+
+    /// Whether rows follow a message's position reads the rows from that position on, not
+    /// the address's whole history, with the generic plan the writers keep from their first
+    /// call on an empty ledger: once one address has 2 000 rows (every third a debit), the
+    /// last few asked about.
+    #[tokio::test]
+    async fn rows_after_a_position_read_only_the_rows_from_it() {
+        let (store, admin, name) = fresh().await;
+        let mut write = store.write().await.unwrap();
+        let plan = kept_plan_once_filled(
+            &mut write,
+            rows_after!(),
+            "text, timestamptz, text",
+            "'nobody', '2026-09-21', ''",
+            &[
+                "INSERT INTO addresses (address) VALUES ('hot')",
+                "INSERT INTO refs (name) SELECT 'row-' || lpad(g::text, 4, '0') \
+                 FROM generate_series(1, 2000) g ORDER BY g",
+                "INSERT INTO credit_history (ref_id, credit_index, address_id, message_timestamp, \
+                 amount) SELECT r.id, 0, a.id, timestamptz '2026-01-01 00:00:00Z' \
+                 + (substr(r.name, 5)::int / 2) * interval '1 minute', \
+                 CASE WHEN substr(r.name, 5)::int % 3 = 0 THEN -1 ELSE 5 END \
+                 FROM refs r CROSS JOIN addresses a",
+            ],
+            // Row 1996's instant, which row 1997 shares.
+            "'hot', timestamptz '2026-01-01 00:00:00Z' + 998 * interval '1 minute', 'row-1996'",
+        )
+        .await;
+        let root = &plan[0]["Plan"];
+        assert!(
+            most_rows(root) <= 6.0,
+            "the rows from row 1996 on, not the whole history: {plan}"
+        );
+        // The writers' own call, at positions around the end.
+        let minute = |m: i64| Timestamp::from_unix_seconds(1_767_225_600 + 60 * m).unwrap();
+        for (at, reference, expected) in [
+            // Rows 1997 (same instant, later reference; 1997 is no multiple of 3)..2000,
+            // of which 1998 is a debit.
+            (minute(998), "row-1996", (true, true)),
+            // Row 2000 only (same instant as 2001 would be): a credit.
+            (minute(1000), "row-1999", (true, false)),
+            // Nothing after the last row.
+            (minute(1000), "row-2000", (false, false)),
+            (minute(1001), "", (false, false)),
+        ] {
+            assert_eq!(
+                write.rows_after("hot", at, reference).await.unwrap(),
+                expected,
+                "after ({at:?}, {reference})"
+            );
+        }
         drop(write);
         store.pool.close().await;
         drop_database(&admin, &name).await.unwrap();
