@@ -179,6 +179,35 @@ macro_rules! rows_after {
     };
 }
 
+/// The lots of the addresses `$1` (a batch's load).
+macro_rules! lots_of_addresses {
+    () => {
+        concat!(
+            lot_select!(),
+            " WHERE l.address_id IN (SELECT id FROM addresses WHERE address = ANY($1::text[]))"
+        )
+    };
+}
+
+/// The records and history row keys of the references `$1` / `$2` (hashes, names): each
+/// reference probed once, then a row per record (`credit_index` NULL) and per history row.
+macro_rules! statuses_and_row_keys {
+    () => {
+        concat!(
+            "WITH r AS MATERIALIZED (",
+            read_refs!(),
+            ") SELECT ",
+            ref_text!(),
+            " AS item_hash, m.status, m.ignored, m.error, m.recorded_at, \
+             NULL::int AS credit_index FROM r JOIN credit_messages m ON m.ref_id = r.id \
+             UNION ALL SELECT ",
+            ref_text!(),
+            ", NULL, NULL, NULL, NULL, h.credit_index \
+             FROM r JOIN credit_history h ON h.ref_id = r.id"
+        )
+    };
+}
+
 /// The `refs` row of the reference `u` (`u.hash`, `u.name`), as `r`: one index probe per
 /// reference. The `OFFSET 0` keeps the subquery from being flattened into a join, which
 /// PostgreSQL would plan, for a few thousand references, as a scan of the whole table
@@ -916,14 +945,11 @@ impl LedgerTx for PgTx {
 
     async fn load_lots(&mut self, addresses: &[&str]) -> Result<Vec<Lot>, StoreError> {
         let addresses: Vec<String> = addresses.iter().map(|a| (*a).to_string()).collect();
-        let rows = sqlx::query(concat!(
-            lot_select!(),
-            " WHERE l.address_id IN (SELECT id FROM addresses WHERE address = ANY($1::text[]))"
-        ))
-        .bind(addresses)
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(db_err)?;
+        let rows = sqlx::query(lots_of_addresses!())
+            .bind(addresses)
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
         rows.iter().map(lot).collect()
     }
 
@@ -983,23 +1009,12 @@ impl LedgerTx for PgTx {
         item_hashes: &[&str],
     ) -> Result<lotledger_store::StatusesAndRowKeys, StoreError> {
         let (hashes, names) = ref_arrays(item_hashes.iter().copied());
-        let rows = sqlx::query(concat!(
-            "WITH r AS MATERIALIZED (",
-            read_refs!(),
-            ") SELECT ",
-            ref_text!(),
-            " AS item_hash, m.status, m.ignored, m.error, m.recorded_at, \
-             NULL::int AS credit_index FROM r JOIN credit_messages m ON m.ref_id = r.id \
-             UNION ALL SELECT ",
-            ref_text!(),
-            ", NULL, NULL, NULL, NULL, h.credit_index \
-             FROM r JOIN credit_history h ON h.ref_id = r.id"
-        ))
-        .bind(hashes)
-        .bind(names)
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(db_err)?;
+        let rows = sqlx::query(statuses_and_row_keys!())
+            .bind(hashes)
+            .bind(names)
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
         let (mut statuses, mut row_keys) = (Vec::new(), Vec::new());
         for row in &rows {
             match sqlx::Row::try_get::<Option<i32>, _>(row, "credit_index").map_err(db_err)? {
@@ -1596,9 +1611,14 @@ mod tests {
         .fetch_one(&mut *write.tx)
         .await
         .unwrap();
-        assert!(
-            plan.to_string().contains("$2"),
-            "a generic plan names its parameters: {plan}"
+        sqlx::query("DEALLOCATE kept")
+            .execute(&mut *write.tx)
+            .await
+            .unwrap();
+        // The writers' transactions make every plan generic: the one made at the first call.
+        assert_eq!(
+            setting(&mut write.tx, "plan_cache_mode").await,
+            "force_generic_plan"
         );
         plan
     }
@@ -1704,6 +1724,78 @@ mod tests {
                 "after ({at:?}, {reference})"
             );
         }
+        drop(write);
+        store.pool.close().await;
+        drop_database(&admin, &name).await.unwrap();
+    }
+
+    /// A batch's loads under its locks (its addresses' lots, its references' records and
+    /// history rows) read what the batch names and no more, with the generic plans the writers
+    /// keep from their first call on an empty ledger: once it has 200 holders of 10 lots and
+    /// 10 recorded history rows each, two holders and three references asked about.
+    #[tokio::test]
+    async fn a_batchs_loads_read_only_what_it_names() {
+        let fill = [
+            "INSERT INTO addresses (address) SELECT 'holder-' || g FROM generate_series(1, 200) g",
+            "INSERT INTO refs (name) SELECT a.address || '-' || k FROM addresses a \
+             CROSS JOIN generate_series(0, 9) k ORDER BY a.id, k",
+            "INSERT INTO credit_history (ref_id, credit_index, address_id, message_timestamp, \
+             amount) SELECT r.id, 0, a.id, timestamptz '2026-01-01 00:00:00Z' + r.id * interval \
+             '1 minute', 5 FROM addresses a JOIN refs r ON r.name LIKE a.address || '-_'",
+            "INSERT INTO credit_lots (address_id, message_timestamp, ref_id, credit_index, \
+             amount_remaining, expiration_date) SELECT address_id, message_timestamp, ref_id, \
+             credit_index, amount, NULL FROM credit_history",
+            "INSERT INTO credit_messages (ref_id, status, recorded_at) \
+             SELECT id, 'processed', now() FROM refs",
+        ];
+        let (store, admin, name) = fresh().await;
+        let mut write = store.write().await.unwrap();
+        let plan = kept_plan_once_filled(
+            &mut write,
+            lots_of_addresses!(),
+            "text[]",
+            "ARRAY['nobody']",
+            &fill,
+            "ARRAY['holder-7', 'holder-9']",
+        )
+        .await;
+        let root = &plan[0]["Plan"];
+        assert_eq!(root["Actual Rows"].as_f64(), Some(20.0), "{plan}");
+        assert!(
+            most_rows(root) <= 20.0,
+            "only the two holders' lots: {plan}"
+        );
+        drop(write);
+        let mut write = store.write().await.unwrap();
+        let plan = kept_plan_once_filled(
+            &mut write,
+            statuses_and_row_keys!(),
+            "bytea[], text[]",
+            "ARRAY[NULL::bytea], ARRAY['nothing']",
+            &fill,
+            "ARRAY[NULL::bytea, NULL, NULL], ARRAY['holder-7-3', 'holder-9-0', 'unknown']",
+        )
+        .await;
+        let root = &plan[0]["Plan"];
+        // A record and a history row key for each of the two known references.
+        assert_eq!(root["Actual Rows"].as_f64(), Some(4.0), "{plan}");
+        assert!(
+            most_rows(root) <= 4.0,
+            "only the three references' rows: {plan}"
+        );
+        let (statuses, keys) = write
+            .statuses_and_row_keys(&["holder-7-3", "holder-9-0", "unknown"])
+            .await
+            .unwrap();
+        let mut hashes: Vec<&str> = statuses.iter().map(|(h, _)| h.as_str()).collect();
+        hashes.sort_unstable();
+        assert_eq!(hashes, ["holder-7-3", "holder-9-0"]);
+        let mut keys = keys;
+        keys.sort();
+        assert_eq!(
+            keys,
+            [("holder-7-3".to_string(), 0), ("holder-9-0".to_string(), 0)]
+        );
         drop(write);
         store.pool.close().await;
         drop_database(&admin, &name).await.unwrap();
