@@ -93,6 +93,28 @@ struct Committing {
     ended: tokio::sync::Notify,
 }
 
+/// A committer's turn in a transaction: counted while it lasts, and its end announced to the
+/// committers waiting for one (on drop, so that a committer that fails in any way ends it).
+struct Turn<'a>(&'a Committing);
+
+impl<'a> Turn<'a> {
+    fn take(committing: &'a Committing) -> Turn<'a> {
+        committing
+            .busy
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Turn(committing)
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.ended.notify_waiters();
+    }
+}
+
 /// A batch smaller than this waits, while another committer is in a transaction, for more
 /// messages or for that transaction to end.
 const SHARED_BATCH: usize = 8;
@@ -110,6 +132,7 @@ async fn commit_loop(
     let mut carried: Option<Job> = None;
     loop {
         let mut jobs = Vec::new();
+        let turn;
         {
             let mut queue = queue.lock().await;
             let first = match carried.take() {
@@ -148,15 +171,14 @@ async fn commit_loop(
                     },
                 }
             }
-            committing.busy.fetch_add(1, Ordering::AcqRel);
+            turn = Turn::take(&committing);
         }
         let now = jobs[0].now.unwrap_or_else(wall_clock_now);
         let (items, replies): (Vec<BatchItem>, Vec<_>) =
             jobs.into_iter().map(|job| (job.item, job.reply)).unzip();
         metrics::histogram!("lotledger_intake_batch_messages").record(items.len() as f64);
         let applied = store.apply_batch(&items, &rules, now).await;
-        committing.busy.fetch_sub(1, Ordering::AcqRel);
-        committing.ended.notify_waiters();
+        drop(turn);
         let result = applied.and_then(|outcomes| {
             if outcomes.len() == replies.len() {
                 Ok(outcomes)
@@ -194,14 +216,27 @@ mod tests {
     use std::sync::Mutex;
 
     /// A real SQLite store seen through four committers, whose first transaction waits for
-    /// `gate`; records each batch's size.
+    /// `gate` (or fails outright, `fail_first`); records each batch's size.
     struct Gated {
         store: lotledger_store_sqlite::SqliteStore,
         gate: tokio::sync::Semaphore,
+        fail_first: bool,
         sizes: Mutex<Vec<usize>>,
     }
 
     impl Gated {
+        async fn new(dir: &tempfile::TempDir, fail_first: bool) -> Arc<Gated> {
+            let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+            Arc::new(Gated {
+                store: lotledger_store_sqlite::SqliteStore::open(&url)
+                    .await
+                    .unwrap(),
+                gate: tokio::sync::Semaphore::new(0),
+                fail_first,
+                sizes: Mutex::new(Vec::new()),
+            })
+        }
+
         fn sizes(&self) -> Vec<usize> {
             self.sizes.lock().map(|s| s.clone()).unwrap_or_default()
         }
@@ -223,6 +258,9 @@ mod tests {
                 sizes.len() == 1
             };
             Box::pin(async move {
+                if first && self.fail_first {
+                    panic!("the first transaction fails");
+                }
                 if first {
                     drop(self.gate.acquire().await);
                 }
@@ -286,14 +324,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn small_batches_wait_while_another_commits() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
-        let gated = Arc::new(Gated {
-            store: lotledger_store_sqlite::SqliteStore::open(&url)
-                .await
-                .unwrap(),
-            gate: tokio::sync::Semaphore::new(0),
-            sizes: Mutex::new(Vec::new()),
-        });
+        let gated = Gated::new(&dir, false).await;
         let intake = Arc::new(Intake::start(gated.clone(), Rules::default(), 1000));
         let submit = |intake: &Arc<Intake>| {
             let intake = intake.clone();
@@ -324,5 +355,24 @@ mod tests {
             let outcome = reply.await.unwrap().unwrap();
             assert!(matches!(outcome, Outcome::Ignored(_)), "{outcome:?}");
         }
+    }
+
+    /// A committer that fails mid-transaction (here, its task panics) ends its turn: the next
+    /// lone message does not wait for company as if a transaction were still under way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_transaction_leaves_nobody_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let gated = Gated::new(&dir, true).await;
+        let intake = Intake::start(gated.clone(), Rules::default(), 1000);
+        assert!(intake.submit(BatchItem::Ignore, None).await.is_err());
+        let outcome = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            intake.submit(BatchItem::Ignore, None),
+        )
+        .await
+        .expect("a lone message is committed at once")
+        .unwrap();
+        assert!(matches!(outcome, Outcome::Ignored(_)), "{outcome:?}");
+        assert_eq!(gated.sizes(), vec![1, 1]);
     }
 }
