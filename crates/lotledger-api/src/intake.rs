@@ -13,6 +13,7 @@
 //! same instant; others are applied at the wall-clock instant their batch starts.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use lotledger_core::{Rules, Timestamp};
 use lotledger_store::{BatchItem, Outcome, StoreError};
@@ -89,7 +90,7 @@ fn shared(e: &StoreError) -> StoreError {
 /// How many committers are in a transaction, and a wake-up each time one ends.
 #[derive(Default)]
 struct Committing {
-    busy: std::sync::atomic::AtomicUsize,
+    busy: AtomicUsize,
     ended: tokio::sync::Notify,
 }
 
@@ -99,18 +100,14 @@ struct Turn<'a>(&'a Committing);
 
 impl<'a> Turn<'a> {
     fn take(committing: &'a Committing) -> Turn<'a> {
-        committing
-            .busy
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        committing.busy.fetch_add(1, Ordering::AcqRel);
         Turn(committing)
     }
 }
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        self.0
-            .busy
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
         self.0.ended.notify_waiters();
     }
 }
@@ -128,7 +125,6 @@ async fn commit_loop(
     queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
     committing: Arc<Committing>,
 ) {
-    use std::sync::atomic::Ordering;
     let mut carried: Option<Job> = None;
     loop {
         let mut jobs = Vec::new();

@@ -138,8 +138,7 @@ macro_rules! intern_addresses {
 /// expired at it), locked `FOR UPDATE` in primary-key order (address ids ascending, then each
 /// address's lots in key order: one order for every writer), handed back in emission order.
 /// Each address's lots are an index range read through `LATERAL`, and each lot's reference
-/// an index probe (`OFFSET 0` keeps the subquery from being flattened into a join), whatever
-/// the statistics the generic plan was made with: as a join, PostgreSQL planned it on a young
+/// an index probe (`ref_by_id!`), whatever the statistics the generic plan was made with: as a join, PostgreSQL planned it on a young
 /// ledger as a scan of every lot granted before `$2`, whoever holds it (1–3 ms a lone
 /// message's drain in W6, and growing with the table).
 macro_rules! drainable_lots {
@@ -153,9 +152,9 @@ macro_rules! drainable_lots {
              CROSS JOIN LATERAL (SELECT * FROM credit_lots l WHERE l.address_id = a.id \
                    AND l.message_timestamp <= $2 \
                    AND (l.expiration_date IS NULL OR l.expiration_date > $2) \
-                   ORDER BY l.message_timestamp, l.ref_id, l.credit_index FOR UPDATE) l \
-             CROSS JOIN LATERAL (SELECT hash, name FROM refs WHERE id = l.ref_id OFFSET 0) r \
-             ORDER BY 1, 2, 3, 4"
+                   ORDER BY l.message_timestamp, l.ref_id, l.credit_index FOR UPDATE) l ",
+            ref_by_id!("l.ref_id"),
+            " ORDER BY 1, 2, 3, 4"
         )
     };
 }
@@ -163,14 +162,14 @@ macro_rules! drainable_lots {
 /// Whether the address `$1` has history rows after the position `($2, $3)` in replay order,
 /// and whether one of them is a debit. The rows are an index range from `$2` (the plain
 /// `>=` lets the range bound the scan: an `OR` alone did not, and the whole address's history
-/// was read), each row's reference an index probe, whatever the statistics the generic plan
-/// was made with.
+/// was read), each row's reference an index probe (`ref_by_id!`), whatever the statistics the
+/// generic plan was made with.
 macro_rules! rows_after {
     () => {
         concat!(
-            "SELECT COUNT(*) > 0, COALESCE(bool_or(h.amount < 0), false) FROM credit_history h \
-             CROSS JOIN LATERAL (SELECT hash, name FROM refs WHERE id = h.ref_id OFFSET 0) r \
-             WHERE h.address_id = (SELECT id FROM addresses WHERE address = $1) \
+            "SELECT COUNT(*) > 0, COALESCE(bool_or(h.amount < 0), false) FROM credit_history h ",
+            ref_by_id!("h.ref_id"),
+            " WHERE h.address_id = (SELECT id FROM addresses WHERE address = $1) \
              AND h.message_timestamp >= $2 \
              AND (h.message_timestamp > $2 OR ",
             ref_text!(),
@@ -204,6 +203,19 @@ macro_rules! statuses_and_row_keys {
             ref_text!(),
             ", NULL, NULL, NULL, NULL, h.credit_index \
              FROM r JOIN credit_history h ON h.ref_id = r.id"
+        )
+    };
+}
+
+/// The `refs` row whose id is `$id`, as `r`: one index probe per row. The `OFFSET 0` keeps
+/// the subquery from being flattened into a join, which a generic plan could make a hash join
+/// over the whole `refs` index.
+macro_rules! ref_by_id {
+    ($id:literal) => {
+        concat!(
+            "CROSS JOIN LATERAL (SELECT hash, name FROM refs WHERE id = ",
+            $id,
+            " OFFSET 0) r"
         )
     };
 }
@@ -1564,8 +1576,29 @@ mod tests {
             others.push(conn);
         }
         drop(others);
+        finish(store, &admin, &name).await;
+    }
+
+    /// A ledger of 200 holders (`holder-1` … `holder-200`), each with 10 recorded grants
+    /// (`holder-N-0` … `holder-N-9`, in time order) and their whole lots.
+    const HOLDERS: [&str; 5] = [
+        "INSERT INTO addresses (address) SELECT 'holder-' || g FROM generate_series(1, 200) g",
+        "INSERT INTO refs (name) SELECT a.address || '-' || k FROM addresses a \
+         CROSS JOIN generate_series(0, 9) k ORDER BY a.id, k",
+        "INSERT INTO credit_history (ref_id, credit_index, address_id, message_timestamp, \
+         amount) SELECT r.id, 0, a.id, timestamptz '2026-01-01 00:00:00Z' + r.id * interval \
+         '1 minute', 5 FROM addresses a JOIN refs r ON r.name LIKE a.address || '-_'",
+        "INSERT INTO credit_lots (address_id, message_timestamp, ref_id, credit_index, \
+         amount_remaining, expiration_date) SELECT address_id, message_timestamp, ref_id, \
+         credit_index, amount, NULL FROM credit_history",
+        "INSERT INTO credit_messages (ref_id, status, recorded_at) \
+         SELECT id, 'processed', now() FROM refs",
+    ];
+
+    /// Closes the store of a test and drops its database.
+    async fn finish(store: PgStore, admin: &str, name: &str) {
         store.pool.close().await;
-        drop_database(&admin, &name).await.unwrap();
+        drop_database(admin, name).await.unwrap();
     }
 
     /// The most rows any node of the plan `node` (EXPLAIN ANALYZE's JSON) read: those it gave
@@ -1635,17 +1668,8 @@ mod tests {
             drainable_lots!(),
             "text[], timestamptz",
             "ARRAY['nobody'], '2026-09-21'",
-            &[
-                "INSERT INTO addresses (address) SELECT md5(g::text) FROM generate_series(1, 200) g",
-                "INSERT INTO refs (name) SELECT a.address || '-' || k FROM addresses a \
-                 CROSS JOIN generate_series(0, 9) k ORDER BY a.id, k",
-                "INSERT INTO credit_lots (address_id, message_timestamp, ref_id, credit_index, \
-                 amount_remaining, expiration_date) \
-                 SELECT a.id, timestamptz '2026-01-01 00:00:00Z' + (a.id * 10 + k) * interval '1 minute', \
-                 r.id, 0, 5, NULL FROM addresses a CROSS JOIN generate_series(0, 9) k \
-                 JOIN refs r ON r.name = a.address || '-' || k",
-            ],
-            "ARRAY[md5('7')], '2026-09-21'",
+            &HOLDERS,
+            "ARRAY['holder-7'], '2026-09-21'",
         )
         .await;
         let root = &plan[0]["Plan"];
@@ -1656,22 +1680,14 @@ mod tests {
             "no node reads other holders' lots: {plan}"
         );
         // The writers' own call: the holder's ten lots, in emission order.
-        let holder: String = sqlx::query_scalar("SELECT md5('7')")
-            .fetch_one(&mut *write.tx)
-            .await
-            .unwrap();
         let at = Timestamp::from_unix_seconds(1_790_000_000).unwrap();
-        let lots = write
-            .drainable_lots(&[(holder.as_str(), 1)], at)
-            .await
-            .unwrap();
+        let lots = write.drainable_lots(&[("holder-7", 1)], at).await.unwrap();
         let refs: Vec<String> = lots.iter().map(|l| l.credit_ref.clone()).collect();
-        let expected: Vec<String> = (0..10).map(|k| format!("{holder}-{k}")).collect();
+        let expected: Vec<String> = (0..10).map(|k| format!("holder-7-{k}")).collect();
         assert_eq!(refs, expected);
-        assert!(lots.iter().all(|l| l.address == holder));
+        assert!(lots.iter().all(|l| l.address == "holder-7"));
         drop(write);
-        store.pool.close().await;
-        drop_database(&admin, &name).await.unwrap();
+        finish(store, &admin, &name).await;
     }
 
     /// Whether rows follow a message's position reads the rows from that position on, not
@@ -1725,8 +1741,7 @@ mod tests {
             );
         }
         drop(write);
-        store.pool.close().await;
-        drop_database(&admin, &name).await.unwrap();
+        finish(store, &admin, &name).await;
     }
 
     /// A batch's loads under its locks (its addresses' lots, its references' records and
@@ -1735,19 +1750,6 @@ mod tests {
     /// 10 recorded history rows each, two holders and three references asked about.
     #[tokio::test]
     async fn a_batchs_loads_read_only_what_it_names() {
-        let fill = [
-            "INSERT INTO addresses (address) SELECT 'holder-' || g FROM generate_series(1, 200) g",
-            "INSERT INTO refs (name) SELECT a.address || '-' || k FROM addresses a \
-             CROSS JOIN generate_series(0, 9) k ORDER BY a.id, k",
-            "INSERT INTO credit_history (ref_id, credit_index, address_id, message_timestamp, \
-             amount) SELECT r.id, 0, a.id, timestamptz '2026-01-01 00:00:00Z' + r.id * interval \
-             '1 minute', 5 FROM addresses a JOIN refs r ON r.name LIKE a.address || '-_'",
-            "INSERT INTO credit_lots (address_id, message_timestamp, ref_id, credit_index, \
-             amount_remaining, expiration_date) SELECT address_id, message_timestamp, ref_id, \
-             credit_index, amount, NULL FROM credit_history",
-            "INSERT INTO credit_messages (ref_id, status, recorded_at) \
-             SELECT id, 'processed', now() FROM refs",
-        ];
         let (store, admin, name) = fresh().await;
         let mut write = store.write().await.unwrap();
         let plan = kept_plan_once_filled(
@@ -1755,7 +1757,7 @@ mod tests {
             lots_of_addresses!(),
             "text[]",
             "ARRAY['nobody']",
-            &fill,
+            &HOLDERS,
             "ARRAY['holder-7', 'holder-9']",
         )
         .await;
@@ -1772,7 +1774,7 @@ mod tests {
             statuses_and_row_keys!(),
             "bytea[], text[]",
             "ARRAY[NULL::bytea], ARRAY['nothing']",
-            &fill,
+            &HOLDERS,
             "ARRAY[NULL::bytea, NULL, NULL], ARRAY['holder-7-3', 'holder-9-0', 'unknown']",
         )
         .await;
@@ -1797,7 +1799,6 @@ mod tests {
             [("holder-7-3".to_string(), 0), ("holder-9-0".to_string(), 0)]
         );
         drop(write);
-        store.pool.close().await;
-        drop_database(&admin, &name).await.unwrap();
+        finish(store, &admin, &name).await;
     }
 }
