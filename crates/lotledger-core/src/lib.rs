@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod json;
 pub mod message;
 pub mod model;
+pub mod node_json;
 pub mod plan;
 pub mod post_content;
 pub mod pyrepr;
