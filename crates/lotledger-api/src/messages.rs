@@ -106,18 +106,15 @@ pub(crate) async fn post_message(
     let kind = kind_label(&envelope);
 
     let item = if envelope.message_type != "POST" {
-        BatchItem::Reject {
-            item_hash: envelope.item_hash.clone(),
-            error: format!(
+        BatchItem::rejected(
+            &envelope,
+            format!(
                 "Unsupported message type {}: lotledger processes POST messages only",
                 envelope.message_type
             ),
-        }
+        )
     } else if let Err(e) = lotledger_sig::verify(&envelope) {
-        BatchItem::Reject {
-            item_hash: envelope.item_hash.clone(),
-            error: e.to_string(),
-        }
+        BatchItem::rejected(&envelope, e.to_string())
     } else {
         BatchItem::from_envelope(&envelope)
     };

@@ -823,6 +823,13 @@ async fn size_phase(store: &AnyStore, counts: &TableCounts, out: &mut StoreRun) 
     );
     f.push(
         "size",
+        "envelope_bytes_per_message",
+        "bytes/kept envelope (message as received), per message record",
+        per(sizes.envelopes_bytes, counts.messages),
+        Unit::Bytes,
+    );
+    f.push(
+        "size",
         "interned_bytes_per_history_row",
         "interned addresses and references, bytes/history row",
         per(sizes.interned_bytes, counts.history_rows),

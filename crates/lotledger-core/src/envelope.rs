@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use crate::message::{Post, Rejection};
+use crate::node_json::StoredEnvelope;
 
 /// The envelope fields lotledger uses.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +19,8 @@ pub struct Envelope {
     pub signature: Option<String>,
     /// The content object when the envelope carries it decoded (a node's `messages.json`).
     pub content: Option<Value>,
+    /// The envelope's `time` (epoch seconds) when it is a number; kept with the message.
+    pub time: Option<f64>,
 }
 
 /// Whether a JSON text is an object, by its first character after JSON whitespace (whether
@@ -59,6 +62,7 @@ impl Envelope {
             item_content: text("item_content")?,
             signature: text("signature")?,
             content: o.get("content").filter(|c| c.is_object()).cloned(),
+            time: o.get("time").and_then(Value::as_f64),
             item_hash,
             message_type,
         })
@@ -84,6 +88,8 @@ impl Envelope {
             item_content: Option<String>,
             signature: Option<String>,
             content: Option<Value>,
+            /// Any JSON: only a number is kept, as `from_json` does.
+            time: Option<Value>,
         }
         if !opens_object(text) {
             return None;
@@ -99,6 +105,7 @@ impl Envelope {
             item_content: f.item_content,
             signature: f.signature,
             content: f.content.filter(Value::is_object),
+            time: f.time.as_ref().and_then(Value::as_f64),
         })
     }
 
@@ -140,7 +147,24 @@ impl Envelope {
             item_hash: self.item_hash.clone(),
             channel: self.channel.clone(),
             content,
+            envelope: self.stored().map(std::sync::Arc::new),
         }))
+    }
+
+    /// The envelope as a node keeps it with the message's record: `None` without a numeric
+    /// `time` (no node sends such a message; its record is kept without an envelope).
+    pub fn stored(&self) -> Option<StoredEnvelope> {
+        Some(StoredEnvelope {
+            item_hash: self.item_hash.clone(),
+            sender: self.sender.clone(),
+            chain: self.chain.clone(),
+            signature: self.signature.clone(),
+            message_type: self.message_type.clone(),
+            item_type: self.item_type.clone(),
+            item_content: self.item_content.clone(),
+            channel: self.channel.clone(),
+            time: self.time?,
+        })
     }
 }
 

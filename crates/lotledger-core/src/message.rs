@@ -67,6 +67,9 @@ pub struct Post {
     pub item_hash: String,
     pub channel: Option<String>,
     pub content: Value,
+    /// The envelope it came in, kept with the message's record; `None` for a post made
+    /// without one (tests, imports).
+    pub envelope: Option<std::sync::Arc<crate::node_json::StoredEnvelope>>,
 }
 
 /// Why a post changes nothing without being an error (the reference stores it as a plain post).

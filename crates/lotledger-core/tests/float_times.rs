@@ -57,6 +57,7 @@ fn content_times_match_python() {
             item_content: Some(item_content),
             signature: None,
             content: None,
+            time: None,
         };
         let post = envelope.post().unwrap().unwrap();
         let Decision::Apply(op) = classify(&post, &rules) else {

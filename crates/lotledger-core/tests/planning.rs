@@ -33,6 +33,7 @@ fn op(sender: &str, hours: i64, kind: &str, content: Value) -> lotledger_core::C
         item_hash: "m".into(),
         channel: None,
         content: json!({"address": sender, "time": T + hours * 3600, "type": kind, "content": content}),
+        envelope: None,
     };
     match classify(
         &post,

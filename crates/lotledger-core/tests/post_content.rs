@@ -76,6 +76,7 @@ fn classify_rejects_exactly_the_refused_contents() {
             item_hash: "h".into(),
             channel: Some("ALEPH_CREDIT".into()),
             content: content.clone(),
+            envelope: None,
         };
         let decision = classify(&post, &rules);
         let schema_rejection = match &decision {
@@ -108,6 +109,7 @@ fn the_reference_texts_for_the_three_named_rules() {
             item_hash: "h".into(),
             channel: None,
             content: c,
+            envelope: None,
         };
         match classify(
             &post,

@@ -19,6 +19,7 @@ fn post(address: &str, kind: &str, content: Value) -> Post {
         item_hash: "h".into(),
         channel: Some("ALEPH_CREDIT".into()),
         content: json!({"address": address, "time": POST_CUTOFF, "type": kind, "content": content}),
+        envelope: None,
     }
 }
 
@@ -301,6 +302,7 @@ fn rejection_catalogue() {
                 item_hash: "h".into(),
                 channel: Some("ALEPH_CREDIT".into()),
                 content: json!({"address": WL, "type": "aleph_credit_expense", "content": {"x": 1}}),
+                envelope: None,
             },
             vec!["Invalid post content", "'loc': ('time',)", "Field required"],
         ),

@@ -41,6 +41,7 @@ pub fn message(data: &[u8]) {
         item_hash: "fuzz".into(),
         channel: None,
         content: value,
+        envelope: None,
     };
     let Decision::Apply(op) = classify(&post, &rules) else {
         return;

@@ -645,10 +645,7 @@ fn message_item(envelope: Envelope, trusted: bool) -> Parsed {
     };
     let item = match verified {
         Ok(()) => BatchItem::from_envelope(&envelope),
-        Err(e) => BatchItem::Reject {
-            item_hash: envelope.item_hash.clone(),
-            error: e.to_string(),
-        },
+        Err(e) => BatchItem::rejected(&envelope, e.to_string()),
     };
     Parsed::Item {
         item_hash: envelope.item_hash,

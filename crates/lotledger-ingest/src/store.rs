@@ -1,5 +1,8 @@
 //! The backend chosen at run time from the database URL's scheme.
 
+use std::sync::Arc;
+
+use lotledger_core::node_json::StoredEnvelope;
 use lotledger_core::{BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp};
 use lotledger_store::{
     AddressRows, BalancesQuery, BatchItem, BatchJob, Drift, Footprint, HistorySelector,
@@ -141,9 +144,10 @@ impl Store for AnyStore {
         &self,
         item_hash: &str,
         error: &str,
+        envelope: Option<Arc<StoredEnvelope>>,
         now: Timestamp,
     ) -> Result<Outcome, StoreError> {
-        dispatch!(self, s => s.reject(item_hash, error, now))
+        dispatch!(self, s => s.reject(item_hash, error, envelope, now))
     }
     async fn import_history(&self, rows: &[HistoryRow], now: Timestamp) -> Result<u64, StoreError> {
         dispatch!(self, s => s.import_history(rows, now))

@@ -22,6 +22,7 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::str::FromStr;
 use std::time::Duration;
 
+use lotledger_core::node_json::StoredEnvelope;
 use lotledger_core::{BalanceDetail, Credits, HistoryRow, Lot, Timestamp};
 use lotledger_store::batch::{BatchCache, Commit, LastRows, Stamps};
 use lotledger_store::compact;
@@ -46,7 +47,7 @@ pub use balances::BalanceCacheCounts;
 pub use databases::{create_database, drop_database, unique_database_name, with_database};
 use wrappers::{
     WRITERS_LOCK_KEY, db_err, history_row, lock_key, lot, message_record, odt, opt_odt, ref_arrays,
-    ref_parts, ref_text,
+    ref_parts, ref_text, stored_message,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -303,6 +304,21 @@ macro_rules! insert_records {
          SELECT u.ref_id, u.status, u.ignored, u.error, u.recorded_at \
          FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) \
          WITH ORDINALITY AS u(ref_id, status, ignored, error, recorded_at, n) ORDER BY u.n"
+    };
+}
+
+/// `INSERT INTO message_envelopes … SELECT` over the arrays `$1`–`$9` (record ids, times,
+/// types, senders, chains, channels, item types, compact signatures, contents), in the
+/// arrays' order; no `ON CONFLICT` clause.
+macro_rules! insert_envelopes {
+    () => {
+        "INSERT INTO message_envelopes (ref_id, time, type, sender, chain, channel, item_type, \
+         signature, item_content) \
+         SELECT u.ref_id, u.time, u.type, u.sender, u.chain, u.channel, u.item_type, \
+         u.signature, u.item_content \
+         FROM UNNEST($1::bigint[], $2::float8[], $3::text[], $4::text[], $5::text[], \
+         $6::text[], $7::text[], $8::bytea[], $9::text[]) WITH ORDINALITY AS u(ref_id, time, \
+         type, sender, chain, channel, item_type, signature, item_content, n) ORDER BY u.n"
     };
 }
 
@@ -643,9 +659,10 @@ impl Store for PgStore {
 
     /// `pg_total_relation_size` (heap, indexes, TOAST; dead tuples included).
     async fn footprint(&self) -> Result<Footprint, StoreError> {
-        let (h, hi, l, m, i, d): (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+        let (h, hi, l, m, e, i, d): (i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
             "SELECT pg_total_relation_size('credit_history'), pg_indexes_size('credit_history'), \
              pg_total_relation_size('credit_lots'), pg_total_relation_size('credit_messages'), \
+             pg_total_relation_size('message_envelopes'), \
              pg_total_relation_size('addresses') + pg_total_relation_size('refs'), \
              pg_database_size(current_database())",
         )
@@ -657,6 +674,7 @@ impl Store for PgStore {
             history_index_bytes: non_negative(hi),
             lots_bytes: non_negative(l),
             messages_bytes: non_negative(m),
+            envelopes_bytes: non_negative(e),
             interned_bytes: non_negative(i),
             database_bytes: non_negative(d),
             method: "pg_total_relation_size (dead tuples included)".into(),
@@ -690,21 +708,39 @@ impl Store for PgStore {
     }
 }
 
+/// The record of the message `item_hash`, with the envelope it came in.
 async fn message(
     conn: &mut PgConnection,
     item_hash: &str,
 ) -> Result<Option<MessageRecord>, StoreError> {
-    let (hash, name) = ref_parts(item_hash);
-    let row = sqlx::query(concat!(
-        message_select!(),
-        " WHERE r.hash = $1 OR r.name = $2"
-    ))
-    .bind(hash)
-    .bind(name)
-    .fetch_optional(&mut *conn)
+    message_by(
+        conn,
+        item_hash,
+        concat!(
+            stored_message_select!(),
+            " WHERE r.hash = $1 OR r.name = $2"
+        ),
+        stored_message,
+    )
     .await
-    .map_err(db_err)?;
-    row.as_ref().map(message_record).transpose()
+}
+
+/// The record of the message `item_hash` as `sql` (whose `$1` / `$2` are the reference's
+/// hash and name) reads it, mapped by `map`.
+async fn message_by(
+    conn: &mut PgConnection,
+    item_hash: &str,
+    sql: &'static str,
+    map: fn(&PgRow) -> Result<MessageRecord, StoreError>,
+) -> Result<Option<MessageRecord>, StoreError> {
+    let (hash, name) = ref_parts(item_hash);
+    let row = sqlx::query(sql)
+        .bind(hash)
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    row.as_ref().map(map).transpose()
 }
 
 async fn balance(
@@ -768,7 +804,14 @@ impl LedgerTx for PgTx {
         &mut self,
         item_hash: &str,
     ) -> Result<Option<MessageStatus>, StoreError> {
-        Ok(message(&mut self.tx, item_hash).await?.map(|r| r.status))
+        let record = message_by(
+            &mut self.tx,
+            item_hash,
+            concat!(message_select!(), " WHERE r.hash = $1 OR r.name = $2"),
+            message_record,
+        )
+        .await?;
+        Ok(record.map(|r| r.status))
     }
 
     async fn record_message(&mut self, record: &MessageRecord) -> Result<(), StoreError> {
@@ -1187,6 +1230,45 @@ impl LedgerTx for PgTx {
                 )
         };
         self.append(records.len(), statement).await?;
+        let kept: Vec<(i64, &StoredEnvelope)> = ref_ids
+            .iter()
+            .zip(records)
+            .filter_map(|(id, r)| Some((*id, r.envelope.as_deref()?)))
+            .collect();
+        if kept.is_empty() {
+            return Ok(());
+        }
+        let column = |f: fn(&StoredEnvelope) -> Option<String>| -> Vec<Option<String>> {
+            kept.iter().map(|(_, e)| f(e)).collect()
+        };
+        let statement = |guarded: bool| {
+            let sql = if guarded {
+                concat!(
+                    insert_envelopes!(),
+                    " ON CONFLICT (ref_id) DO UPDATE SET time = EXCLUDED.time, \
+                     type = EXCLUDED.type, sender = EXCLUDED.sender, chain = EXCLUDED.chain, \
+                     channel = EXCLUDED.channel, item_type = EXCLUDED.item_type, \
+                     signature = EXCLUDED.signature, item_content = EXCLUDED.item_content"
+                )
+            } else {
+                insert_envelopes!()
+            };
+            sqlx::query(sql)
+                .bind(kept.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+                .bind(kept.iter().map(|(_, e)| e.time).collect::<Vec<_>>())
+                .bind(column(|e| Some(e.message_type.clone())))
+                .bind(column(|e| e.sender.clone()))
+                .bind(column(|e| e.chain.clone()))
+                .bind(column(|e| e.channel.clone()))
+                .bind(column(|e| e.item_type.clone()))
+                .bind(
+                    kept.iter()
+                        .map(|(_, e)| e.signature.as_deref().map(compact::encode))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(column(|e| e.item_content.clone()))
+        };
+        self.append(kept.len(), statement).await?;
         Ok(())
     }
 }

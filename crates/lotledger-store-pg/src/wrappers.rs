@@ -52,6 +52,10 @@ pub fn message_record(r: &PgRow) -> Result<MessageRecord, StoreError> {
     pooled::message_record::<Postgres>(r)
 }
 
+pub fn stored_message(r: &PgRow) -> Result<MessageRecord, StoreError> {
+    pooled::stored_message::<Postgres>(r)
+}
+
 /// A reference (item hash, credit ref) as the `refs` table keeps it: `(hash, name)` — the 32
 /// bytes of 64 lower-case hex digits ([`lotledger_store::hash_bytes`]), or else the text.
 /// Exactly one is set.

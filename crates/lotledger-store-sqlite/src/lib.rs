@@ -26,7 +26,7 @@ mod checkpoint;
 mod scan;
 mod wrappers;
 pub use scan::{Access, PASS_ROWS, SCAN_FRACTION, ScanFile};
-use wrappers::{StoredRef, db_err, history_row, lot, message_record};
+use wrappers::{StoredRef, db_err, history_row, lot, stored_message};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -384,6 +384,7 @@ impl Store for SqliteStore {
                 }
                 "credit_lots" => f.lots_bytes += bytes,
                 "credit_messages" => f.messages_bytes += bytes,
+                "message_envelopes" => f.envelopes_bytes += bytes,
                 "addresses" | "refs" => f.interned_bytes += bytes,
                 _ => {}
             }
@@ -424,12 +425,12 @@ async fn message(
     conn: &mut sqlx::SqliteConnection,
     item_hash: &str,
 ) -> Result<Option<MessageRecord>, StoreError> {
-    let row = sqlx::query(concat!(message_select!(), " WHERE ", ref_is!()))
+    let row = sqlx::query(concat!(stored_message_select!(), " WHERE ", ref_is!()))
         .bind(StoredRef::of(item_hash))
         .fetch_optional(&mut *conn)
         .await
         .map_err(db_err)?;
-    row.as_ref().map(message_record).transpose()
+    row.as_ref().map(stored_message).transpose()
 }
 
 async fn balance(
@@ -561,6 +562,7 @@ mod tests {
                 status: MessageStatus::Processed,
                 ignored: None,
                 recorded_at: at,
+                envelope: None,
             };
             tx.record_message(&record).await.unwrap();
             let second = [HistoryRow::bare("0xb", Credits(5), name, 1, at)];
@@ -617,6 +619,7 @@ mod tests {
                 },
                 ignored: None,
                 recorded_at: at,
+                envelope: None,
             };
             tx.record_message(&record).await.unwrap();
             tx.commit().await.unwrap();

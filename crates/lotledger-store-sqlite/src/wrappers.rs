@@ -49,8 +49,8 @@ pub fn lot(r: &SqliteRow) -> Result<Lot, StoreError> {
     pooled::lot::<Sqlite>(r)
 }
 
-pub fn message_record(r: &SqliteRow) -> Result<MessageRecord, StoreError> {
-    pooled::message_record::<Sqlite>(r)
+pub fn stored_message(r: &SqliteRow) -> Result<MessageRecord, StoreError> {
+    pooled::stored_message::<Sqlite>(r)
 }
 
 /// A reference (item hash, credit ref) as the `refs` table keeps it: a BLOB of 32 bytes for 64

@@ -508,6 +508,9 @@ impl Columns for RowCols<'_, '_> {
     fn opt_instant(&self, column: &str) -> Result<Option<Timestamp>, StoreError> {
         self.opt_int(column)?.map(instant).transpose()
     }
+    fn opt_float(&self, column: &str) -> Result<Option<f64>, StoreError> {
+        self.0.get(column).map_err(err)
+    }
     fn compact_text(&self, column: &str) -> Result<Option<String>, StoreError> {
         let value = self.0.get_ref(column).map_err(err)?;
         let bytes = value
@@ -945,6 +948,28 @@ impl LedgerTx for SqliteTx {
                         record.recorded_at.as_micros()
                     ],
                 )?;
+                if let Some(e) = &record.envelope {
+                    c.execute(
+                        "INSERT INTO message_envelopes (ref_id, time, type, sender, chain, \
+                         channel, item_type, signature, item_content) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (ref_id) DO \
+                         UPDATE SET time = excluded.time, type = excluded.type, \
+                         sender = excluded.sender, chain = excluded.chain, \
+                         channel = excluded.channel, item_type = excluded.item_type, \
+                         signature = excluded.signature, item_content = excluded.item_content",
+                        params![
+                            id,
+                            e.time,
+                            e.message_type,
+                            e.sender,
+                            e.chain,
+                            e.channel,
+                            e.item_type,
+                            e.signature.as_deref().map(compact::encode),
+                            e.item_content
+                        ],
+                    )?;
+                }
             }
             Ok(())
         })

@@ -1004,9 +1004,14 @@ async fn plan<'t, T: Commit>(
                 writer::apply_classified(&mut batch, post, decision, now).await?
             }
             (BatchItem::Apply(post), None) => writer::apply(&mut batch, post, rules, now).await?,
-            (BatchItem::Reject { item_hash, error }, _) => {
-                writer::reject(&mut batch, item_hash, error, now).await?
-            }
+            (
+                BatchItem::Reject {
+                    item_hash,
+                    error,
+                    envelope,
+                },
+                _,
+            ) => writer::reject(&mut batch, item_hash, error, envelope.clone(), now).await?,
             (BatchItem::Ignore, _) => Outcome::Ignored(IgnoreReason::NotCreditType),
         });
     }

@@ -7,8 +7,10 @@
 //! written once.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use lotledger_core::envelope::Envelope;
+use lotledger_core::node_json::StoredEnvelope;
 use lotledger_core::{
     BalanceDetail, Credits, HistoryRow, IgnoreReason, Lot, Post, Rules, Timestamp,
 };
@@ -153,13 +155,16 @@ pub enum MessageStatus {
 }
 
 /// A recorded message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MessageRecord {
     pub item_hash: String,
     pub status: MessageStatus,
     /// Set when the message was accepted without any credit effect.
     pub ignored: Option<String>,
     pub recorded_at: Timestamp,
+    /// The envelope the message came in, as received; `None` for a message recorded without
+    /// one (imports, tests, records written before migration 0010).
+    pub envelope: Option<Arc<StoredEnvelope>>,
 }
 
 /// Which history rows to list.
@@ -287,6 +292,8 @@ pub struct Footprint {
     pub history_index_bytes: u64,
     pub lots_bytes: u64,
     pub messages_bytes: u64,
+    /// The envelopes messages were received in (`message_envelopes`).
+    pub envelopes_bytes: u64,
     /// Interned addresses and references (`addresses`, `refs`).
     pub interned_bytes: u64,
     /// The whole database (SQLite: the file's pages; PostgreSQL: the database).
@@ -428,6 +435,7 @@ pub trait Store: Send + Sync {
         &self,
         item_hash: &str,
         error: &str,
+        envelope: Option<Arc<StoredEnvelope>>,
         now: Timestamp,
     ) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
 
@@ -601,8 +609,12 @@ pub struct BatchJob {
 pub enum BatchItem {
     /// A POST to apply.
     Apply(Post),
-    /// An envelope-level rejection to record under this hash.
-    Reject { item_hash: String, error: String },
+    /// An envelope-level rejection to record under this hash, with the envelope it came in.
+    Reject {
+        item_hash: String,
+        error: String,
+        envelope: Option<Arc<StoredEnvelope>>,
+    },
     /// Not a POST: nothing to apply or record.
     Ignore,
 }
@@ -613,10 +625,16 @@ impl BatchItem {
         match envelope.post() {
             Ok(Some(post)) => BatchItem::Apply(post),
             Ok(None) => BatchItem::Ignore,
-            Err(rejection) => BatchItem::Reject {
-                item_hash: envelope.item_hash.clone(),
-                error: rejection.0,
-            },
+            Err(rejection) => BatchItem::rejected(envelope, rejection.0),
+        }
+    }
+
+    /// The envelope's rejection with `error`, recorded with the envelope.
+    pub fn rejected(envelope: &Envelope, error: String) -> BatchItem {
+        BatchItem::Reject {
+            item_hash: envelope.item_hash.clone(),
+            error,
+            envelope: envelope.stored().map(Arc::new),
         }
     }
 }
@@ -633,7 +651,15 @@ pub async fn apply_one_by_one<S: Store + ?Sized>(
     for item in items {
         outcomes.push(match item {
             BatchItem::Apply(post) => store.apply(post, rules, now).await?,
-            BatchItem::Reject { item_hash, error } => store.reject(item_hash, error, now).await?,
+            BatchItem::Reject {
+                item_hash,
+                error,
+                envelope,
+            } => {
+                store
+                    .reject(item_hash, error, envelope.clone(), now)
+                    .await?
+            }
             BatchItem::Ignore => Outcome::Ignored(IgnoreReason::NotCreditType),
         });
     }
@@ -651,7 +677,12 @@ pub async fn apply_envelope<S: Store>(
     match envelope.post() {
         Ok(Some(post)) => store.apply(&post, rules, now).await,
         Ok(None) => Ok(Outcome::Ignored(IgnoreReason::NotCreditType)),
-        Err(rejection) => store.reject(&envelope.item_hash, &rejection.0, now).await,
+        Err(rejection) => {
+            let stored = envelope.stored().map(Arc::new);
+            store
+                .reject(&envelope.item_hash, &rejection.0, stored, now)
+                .await
+        }
     }
 }
 

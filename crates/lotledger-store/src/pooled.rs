@@ -178,6 +178,7 @@ where
     for<'r> i64: Decode<'r, DB> + Type<DB>,
     for<'r> i32: Decode<'r, DB> + Type<DB>,
     for<'r> &'r [u8]: Decode<'r, DB> + Type<DB>,
+    for<'r> f64: Decode<'r, DB> + Type<DB>,
 {
     fn text(&self, column: &str) -> Result<String, StoreError> {
         self.get(column)
@@ -204,6 +205,9 @@ where
     }
     fn compact_text(&self, column: &str) -> Result<Option<String>, StoreError> {
         compact::decode_opt(self.get::<Option<&[u8]>>(column)?)
+    }
+    fn opt_float(&self, column: &str) -> Result<Option<f64>, StoreError> {
+        self.get(column)
     }
 }
 
@@ -523,6 +527,14 @@ where
     for<'r> Cols<'r, DB>: Columns,
 {
     rows::message_record(&Cols::<DB>(r))
+}
+
+/// A message record with its envelope (`sql_stored_message_select!`) of any dialect.
+pub fn stored_message<DB: Dialect>(r: &DB::Row) -> Result<MessageRecord, StoreError>
+where
+    for<'r> Cols<'r, DB>: Columns,
+{
+    rows::stored_message(&Cols::<DB>(r))
 }
 
 /// What a migration run did, from the versions applied `before` and `after` it (logged).

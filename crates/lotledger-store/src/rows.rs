@@ -4,6 +4,9 @@
 //! [`sql_history_select!`](crate::sql_history_select), [`sql_lot_select!`](crate::sql_lot_select)
 //! and [`sql_message_select!`](crate::sql_message_select) give.
 
+use std::sync::Arc;
+
+use lotledger_core::node_json::StoredEnvelope;
 use lotledger_core::{Credits, HistoryRow, Lot, Timestamp};
 
 use crate::{MessageRecord, MessageStatus, StoreError};
@@ -17,6 +20,7 @@ pub trait Columns {
     fn int32(&self, column: &str) -> Result<i32, StoreError>;
     fn instant(&self, column: &str) -> Result<Timestamp, StoreError>;
     fn opt_instant(&self, column: &str) -> Result<Option<Timestamp>, StoreError>;
+    fn opt_float(&self, column: &str) -> Result<Option<f64>, StoreError>;
     /// A column of texts kept by [`crate::compact`], decoded ([`crate::compact::decode_opt`]).
     fn compact_text(&self, column: &str) -> Result<Option<String>, StoreError>;
 }
@@ -80,5 +84,26 @@ pub fn message_record(r: &impl Columns) -> Result<MessageRecord, StoreError> {
         status,
         ignored: r.opt_text("ignored")?,
         recorded_at: r.instant("recorded_at")?,
+        envelope: None,
     })
+}
+
+/// A message record with the envelope it came in, if one was kept
+/// (`sql_stored_message_select!`).
+pub fn stored_message(r: &impl Columns) -> Result<MessageRecord, StoreError> {
+    let mut record = message_record(r)?;
+    if let (Some(message_type), Some(time)) = (r.opt_text("e_type")?, r.opt_float("e_time")?) {
+        record.envelope = Some(Arc::new(StoredEnvelope {
+            item_hash: record.item_hash.clone(),
+            sender: r.opt_text("e_sender")?,
+            chain: r.opt_text("e_chain")?,
+            signature: r.compact_text("e_signature")?,
+            message_type,
+            item_type: r.opt_text("e_item_type")?,
+            item_content: r.opt_text("e_item_content")?,
+            channel: r.opt_text("e_channel")?,
+            time,
+        }));
+    }
+    Ok(record)
 }

@@ -48,6 +48,24 @@ macro_rules! sql_message_select {
     };
 }
 
+/// Message records (`m`) with the envelope each came in (`e`, columns `e_*`; nulls where none
+/// was kept).
+#[macro_export]
+macro_rules! sql_stored_message_select {
+    ($ref_text:ident) => {
+        concat!(
+            "SELECT ",
+            $ref_text!(),
+            " AS item_hash, m.status, m.ignored, m.error, m.recorded_at, e.type AS e_type, \
+             e.time AS e_time, e.sender AS e_sender, e.chain AS e_chain, \
+             e.signature AS e_signature, e.item_type AS e_item_type, \
+             e.item_content AS e_item_content, e.channel AS e_channel \
+             FROM credit_messages m JOIN refs r ON r.id = m.ref_id \
+             LEFT JOIN message_envelopes e ON e.ref_id = m.ref_id"
+        )
+    };
+}
+
 /// Emission (replay) order of lots `l` (`l`) or history rows (`h`): instant, the reference's
 /// text, index.
 #[macro_export]
@@ -107,8 +125,9 @@ pub fn address_rows(rows: Vec<(String, i64)>) -> Vec<crate::AddressRows> {
         .collect()
 }
 
-/// Defines, in the calling module, the five SELECT and ORDER BY macros a backend's SQL is
-/// written with: `history_select!()`, `lot_select!()`, `message_select!()` (the columns
+/// Defines, in the calling module, the six SELECT and ORDER BY macros a backend's SQL is
+/// written with: `history_select!()`, `lot_select!()`, `message_select!()`,
+/// `stored_message_select!()` (the columns
 /// [`crate::rows`] reads; `h`, `l`, `m` the rows) and `lot_order!()` / `history_order!()`
 /// (emission order), each over the caller's `$ref_text` macro; `$price` and `$size` are the
 /// history row's `NUMERIC` columns as the dialect reads them as text.
@@ -134,6 +153,13 @@ macro_rules! sql_selects {
         macro_rules! message_select {
             () => {
                 $crate::sql_message_select!($ref_text)
+            };
+        }
+        /// Message records with their envelopes, the columns `rows::stored_message` reads.
+        #[allow(unused_macros)]
+        macro_rules! stored_message_select {
+            () => {
+                $crate::sql_stored_message_select!($ref_text)
             };
         }
         /// Emission (replay) order of lots `l`.

@@ -4,6 +4,9 @@
 //! `apply_batch_with_progress` are the functions here, written into its `impl Store` by
 //! [`transactional_writes!`](crate::transactional_writes).
 
+use std::sync::Arc;
+
+use lotledger_core::node_json::StoredEnvelope;
 use lotledger_core::{HistoryRow, Lot, Post, Rules, Timestamp};
 
 use crate::batch::{BatchCache, Commit};
@@ -49,9 +52,10 @@ macro_rules! transactional_writes {
             &self,
             item_hash: &str,
             error: &str,
+            envelope: Option<::std::sync::Arc<::lotledger_core::node_json::StoredEnvelope>>,
             now: ::lotledger_core::Timestamp,
         ) -> Result<$crate::Outcome, $crate::StoreError> {
-            $crate::transactional::reject(self, item_hash, error, now).await
+            $crate::transactional::reject(self, item_hash, error, envelope, now).await
         }
 
         async fn import_history(
@@ -140,10 +144,11 @@ pub async fn reject<S: Transactional>(
     store: &S,
     item_hash: &str,
     error: &str,
+    envelope: Option<Arc<StoredEnvelope>>,
     now: Timestamp,
 ) -> Result<Outcome, StoreError> {
     let mut tx = store.write().await?;
-    let outcome = writer::reject(&mut tx, item_hash, error, now).await?;
+    let outcome = writer::reject(&mut tx, item_hash, error, envelope, now).await?;
     tx.commit().await?;
     Ok(outcome)
 }

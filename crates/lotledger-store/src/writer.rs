@@ -1,6 +1,9 @@
 //! The writer logic shared by every backend, on top of [`LedgerTx`].
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use lotledger_core::node_json::StoredEnvelope;
 
 use lotledger_core::{
     Decision, HistoryRow, Lot, LotBook, Post, Rules, Timestamp, classify, replay,
@@ -42,6 +45,7 @@ pub async fn apply_classified<T: LedgerTx>(
         status,
         ignored,
         recorded_at: now,
+        envelope: post.envelope.clone(),
     };
     let op = match decision {
         Decision::Ignore(reason) => {
@@ -104,6 +108,7 @@ pub async fn reject<T: LedgerTx>(
     tx: &mut T,
     item_hash: &str,
     error: &str,
+    envelope: Option<Arc<StoredEnvelope>>,
     now: Timestamp,
 ) -> Result<Outcome, StoreError> {
     tx.lock(item_hash, &[]).await?;
@@ -120,6 +125,7 @@ pub async fn reject<T: LedgerTx>(
         },
         ignored: None,
         recorded_at: now,
+        envelope,
     })
     .await?;
     Ok(Outcome::Rejected(error.to_string()))

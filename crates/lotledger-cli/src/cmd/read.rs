@@ -137,13 +137,29 @@ pub async fn message(store: &AnyStore, args: MessageArgs) -> Result<ExitCode> {
         MessageStatus::Rejected { error } => ("rejected", Some(error.clone())),
     };
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({"item_hash": record.item_hash, "status": status, "ignored": record.ignored,
-                "error": error, "recorded_at": record.recorded_at.to_rfc3339()})
-        );
+        let mut out = serde_json::json!({"item_hash": record.item_hash, "status": status,
+            "ignored": record.ignored, "error": error,
+            "recorded_at": record.recorded_at.to_rfc3339()});
+        if let (Some(e), Some(o)) = (&record.envelope, out.as_object_mut()) {
+            o.insert(
+                "envelope".into(),
+                serde_json::json!({"type": e.message_type, "sender": e.sender, "chain": e.chain,
+                    "channel": e.channel, "time": e.time, "item_type": e.item_type,
+                    "item_content": e.item_content, "signature": e.signature}),
+            );
+        }
+        println!("{out}");
     } else {
         println!("{}: {status}", record.item_hash);
+        if let Some(e) = &record.envelope {
+            println!(
+                "  kept as received: {} from {} on {} at {}",
+                e.message_type,
+                e.sender.as_deref().unwrap_or("(no sender)"),
+                e.channel.as_deref().unwrap_or("(no channel)"),
+                e.time
+            );
+        }
         if let Some(reason) = &record.ignored {
             println!("  no credit effect: {reason}");
         }

@@ -10,7 +10,9 @@ use serde_json::Value;
 use sqlx::Connection;
 
 /// The layouts a fixture exists for: every release layout since the first one users kept.
-const LAYOUTS: [&str; 6] = ["v0003", "v0004", "v0005", "v0006", "v0007", "v0008"];
+const LAYOUTS: [&str; 7] = [
+    "v0003", "v0004", "v0005", "v0006", "v0007", "v0008", "v0009",
+];
 
 fn fixture(layout: &str, name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -142,13 +144,15 @@ fn expected_progress(layout: &str) -> Vec<ProgressRow> {
     rows
 }
 
-/// The migrated ledger still takes messages and resumes files by their committed prefix.
+/// The migrated ledger still takes messages, keeps them as received (layout 0010), and
+/// resumes files by their committed prefix.
 fn takes_new_messages(url: &str, dir: &tempfile::TempDir) {
     let path = dir.path().join("after.jsonl");
     let item_content = r#"{"address":"0x2E4454fAD1906c0Ce6e45cBFA05cE898Ac3AC1dC","time":1772400000.0,"type":"aleph_credit_distribution","content":{"distribution":{"credits":[{"address":"0xffff000000000000000000000000000000000006","amount":42,"price":"1","tx_hash":"0xt","provider":"ALEPH"}],"token":"ALEPH","chain":"ETH"}}}"#;
     let line = serde_json::json!({"item_hash": "after-migration", "type": "POST", "chain": "ETH",
         "sender": "0x2E4454fAD1906c0Ce6e45cBFA05cE898Ac3AC1dC", "channel": "ALEPH_CREDIT",
-        "item_type": "inline", "item_content": item_content});
+        "item_type": "inline", "item_content": item_content, "time": 1772400000.5,
+        "signature": "0x0badc0de"});
     std::fs::write(&path, format!("{line}\n")).unwrap();
     let file = path.to_str().unwrap();
     let args = ["ingest", "--trusted", "--now", "2026-06-01T00:00:00Z", file];
@@ -156,6 +160,10 @@ fn takes_new_messages(url: &str, dir: &tempfile::TempDir) {
     assert_eq!(summary["processed"], 1, "{summary}");
     let again = json(url, &args);
     assert_eq!(again["resumed_after_lines"], 1, "{again}");
+    let kept = json(url, &["message", "after-migration"]);
+    assert_eq!(kept["envelope"]["item_content"], item_content, "{kept}");
+    assert_eq!(kept["envelope"]["time"], 1772400000.5, "{kept}");
+    assert_eq!(kept["envelope"]["signature"], "0x0badc0de", "{kept}");
     assert_eq!(
         json(
             url,

@@ -54,6 +54,7 @@ fn post(hash: String, sender: &str, hour: i64, kind: &str, content: Value) -> Ba
         channel: Some("ALEPH_CREDIT".into()),
         content: json!({"address": sender, "time": (BASE_SECONDS + hour * 3600) as f64,
                         "type": kind, "content": content}),
+        envelope: None,
     })
 }
 
@@ -104,6 +105,7 @@ fn items(msgs: &[Msg]) -> Vec<BatchItem> {
             Msg::EnvelopeReject(k) => BatchItem::Reject {
                 item_hash: format!("h{:03}", k % (i + 1)),
                 error: "The signature of the message is invalid".into(),
+                envelope: None,
             },
         };
         out.push(item);

@@ -22,6 +22,7 @@ fn post(hash: String, sender: &str, seconds: i64, kind: &str, content: Value) ->
         channel: Some("ALEPH_CREDIT".into()),
         content: json!({"address": sender, "time": (T0 + seconds) as f64, "type": kind,
                         "content": content}),
+        envelope: None,
     }
 }
 
@@ -274,6 +275,7 @@ async fn concurrent_appends(n: usize, same_rows: bool) {
                 },
                 ignored: None,
                 recorded_at: at,
+                envelope: None,
             })
             .collect::<Vec<_>>()
     };

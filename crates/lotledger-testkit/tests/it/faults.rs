@@ -192,6 +192,7 @@ async fn a_locked_sqlite_file_is_a_clear_error_and_changes_nothing() {
         content: json!({"address": "0xminter", "time": 1_780_000_000.0, "type": "aleph_credit_distribution",
             "content": {"distribution": {"token": "T", "chain": "ETH", "credits": [
                 {"address": "0xholder", "amount": 10, "price": "0.1", "tx_hash": "0xt", "provider": "ALEPH"}]}}}),
+        envelope: None,
     };
     // Another connection holds the write lock.
     let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();

@@ -5,5 +5,6 @@ mod batch;
 mod concurrency;
 mod conformance_copy;
 mod faults;
+mod messages;
 mod model;
 mod store;

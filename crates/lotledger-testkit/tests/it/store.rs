@@ -153,6 +153,24 @@ async fn reports_its_footprint<S: Store>(store: &S) {
             && big.history_bytes + big.lots_bytes + big.messages_bytes <= big.database_bytes,
         "{big:?}"
     );
+    // Messages kept as received take room of their own.
+    for i in 0..200 {
+        let text = format!(
+            r#"{{"item_hash":"{i:064x}","type":"POST","time":1.5,"item_content":"{}"}}"#,
+            "x".repeat(200)
+        );
+        let envelope = lotledger_core::envelope::Envelope::from_message_text(&text).unwrap();
+        let kept = envelope.stored().map(std::sync::Arc::new);
+        store
+            .reject(&envelope.item_hash, "no", kept, Timestamp::UNIX_EPOCH)
+            .await
+            .unwrap();
+    }
+    let with_envelopes = store.footprint().await.unwrap();
+    assert!(
+        with_envelopes.envelopes_bytes >= 200 * 200 && big.envelopes_bytes < 200 * 200,
+        "{big:?} {with_envelopes:?}"
+    );
     assert!(!big.method.is_empty());
     let settings = store.engine_settings().await.unwrap();
     assert_eq!(settings.first().map(|(n, _)| n.as_str()), Some("version"));
@@ -290,8 +308,8 @@ async fn dangling_ids<S: Store>(store: &S, url: &str) {
         HistoryRow::bare("0xb", Credits(-60), "spent-b", 0, at),
     ];
     store.import_history(&rows, at).await.unwrap();
-    store.reject("bad-message", "no", at).await.unwrap();
-    store.reject("other-message", "no", at).await.unwrap();
+    store.reject("bad-message", "no", None, at).await.unwrap();
+    store.reject("other-message", "no", None, at).await.unwrap();
     let mut checked = Vec::new();
     let clean = maintenance::integrity(store, |done, total| checked.push((done, total)))
         .await
