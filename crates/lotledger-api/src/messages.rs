@@ -1,19 +1,21 @@
 //! Message intake and message reads: `POST /api/v0/messages` (envelope verified, then the
-//! credit rules), `GET /api/v0/messages/{item_hash}` (recorded status) and
-//! `GET /api/v0/messages/{item_hash}/consumed_credits`.
+//! credit rules), `GET /api/v0/messages/{item_hash}` (the message as received, with its
+//! status, byte for byte as the reference node writes it: NODE-API.md §3), its `/status`,
+//! and `GET /api/v0/messages/{item_hash}/consumed_credits`.
 //!
 //! Only POST messages are taken. Credit POSTs are applied; other POSTs (and credit POSTs the
-//! rules ignore) are acknowledged as processed and recorded, without their content. Other
-//! message types are refused (422, recorded as rejected).
+//! rules ignore) are acknowledged as processed and recorded. Other message types are refused
+//! (422, recorded as rejected). Every recorded message keeps the envelope it came in.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lotledger_core::envelope::Envelope;
-use lotledger_store::{BatchItem, MessageStatus, Outcome};
+use lotledger_core::node_json;
+use lotledger_store::{BatchItem, MessageRecord, MessageStatus, Outcome};
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -155,7 +157,8 @@ fn error_code(text: &str) -> i64 {
     }
 }
 
-/// `GET /api/v0/messages/{item_hash}`.
+/// `GET /api/v0/messages/{item_hash}` when the message was recorded without its envelope
+/// (before migration 0010, or by an import): its status only.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessageStatusResponse {
     pub status: String,
@@ -167,58 +170,158 @@ pub struct MessageStatusResponse {
     pub details: Option<Value>,
 }
 
+/// Where a message lotledger rejected came from, as the reference's pending row says: every
+/// message reaches lotledger from a client or a file, never from a chain.
+const ORIGIN: &str = "p2p";
+
+/// Whether `hash` is an item hash the reference's path accepts (NODE-API §1.1): 64 lower-case
+/// hex digits, a CIDv0 (`Qm` and 42–44 base58btc characters) or a CIDv1 (`bafy` and 55
+/// lower-case base32 characters).
+fn valid_item_hash(hash: &str) -> bool {
+    let b = hash.as_bytes();
+    let base58 = |c: &u8| c.is_ascii_alphanumeric() && !matches!(c, b'0' | b'O' | b'I' | b'l');
+    (b.len() == 64 && b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
+        || (hash.starts_with("Qm") && (44..=46).contains(&b.len()) && b[2..].iter().all(base58))
+        || (hash.starts_with("bafy")
+            && b.len() == 59
+            && b[4..]
+                .iter()
+                .all(|c| matches!(c, b'a'..=b'z' | b'2'..=b'7')))
+}
+
+/// A plain-text answer, as the reference's aiohttp handlers write them.
+fn plain(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// The record of the message at `item_hash`, or the reference's 400 / 404 answer.
+async fn recorded(
+    state: &AppState,
+    item_hash: &str,
+) -> Result<Result<MessageRecord, Response>, ApiError> {
+    if !valid_item_hash(item_hash) {
+        return Ok(Err(plain(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid message hash: {item_hash}"),
+        )));
+    }
+    Ok(state
+        .store
+        .message(item_hash)
+        .await?
+        .ok_or_else(|| plain(StatusCode::NOT_FOUND, "404: Not Found".into())))
+}
+
 #[utoipa::path(get, path = "/api/v0/messages/{item_hash}", tag = "messages",
-    params(("item_hash" = String, Path)),
-    responses((status = 200, body = MessageStatusResponse), (status = 404, description = "Unknown message")))]
+    params(("item_hash" = String, Path, description = "64 lower-case hex digits, or an IPFS CID")),
+    responses(
+        (status = 200, description = "The message as received with its status, as the reference \
+            node writes it (NODE-API.md §3): `{status, item_hash, reception_time, message}` when \
+            processed, plus `error_code` and `details` when rejected. A message recorded before \
+            messages were kept (migration 0010) answers its status only.",
+            body = MessageStatusResponse),
+        (status = 400, description = "Not an item hash (plain text)"),
+        (status = 404, description = "Unknown message (plain text)")))]
 pub(crate) async fn message_status(
     State(state): State<AppState>,
     Path(item_hash): Path<String>,
-) -> Result<Json<MessageStatusResponse>, ApiError> {
-    let record = state
-        .store
-        .message(&item_hash)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("Message not found: {item_hash}")))?;
-    let reception_time = record.recorded_at.to_iso_python();
-    Ok(Json(match record.status {
-        MessageStatus::Processed => MessageStatusResponse {
-            status: "processed".into(),
-            item_hash: record.item_hash,
-            reception_time,
-            error_code: None,
-            details: None,
-        },
-        MessageStatus::Rejected { error } => MessageStatusResponse {
-            status: "rejected".into(),
-            item_hash: record.item_hash,
-            reception_time,
-            error_code: Some(error_code(&error)),
-            details: Some(json!({ "errors": [error] })),
-        },
-    }))
+) -> Result<Response, ApiError> {
+    let record = match recorded(&state, &item_hash).await? {
+        Ok(record) => record,
+        Err(answer) => return Ok(answer),
+    };
+    let reception = record.recorded_at;
+    let body = match (&record.status, &record.envelope) {
+        (MessageStatus::Processed, Some(envelope)) => {
+            node_json::processed_body(envelope, reception)
+                .inspect_err(|e| tracing::warn!(item_hash, "message kept but not shown: {e}"))
+                .ok()
+        }
+        (MessageStatus::Rejected { error }, Some(envelope)) => Some(node_json::rejected_body(
+            envelope,
+            reception,
+            ORIGIN,
+            error_code(error),
+            std::slice::from_ref(error),
+        )),
+        (_, None) => None,
+    };
+    let body = match body {
+        Some(body) => body,
+        None => {
+            let status = &record.status;
+            let (status, error_code, details) = match status {
+                MessageStatus::Processed => ("processed", None, None),
+                MessageStatus::Rejected { error } => (
+                    "rejected",
+                    Some(error_code(error)),
+                    Some(json!({ "errors": [error] })),
+                ),
+            };
+            let brief = MessageStatusResponse {
+                status: status.into(),
+                item_hash: record.item_hash,
+                reception_time: reception.to_iso_pydantic(),
+                error_code,
+                details,
+            };
+            return json_reply(&brief);
+        }
+    };
+    Ok(json_text(body))
+}
+
+/// A JSON text answered as the reference's handlers answer it.
+fn json_text(body: String) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// `value` as compact JSON in its fields' order ([`json_text`]).
+fn json_reply(value: &impl Serialize) -> Result<Response, ApiError> {
+    let body = serde_json::to_string(value)
+        .map_err(|e| ApiError::Store(lotledger_store::StoreError::Corrupt(e.to_string())))?;
+    Ok(json_text(body))
 }
 
 /// `GET /api/v0/messages/{item_hash}/status` (what the SDK's `get_message_status` reads).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessageStatusBrief {
-    pub item_hash: String,
     pub status: String,
+    pub item_hash: String,
     pub reception_time: String,
 }
 
 #[utoipa::path(get, path = "/api/v0/messages/{item_hash}/status", tag = "messages",
-    params(("item_hash" = String, Path)),
-    responses((status = 200, body = MessageStatusBrief), (status = 404, description = "Unknown message")))]
+    params(("item_hash" = String, Path, description = "64 lower-case hex digits, or an IPFS CID")),
+    responses((status = 200, body = MessageStatusBrief),
+        (status = 400, description = "Not an item hash (plain text)"),
+        (status = 404, description = "Unknown message (plain text)")))]
 pub(crate) async fn message_status_brief(
     State(state): State<AppState>,
     Path(item_hash): Path<String>,
-) -> Result<Json<MessageStatusBrief>, ApiError> {
-    let Json(full) = message_status(State(state), Path(item_hash)).await?;
-    Ok(Json(MessageStatusBrief {
-        item_hash: full.item_hash,
-        status: full.status,
-        reception_time: full.reception_time,
-    }))
+) -> Result<Response, ApiError> {
+    let record = match recorded(&state, &item_hash).await? {
+        Ok(record) => record,
+        Err(answer) => return Ok(answer),
+    };
+    let status = match record.status {
+        MessageStatus::Processed => "processed",
+        MessageStatus::Rejected { .. } => "rejected",
+    };
+    json_reply(&MessageStatusBrief {
+        status: status.into(),
+        item_hash: record.item_hash,
+        reception_time: record.recorded_at.to_iso_pydantic(),
+    })
 }
 
 /// `GET /api/v0/messages/{item_hash}/consumed_credits`.

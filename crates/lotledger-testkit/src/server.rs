@@ -139,6 +139,18 @@ pub async fn call_router(
     headers: &[(&str, &str)],
     body: Option<Vec<u8>>,
 ) -> Result<(axum::http::StatusCode, Value), String> {
+    let (status, _, bytes) = call_router_raw(router, method, uri, headers, body).await?;
+    Ok((status, body_value(&bytes)))
+}
+
+/// [`call_router`] with the answer as sent: its status, `Content-Type` and body bytes.
+pub async fn call_router_raw(
+    router: &axum::Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Result<(axum::http::StatusCode, String, Vec<u8>), String> {
     use tower::ServiceExt;
     let mut request = axum::http::Request::builder().method(method).uri(uri);
     for (k, v) in headers {
@@ -156,8 +168,14 @@ pub async fn call_router(
         .await
         .map_err(|e| e.to_string())?;
     let status = response.status();
+    let content_type = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
         .map_err(|e| e.to_string())?;
-    Ok((status, body_value(&bytes)))
+    Ok((status, content_type, bytes.to_vec()))
 }

@@ -9,7 +9,7 @@ prints `ok <name>`; the first failing check prints `FAIL <name>: ...` and the sc
 Run by crates/lotledger-cli/tests/sdk_e2e.rs (`cargo test -p lotledger-cli --test sdk_e2e`).
 
 Writes go through the SDK's own publishing (`create_post`, sync=True); reads through its
-`get_balances`, `get_credit_history` and `get_message_error`. What the SDK has no method for
+`get_balances`, `get_credit_history`, `get_message` and `get_message_error`. What the SDK has no method for
 (the per-expiry balance breakdown, a raw tampered envelope) goes through the SDK client's own
 aiohttp session (`client.http_session`).
 """
@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from aleph.sdk.chains.ethereum import ETHAccount
 from aleph.sdk.client import AlephHttpClient, AuthenticatedAlephHttpClient
 from aleph.sdk.conf import settings
-from aleph.sdk.exceptions import InvalidMessageError
+from aleph.sdk.exceptions import InvalidMessageError, MessageNotFoundError
 from aleph_message.models import MessageType, PostContent
 from aleph_message.status import MessageStatus
 
@@ -273,6 +273,27 @@ async def run(api: str) -> None:
         eq("message_error.distribution_none", None,
            await bounded(reader.get_message_error(str(distribution.item_hash))))
 
+        # The messages as the node keeps them: `get_message` parses the stored envelope.
+        for name, published in (("distribution", distribution), ("transfer", transfer),
+                                ("expense", expense)):
+            got, status = await bounded(
+                reader.get_message(str(published.item_hash), with_status=True))
+            eq(f"get_message.{name}.status", "processed", status)
+            eq(f"get_message.{name}.envelope",
+               (published.item_hash, published.sender, published.chain, published.signature,
+                published.item_type, published.item_content, published.time,
+                published.channel),
+               (got.item_hash, got.sender, got.chain, got.signature, got.item_type,
+                got.item_content, got.time, got.channel))
+            eq(f"get_message.{name}.content", published.content.content, got.content.content)
+            eq(f"get_message.{name}.type", published.content.type, got.content.type)
+        try:
+            await bounded(reader.get_message("00" * 32))
+        except MessageNotFoundError:
+            ok("get_message.unknown_not_found")
+        else:
+            raise CheckFailed("get_message.unknown_not_found: no MessageNotFoundError")
+
         # 6. A genuine transfer A -> B whose signature gets one hex digit changed: 422,
         #    recorded as rejected with the signature error; nothing changes.
         await tampered_then_genuine(api, reader)
@@ -331,6 +352,8 @@ async def tampered_then_genuine(api: str, reader: AlephHttpClient) -> None:
     await balance("genuine_after_tamper.balance_B", reader, B, 1_600_000)
     eq("genuine_after_tamper.message_error_none", None,
        await bounded(reader.get_message_error(item_hash)))
+    kept = await bounded(reader.get_message(item_hash))
+    eq("genuine_after_tamper.kept_signature", genuine["signature"], kept.signature)
 
 
 def main() -> int:

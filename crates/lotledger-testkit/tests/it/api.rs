@@ -9,7 +9,7 @@ use lotledger_api::{ApiConfig, router};
 use lotledger_core::Rules;
 use lotledger_store::Store;
 use lotledger_testkit::db;
-use lotledger_testkit::server::call_router;
+use lotledger_testkit::server::{call_router, call_router_raw};
 use serde_json::{Value, json};
 
 const GRANTOR: [u8; 32] = [0x11; 32];
@@ -32,6 +32,16 @@ impl App {
         App {
             router: router(Arc::new(store.clone()), config),
         }
+    }
+
+    /// A router with the test clock whose whitelist is `issuer` alone.
+    fn with_issuer<S: Store + Clone + 'static>(store: &S, issuer: &str) -> axum::Router {
+        let mut config = ApiConfig::new(Rules::new(
+            vec![issuer.to_string()],
+            vec!["ALEPH_CREDIT".into()],
+        ));
+        config.test_clock = true;
+        router(Arc::new(store.clone()), config)
     }
 
     async fn call(&self, method: &str, uri: &str, body: Option<Vec<u8>>) -> (StatusCode, Value) {
@@ -461,5 +471,126 @@ async fn concurrent_posts_share_transactions_and_each_reply_follows_its_commit()
             (1..100).contains(&transactions),
             "{name}: 100 grants in {transactions} write transactions"
         );
+    }
+}
+
+/// The reference node's own messages (NODE-API.md A.1, real signatures), posted in the order
+/// it received them at the instants it received them, read back as it answered them (A.7,
+/// A.8): each body byte for byte, with its `Content-Type`. The FORGET of A.1 is left out
+/// (lotledger takes POST messages only). The reference's distribution carries an on-chain
+/// confirmation that lotledger has no way to learn: its `confirmed`/`confirmations` are read
+/// as unconfirmed.
+#[tokio::test]
+async fn messages_read_back_as_the_reference_node_writes_them() {
+    let data: Value = serde_json::from_str(include_str!(
+        "../../../lotledger-core/tests/data/node_api_messages.json"
+    ))
+    .unwrap();
+    let cases = data["cases"].as_array().unwrap();
+    let case = |name: &str| {
+        cases
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no case {name}"))
+    };
+    let arrival = [
+        "distribution",
+        "expense",
+        "transfer",
+        "expense_tie",
+        "rejected_transfer",
+    ];
+    let issuer = "0xeD1F7463E805f8E7c477cE9bAB9805F75eB658E3";
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = db::fresh_sqlite(&dir).await.0;
+    let pg = db::fresh_pg().await;
+    for router in [
+        App::with_issuer(&sqlite, issuer),
+        App::with_issuer(&pg, issuer),
+    ] {
+        for name in arrival {
+            let c = case(name);
+            let envelope: Value = serde_json::from_str(c["envelope"].as_str().unwrap()).unwrap();
+            let now = c["reception_time"].as_str().unwrap();
+            let body = sync(&envelope).to_string().into_bytes();
+            let headers = [("x-lotledger-now", now)];
+            let (status, _, reply) =
+                call_router_raw(&router, "POST", "/api/v0/messages", &headers, Some(body))
+                    .await
+                    .unwrap();
+            let want = if c["status"] == "rejected" {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::OK
+            };
+            assert_eq!(status, want, "{name}: {}", String::from_utf8_lossy(&reply));
+        }
+        for name in arrival {
+            let c = case(name);
+            let mut expected = c["expected"].as_str().unwrap().to_string();
+            if let Some(start) = expected.find(r#""confirmed":true,"confirmations":["#) {
+                let end = start + expected[start..].find(']').unwrap() + 1;
+                expected.replace_range(start..end, r#""confirmed":false,"confirmations":[]"#);
+            }
+            let hash = serde_json::from_str::<Value>(c["envelope"].as_str().unwrap()).unwrap()
+                ["item_hash"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let uri = format!("/api/v0/messages/{hash}");
+            let (status, content_type, body) = call_router_raw(&router, "GET", &uri, &[], None)
+                .await
+                .unwrap();
+            assert_eq!(status, StatusCode::OK, "{name}");
+            assert_eq!(String::from_utf8(body).unwrap(), expected, "{name}");
+            assert_eq!(content_type, "application/json; charset=utf-8", "{name}");
+            // `/status` answers the same body's first three keys (A.8).
+            let brief = format!(
+                "{}}}",
+                &expected[..expected.find(r#","message":"#).unwrap()]
+            );
+            let (status, content_type, body) =
+                call_router_raw(&router, "GET", &format!("{uri}/status"), &[], None)
+                    .await
+                    .unwrap();
+            assert_eq!(status, StatusCode::OK, "{name}");
+            assert_eq!(content_type, "application/json; charset=utf-8", "{name}");
+            assert_eq!(String::from_utf8(body).unwrap(), brief, "{name}");
+        }
+        // Unknown and malformed hashes (A.7): plain text, as aiohttp and the handler write them.
+        for (path, code, text) in [
+            (
+                "0000000000000000000000000000000000000000000000000000000000000000",
+                StatusCode::NOT_FOUND,
+                "404: Not Found",
+            ),
+            (
+                "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",
+                StatusCode::NOT_FOUND,
+                "404: Not Found",
+            ),
+            (
+                "nothex",
+                StatusCode::BAD_REQUEST,
+                "Invalid message hash: nothex",
+            ),
+            (
+                "1BA26F6C78EE2699C7AFF2288A8F9007AFCFC6D8B71FA621402A78DB40ABBE28",
+                StatusCode::BAD_REQUEST,
+                "Invalid message hash: 1BA26F6C78EE2699C7AFF2288A8F9007AFCFC6D8B71FA621402A78DB40ABBE28",
+            ),
+        ] {
+            for suffix in ["", "/status"] {
+                let uri = format!("/api/v0/messages/{path}{suffix}");
+                let (status, content_type, body) = call_router_raw(&router, "GET", &uri, &[], None)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    (status, content_type.as_str()),
+                    (code, "text/plain; charset=utf-8")
+                );
+                assert_eq!(String::from_utf8(body).unwrap(), text, "{uri}");
+            }
+        }
     }
 }
