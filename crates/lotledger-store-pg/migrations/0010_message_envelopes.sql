@@ -1,8 +1,10 @@
 -- Messages are kept as received (issue 11): the envelope of every recorded message, under its
 -- record's key (`credit_messages.ref_id`). `signature` is a compact value
--- (lotledger_store::compact: `0x` and lower-case hex as its bytes); `item_content` is the
--- content's JSON text byte for byte; `time` the envelope's epoch seconds. Records written
--- before this layout have no envelope: nothing was kept of it.
+-- (lotledger_store::compact: `0x` and lower-case hex as its bytes); `item_content` keeps the
+-- content's JSON text byte for byte, packed (lotledger_store::kept: a tag byte, then the text
+-- or its zstd frame made with a dictionary of credit posts' shapes); `time` the envelope's
+-- epoch seconds. Records written before this layout have no envelope: nothing was kept of
+-- them.
 CREATE TABLE message_envelopes (
     ref_id       BIGINT           PRIMARY KEY,
     time         DOUBLE PRECISION NOT NULL,
@@ -12,5 +14,5 @@ CREATE TABLE message_envelopes (
     channel      TEXT,
     item_type    TEXT,
     signature    BYTEA,
-    item_content TEXT
+    item_content BYTEA
 );

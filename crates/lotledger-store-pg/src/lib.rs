@@ -308,7 +308,7 @@ macro_rules! insert_records {
 }
 
 /// `INSERT INTO message_envelopes … SELECT` over the arrays `$1`–`$9` (record ids, times,
-/// types, senders, chains, channels, item types, compact signatures, contents), in the
+/// types, senders, chains, channels, item types, compact signatures, packed contents), in the
 /// arrays' order; no `ON CONFLICT` clause.
 macro_rules! insert_envelopes {
     () => {
@@ -317,7 +317,7 @@ macro_rules! insert_envelopes {
          SELECT u.ref_id, u.time, u.type, u.sender, u.chain, u.channel, u.item_type, \
          u.signature, u.item_content \
          FROM UNNEST($1::bigint[], $2::float8[], $3::text[], $4::text[], $5::text[], \
-         $6::text[], $7::text[], $8::bytea[], $9::text[]) WITH ORDINALITY AS u(ref_id, time, \
+         $6::text[], $7::text[], $8::bytea[], $9::bytea[]) WITH ORDINALITY AS u(ref_id, time, \
          type, sender, chain, channel, item_type, signature, item_content, n) ORDER BY u.n"
     };
 }
@@ -1266,7 +1266,11 @@ impl LedgerTx for PgTx {
                         .map(|(_, e)| e.signature.as_deref().map(compact::encode))
                         .collect::<Vec<_>>(),
                 )
-                .bind(column(|e| e.item_content.clone()))
+                .bind(
+                    kept.iter()
+                        .map(|(_, e)| e.item_content.as_deref().map(lotledger_store::kept::pack))
+                        .collect::<Vec<_>>(),
+                )
         };
         self.append(kept.len(), statement).await?;
         Ok(())

@@ -511,6 +511,13 @@ impl Columns for RowCols<'_, '_> {
     fn opt_float(&self, column: &str) -> Result<Option<f64>, StoreError> {
         self.0.get(column).map_err(err)
     }
+    fn kept_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        let value = self.0.get_ref(column).map_err(err)?;
+        let bytes = value
+            .as_bytes_or_null()
+            .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))?;
+        bytes.map(lotledger_store::kept::unpack).transpose()
+    }
     fn compact_text(&self, column: &str) -> Result<Option<String>, StoreError> {
         let value = self.0.get_ref(column).map_err(err)?;
         let bytes = value
@@ -966,7 +973,7 @@ impl LedgerTx for SqliteTx {
                             e.channel,
                             e.item_type,
                             e.signature.as_deref().map(compact::encode),
-                            e.item_content
+                            e.item_content.as_deref().map(lotledger_store::kept::pack)
                         ],
                     )?;
                 }

@@ -209,6 +209,11 @@ where
     fn opt_float(&self, column: &str) -> Result<Option<f64>, StoreError> {
         self.get(column)
     }
+    fn kept_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        self.get::<Option<&[u8]>>(column)?
+            .map(crate::kept::unpack)
+            .transpose()
+    }
 }
 
 /// The reads over a pool whose SQL both databases run as written.

@@ -21,6 +21,8 @@ pub trait Columns {
     fn instant(&self, column: &str) -> Result<Timestamp, StoreError>;
     fn opt_instant(&self, column: &str) -> Result<Option<Timestamp>, StoreError>;
     fn opt_float(&self, column: &str) -> Result<Option<f64>, StoreError>;
+    /// A kept message's content ([`crate::kept`]), unpacked.
+    fn kept_text(&self, column: &str) -> Result<Option<String>, StoreError>;
     /// A column of texts kept by [`crate::compact`], decoded ([`crate::compact::decode_opt`]).
     fn compact_text(&self, column: &str) -> Result<Option<String>, StoreError>;
 }
@@ -100,7 +102,7 @@ pub fn stored_message(r: &impl Columns) -> Result<MessageRecord, StoreError> {
             signature: r.compact_text("e_signature")?,
             message_type,
             item_type: r.opt_text("e_item_type")?,
-            item_content: r.opt_text("e_item_content")?,
+            item_content: r.kept_text("e_item_content")?,
             channel: r.opt_text("e_channel")?,
             time,
         }));
