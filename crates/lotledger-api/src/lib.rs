@@ -101,6 +101,10 @@ pub fn router(store: Arc<dyn Backend>, config: ApiConfig) -> Router {
             get(messages::message_status_brief),
         )
         .route(
+            "/api/v0/messages/{item_hash}/content",
+            get(messages::message_content),
+        )
+        .route(
             "/api/v0/messages/{item_hash}/consumed_credits",
             get(messages::consumed_credits),
         )

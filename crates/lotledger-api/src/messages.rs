@@ -324,6 +324,45 @@ pub(crate) async fn message_status_brief(
     })
 }
 
+#[utoipa::path(get, path = "/api/v0/messages/{item_hash}/content", tag = "messages",
+    params(("item_hash" = String, Path, description = "64 lower-case hex digits, or an IPFS CID")),
+    responses(
+        (status = 200, description = "A processed POST's own `content`, as Python's \
+            `json.dumps` writes it (NODE-API.md §3.1)"),
+        (status = 400, description = "Not an item hash (plain text)"),
+        (status = 404, description = "Unknown message, or one recorded without its content \
+            (plain text)"),
+        (status = 422, description = "The message is not processed (plain text)")))]
+pub(crate) async fn message_content(
+    State(state): State<AppState>,
+    Path(item_hash): Path<String>,
+) -> Result<Response, ApiError> {
+    let record = match recorded(&state, &item_hash).await? {
+        Ok(record) => record,
+        Err(answer) => return Ok(answer),
+    };
+    if let MessageStatus::Rejected { .. } = record.status {
+        return Ok(plain(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("Message {item_hash} is not processed (status: MessageStatus.REJECTED)"),
+        ));
+    }
+    match record.envelope.as_deref().map(node_json::content_body) {
+        Some(Ok(body)) => Ok(json_text(body)),
+        Some(Err(e)) => {
+            tracing::warn!(item_hash, "message kept but its content not shown: {e}");
+            Ok(plain(
+                StatusCode::NOT_FOUND,
+                format!("Message {item_hash} has no content to show"),
+            ))
+        }
+        None => Ok(plain(
+            StatusCode::NOT_FOUND,
+            format!("Message {item_hash} was recorded without its content"),
+        )),
+    }
+}
+
 /// `GET /api/v0/messages/{item_hash}/consumed_credits`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConsumedCredits {

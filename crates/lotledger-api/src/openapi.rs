@@ -13,6 +13,7 @@ use crate::{accounts, messages};
         messages::post_message,
         messages::message_status,
         messages::message_status_brief,
+        messages::message_content,
         messages::consumed_credits,
         accounts::balance,
         accounts::credit_balances,

@@ -180,30 +180,9 @@ pub fn processed_body(
     reception_time: Timestamp,
 ) -> Result<String, NodeJsonError> {
     let item_hash = || env.item_hash.clone();
-    if env.message_type != "POST" {
-        return Err(NodeJsonError::UnsupportedType {
-            item_hash: item_hash(),
-            message_type: env.message_type.clone(),
-        });
-    }
-    let text = env
-        .item_content
-        .as_deref()
-        .ok_or_else(|| NodeJsonError::MissingItemContent {
-            item_hash: item_hash(),
-        })?;
-    let parsed: Value =
-        serde_json::from_str(text).map_err(|e| NodeJsonError::InvalidItemContent {
-            item_hash: item_hash(),
-            reason: e.to_string(),
-        })?;
-    let Value::Object(content) = &parsed else {
-        return Err(NodeJsonError::ItemContentNotObject {
-            item_hash: item_hash(),
-        });
-    };
+    let (text, content) = post_object(env)?;
     let post_content =
-        post_content_json(content).map_err(|reason| NodeJsonError::InvalidPostContent {
+        post_content_json(&content).map_err(|reason| NodeJsonError::InvalidPostContent {
             item_hash: item_hash(),
             reason,
         })?;
@@ -239,6 +218,52 @@ pub fn processed_body(
     out.push_str(",\"content\":");
     out.push_str(&post_content);
     out.push_str(",\"confirmed\":false,\"confirmations\":[]}}");
+    Ok(out)
+}
+
+/// The content text and the content object of a kept POST message.
+fn post_object(env: &StoredEnvelope) -> Result<(&str, Map<String, Value>), NodeJsonError> {
+    let item_hash = || env.item_hash.clone();
+    if env.message_type != "POST" {
+        return Err(NodeJsonError::UnsupportedType {
+            item_hash: item_hash(),
+            message_type: env.message_type.clone(),
+        });
+    }
+    let text = env
+        .item_content
+        .as_deref()
+        .ok_or_else(|| NodeJsonError::MissingItemContent {
+            item_hash: item_hash(),
+        })?;
+    match serde_json::from_str(text) {
+        Ok(Value::Object(content)) => Ok((text, content)),
+        Ok(_) => Err(NodeJsonError::ItemContentNotObject {
+            item_hash: item_hash(),
+        }),
+        Err(e) => Err(NodeJsonError::InvalidItemContent {
+            item_hash: item_hash(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// The 200 body of `GET /api/v0/messages/{hash}/content` for a processed POST message
+/// (NODE-API §3.1, writer P): the post's own `content` (null when it has none) as Python's
+/// `json.dumps` writes what JSONB gave back: keys in JSONB order, `", "` and `": "` between
+/// items, non-ASCII as `\uXXXX`, floats as Python's `repr`.
+pub fn content_body(env: &StoredEnvelope) -> Result<String, NodeJsonError> {
+    let (_, content) = post_object(env)?;
+    post_content::validate(&content).map_err(|errors| NodeJsonError::InvalidPostContent {
+        item_hash: env.item_hash.clone(),
+        reason: format_errors(&errors),
+    })?;
+    let mut out = String::new();
+    write_free(
+        &mut out,
+        content.get("content").unwrap_or(&Value::Null),
+        Writer::PythonDumps,
+    );
     Ok(out)
 }
 
@@ -370,7 +395,28 @@ fn write_chain_ref(out: &mut String, obj: &Map<String, Value>) -> Result<(), Str
     Ok(())
 }
 
+/// Which of the reference's writers (NODE-API §1.3) writes a value read back from JSONB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    /// pydantic-core / orjson: compact, raw UTF-8, [`python_float`].
+    Orjson,
+    /// Python's `json.dumps` defaults: `", "` / `": "`, ASCII escapes, `repr` floats.
+    PythonDumps,
+}
+
 fn write_jsonb(out: &mut String, value: &Value) {
+    write_free(out, value, Writer::Orjson);
+}
+
+fn write_free(out: &mut String, value: &Value, writer: Writer) {
+    let (item_sep, key_sep) = match writer {
+        Writer::Orjson => (",", ":"),
+        Writer::PythonDumps => (", ", ": "),
+    };
+    let string = |out: &mut String, s: &str| match writer {
+        Writer::Orjson => write_str(out, s),
+        Writer::PythonDumps => write_ascii_str(out, s),
+    };
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -382,17 +428,21 @@ fn write_jsonb(out: &mut String, value: &Value) {
             } else {
                 let x = n.as_f64().unwrap_or(0.0);
                 // `numeric` has no negative zero: `-0.0` reads back as `0.0`.
-                out.push_str(&python_float(if x == 0.0 { 0.0 } else { x }));
+                let x = if x == 0.0 { 0.0 } else { x };
+                out.push_str(&match writer {
+                    Writer::Orjson => python_float(x),
+                    Writer::PythonDumps => python_repr_float(x),
+                });
             }
         }
-        Value::String(s) => write_str(out, s),
+        Value::String(s) => string(out, s),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push_str(item_sep);
                 }
-                write_jsonb(out, item);
+                write_free(out, item, writer);
             }
             out.push(']');
         }
@@ -406,11 +456,11 @@ fn write_jsonb(out: &mut String, value: &Value) {
             out.push('{');
             for (i, (key, item)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push_str(item_sep);
                 }
-                write_str(out, key);
-                out.push(':');
-                write_jsonb(out, item);
+                string(out, key);
+                out.push_str(key_sep);
+                write_free(out, item, writer);
             }
             out.push('}');
         }
@@ -444,6 +494,53 @@ fn write_str(out: &mut String, s: &str) {
         }
     }
     out.push('"');
+}
+
+/// A JSON string as Python's `json.dumps` writes it by default (`ensure_ascii`): as
+/// [`write_str`], and every character past U+007F as `\uxxxx` (lower-case hex; a surrogate
+/// pair past U+FFFF).
+fn write_ascii_str(out: &mut String, s: &str) {
+    let mut raw = String::new();
+    write_str(&mut raw, s);
+    for c in raw.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+}
+
+/// A float as Python's `repr` writes it (and so `json.dumps`): the shortest digits that read
+/// back, fixed notation when the decimal exponent is in -4..16 (`0.0001`, `3600.0`), else
+/// `d[.ddd]e±xx` with at least two exponent digits (`1e-05`, `1.5e+16`). NaN and infinities
+/// as `json.dumps` writes them (`NaN`, `Infinity`, `-Infinity`).
+pub fn python_repr_float(x: f64) -> String {
+    if x.is_nan() {
+        return "NaN".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    let sign = if x.is_sign_negative() { "-" } else { "" };
+    if x == 0.0 {
+        return format!("{sign}0.0");
+    }
+    let (digits, exp) = shortest_digits(x.abs());
+    if (-4..16).contains(&exp) {
+        // The same fixed notation as pydantic's writer.
+        return python_float(x);
+    }
+    let (first, rest) = digits.split_at(1.min(digits.len()));
+    let point = if rest.is_empty() { "" } else { "." };
+    let exp_sign = if exp < 0 { '-' } else { '+' };
+    format!(
+        "{sign}{first}{point}{rest}e{exp_sign}{:02}",
+        exp.unsigned_abs()
+    )
 }
 
 #[cfg(test)]
@@ -489,6 +586,54 @@ mod tests {
                 .unwrap(),
             expected: c["expected"].as_str().unwrap().to_string(),
             rejection: c["rejection"].clone(),
+        }
+    }
+
+    /// `GET …/content` of the processed transfer (A.8), byte for byte; a rejected or
+    /// non-POST message has no content view.
+    #[test]
+    fn content_is_written_as_python_dumps_it() {
+        let data: Value = serde_json::from_str(REFERENCE).unwrap();
+        let with_content: Vec<&Value> = data["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["content"].is_string())
+            .collect();
+        assert_eq!(with_content.len(), 1);
+        let c = case(with_content[0]["name"].as_str().unwrap());
+        let body = content_body(&c.envelope).unwrap();
+        assert_eq!(body, with_content[0]["content"].as_str().unwrap());
+        assert!(content_body(&case("forget").envelope).is_err());
+        // Python's defaults: ASCII escapes (a surrogate pair past U+FFFF), `repr` floats;
+        // keys in JSONB order (`é` is two bytes, after `bb`).
+        let env = StoredEnvelope {
+            item_content: Some(
+                r#"{"address":"0xa","time":1,"type":"t","content":{"é":"😀\n","bb":[1e-5,1e16,0.5,2.0]}}"#
+                    .into(),
+            ),
+            ..c.envelope
+        };
+        assert_eq!(
+            content_body(&env).unwrap(),
+            r#"{"bb": [1e-05, 1e+16, 0.5, 2.0], "\u00e9": "\ud83d\ude00\n"}"#
+        );
+    }
+
+    #[test]
+    fn python_repr_floats() {
+        for (x, text) in [
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (1e15, "1000000000000000.0"),
+            (1e16, "1e+16"),
+            (-2.5e100, "-2.5e+100"),
+            (1_795_990_000.123_456, "1795990000.123456"),
+            (3600.0, "3600.0"),
+            (-0.0, "-0.0"),
+        ] {
+            assert_eq!(python_repr_float(x), text, "{x}");
         }
     }
 

@@ -476,7 +476,8 @@ async fn concurrent_posts_share_transactions_and_each_reply_follows_its_commit()
 
 /// The reference node's own messages (NODE-API.md A.1, real signatures), posted in the order
 /// it received them at the instants it received them, read back as it answered them (A.7,
-/// A.8): each body byte for byte, with its `Content-Type`. The FORGET of A.1 is left out
+/// A.8: the message, its status and its content): each body byte for byte, with its
+/// `Content-Type`. The FORGET of A.1 is left out
 /// (lotledger takes POST messages only). The reference's distribution carries an on-chain
 /// confirmation that lotledger has no way to learn: its `confirmed`/`confirmations` are read
 /// as unconfirmed.
@@ -556,6 +557,25 @@ async fn messages_read_back_as_the_reference_node_writes_them() {
             assert_eq!(status, StatusCode::OK, "{name}");
             assert_eq!(content_type, "application/json; charset=utf-8", "{name}");
             assert_eq!(String::from_utf8(body).unwrap(), brief, "{name}");
+            // `/content` (A.8): the post's own content as Python writes it, or a refusal.
+            let (status, content_type, body) =
+                call_router_raw(&router, "GET", &format!("{uri}/content"), &[], None)
+                    .await
+                    .unwrap();
+            let body = String::from_utf8(body).unwrap();
+            if let Some(content) = c["content"].as_str() {
+                assert_eq!(status, StatusCode::OK, "{name}");
+                assert_eq!(content_type, "application/json; charset=utf-8", "{name}");
+                assert_eq!(body, content, "{name}");
+            } else if let Some(refusal) = c["content_refused"].as_str() {
+                assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{name}");
+                assert_eq!(content_type, "text/plain; charset=utf-8", "{name}");
+                assert_eq!(body, refusal, "{name}");
+            } else {
+                assert_eq!(status, StatusCode::OK, "{name}: {body}");
+                let content = serde_json::from_str::<Value>(&body).unwrap();
+                assert!(content.is_object(), "{name}: {body}");
+            }
         }
         // Unknown and malformed hashes (A.7): plain text, as aiohttp and the handler write them.
         for (path, code, text) in [
@@ -580,7 +600,7 @@ async fn messages_read_back_as_the_reference_node_writes_them() {
                 "Invalid message hash: 1BA26F6C78EE2699C7AFF2288A8F9007AFCFC6D8B71FA621402A78DB40ABBE28",
             ),
         ] {
-            for suffix in ["", "/status"] {
+            for suffix in ["", "/status", "/content"] {
                 let uri = format!("/api/v0/messages/{path}{suffix}");
                 let (status, content_type, body) = call_router_raw(&router, "GET", &uri, &[], None)
                     .await
