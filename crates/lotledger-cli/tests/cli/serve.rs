@@ -198,7 +198,7 @@ fn growth_per_round(upkeep_secs: &str, rounds: usize, per_round: usize) -> Vec<i
         "/api/v0/addresses/0x9319Ad3B7A8E0eE24f2E639c40D8eD124C5520Ba/balance",
         "/no/such/route",
         "/no/such/route/either",
-        "/api/v0/messages/unknown-hash",
+        "/api/v0/messages/0000000000000000000000000000000000000000000000000000000000000000",
     ];
     let pid = server.child.id();
     hammer(&server.addr, &paths, per_round / 2, 4);
