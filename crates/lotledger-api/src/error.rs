@@ -28,7 +28,8 @@ pub enum ApiError {
     Store(#[from] StoreError),
 }
 
-fn text(status: StatusCode, body: String) -> Response {
+/// A plain-text answer, as the reference's aiohttp handlers write them.
+pub(crate) fn text(status: StatusCode, body: String) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

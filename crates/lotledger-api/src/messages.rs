@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use crate::error::text;
 use crate::intake::Intake;
 use crate::{ApiError, AppState, request_instant, request_now};
 
@@ -189,23 +190,13 @@ fn valid_item_hash(hash: &str) -> bool {
                 .all(|c| matches!(c, b'a'..=b'z' | b'2'..=b'7')))
 }
 
-/// A plain-text answer, as the reference's aiohttp handlers write them.
-fn plain(status: StatusCode, body: String) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        body,
-    )
-        .into_response()
-}
-
 /// The record of the message at `item_hash`, or the reference's 400 / 404 answer.
 async fn recorded(
     state: &AppState,
     item_hash: &str,
 ) -> Result<Result<MessageRecord, Response>, ApiError> {
     if !valid_item_hash(item_hash) {
-        return Ok(Err(plain(
+        return Ok(Err(text(
             StatusCode::BAD_REQUEST,
             format!("Invalid message hash: {item_hash}"),
         )));
@@ -214,7 +205,7 @@ async fn recorded(
         .store
         .message(item_hash)
         .await?
-        .ok_or_else(|| plain(StatusCode::NOT_FOUND, "404: Not Found".into())))
+        .ok_or_else(|| text(StatusCode::NOT_FOUND, "404: Not Found".into())))
 }
 
 #[utoipa::path(get, path = "/api/v0/messages/{item_hash}", tag = "messages",
@@ -342,7 +333,7 @@ pub(crate) async fn message_content(
         Err(answer) => return Ok(answer),
     };
     if let MessageStatus::Rejected { .. } = record.status {
-        return Ok(plain(
+        return Ok(text(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("Message {item_hash} is not processed (status: MessageStatus.REJECTED)"),
         ));
@@ -351,12 +342,12 @@ pub(crate) async fn message_content(
         Some(Ok(body)) => Ok(json_text(body)),
         Some(Err(e)) => {
             tracing::warn!(item_hash, "message kept but its content not shown: {e}");
-            Ok(plain(
+            Ok(text(
                 StatusCode::NOT_FOUND,
                 format!("Message {item_hash} has no content to show"),
             ))
         }
-        None => Ok(plain(
+        None => Ok(text(
             StatusCode::NOT_FOUND,
             format!("Message {item_hash} was recorded without its content"),
         )),
