@@ -312,13 +312,16 @@ macro_rules! insert_records {
 /// arrays' order; no `ON CONFLICT` clause.
 macro_rules! insert_envelopes {
     () => {
-        "INSERT INTO message_envelopes (ref_id, time, type, sender, chain, channel, item_type, \
-         signature, item_content) \
-         SELECT u.ref_id, u.time, u.type, u.sender, u.chain, u.channel, u.item_type, \
-         u.signature, u.item_content \
-         FROM UNNEST($1::bigint[], $2::float8[], $3::text[], $4::text[], $5::text[], \
-         $6::text[], $7::text[], $8::bytea[], $9::bytea[]) WITH ORDINALITY AS u(ref_id, time, \
-         type, sender, chain, channel, item_type, signature, item_content, n) ORDER BY u.n"
+        concat!(
+            "INSERT INTO message_envelopes (",
+            lotledger_store::sql_envelope_columns!(),
+            ") SELECT u.ref_id, u.time, u.type, u.sender, u.chain, u.channel, u.item_type, \
+             u.signature, u.item_content \
+             FROM UNNEST($1::bigint[], $2::float8[], $3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::text[], $8::bytea[], $9::bytea[]) WITH ORDINALITY AS u(ref_id, \
+             time, type, sender, chain, channel, item_type, signature, item_content, n) \
+             ORDER BY u.n"
+        )
     };
 }
 
@@ -1243,13 +1246,7 @@ impl LedgerTx for PgTx {
         };
         let statement = |guarded: bool| {
             let sql = if guarded {
-                concat!(
-                    insert_envelopes!(),
-                    " ON CONFLICT (ref_id) DO UPDATE SET time = EXCLUDED.time, \
-                     type = EXCLUDED.type, sender = EXCLUDED.sender, chain = EXCLUDED.chain, \
-                     channel = EXCLUDED.channel, item_type = EXCLUDED.item_type, \
-                     signature = EXCLUDED.signature, item_content = EXCLUDED.item_content"
-                )
+                concat!(insert_envelopes!(), lotledger_store::sql_envelope_upsert!())
             } else {
                 insert_envelopes!()
             };

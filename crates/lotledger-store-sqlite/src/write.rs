@@ -957,13 +957,12 @@ impl LedgerTx for SqliteTx {
                 )?;
                 if let Some(e) = &record.envelope {
                     c.execute(
-                        "INSERT INTO message_envelopes (ref_id, time, type, sender, chain, \
-                         channel, item_type, signature, item_content) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (ref_id) DO \
-                         UPDATE SET time = excluded.time, type = excluded.type, \
-                         sender = excluded.sender, chain = excluded.chain, \
-                         channel = excluded.channel, item_type = excluded.item_type, \
-                         signature = excluded.signature, item_content = excluded.item_content",
+                        concat!(
+                            "INSERT INTO message_envelopes (",
+                            lotledger_store::sql_envelope_columns!(),
+                            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                            lotledger_store::sql_envelope_upsert!()
+                        ),
                         params![
                             id,
                             e.time,

@@ -35,15 +35,26 @@ macro_rules! sql_lot_select {
     };
 }
 
+/// The columns `rows::message_record` reads, of a record `m` and its reference `r`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! sql_message_columns {
+    ($ref_text:ident) => {
+        concat!(
+            "SELECT ",
+            $ref_text!(),
+            " AS item_hash, m.status, m.ignored, m.error, m.recorded_at"
+        )
+    };
+}
+
 /// Message records (`m`).
 #[macro_export]
 macro_rules! sql_message_select {
     ($ref_text:ident) => {
         concat!(
-            "SELECT ",
-            $ref_text!(),
-            " AS item_hash, m.status, m.ignored, m.error, m.recorded_at \
-             FROM credit_messages m JOIN refs r ON r.id = m.ref_id"
+            $crate::sql_message_columns!($ref_text),
+            " FROM credit_messages m JOIN refs r ON r.id = m.ref_id"
         )
     };
 }
@@ -54,15 +65,33 @@ macro_rules! sql_message_select {
 macro_rules! sql_stored_message_select {
     ($ref_text:ident) => {
         concat!(
-            "SELECT ",
-            $ref_text!(),
-            " AS item_hash, m.status, m.ignored, m.error, m.recorded_at, e.type AS e_type, \
-             e.time AS e_time, e.sender AS e_sender, e.chain AS e_chain, \
+            $crate::sql_message_columns!($ref_text),
+            ", e.type AS e_type, e.time AS e_time, e.sender AS e_sender, e.chain AS e_chain, \
              e.signature AS e_signature, e.item_type AS e_item_type, \
              e.item_content AS e_item_content, e.channel AS e_channel \
              FROM credit_messages m JOIN refs r ON r.id = m.ref_id \
              LEFT JOIN message_envelopes e ON e.ref_id = m.ref_id"
         )
+    };
+}
+
+/// `message_envelopes`' columns in the order both stores insert them.
+#[macro_export]
+macro_rules! sql_envelope_columns {
+    () => {
+        "ref_id, time, type, sender, chain, channel, item_type, signature, item_content"
+    };
+}
+
+/// The clause that makes an envelope insert replace the envelope a message was kept with
+/// before (a rejection sent again, then processed).
+#[macro_export]
+macro_rules! sql_envelope_upsert {
+    () => {
+        " ON CONFLICT (ref_id) DO UPDATE SET time = excluded.time, type = excluded.type, \
+         sender = excluded.sender, chain = excluded.chain, channel = excluded.channel, \
+         item_type = excluded.item_type, signature = excluded.signature, \
+         item_content = excluded.item_content"
     };
 }
 
