@@ -3,11 +3,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
+use lotledger_core::node_json::StoredEnvelope;
 use lotledger_core::{BalanceDetail, Credits, HistoryRow, Rules, Timestamp};
 use lotledger_store::{
-    BalancesQuery, BatchItem, HistorySelector, MessageRecord, Outcome, Store, StoreError,
-    apply_one_by_one,
+    BalancesQuery, BatchItem, EnvelopeScan, HistorySelector, MessageRecord, Outcome, Store,
+    StoreError, apply_one_by_one,
 };
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -41,6 +43,11 @@ pub trait Backend: Send + Sync + 'static {
         resource: Option<&'a str>,
     ) -> BoxFuture<'a, Credits>;
     fn message<'a>(&'a self, item_hash: &'a str) -> BoxFuture<'a, Option<MessageRecord>>;
+    /// [`Store::kept_messages`].
+    fn kept_messages<'a>(
+        &'a self,
+        scan: &'a EnvelopeScan,
+    ) -> BoxFuture<'a, Vec<Arc<StoredEnvelope>>>;
 }
 
 impl<S: Store + 'static> Backend for S {
@@ -92,5 +99,11 @@ impl<S: Store + 'static> Backend for S {
     }
     fn message<'a>(&'a self, item_hash: &'a str) -> BoxFuture<'a, Option<MessageRecord>> {
         Box::pin(Store::message(self, item_hash))
+    }
+    fn kept_messages<'a>(
+        &'a self,
+        scan: &'a EnvelopeScan,
+    ) -> BoxFuture<'a, Vec<Arc<StoredEnvelope>>> {
+        Box::pin(Store::kept_messages(self, scan))
     }
 }

@@ -207,8 +207,9 @@ async fn commit_loop(
 mod tests {
     use super::*;
     use crate::backend::BoxFuture;
+    use lotledger_core::node_json::StoredEnvelope;
     use lotledger_core::{BalanceDetail, Credits, HistoryRow};
-    use lotledger_store::{BalancesQuery, MessageRecord};
+    use lotledger_store::{BalancesQuery, EnvelopeScan, MessageRecord};
     use std::sync::Mutex;
 
     /// A real SQLite store seen through four committers, whose first transaction waits for
@@ -294,6 +295,12 @@ mod tests {
         }
         fn message<'a>(&'a self, item_hash: &'a str) -> BoxFuture<'a, Option<MessageRecord>> {
             self.store.message(item_hash)
+        }
+        fn kept_messages<'a>(
+            &'a self,
+            scan: &'a EnvelopeScan,
+        ) -> BoxFuture<'a, Vec<Arc<StoredEnvelope>>> {
+            self.store.kept_messages(scan)
         }
     }
 

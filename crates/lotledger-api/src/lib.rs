@@ -23,6 +23,7 @@ mod backend;
 mod clock;
 mod error;
 mod intake;
+mod message_list;
 mod messages;
 pub mod openapi;
 mod params;
@@ -92,6 +93,8 @@ pub fn router(store: Arc<dyn Backend>, config: ApiConfig) -> Router {
             "/api/v0/messages",
             axum::routing::post(messages::post_message),
         )
+        .route("/api/v0/messages.json", get(message_list::list))
+        .route("/api/v0/messages/page/{page}", get(message_list::list_page))
         .route(
             "/api/v0/messages/{item_hash}",
             get(messages::message_status),

@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lotledger_core::envelope::Envelope;
 use lotledger_core::node_json;
+use lotledger_core::node_query::valid_item_hash;
 use lotledger_store::{BatchItem, MessageRecord, MessageStatus, Outcome};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -175,21 +176,6 @@ pub struct MessageStatusResponse {
 /// message reaches lotledger from a client or a file, never from a chain.
 const ORIGIN: &str = "p2p";
 
-/// Whether `hash` is an item hash the reference's path accepts (NODE-API §1.1): 64 lower-case
-/// hex digits, a CIDv0 (`Qm` and 42–44 base58btc characters) or a CIDv1 (`bafy` and 55
-/// lower-case base32 characters).
-fn valid_item_hash(hash: &str) -> bool {
-    let b = hash.as_bytes();
-    let base58 = |c: &u8| c.is_ascii_alphanumeric() && !matches!(c, b'0' | b'O' | b'I' | b'l');
-    (b.len() == 64 && b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
-        || (hash.starts_with("Qm") && (44..=46).contains(&b.len()) && b[2..].iter().all(base58))
-        || (hash.starts_with("bafy")
-            && b.len() == 59
-            && b[4..]
-                .iter()
-                .all(|c| matches!(c, b'a'..=b'z' | b'2'..=b'7')))
-}
-
 /// The record of the message at `item_hash`, or the reference's 400 / 404 answer.
 async fn recorded(
     state: &AppState,
@@ -268,7 +254,7 @@ pub(crate) async fn message_status(
 }
 
 /// A JSON text answered as the reference's handlers answer it.
-fn json_text(body: String) -> Response {
+pub(crate) fn json_text(body: String) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
         body,

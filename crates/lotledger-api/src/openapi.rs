@@ -4,13 +4,15 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::{accounts, messages};
+use crate::{accounts, message_list, messages};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "lotledger", description = "Credit ledger with the Aleph.im node's credit API"),
     paths(
         messages::post_message,
+        message_list::list,
+        message_list::list_page,
         messages::message_status,
         messages::message_status_brief,
         messages::message_content,

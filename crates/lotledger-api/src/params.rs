@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use lotledger_core::Timestamp;
+use lotledger_core::node_query::{lax_bool, lax_int};
 use lotledger_core::query::{Direction, HistoryFilter};
 use serde_json::{Value, json};
 
@@ -28,42 +29,6 @@ pub(crate) struct Params {
 
 fn error(kind: &str, loc: &str, msg: &str, input: &str) -> Value {
     json!({"type": kind, "loc": ["query", loc], "msg": msg, "input": input})
-}
-
-/// pydantic's lax `str → int`: surrounding whitespace, a sign, digits (underscores between
-/// digits allowed), or a float text with a zero fraction.
-fn parse_int(text: &str) -> Option<i64> {
-    let t = text.trim();
-    let digits_ok = |s: &str| {
-        !s.is_empty()
-            && !s.starts_with('_')
-            && !s.ends_with('_')
-            && !s.contains("__")
-            && s.bytes().all(|b| b.is_ascii_digit() || b == b'_')
-    };
-    let (int_part, frac) = match t.split_once('.') {
-        Some((i, f)) if !f.is_empty() && f.bytes().all(|b| b == b'0') => (i, true),
-        Some(_) => return None,
-        None => (t, false),
-    };
-    let unsigned = int_part
-        .strip_prefix('-')
-        .or_else(|| int_part.strip_prefix('+'))
-        .unwrap_or(int_part);
-    if !digits_ok(unsigned) {
-        return None;
-    }
-    let _ = frac;
-    int_part.replace('_', "").parse::<i64>().ok()
-}
-
-/// pydantic's lax `str → bool`.
-fn parse_bool(text: &str) -> Option<bool> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" | "t" | "y" => Some(true),
-        "false" | "0" | "no" | "off" | "f" | "n" => Some(false),
-        _ => None,
-    }
 }
 
 impl Params {
@@ -95,7 +60,7 @@ impl Params {
     /// An integer with a lower bound; `None` when absent or invalid (the error is recorded).
     pub(crate) fn int(&mut self, key: &str, ge: Option<i64>) -> Option<i64> {
         let raw = self.map.get(key)?.clone();
-        let Some(v) = parse_int(&raw) else {
+        let Some(v) = lax_int(&raw) else {
             self.fail(
                 "int_parsing",
                 key,
@@ -119,7 +84,7 @@ impl Params {
 
     pub(crate) fn bool(&mut self, key: &str) -> Option<bool> {
         let raw = self.map.get(key)?.clone();
-        let v = parse_bool(&raw);
+        let v = lax_bool(&raw);
         if v.is_none() {
             self.fail(
                 "bool_parsing",
@@ -242,14 +207,14 @@ mod tests {
 
     #[test]
     fn lax_ints_like_pydantic() {
-        assert_eq!(parse_int(" 12 "), Some(12));
-        assert_eq!(parse_int("-1"), Some(-1));
-        assert_eq!(parse_int("1_000"), Some(1000));
-        assert_eq!(parse_int("3.0"), Some(3));
-        assert_eq!(parse_int("3.5"), None);
-        assert_eq!(parse_int("abc"), None);
-        assert_eq!(parse_int(""), None);
-        assert_eq!(parse_int("99999999999999999999"), None);
+        assert_eq!(lax_int(" 12 "), Some(12));
+        assert_eq!(lax_int("-1"), Some(-1));
+        assert_eq!(lax_int("1_000"), Some(1000));
+        assert_eq!(lax_int("3.0"), Some(3));
+        assert_eq!(lax_int("3.5"), None);
+        assert_eq!(lax_int("abc"), None);
+        assert_eq!(lax_int(""), None);
+        assert_eq!(lax_int("99999999999999999999"), None);
     }
 
     #[test]

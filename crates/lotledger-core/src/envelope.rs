@@ -152,7 +152,9 @@ impl Envelope {
     }
 
     /// The envelope as a node keeps it with the message's record: `None` without a numeric
-    /// `time` (no node sends such a message; its record is kept without an envelope).
+    /// `time` (no node sends such a message; its record is kept without an envelope). The
+    /// time is kept at the reference's precision, the microsecond, so that the list's order and
+    /// its cursors (which carry microseconds) agree with what is shown.
     pub fn stored(&self) -> Option<StoredEnvelope> {
         Some(StoredEnvelope {
             item_hash: self.item_hash.clone(),
@@ -163,7 +165,9 @@ impl Envelope {
             item_type: self.item_type.clone(),
             item_content: self.item_content.clone(),
             channel: self.channel.clone(),
-            time: self.time?,
+            time: self
+                .time
+                .map(|t| crate::node_json::stored_time(t).unwrap_or(t))?,
         })
     }
 }

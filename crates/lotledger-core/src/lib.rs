@@ -11,6 +11,7 @@ pub mod json;
 pub mod message;
 pub mod model;
 pub mod node_json;
+pub mod node_query;
 pub mod plan;
 pub mod post_content;
 pub mod pyrepr;

@@ -10,6 +10,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::node_query::ContentFormat;
 use crate::post_content;
 use crate::timestamp::{Timestamp, TimestampError};
 use crate::validate::{Validator, format_errors};
@@ -221,6 +222,114 @@ pub fn processed_body(
     Ok(out)
 }
 
+/// A kept processed message as the reference's list writes it (NODE-API §2.5, writer S: keys
+/// sorted, recursively): `chain, channel, confirmations, confirmed, content, item_content,
+/// item_hash, item_type, sender, signature, size, time, type`. `content` is the parsed
+/// `item_content` with `address` and `time` filled from the envelope when it lacks them,
+/// reduced to `{address, ref, type}` by [`ContentFormat::Headers`] and left out by
+/// [`ContentFormat::None`]; `size` counts the content's code points.
+pub fn list_message(env: &StoredEnvelope, format: ContentFormat) -> Result<String, NodeJsonError> {
+    let item_hash = || env.item_hash.clone();
+    let time = stored_time(env.time).map_err(|source| NodeJsonError::Time {
+        item_hash: item_hash(),
+        time: env.time,
+        source,
+    })?;
+    let mut out = String::new();
+    out.push_str("{\"chain\":");
+    write_opt_str(&mut out, env.chain.as_deref());
+    out.push_str(",\"channel\":");
+    write_opt_str(&mut out, env.channel.as_deref());
+    out.push_str(",\"confirmations\":[],\"confirmed\":false");
+    if format != ContentFormat::None {
+        let mut content = match env.item_content.as_deref().map(serde_json::from_str) {
+            Some(Ok(Value::Object(content))) => content,
+            Some(Ok(_)) => {
+                return Err(NodeJsonError::ItemContentNotObject {
+                    item_hash: item_hash(),
+                });
+            }
+            Some(Err(e)) => {
+                return Err(NodeJsonError::InvalidItemContent {
+                    item_hash: item_hash(),
+                    reason: e.to_string(),
+                });
+            }
+            None => {
+                return Err(NodeJsonError::MissingItemContent {
+                    item_hash: item_hash(),
+                });
+            }
+        };
+        if !content.contains_key("address") {
+            let sender = env.sender.clone().map_or(Value::Null, Value::String);
+            content.insert("address".into(), sender);
+        }
+        if !content.contains_key("time") {
+            content.insert("time".into(), Value::from(time));
+        }
+        if format == ContentFormat::Headers {
+            let mut headers = Map::new();
+            for key in ["address", "ref", "type"] {
+                if key == "address" || env.message_type == "POST" {
+                    match content.remove(key) {
+                        None | Some(Value::Null) if key != "address" => {}
+                        value => {
+                            headers.insert(key.into(), value.unwrap_or(Value::Null));
+                        }
+                    }
+                }
+            }
+            content = headers;
+        }
+        out.push_str(",\"content\":");
+        write_free(&mut out, &Value::Object(content), Writer::Sorted);
+    }
+    out.push_str(",\"item_content\":");
+    write_opt_str(&mut out, env.item_content.as_deref());
+    out.push_str(",\"item_hash\":");
+    write_str(&mut out, &env.item_hash);
+    out.push_str(",\"item_type\":");
+    write_opt_str(&mut out, env.item_type.as_deref());
+    out.push_str(",\"sender\":");
+    write_opt_str(&mut out, env.sender.as_deref());
+    out.push_str(",\"signature\":");
+    write_opt_str(&mut out, env.signature.as_deref());
+    out.push_str(",\"size\":");
+    match &env.item_content {
+        Some(text) => out.push_str(&text.chars().count().to_string()),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"time\":");
+    out.push_str(&python_float(time));
+    out.push_str(",\"type\":");
+    write_str(&mut out, &env.message_type);
+    out.push('}');
+    Ok(out)
+}
+
+/// The page-mode answer of `messages.json` (NODE-API §2.4): `messages` are
+/// [`list_message`] texts.
+pub fn list_page_body(messages: &[String], page: u64, per_page: u64, total: u64) -> String {
+    let mut out = String::from("{\"messages\":[");
+    out.push_str(&messages.join(","));
+    out.push_str(&format!(
+        "],\"pagination_item\":\"messages\",\"pagination_page\":{page},\
+         \"pagination_per_page\":{per_page},\"pagination_total\":{total}}}"
+    ));
+    out
+}
+
+/// The cursor-mode answer of `messages.json` (NODE-API §2.4).
+pub fn list_cursor_body(messages: &[String], next_cursor: Option<&str>, per_page: u64) -> String {
+    let mut out = String::from("{\"messages\":[");
+    out.push_str(&messages.join(","));
+    out.push_str("],\"next_cursor\":");
+    write_opt_str(&mut out, next_cursor);
+    out.push_str(&format!(",\"pagination_per_page\":{per_page}}}"));
+    out
+}
+
 /// The content text and the content object of a kept POST message.
 fn post_object(env: &StoredEnvelope) -> Result<(&str, Map<String, Value>), NodeJsonError> {
     let item_hash = || env.item_hash.clone();
@@ -326,7 +435,7 @@ pub fn rejected_body(
 /// The envelope time as the reference gives it back: stored as a microsecond datetime
 /// (`fromtimestamp`, half-even), read as `datetime.timestamp()`, i.e. the correctly rounded
 /// float of micros / 10^6.
-fn stored_time(time: f64) -> Result<f64, TimestampError> {
+pub(crate) fn stored_time(time: f64) -> Result<f64, TimestampError> {
     let micros = Timestamp::from_unix_seconds_f64(time)?.as_micros();
     let sign = if micros < 0 { "-" } else { "" };
     let abs = micros.unsigned_abs();
@@ -402,6 +511,8 @@ enum Writer {
     Orjson,
     /// Python's `json.dumps` defaults: `", "` / `": "`, ASCII escapes, `repr` floats.
     PythonDumps,
+    /// orjson with `OPT_SORT_KEYS`: as [`Writer::Orjson`], every object's keys bytewise.
+    Sorted,
 }
 
 fn write_jsonb(out: &mut String, value: &Value) {
@@ -410,11 +521,11 @@ fn write_jsonb(out: &mut String, value: &Value) {
 
 fn write_free(out: &mut String, value: &Value, writer: Writer) {
     let (item_sep, key_sep) = match writer {
-        Writer::Orjson => (",", ":"),
+        Writer::Orjson | Writer::Sorted => (",", ":"),
         Writer::PythonDumps => (", ", ": "),
     };
     let string = |out: &mut String, s: &str| match writer {
-        Writer::Orjson => write_str(out, s),
+        Writer::Orjson | Writer::Sorted => write_str(out, s),
         Writer::PythonDumps => write_ascii_str(out, s),
     };
     match value {
@@ -430,7 +541,7 @@ fn write_free(out: &mut String, value: &Value, writer: Writer) {
                 // `numeric` has no negative zero: `-0.0` reads back as `0.0`.
                 let x = if x == 0.0 { 0.0 } else { x };
                 out.push_str(&match writer {
-                    Writer::Orjson => python_float(x),
+                    Writer::Orjson | Writer::Sorted => python_float(x),
                     Writer::PythonDumps => python_repr_float(x),
                 });
             }
@@ -448,11 +559,15 @@ fn write_free(out: &mut String, value: &Value, writer: Writer) {
         }
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|(a, _), (b, _)| {
-                a.len()
-                    .cmp(&b.len())
-                    .then_with(|| a.as_bytes().cmp(b.as_bytes()))
-            });
+            if writer == Writer::Sorted {
+                entries.sort_by(|(a, _), (b, _)| a.as_bytes().cmp(b.as_bytes()));
+            } else {
+                entries.sort_by(|(a, _), (b, _)| {
+                    a.len()
+                        .cmp(&b.len())
+                        .then_with(|| a.as_bytes().cmp(b.as_bytes()))
+                });
+            }
             out.push('{');
             for (i, (key, item)) in entries.into_iter().enumerate() {
                 if i > 0 {
@@ -478,7 +593,7 @@ fn write_opt_str(out: &mut String, s: Option<&str>) {
 /// `ensure_ascii=False`): `"` and `\` escaped, `\b \t \n \f \r` in short form, the other
 /// control characters below U+0020 as `\u00xx` (lower-case hex); everything else raw, including
 /// `/`, DEL and U+2028.
-fn write_str(out: &mut String, s: &str) {
+pub(crate) fn write_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use lotledger_core::node_json::StoredEnvelope;
 use lotledger_core::{BalanceDetail, Credits, HistoryRow, Lot, Post, Rules, Timestamp};
 use lotledger_store::{
-    AddressRows, BalancesQuery, BatchItem, BatchJob, Drift, Footprint, HistorySelector,
-    IngestProgress, MessageRecord, Outcome, Store, StoreError, TableCounts,
+    AddressRows, BalancesQuery, BatchItem, BatchJob, Drift, EnvelopeScan, Footprint,
+    HistorySelector, IngestProgress, MessageRecord, Outcome, Store, StoreError, TableCounts,
 };
 use lotledger_store_pg::PgStore;
 use lotledger_store_sqlite::SqliteStore;
@@ -191,6 +191,12 @@ impl Store for AnyStore {
     }
     async fn message(&self, item_hash: &str) -> Result<Option<MessageRecord>, StoreError> {
         dispatch!(self, s => s.message(item_hash))
+    }
+    async fn kept_messages(
+        &self,
+        scan: &EnvelopeScan,
+    ) -> Result<Vec<Arc<StoredEnvelope>>, StoreError> {
+        dispatch!(self, s => s.kept_messages(scan))
     }
     async fn table_counts(&self) -> Result<TableCounts, StoreError> {
         dispatch!(self, s => s.table_counts())

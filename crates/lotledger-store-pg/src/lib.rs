@@ -20,6 +20,7 @@
 // (SipHash was ~2 % of W1's client samples here).
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lotledger_core::node_json::StoredEnvelope;
@@ -31,8 +32,8 @@ use lotledger_store::pooled::lost_connection;
 use lotledger_store::sql::OnConflict;
 use lotledger_store::transactional::Transactional;
 use lotledger_store::{
-    AddressRows, Drift, Footprint, HistorySelector, IngestProgress, LedgerTx, MessageRecord,
-    MessageStatus, Store, StoreError, distinct, non_negative,
+    AddressRows, Drift, EnvelopeScan, Footprint, HistorySelector, IngestProgress, LedgerTx,
+    MessageRecord, MessageStatus, Store, StoreError, distinct, kept_envelopes, non_negative,
 };
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgQueryResult, PgRow};
 use sqlx::{ConnectOptions as _, PgConnection, Postgres, Transaction};
@@ -658,6 +659,28 @@ impl Store for PgStore {
     async fn message(&self, item_hash: &str) -> Result<Option<MessageRecord>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         message(&mut conn, item_hash).await
+    }
+
+    async fn kept_messages(
+        &self,
+        scan: &EnvelopeScan,
+    ) -> Result<Vec<Arc<StoredEnvelope>>, StoreError> {
+        let sql = if scan.ascending {
+            kept_scan!("ASC", "$1", "$2", "$3", "$4", "$5")
+        } else {
+            kept_scan!("DESC", "$1", "$2", "$3", "$4", "$5")
+        };
+        let (lo, hi, t, h) = scan.bounds();
+        let rows = sqlx::query(sql)
+            .bind(lo)
+            .bind(hi)
+            .bind(t)
+            .bind(h)
+            .bind(i64::from(scan.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        kept_envelopes(&rows, stored_message)
     }
 
     /// `pg_total_relation_size` (heap, indexes, TOAST; dead tuples included).

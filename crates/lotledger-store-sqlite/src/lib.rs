@@ -7,15 +7,17 @@
 //! Rows are mapped by hand (`wrappers`): core types never see sqlx.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use lotledger_core::node_json::StoredEnvelope;
 use lotledger_core::{BalanceDetail, Credits, HistoryRow, Lot, Timestamp};
 use lotledger_store::batch::BatchCache;
 use lotledger_store::maintenance::BatchLimit;
 use lotledger_store::transactional::Transactional;
 use lotledger_store::{
-    AddressRows, Drift, Footprint, HistorySelector, LedgerTx, MessageRecord, Store, StoreError,
-    addresses_of, non_negative,
+    AddressRows, Drift, EnvelopeScan, Footprint, HistorySelector, LedgerTx, MessageRecord, Store,
+    StoreError, addresses_of, kept_envelopes, non_negative,
 };
 use sqlx::ConnectOptions as _;
 use sqlx::sqlite::{
@@ -327,6 +329,29 @@ impl Store for SqliteStore {
     async fn message(&self, item_hash: &str) -> Result<Option<MessageRecord>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         message(&mut conn, item_hash).await
+    }
+
+    async fn kept_messages(
+        &self,
+        scan: &EnvelopeScan,
+    ) -> Result<Vec<Arc<StoredEnvelope>>, StoreError> {
+        let sql = if scan.ascending {
+            kept_scan!("ASC", "?1", "?2", "?3", "?4", "?5")
+        } else {
+            kept_scan!("DESC", "?1", "?2", "?3", "?4", "?5")
+        };
+        let (lo, hi, t, h) = scan.bounds();
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        let rows = sqlx::query(sql)
+            .bind(lo)
+            .bind(hi)
+            .bind(t)
+            .bind(h)
+            .bind(i64::from(scan.limit))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        kept_envelopes(&rows, stored_message)
     }
 
     /// `dbstat` (the pages of each table's b-trees, indexes included, WAL content seen through

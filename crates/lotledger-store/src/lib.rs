@@ -168,6 +168,59 @@ pub struct MessageRecord {
     pub envelope: Option<Arc<StoredEnvelope>>,
 }
 
+/// One chunk of the kept envelopes of processed messages, in the order of the reference's
+/// message list (NODE-API §2.3): envelope time, oldest or newest first, ties in ascending item
+/// hash either way. Messages recorded without an envelope are not in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvelopeScan {
+    pub ascending: bool,
+    /// Only messages after this `(time, item_hash)` in the scan's order.
+    pub after: Option<(f64, String)>,
+    /// `time >= start`.
+    pub start: Option<f64>,
+    /// `time < end`.
+    pub end: Option<f64>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// The envelopes of the records a [`sql_kept_scan`] read, each row mapped by `map` (a store's
+/// `stored_message`).
+pub fn kept_envelopes<R>(
+    rows: &[R],
+    map: impl Fn(&R) -> Result<MessageRecord, StoreError>,
+) -> Result<Vec<Arc<StoredEnvelope>>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            map(row)?.envelope.ok_or_else(|| {
+                StoreError::Corrupt("a kept message was read without its envelope".into())
+            })
+        })
+        .collect()
+}
+
+impl EnvelopeScan {
+    /// The scan as `(lo, hi, t, h)` for [`sql_kept_scan`]: `time` within `[lo, hi)` (the
+    /// resume point folded into the range, so that an index on `time` starts there), and at
+    /// the instant `t` only hashes above `h`. Without a resume point, `t` is an instant no
+    /// kept message has.
+    pub fn bounds(&self) -> (f64, f64, f64, &str) {
+        let mut lo = self.start.unwrap_or(f64::MIN);
+        let mut hi = self.end.unwrap_or(f64::MAX);
+        match &self.after {
+            None => (lo, hi, f64::MIN, ""),
+            Some((t, h)) => {
+                if self.ascending {
+                    lo = lo.max(*t);
+                } else {
+                    hi = hi.min(t.next_up());
+                }
+                (lo, hi, *t, h)
+            }
+        }
+    }
+}
+
 /// Which history rows to list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HistorySelector {
@@ -542,6 +595,12 @@ pub trait Store: Send + Sync {
         &self,
         item_hash: &str,
     ) -> impl Future<Output = Result<Option<MessageRecord>, StoreError>> + Send;
+
+    /// A chunk of the kept processed messages ([`EnvelopeScan`]).
+    fn kept_messages(
+        &self,
+        scan: &EnvelopeScan,
+    ) -> impl Future<Output = Result<Vec<Arc<StoredEnvelope>>, StoreError>> + Send;
 
     /// How many rows fail `check` (a full scan of the checked table: for `verify
     /// --integrity`, not for a request path).

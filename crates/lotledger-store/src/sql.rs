@@ -75,6 +75,34 @@ macro_rules! sql_stored_message_select {
     };
 }
 
+/// A chunk of kept processed messages in the list's order (NODE-API §2.3): envelope time
+/// (`$order`, `ASC` or `DESC`), then the item hash ascending; `time` within `[$lo, $hi)`, and at
+/// the instant `$t` only hashes after `$h` ([`crate::EnvelopeScan::bounds`]).
+#[macro_export]
+macro_rules! sql_kept_scan {
+    ($ref_text:ident, $order:literal, $lo:literal, $hi:literal, $t:literal, $h:literal, $limit:literal) => {
+        concat!(
+            $crate::sql_stored_message_select!($ref_text),
+            " WHERE m.status = 'processed' AND e.time >= ",
+            $lo,
+            " AND e.time < ",
+            $hi,
+            " AND (e.time <> ",
+            $t,
+            " OR ",
+            $ref_text!(),
+            " > ",
+            $h,
+            ") ORDER BY e.time ",
+            $order,
+            ", ",
+            $ref_text!(),
+            " LIMIT ",
+            $limit
+        )
+    };
+}
+
 /// `message_envelopes`' columns in the order both stores insert them.
 #[macro_export]
 macro_rules! sql_envelope_columns {
@@ -189,6 +217,13 @@ macro_rules! sql_selects {
         macro_rules! stored_message_select {
             () => {
                 $crate::sql_stored_message_select!($ref_text)
+            };
+        }
+        /// A chunk of kept processed messages in the list's order ([`sql_kept_scan`]).
+        #[allow(unused_macros)]
+        macro_rules! kept_scan {
+            ($order:literal, $lo:literal, $hi:literal, $t:literal, $h:literal, $limit:literal) => {
+                $crate::sql_kept_scan!($ref_text, $order, $lo, $hi, $t, $h, $limit)
             };
         }
         /// Emission (replay) order of lots `l`.

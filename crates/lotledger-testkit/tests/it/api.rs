@@ -474,49 +474,55 @@ async fn concurrent_posts_share_transactions_and_each_reply_follows_its_commit()
     }
 }
 
-/// The reference node's own messages (NODE-API.md A.1, real signatures), posted in the order
-/// it received them at the instants it received them, read back as it answered them (A.7,
-/// A.8: the message, its status and its content): each body byte for byte, with its
-/// `Content-Type`. The FORGET of A.1 is left out
-/// (lotledger takes POST messages only). The reference's distribution carries an on-chain
-/// confirmation that lotledger has no way to learn: its `confirmed`/`confirmations` are read
-/// as unconfirmed.
-#[tokio::test]
-async fn messages_read_back_as_the_reference_node_writes_them() {
+/// The reference node's own messages (NODE-API.md A.1, real signatures) that lotledger
+/// processes or rejects as the reference did, in the order and at the instants the reference
+/// received them. Left out: the FORGET (lotledger takes POST messages only), the distribution
+/// it forgot (so that the processed set is the reference's), and the message it left pending.
+const REFERENCE_ARRIVAL: [&str; 5] = [
+    "distribution",
+    "expense",
+    "transfer",
+    "expense_tie",
+    "rejected_transfer",
+];
+
+/// The cases of `node_api_messages.json` (A.1, A.7, A.8).
+fn reference_cases() -> Vec<Value> {
     let data: Value = serde_json::from_str(include_str!(
         "../../../lotledger-core/tests/data/node_api_messages.json"
     ))
     .unwrap();
-    let cases = data["cases"].as_array().unwrap();
-    let case = |name: &str| {
-        cases
-            .iter()
-            .find(|c| c["name"] == name)
-            .unwrap_or_else(|| panic!("no case {name}"))
-    };
-    let arrival = [
-        "distribution",
-        "expense",
-        "transfer",
-        "expense_tie",
-        "rejected_transfer",
-    ];
+    data["cases"].as_array().unwrap().clone()
+}
+
+fn reference_case<'a>(cases: &'a [Value], name: &str) -> &'a Value {
+    cases
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no case {name}"))
+}
+
+/// A router on each store (SQLite, PostgreSQL) that has received [`REFERENCE_ARRIVAL`]; the
+/// stores stay alive with the returned guard.
+async fn reference_nodes() -> (Vec<axum::Router>, tempfile::TempDir) {
+    let cases = reference_cases();
     let issuer = "0xeD1F7463E805f8E7c477cE9bAB9805F75eB658E3";
     let dir = tempfile::tempdir().unwrap();
     let sqlite = db::fresh_sqlite(&dir).await.0;
     let pg = db::fresh_pg().await;
-    for router in [
+    let routers = vec![
         App::with_issuer(&sqlite, issuer),
         App::with_issuer(&pg, issuer),
-    ] {
-        for name in arrival {
-            let c = case(name);
+    ];
+    for router in &routers {
+        for name in REFERENCE_ARRIVAL {
+            let c = reference_case(&cases, name);
             let envelope: Value = serde_json::from_str(c["envelope"].as_str().unwrap()).unwrap();
             let now = c["reception_time"].as_str().unwrap();
             let body = sync(&envelope).to_string().into_bytes();
             let headers = [("x-lotledger-now", now)];
             let (status, _, reply) =
-                call_router_raw(&router, "POST", "/api/v0/messages", &headers, Some(body))
+                call_router_raw(router, "POST", "/api/v0/messages", &headers, Some(body))
                     .await
                     .unwrap();
             let want = if c["status"] == "rejected" {
@@ -526,13 +532,50 @@ async fn messages_read_back_as_the_reference_node_writes_them() {
             };
             assert_eq!(status, want, "{name}: {}", String::from_utf8_lossy(&reply));
         }
+    }
+    (routers, dir)
+}
+
+/// The reference's body with its on-chain confirmations read as none: lotledger has no way
+/// to learn them.
+fn unconfirmed(body: &str) -> String {
+    let mut body = body.to_string();
+    for (open, confirmed) in [
+        (
+            r#""confirmed":true,"confirmations":["#,
+            r#""confirmed":false,"confirmations":[]"#,
+        ),
+        (
+            r#""confirmations":[{"#,
+            r#""confirmations":[],"confirmed":false"#,
+        ),
+    ] {
+        while let Some(start) = body.find(open) {
+            let end = start + body[start..].find(']').unwrap() + 1;
+            let end = if body[end..].starts_with(r#","confirmed":true"#) {
+                end + r#","confirmed":true"#.len()
+            } else {
+                end
+            };
+            body.replace_range(start..end, confirmed);
+        }
+    }
+    body
+}
+
+/// The reference node's own messages read back as it answered them (A.7, A.8: the message,
+/// its status and its content): each body byte for byte, with its `Content-Type`. The
+/// reference's distribution carries an on-chain confirmation: read as unconfirmed.
+#[tokio::test]
+async fn messages_read_back_as_the_reference_node_writes_them() {
+    let cases = reference_cases();
+    let case = |name: &str| reference_case(&cases, name);
+    let (routers, _dir) = reference_nodes().await;
+    let arrival = REFERENCE_ARRIVAL;
+    for router in routers {
         for name in arrival {
             let c = case(name);
-            let mut expected = c["expected"].as_str().unwrap().to_string();
-            if let Some(start) = expected.find(r#""confirmed":true,"confirmations":["#) {
-                let end = start + expected[start..].find(']').unwrap() + 1;
-                expected.replace_range(start..end, r#""confirmed":false,"confirmations":[]"#);
-            }
+            let expected = unconfirmed(c["expected"].as_str().unwrap());
             let hash = serde_json::from_str::<Value>(c["envelope"].as_str().unwrap()).unwrap()
                 ["item_hash"]
                 .as_str()
@@ -610,6 +653,90 @@ async fn messages_read_back_as_the_reference_node_writes_them() {
                     (code, "text/plain; charset=utf-8")
                 );
                 assert_eq!(String::from_utf8(body).unwrap(), text, "{uri}");
+            }
+        }
+    }
+}
+
+/// The reference node's message list (NODE-API.md A.2–A.6, `node_api_lists.json`), asked of a
+/// lotledger node that received the same messages ([`reference_nodes`]): every status,
+/// `Content-Type` and body byte for byte, on both stores. Where lotledger cannot hold what the
+/// reference held, the expected body is adapted, never replaced by ours:
+/// - on-chain confirmations are read as none ([`unconfirmed`]);
+/// - the reference's FORGET message is taken out of the lists it appears in (lotledger refuses
+///   FORGET messages), and `pagination_total` lowered by one for it;
+/// - `msgStatuses=forgotten` lists nothing here: lotledger forgets no message (checked as an
+///   empty page; the reference's skeleton is not compared).
+#[tokio::test]
+async fn message_lists_answer_as_the_reference_node_lists_them() {
+    let data: Value = serde_json::from_str(include_str!("../data/node_api_lists.json")).unwrap();
+    let cases = data["cases"].as_array().unwrap();
+    assert!(cases.len() >= 40, "{} cases", cases.len());
+    let forget = "ffe8279a0b4ae5318d3bbd1db5c69f75cbabf6ab629eedf34724c9ce3eccbb5c";
+    let (routers, _dir) = reference_nodes().await;
+    for router in routers {
+        for c in cases {
+            let uri = c["uri"].as_str().unwrap();
+            let (status, content_type, body) = call_router_raw(&router, "GET", uri, &[], None)
+                .await
+                .unwrap();
+            let body = String::from_utf8(body).unwrap();
+            assert_eq!(
+                status.as_u16(),
+                c["status"].as_u64().unwrap() as u16,
+                "{uri}: {body}"
+            );
+            let want_type = c["content_type"]
+                .as_str()
+                .unwrap_or(if status == StatusCode::OK {
+                    "application/json; charset=utf-8"
+                } else {
+                    "text/plain; charset=utf-8"
+                });
+            assert_eq!(content_type, want_type, "{uri}");
+            if let Some(expected) = c["body"].as_str() {
+                if expected.contains(r#""status":"forgotten""#) {
+                    let page: Value = serde_json::from_str(&body).unwrap();
+                    assert_eq!(page["messages"], json!([]), "{uri}");
+                    assert_eq!(page["pagination_total"], 0, "{uri}");
+                    continue;
+                }
+                let mut expected = unconfirmed(expected);
+                if let Some(at) = expected.find(&format!(r#""item_hash":"{forget}""#)) {
+                    let start = expected[..at].rfind(r#"{"chain":""#).unwrap();
+                    let end = at
+                        + expected[at..].find(r#","type":"FORGET"}"#).unwrap()
+                        + r#","type":"FORGET"}"#.len();
+                    let end = if expected[end..].starts_with(',') {
+                        end + 1
+                    } else {
+                        end
+                    };
+                    expected.replace_range(start..end, "");
+                    let total = r#""pagination_total":"#;
+                    let t = expected.find(total).unwrap() + total.len();
+                    let digits = expected[t..].trim_end_matches('}');
+                    let n: u64 = digits.parse().unwrap();
+                    expected.replace_range(t..t + digits.len(), &(n - 1).to_string());
+                }
+                assert_eq!(body, expected, "{uri}");
+            } else {
+                let page: Value = serde_json::from_str(&body).unwrap();
+                let listed: Vec<&str> = page["messages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["item_hash"].as_str().unwrap())
+                    .collect();
+                let prefixes = c["hashes"].as_array().unwrap();
+                assert_eq!(listed.len(), prefixes.len(), "{uri}: {listed:?}");
+                for (hash, prefix) in listed.iter().zip(prefixes) {
+                    assert!(
+                        hash.starts_with(prefix.as_str().unwrap()),
+                        "{uri}: {listed:?}"
+                    );
+                }
+                assert_eq!(page["pagination_total"], c["total"], "{uri}");
             }
         }
     }

@@ -6,7 +6,7 @@
 
 use lotledger_core::envelope::Envelope;
 use lotledger_core::{Rules, Timestamp};
-use lotledger_store::{BatchItem, MessageStatus, Outcome, Store, apply_envelope};
+use lotledger_store::{BatchItem, EnvelopeScan, MessageStatus, Outcome, Store, apply_envelope};
 use lotledger_testkit::db;
 use serde_json::json;
 
@@ -156,4 +156,103 @@ async fn postgres_keeps_messages_as_received() {
     let url = db::fresh_pg_url().await;
     let store = lotledger_store_pg::PgStore::open(&url).await.unwrap();
     messages_are_kept_as_received(&store).await;
+}
+
+/// The kept processed messages in the reference list's order (NODE-API §2.3), read a few at a
+/// time from resume points, as `messages.json` reads them: envelope time, oldest or newest
+/// first, ties in ascending item hash either way; rejected messages and records without an
+/// envelope never listed; the time bounds `[start, end)` applied; a time finer than the
+/// microsecond kept at the microsecond (the precision the list and its cursors carry).
+async fn kept_messages_are_scanned_in_list_order<S: Store>(store: &S) {
+    let rules = Rules::new(vec![MINTER.to_string()], vec!["ALEPH_CREDIT".into()]);
+    let now = Timestamp::from_unix_seconds(1_795_990_500).unwrap();
+    // 30 posts over 4 instants (ties), one of them given below the microsecond.
+    let times = [
+        "1795990000.5",
+        "1795990001",
+        "1795990000.5",
+        "1795990002.0000004",
+    ];
+    let posts: Vec<Envelope> = (0..30)
+        .map(|i| {
+            let content =
+                format!(r#"{{"address":"{ALICE}","time":1,"type":"blog","content":{{"n":{i}}}}}"#);
+            envelope(ALICE, times[i % times.len()], &content, "0x01")
+        })
+        .collect();
+    let items: Vec<BatchItem> = posts.iter().map(BatchItem::from_envelope).collect();
+    store.apply_batch(&items, &rules, now).await.unwrap();
+    let refused = envelope(BOB, "1795990001", r#"{"address":"0xnobody"}"#, "0x02");
+    store
+        .apply_batch(&[BatchItem::rejected(&refused, "no".into())], &rules, now)
+        .await
+        .unwrap();
+    store
+        .reject(&hex_of("bare"), "no", None, now)
+        .await
+        .unwrap();
+
+    let second = |t: &str| -> f64 {
+        match t {
+            "1795990002.0000004" => 1_795_990_002.0,
+            t => t.parse().unwrap(),
+        }
+    };
+    let all: Vec<(f64, String)> = posts
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (second(times[i % times.len()]), e.item_hash.clone()))
+        .collect();
+    for ascending in [true, false] {
+        for (start, end) in [
+            (None, None),
+            (Some(1_795_990_001.0), None),
+            (None, Some(1_795_990_002.0)),
+        ] {
+            let mut want: Vec<(f64, String)> = all
+                .iter()
+                .filter(|(t, _)| start.is_none_or(|s| *t >= s) && end.is_none_or(|e| *t < e))
+                .cloned()
+                .collect();
+            want.sort_by(|a, b| {
+                let by_time = a.0.total_cmp(&b.0);
+                let by_time = if ascending {
+                    by_time
+                } else {
+                    by_time.reverse()
+                };
+                by_time.then_with(|| a.1.cmp(&b.1))
+            });
+            let mut got = Vec::new();
+            let mut scan = EnvelopeScan {
+                ascending,
+                after: None,
+                start,
+                end,
+                limit: 4,
+            };
+            loop {
+                let chunk = store.kept_messages(&scan).await.unwrap();
+                assert!(chunk.len() <= 4);
+                let Some(last) = chunk.last() else { break };
+                scan.after = Some((last.time, last.item_hash.clone()));
+                got.extend(chunk.iter().map(|e| (e.time, e.item_hash.clone())));
+            }
+            assert_eq!(got, want, "ascending {ascending}, [{start:?}, {end:?})");
+        }
+    }
+}
+
+#[tokio::test]
+async fn sqlite_scans_kept_messages_in_list_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = db::fresh_sqlite(&dir).await;
+    kept_messages_are_scanned_in_list_order(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_scans_kept_messages_in_list_order() {
+    let url = db::fresh_pg_url().await;
+    let store = lotledger_store_pg::PgStore::open(&url).await.unwrap();
+    kept_messages_are_scanned_in_list_order(&store).await;
 }
