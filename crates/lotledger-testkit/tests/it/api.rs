@@ -741,3 +741,138 @@ async fn message_lists_answer_as_the_reference_node_lists_them() {
         }
     }
 }
+
+/// A POST signed by `secret` at the envelope time `time`, whose content is numbered `n` (so
+/// that every hash differs).
+fn signed_at(secret: &[u8; 32], kind: &str, time: f64, n: usize) -> Value {
+    let sender = lotledger_sig::evm_address(secret);
+    let holder = lotledger_sig::evm_address(&HOLDER);
+    let content = if kind == "aleph_credit_distribution" {
+        json!({"distribution": {"token": "ALEPH", "chain": "ETH", "credits": [
+            {"address": holder, "amount": n + 1, "price": "0.000001", "tx_hash": "0xt",
+             "provider": "ALEPH"}]}})
+    } else if kind == "aleph_credit_transfer" {
+        json!({"transfer": {"credits": [{"address": holder, "amount": 1_000_000_000_000i64}]}})
+    } else {
+        json!({"n": n})
+    };
+    let item_content =
+        json!({"address": sender, "time": time, "type": kind, "content": content}).to_string();
+    let item_hash = lotledger_sig::item_hash_of(&item_content);
+    let buffer = lotledger_sig::verification_buffer("ETH", &sender, "POST", &item_hash);
+    json!({"item_hash": item_hash, "type": "POST", "chain": "ETH", "sender": sender,
+           "channel": "ALEPH_CREDIT", "item_type": "inline", "item_content": item_content,
+           "time": time, "signature": lotledger_sig::sign_evm(secret, &buffer)})
+}
+
+/// The item hashes of a list page, and its `next_cursor`.
+fn listed(page: &Value) -> (Vec<String>, Option<String>) {
+    let hashes = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["item_hash"].as_str().unwrap().to_string())
+        .collect();
+    (hashes, page["next_cursor"].as_str().map(str::to_string))
+}
+
+/// More messages than a store scan reads at once, at few instants (ties), two senders and two
+/// post types, plus a rejected one: every walk of the list — cursor mode and page mode, both
+/// orders, with and without filters that only some messages pass — gives the messages the
+/// test posted in the reference's order (time, then item hash ascending), each once;
+/// `pagination_total` counts them; the reference's cursor from a page resumes after its last
+/// message.
+#[tokio::test]
+async fn message_list_walks_agree_with_what_was_posted() {
+    both_stores(async |app, _| {
+        let times = [
+            1_790_000_000.5,
+            1_790_000_001.25,
+            1_790_000_000.5,
+            1_790_000_002.0,
+        ];
+        let mut posted: Vec<(f64, String, bool)> = Vec::new();
+        for n in 0..520 {
+            let time = times[n % times.len()];
+            let (secret, kind) = if n % 10 == 3 {
+                (&HOLDER, "blog")
+            } else {
+                (&GRANTOR, "aleph_credit_distribution")
+            };
+            let message = signed_at(secret, kind, time, n);
+            let (status, body) = app.post(&sync(&message)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let hash = message["item_hash"].as_str().unwrap().to_string();
+            posted.push((time, hash, kind == "blog"));
+        }
+        // Refused by the rules (more than the sender holds): recorded, never listed.
+        let refused = signed_at(&[0x33; 32], "aleph_credit_transfer", 1_790_000_001.25, 9999);
+        let (status, _) = app.post(&sync(&refused)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+        let holder = lotledger_sig::evm_address(&HOLDER);
+        for ascending in [true, false] {
+            for (filter, only_blog) in [
+                (String::new(), None),
+                (format!("&addresses={holder}"), Some(true)),
+                (
+                    "&contentTypes=aleph_credit_distribution".to_string(),
+                    Some(false),
+                ),
+            ] {
+                let mut want: Vec<&(f64, String, bool)> = posted
+                    .iter()
+                    .filter(|(_, _, blog)| only_blog.is_none_or(|b| b == *blog))
+                    .collect();
+                want.sort_by(|a, b| {
+                    let t = a.0.total_cmp(&b.0);
+                    let t = if ascending { t } else { t.reverse() };
+                    t.then_with(|| a.1.cmp(&b.1))
+                });
+                let want: Vec<String> = want.into_iter().map(|p| p.1.clone()).collect();
+                let order = if ascending { 1 } else { -1 };
+                let base = format!("/api/v0/messages.json?sortOrder={order}{filter}&pagination=70");
+
+                let mut walked = Vec::new();
+                let mut cursor = String::new();
+                loop {
+                    let (status, page) = app
+                        .call("GET", &format!("{base}&cursor={cursor}"), None)
+                        .await;
+                    assert_eq!(status, StatusCode::OK, "{page}");
+                    let (hashes, next) = listed(&page);
+                    walked.extend(hashes);
+                    match next {
+                        Some(next) => cursor = next,
+                        None => break,
+                    }
+                }
+                assert_eq!(walked, want, "cursor mode {base}");
+
+                let mut walked = Vec::new();
+                for page_number in 1.. {
+                    let (status, page) = app
+                        .call("GET", &format!("{base}&page={page_number}"), None)
+                        .await;
+                    assert_eq!(status, StatusCode::OK, "{page}");
+                    if page_number == 1 {
+                        assert_eq!(page["pagination_total"], want.len(), "{base}");
+                    }
+                    let (hashes, _) = listed(&page);
+                    let last = hashes.len() < 70;
+                    walked.extend(hashes);
+                    if last {
+                        break;
+                    }
+                }
+                assert_eq!(walked, want, "page mode {base}");
+
+                let (_, page) = app
+                    .call("GET", &base.replace("pagination=70", "pagination=0"), None)
+                    .await;
+                assert_eq!(listed(&page).0, want, "pagination=0 {base}");
+            }
+        }
+    })
+    .await;
+}
