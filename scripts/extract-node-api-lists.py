@@ -43,11 +43,22 @@ while i < len(lines):
             i = k
         cases.append(case)
     i += 1
+# A.9: the websocket's frames, each with the query of its connection and whether it is a
+# history frame or a live push.
+ws_text = text[text.index("### A.9 "):]
+frames = []
+for m in re.finditer(r"^`(\?[^`]*)`, (history|live push[^\n]*?) — text frame\n```\n(.*?)\n```", ws_text, re.M | re.S):
+    frames.append({"query": m.group(1), "kind": "history" if m.group(2) == "history" else "live",
+                   "body": m.group(3)})
+for m in re.finditer(r"^`([^`?]*)`, (live push[^\n]*?) — text frame\n```\n(.*?)\n```", ws_text, re.M | re.S):
+    sys.exit("unexpected frame heading")
 out = {
-    "source": "../shared/NODE-API.md Appendix A.2-A.6 (pyaleph HEAD b09db708, captured "
+    "source": "../shared/NODE-API.md Appendix A.2-A.6 and A.9 (pyaleph HEAD b09db708, captured "
     "2026-11-29), copied by scripts/extract-node-api-lists.py, not retyped. The node had "
-    "received the eight envelopes of A.1 (node_api_messages.json).",
+    "received the eight envelopes of A.1 (node_api_messages.json); the live frames are of "
+    "the transfer.",
     "cases": cases,
+    "websocket": frames,
 }
 dest = root / "crates" / "lotledger-testkit" / "tests" / "data" / "node_api_lists.json"
 dest.parent.mkdir(parents=True, exist_ok=True)

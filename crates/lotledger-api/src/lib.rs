@@ -13,6 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use axum::serve::ListenerExt as _;
+use lotledger_core::node_json::StoredEnvelope;
 use lotledger_core::{Rules, Timestamp};
 
 /// The router type [`router`] returns.
@@ -28,6 +29,7 @@ mod messages;
 pub mod openapi;
 mod params;
 pub mod telemetry;
+mod websocket;
 
 pub use backend::Backend;
 pub use clock::{NOW_HEADER, wall_clock_now};
@@ -35,6 +37,10 @@ pub use error::ApiError;
 
 /// Default cap on a request body (the node's messages are far smaller).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Default of [`ApiConfig::max_websockets`] (the reference's limit per worker).
+pub const DEFAULT_MAX_WEBSOCKETS: usize = 10_000;
+/// Pushes a websocket subscriber may fall behind by before it is closed.
+const LIVE_BACKLOG: usize = 4096;
 /// Default of [`ApiConfig::intake_batch`].
 pub const DEFAULT_INTAKE_BATCH: usize = 1000;
 
@@ -54,6 +60,11 @@ pub struct ApiConfig {
     /// commit: the messages that arrive while a batch commits share the next one); 1: one
     /// transaction per message.
     pub intake_batch: usize,
+    /// Turns `true` when the server begins to stop: websocket sessions close then (a server
+    /// without it closes them only when their clients go).
+    pub closing: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Most websocket connections open at once; past it a new one is closed with 1013.
+    pub max_websockets: usize,
 }
 
 impl ApiConfig {
@@ -64,6 +75,8 @@ impl ApiConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             metrics: None,
             intake_batch: DEFAULT_INTAKE_BATCH,
+            closing: None,
+            max_websockets: DEFAULT_MAX_WEBSOCKETS,
         }
     }
 }
@@ -77,16 +90,25 @@ pub struct AppState {
     /// The group-commit queue of message intake, started by the first POST (on the runtime
     /// that serves it).
     pub(crate) intake: Arc<std::sync::OnceLock<intake::Intake>>,
+    /// Each message this server newly processes, for the websocket's live pushes.
+    pub(crate) live: tokio::sync::broadcast::Sender<Arc<StoredEnvelope>>,
+    /// The websocket connections still allowed.
+    pub(crate) websocket_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The API's router over a store.
 pub fn router(store: Arc<dyn Backend>, config: ApiConfig) -> Router {
     let limit = config.max_body_bytes;
+    let websockets = config
+        .max_websockets
+        .min(tokio::sync::Semaphore::MAX_PERMITS);
     let state = AppState {
         store,
         config: Arc::new(config),
         clock: Arc::new(clock::TestClock::default()),
         intake: Arc::default(),
+        live: tokio::sync::broadcast::channel(LIVE_BACKLOG).0,
+        websocket_slots: Arc::new(tokio::sync::Semaphore::new(websockets)),
     };
     Router::new()
         .route(
@@ -126,6 +148,7 @@ pub fn router(store: Arc<dyn Backend>, config: ApiConfig) -> Router {
         .route("/api/v0/credit_balances", get(accounts::credit_balances))
         .route("/api/v0/costs", get(accounts::costs))
         .route("/api/v0/test/clock", axum::routing::put(clock::set_clock))
+        .route("/api/ws0/messages", get(websocket::messages))
         .route("/api/v0/openapi.json", get(openapi::serve))
         .route("/metrics", get(metrics_text))
         .fallback(error::not_found)

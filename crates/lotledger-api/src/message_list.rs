@@ -154,6 +154,26 @@ impl<'a> Matches<'a> {
     }
 }
 
+/// The first `n` messages the list query `q` selects, in its order (the websocket's history).
+pub(crate) async fn first_matches(
+    state: &AppState,
+    q: &MessageListQuery,
+    n: u64,
+) -> Result<Vec<Arc<StoredEnvelope>>, ApiError> {
+    let n = usize::try_from(n).unwrap_or(usize::MAX);
+    let mut matches = Matches::new(state, q, None);
+    let mut found = Vec::new();
+    while found.len() < n {
+        let chunk = matches.next().await?;
+        if chunk.is_empty() {
+            break;
+        }
+        found.extend(chunk);
+    }
+    found.truncate(n);
+    Ok(found)
+}
+
 /// The list object of each message; one that cannot be shown is logged and left out.
 fn objects(query: &MessageListQuery, envs: &[Arc<StoredEnvelope>]) -> Vec<String> {
     envs.iter()

@@ -130,6 +130,13 @@ pub(crate) async fn post_message(
         )
     });
     let outcome = intake.submit(item, now).await?;
+    if matches!(outcome, Outcome::Processed | Outcome::Ignored(_))
+        && state.live.receiver_count() > 0
+        && let Some(stored) = envelope.stored()
+    {
+        // Nobody listening is not an error.
+        let _ = state.live.send(std::sync::Arc::new(stored));
+    }
     let (label, status) = match &outcome {
         Outcome::Processed => ("processed", "processed"),
         Outcome::Ignored(_) => ("ignored", "processed"),

@@ -4,7 +4,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::{accounts, message_list, messages};
+use crate::{accounts, message_list, messages, websocket};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,6 +13,7 @@ use crate::{accounts, message_list, messages};
         messages::post_message,
         message_list::list,
         message_list::list_page,
+        websocket::messages,
         messages::message_status,
         messages::message_status_brief,
         messages::message_content,

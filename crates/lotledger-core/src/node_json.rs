@@ -180,10 +180,38 @@ pub fn processed_body(
     env: &StoredEnvelope,
     reception_time: Timestamp,
 ) -> Result<String, NodeJsonError> {
+    let message = message_object(env, true, Writer::Orjson)?;
+    let mut out = String::new();
+    out.push_str("{\"status\":\"processed\",\"item_hash\":");
+    write_str(&mut out, &env.item_hash);
+    out.push_str(",\"reception_time\":");
+    write_str(&mut out, &reception_time.to_iso_pydantic());
+    out.push_str(",\"message\":");
+    out.push_str(&message);
+    out.push('}');
+    Ok(out)
+}
+
+/// A live frame of the websocket (NODE-API §4, A.9): a processed POST message as the
+/// reference's pydantic model writes it (writer M), as [`processed_body`]'s `message`, but
+/// with the post's own free-form content in sorted key order (the reference builds the frame
+/// from its broadcast payload, which orjson wrote with sorted keys), and without `content`
+/// unless `with_content`.
+pub fn live_message(env: &StoredEnvelope, with_content: bool) -> Result<String, NodeJsonError> {
+    message_object(env, with_content, Writer::Sorted)
+}
+
+/// A processed POST message in pydantic's model order, its post's own free-form content
+/// written by `inner` (JSONB order for what the reference read back from its table).
+fn message_object(
+    env: &StoredEnvelope,
+    with_content: bool,
+    inner: Writer,
+) -> Result<String, NodeJsonError> {
     let item_hash = || env.item_hash.clone();
     let (text, content) = post_object(env)?;
     let post_content =
-        post_content_json(&content).map_err(|reason| NodeJsonError::InvalidPostContent {
+        post_content_json(&content, inner).map_err(|reason| NodeJsonError::InvalidPostContent {
             item_hash: item_hash(),
             reason,
         })?;
@@ -194,11 +222,7 @@ pub fn processed_body(
     })?;
 
     let mut out = String::new();
-    out.push_str("{\"status\":\"processed\",\"item_hash\":");
-    write_str(&mut out, &env.item_hash);
-    out.push_str(",\"reception_time\":");
-    write_str(&mut out, &reception_time.to_iso_pydantic());
-    out.push_str(",\"message\":{\"sender\":");
+    out.push_str("{\"sender\":");
     write_opt_str(&mut out, env.sender.as_deref());
     out.push_str(",\"chain\":");
     write_opt_str(&mut out, env.chain.as_deref());
@@ -216,9 +240,11 @@ pub fn processed_body(
     out.push_str(&python_float(time));
     out.push_str(",\"channel\":");
     write_opt_str(&mut out, env.channel.as_deref());
-    out.push_str(",\"content\":");
-    out.push_str(&post_content);
-    out.push_str(",\"confirmed\":false,\"confirmations\":[]}}");
+    if with_content {
+        out.push_str(",\"content\":");
+        out.push_str(&post_content);
+    }
+    out.push_str(",\"confirmed\":false,\"confirmations\":[]}");
     Ok(out)
 }
 
@@ -447,7 +473,7 @@ pub(crate) fn stored_time(time: f64) -> Result<f64, TimestampError> {
 /// aleph-message's `PostContent` as pydantic dumps it: `{"address","time","content","ref",
 /// "type"}`, `time` a float, `content` free-form (JSONB order), `ref` a string, a `ChainRef` or
 /// null. The content is validated first, as the reference did before storing it.
-fn post_content_json(content: &Map<String, Value>) -> Result<String, String> {
+fn post_content_json(content: &Map<String, Value>, inner: Writer) -> Result<String, String> {
     let header = post_content::validate(content).map_err(|errors| format_errors(&errors))?;
     let mut out = String::new();
     out.push_str("{\"address\":");
@@ -455,7 +481,11 @@ fn post_content_json(content: &Map<String, Value>) -> Result<String, String> {
     out.push_str(",\"time\":");
     out.push_str(&python_float(header.time));
     out.push_str(",\"content\":");
-    write_jsonb(&mut out, content.get("content").unwrap_or(&Value::Null));
+    write_free(
+        &mut out,
+        content.get("content").unwrap_or(&Value::Null),
+        inner,
+    );
     out.push_str(",\"ref\":");
     match content.get("ref") {
         None | Some(Value::Null) => out.push_str("null"),

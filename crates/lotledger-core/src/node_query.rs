@@ -124,6 +124,8 @@ pub struct MessageListQuery {
     pub page: u64,
     /// Present (even empty) selects cursor mode.
     pub cursor: Option<String>,
+    /// The websocket's `history` (messages sent before the live ones); 0 for the list.
+    pub history: u64,
     /// Which fields of the forgotten/removed listing's unsupported set were given, by alias,
     /// in the reference's order (NODE-API §2.6).
     pub skeleton_unsupported: Vec<&'static str>,
@@ -423,6 +425,23 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The websocket's `history`: an integer, `ge=0`, `lt=200`.
+    fn history(&mut self) -> Option<u64> {
+        let value = self.int("history", "history", 0)?;
+        if value >= 200 {
+            let raw = self.raw("history", "history").map_or("", |(_, v)| v);
+            self.fail(
+                "less_than",
+                "[\"history\"]".into(),
+                "Input should be less than 200".into(),
+                raw,
+                Some("{\"lt\":200}".into()),
+            );
+            return None;
+        }
+        u64::try_from(value).ok()
+    }
+
     /// The model-level error: `loc` empty, `input` the repr of the whole query.
     fn model_error(&self, error: &str) -> FieldError {
         let pairs: Vec<String> = self
@@ -516,9 +535,31 @@ pub enum ListQueryError {
     Date(#[from] DateOutOfRange),
 }
 
+/// Which of the reference's query models reads the pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Model {
+    /// `MessageQueryParams` (`messages.json`): `pagination`, `page`, `cursor`.
+    List,
+    /// `WsMessageQueryParams` (the websocket): `history`, 0 ≤ history < 200, default 10.
+    Websocket,
+}
+
 impl MessageListQuery {
-    /// Reads `pairs` (in the order of the query string) as the reference's model does.
+    /// Reads `pairs` (in the order of the query string) as the reference's list model does.
     pub fn parse(pairs: &[(String, String)]) -> Result<MessageListQuery, ListQueryError> {
+        Self::parse_as(pairs, Model::List)
+    }
+
+    /// Reads `pairs` as the reference's websocket model does (`history` in place of the
+    /// paging parameters).
+    pub fn parse_websocket(pairs: &[(String, String)]) -> Result<MessageListQuery, ListQueryError> {
+        Self::parse_as(pairs, Model::Websocket)
+    }
+
+    fn parse_as(
+        pairs: &[(String, String)],
+        model: Model,
+    ) -> Result<MessageListQuery, ListQueryError> {
         let mut r = Reader {
             pairs,
             errors: Vec::new(),
@@ -551,9 +592,15 @@ impl MessageListQuery {
         let end_date = r.float("endDate", "end_date");
         let start_block = r.int("startBlock", "start_block", 0);
         let end_block = r.int("endBlock", "end_block", 0);
-        let pagination = r.int("pagination", "pagination", 0);
-        let page = r.int("page", "page", 1);
-        let cursor = r.raw("cursor", "cursor").map(|(_, v)| v.to_string());
+        let (pagination, page, cursor, history) = match model {
+            Model::List => (
+                r.int("pagination", "pagination", 0),
+                r.int("page", "page", 1),
+                r.raw("cursor", "cursor").map(|(_, v)| v.to_string()),
+                None,
+            ),
+            Model::Websocket => (None, None, None, r.history()),
+        };
         if !r.errors.is_empty() {
             return Err(refused(&r.errors).into());
         }
@@ -619,6 +666,7 @@ impl MessageListQuery {
             pagination: u64::try_from(pagination.unwrap_or(20)).unwrap_or(0),
             page: u64::try_from(page.unwrap_or(1)).unwrap_or(1),
             cursor,
+            history: history.unwrap_or(10),
             skeleton_unsupported,
         })
     }
@@ -667,6 +715,24 @@ impl MessageListQuery {
             && within(&self.hashes, Some(&env.item_hash))
             && tags_match
             && self.can_match()
+    }
+}
+
+impl MessageListQuery {
+    /// Whether a message this node has just processed is pushed to a websocket subscriber
+    /// (NODE-API §4): only `msgType`, `addresses`, `hashes`, `chains`, `channels`, `owners`,
+    /// `refs`, `contentTypes`, `contentHashes` and `tags` apply (`msgTypes`, statuses, dates,
+    /// blocks, `contentKeys` and `paymentTypes` do not).
+    pub fn matches_live(&self, env: &StoredEnvelope, content: Option<&Map<String, Value>>) -> bool {
+        let live = MessageListQuery {
+            message_types: None,
+            statuses: vec!["processed".into()],
+            content_keys: None,
+            payment_types: None,
+            end_block: 0,
+            ..self.clone()
+        };
+        live.matches(env, content)
     }
 }
 

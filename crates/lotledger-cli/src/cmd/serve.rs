@@ -36,6 +36,10 @@ pub struct Args {
     #[arg(long, default_value_t = lotledger_api::DEFAULT_INTAKE_BATCH as u64,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     intake_batch: u64,
+    /// Most websocket connections (`/api/ws0/messages`) open at once; a connection past it is
+    /// closed with code 1013.
+    #[arg(long, default_value_t = lotledger_api::DEFAULT_MAX_WEBSOCKETS)]
+    max_websockets: usize,
 }
 
 fn upkeep_interval(text: &str) -> Result<f64, String> {
@@ -57,6 +61,9 @@ pub async fn run(store: AnyStore, rules: &Rules, args: Args) -> Result<ExitCode>
     config.test_clock = args.test_clock;
     config.max_body_bytes = args.max_body_bytes;
     config.intake_batch = usize::try_from(args.intake_batch).context("--intake-batch")?;
+    config.max_websockets = args.max_websockets;
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
+    config.closing = Some(closing_rx);
     let store = Arc::new(store);
     let counted = Arc::clone(&store);
     config.metrics = Some(Arc::new(move || {
@@ -77,7 +84,12 @@ pub async fn run(store: AnyStore, rules: &Rules, args: Args) -> Result<ExitCode>
     }
     // Signal handlers are installed before the address is announced, so that a SIGTERM sent as
     // soon as the server is up is a graceful stop, not the default kill.
-    let shutdown = shutdown_signal()?;
+    let signal = shutdown_signal()?;
+    // Open websockets would hold a graceful stop forever: they are told to close first.
+    let shutdown = async move {
+        signal.await;
+        closing.send_replace(true);
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

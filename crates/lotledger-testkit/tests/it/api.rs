@@ -34,16 +34,6 @@ impl App {
         }
     }
 
-    /// A router with the test clock whose whitelist is `issuer` alone.
-    fn with_issuer<S: Store + Clone + 'static>(store: &S, issuer: &str) -> axum::Router {
-        let mut config = ApiConfig::new(Rules::new(
-            vec![issuer.to_string()],
-            vec!["ALEPH_CREDIT".into()],
-        ));
-        config.test_clock = true;
-        router(Arc::new(store.clone()), config)
-    }
-
     async fn call(&self, method: &str, uri: &str, body: Option<Vec<u8>>) -> (StatusCode, Value) {
         call_router(&self.router, method, uri, &[], body)
             .await
@@ -505,35 +495,56 @@ fn reference_case<'a>(cases: &'a [Value], name: &str) -> &'a Value {
 /// A router on each store (SQLite, PostgreSQL) that has received [`REFERENCE_ARRIVAL`]; the
 /// stores stay alive with the returned guard.
 async fn reference_nodes() -> (Vec<axum::Router>, tempfile::TempDir) {
-    let cases = reference_cases();
+    reference_nodes_with(&REFERENCE_ARRIVAL, lotledger_api::DEFAULT_MAX_WEBSOCKETS).await
+}
+
+/// A router on each store that has received the reference's messages `names`, in that order,
+/// and allows `max_websockets` websocket connections.
+async fn reference_nodes_with(
+    names: &[&str],
+    max_websockets: usize,
+) -> (Vec<axum::Router>, tempfile::TempDir) {
     let issuer = "0xeD1F7463E805f8E7c477cE9bAB9805F75eB658E3";
     let dir = tempfile::tempdir().unwrap();
     let sqlite = db::fresh_sqlite(&dir).await.0;
     let pg = db::fresh_pg().await;
-    let routers = vec![
-        App::with_issuer(&sqlite, issuer),
-        App::with_issuer(&pg, issuer),
-    ];
+    let node = |store: Arc<dyn lotledger_api::Backend>| {
+        let mut config = ApiConfig::new(Rules::new(
+            vec![issuer.to_string()],
+            vec!["ALEPH_CREDIT".into()],
+        ));
+        config.test_clock = true;
+        config.max_websockets = max_websockets;
+        router(store, config)
+    };
+    let routers = vec![node(Arc::new(sqlite)), node(Arc::new(pg))];
     for router in &routers {
-        for name in REFERENCE_ARRIVAL {
-            let c = reference_case(&cases, name);
-            let envelope: Value = serde_json::from_str(c["envelope"].as_str().unwrap()).unwrap();
-            let now = c["reception_time"].as_str().unwrap();
-            let body = sync(&envelope).to_string().into_bytes();
-            let headers = [("x-lotledger-now", now)];
-            let (status, _, reply) =
-                call_router_raw(router, "POST", "/api/v0/messages", &headers, Some(body))
-                    .await
-                    .unwrap();
-            let want = if c["status"] == "rejected" {
-                StatusCode::UNPROCESSABLE_ENTITY
-            } else {
-                StatusCode::OK
-            };
-            assert_eq!(status, want, "{name}: {}", String::from_utf8_lossy(&reply));
+        for name in names {
+            post_reference(router, name).await;
         }
     }
     (routers, dir)
+}
+
+/// Posts the reference's message `name` at the instant the reference received it, and checks
+/// it is processed or rejected as there.
+async fn post_reference(router: &axum::Router, name: &str) {
+    let cases = reference_cases();
+    let c = reference_case(&cases, name);
+    let envelope: Value = serde_json::from_str(c["envelope"].as_str().unwrap()).unwrap();
+    let now = c["reception_time"].as_str().unwrap();
+    let body = sync(&envelope).to_string().into_bytes();
+    let headers = [("x-lotledger-now", now)];
+    let (status, _, reply) =
+        call_router_raw(router, "POST", "/api/v0/messages", &headers, Some(body))
+            .await
+            .unwrap();
+    let want = if c["status"] == "rejected" {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    assert_eq!(status, want, "{name}: {}", String::from_utf8_lossy(&reply));
 }
 
 /// The reference's body with its on-chain confirmations read as none: lotledger has no way
@@ -875,4 +886,223 @@ async fn message_list_walks_agree_with_what_was_posted() {
         }
     })
     .await;
+}
+
+/// Serves `router` on a loopback port (a real HTTP server, for the websocket).
+async fn serve_on_loopback(router: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(lotledger_api::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
+    addr
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn subscribe(addr: std::net::SocketAddr, query: &str) -> Socket {
+    let url = format!("ws://{addr}/api/ws0/messages{query}");
+    tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap()
+        .0
+}
+
+/// The next text frame (pings skipped), within 10 s.
+async fn next_text(socket: &mut Socket) -> String {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next())
+            .await
+            .expect("a frame within 10 s")
+            .expect("the connection open")
+            .unwrap();
+        match frame {
+            Message::Text(text) => return text.to_string(),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+/// The message objects of a list body written by the reference (writer S), in order.
+fn list_objects(body: &str) -> Vec<String> {
+    let inner = &body[body.find('[').unwrap() + 1..body.find(r#"],"pagination_item""#).unwrap()];
+    let (open, sep) = (
+        r#"{"chain":"ETH","channel""#,
+        r#"},{"chain":"ETH","channel""#,
+    );
+    let parts: Vec<&str> = inner.split(sep).collect();
+    let last = parts.len() - 1;
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, part)| {
+            let head = if i > 0 { open } else { "" };
+            let tail = if i < last { "}" } else { "" };
+            format!("{head}{part}{tail}")
+        })
+        .collect()
+}
+
+/// A list object without its `content` (what `contentFormat=none` writes): the object from
+/// `,"content":{` to its matching brace, strings skipped, taken out.
+fn without_content(object: &str) -> String {
+    let start = object.find(r#","content":{"#).unwrap();
+    let bytes = object.as_bytes();
+    let (mut depth, mut in_string, mut escaped) = (0, false, false);
+    let mut end = start + r#","content":"#.len();
+    for (i, &b) in bytes.iter().enumerate().skip(end) {
+        match (in_string, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (false, _, b'"') => in_string = true,
+            (false, _, b'{') => depth += 1,
+            (false, _, b'}') => {
+                depth -= 1;
+                if depth == 0 {
+                    end = i + 1;
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    format!("{}{}", &object[..start], &object[end..])
+}
+
+/// The websocket as the reference node serves it (NODE-API.md §4, A.9), on both stores, over
+/// a real loopback connection: the history (the newest messages the list query selects,
+/// oldest first, as the list writes them), then live pushes of what the node processes (as
+/// the single view writes them, without `content` unless it is `full`), the reference's live
+/// filter (`msgTypes` ignored, `addresses` applied). The expected frames are the reference's:
+/// A.9's live frames of the transfer, and the history objects taken from its A.2 list.
+#[tokio::test]
+async fn websocket_sends_history_then_live_pushes_as_the_reference_node() {
+    let data: Value = serde_json::from_str(include_str!("../data/node_api_lists.json")).unwrap();
+    let frames = data["websocket"].as_array().unwrap();
+    let frame = |query: &str, kind: &str| -> String {
+        frames
+            .iter()
+            .find(|f| f["query"] == query && f["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} frame for {query}"))["body"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // A.2's first page, oldest first: the distribution, then the expense.
+    let page_one = data["cases"].as_array().unwrap()[0]["body"]
+        .as_str()
+        .unwrap();
+    let oldest = list_objects(&unconfirmed(page_one));
+    assert_eq!(oldest.len(), 2);
+    let issuer = "0xeD1F7463E805f8E7c477cE9bAB9805F75eB658E3";
+
+    let (routers, _dir) = reference_nodes_with(
+        &["distribution", "expense"],
+        lotledger_api::DEFAULT_MAX_WEBSOCKETS,
+    )
+    .await;
+    for router in routers {
+        let addr = serve_on_loopback(router.clone()).await;
+        let mut full = subscribe(addr, "?channels=ALEPH_CREDIT&history=3").await;
+        assert_eq!(next_text(&mut full).await, oldest[0]);
+        assert_eq!(next_text(&mut full).await, oldest[1]);
+        let mut bare = subscribe(addr, "?channels=ALEPH_CREDIT&history=1&contentFormat=none").await;
+        assert_eq!(next_text(&mut bare).await, without_content(&oldest[1]));
+        let mut forgets = subscribe(addr, "?msgTypes=FORGET&history=0").await;
+        let mut issuers = subscribe(addr, &format!("?addresses={issuer}&history=0")).await;
+
+        post_reference(&router, "transfer").await;
+        assert_eq!(
+            next_text(&mut full).await,
+            frame("?channels=ALEPH_CREDIT&history=3", "live")
+        );
+        assert_eq!(
+            next_text(&mut bare).await,
+            frame(
+                "?channels=ALEPH_CREDIT&history=1&contentFormat=none",
+                "live"
+            )
+        );
+        assert_eq!(
+            next_text(&mut forgets).await,
+            frame("?msgTypes=FORGET&history=0", "live")
+        );
+        // Rejected: never pushed. Then a message of the issuer: the first the issuer's
+        // subscriber sees (the transfer, of another sender, was not pushed to it).
+        post_reference(&router, "rejected_transfer").await;
+        post_reference(&router, "expense_tie").await;
+        let pushed: Value = serde_json::from_str(&next_text(&mut issuers).await).unwrap();
+        assert_eq!(
+            pushed["item_hash"],
+            "6ee863e833961becb5c82a78d80253c9f4ea9fcd2367172228bdc6eb85b6c0a6"
+        );
+        let pushed: Value = serde_json::from_str(&next_text(&mut full).await).unwrap();
+        assert_eq!(
+            pushed["item_hash"],
+            "6ee863e833961becb5c82a78d80253c9f4ea9fcd2367172228bdc6eb85b6c0a6"
+        );
+    }
+}
+
+/// The websocket refuses what the reference refuses: an invalid query gets the reference's
+/// 422 body (before the upgrade: README), and a connection past the cap is closed with 1013
+/// `Too many connections`.
+#[tokio::test]
+async fn websocket_refuses_bad_queries_and_connections_past_the_cap() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::{Error, Message};
+    let (routers, _dir) = reference_nodes_with(&["distribution"], 1).await;
+    for router in routers {
+        let addr = serve_on_loopback(router).await;
+        let url = format!("ws://{addr}/api/ws0/messages?history=500");
+        match tokio_tungstenite::connect_async(url.as_str()).await {
+            Err(Error::Http(response)) => {
+                assert_eq!(response.status(), 422);
+                let body = String::from_utf8(response.body().clone().unwrap()).unwrap();
+                assert_eq!(
+                    body,
+                    r#"[{"type":"less_than","loc":["history"],"msg":"Input should be less than 200","input":"500","ctx":{"lt":200},"url":"https://errors.pydantic.dev/2.13/v/less_than"}]"#
+                );
+            }
+            other => panic!("history=500 accepted: {other:?}"),
+        }
+        let mut first = subscribe(addr, "?history=1").await;
+        next_text(&mut first).await;
+        let mut second = subscribe(addr, "?history=1").await;
+        match tokio::time::timeout(std::time::Duration::from_secs(10), second.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(u16::from(frame.code), 1013);
+                assert_eq!(frame.reason.as_str(), "Too many connections");
+            }
+            other => panic!("a second connection was not closed: {other:?}"),
+        }
+        // Once the first goes (its session ends when the server sees it closed), a
+        // connection is taken again: polled, 10 s at most.
+        drop(first);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let mut again = subscribe(addr, "?history=1").await;
+            match tokio::time::timeout(std::time::Duration::from_secs(10), again.next())
+                .await
+                .unwrap()
+            {
+                Some(Ok(Message::Text(_))) => break,
+                other => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no slot freed: {other:?}"
+                ),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 }
