@@ -154,14 +154,16 @@ impl<'a> Matches<'a> {
     }
 }
 
-/// The first `n` messages the list query `q` selects, in its order (the websocket's history).
+/// The first `n` messages the list query `q` selects after `resume`, in its order (a cursor
+/// page, the websocket's history).
 pub(crate) async fn first_matches(
     state: &AppState,
     q: &MessageListQuery,
+    resume: Option<(f64, String)>,
     n: u64,
 ) -> Result<Vec<Arc<StoredEnvelope>>, ApiError> {
     let n = usize::try_from(n).unwrap_or(usize::MAX);
-    let mut matches = Matches::new(state, q, None);
+    let mut matches = Matches::new(state, q, resume);
     let mut found = Vec::new();
     while found.len() < n {
         let chunk = matches.next().await?;
@@ -294,15 +296,8 @@ async fn cursor_page(
     };
     let per_page = q.pagination.min(CURSOR_PAGE_CAP);
     let want = usize::try_from(per_page).unwrap_or(usize::MAX);
-    let mut matches = Matches::new(state, q, resume);
-    let mut page = Vec::new();
-    while page.len() <= want {
-        let chunk = matches.next().await?;
-        if chunk.is_empty() {
-            break;
-        }
-        page.extend(chunk);
-    }
+    // One more than the page tells whether another page follows.
+    let mut page = first_matches(state, q, resume, per_page + 1).await?;
     let more = page.len() > want;
     page.truncate(want);
     let next_cursor = match (more, page.last()) {

@@ -110,7 +110,7 @@ async fn session(
     }
     let mut sent = HashSet::new();
     if query.history > 0 {
-        let history = match first_matches(&state, &query, query.history).await {
+        let history = match first_matches(&state, &query, None, query.history).await {
             Ok(history) => history,
             Err(e) => {
                 tracing::warn!("websocket history not read: {e}");

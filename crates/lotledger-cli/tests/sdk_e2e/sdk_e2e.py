@@ -9,7 +9,8 @@ prints `ok <name>`; the first failing check prints `FAIL <name>: ...` and the sc
 Run by crates/lotledger-cli/tests/sdk_e2e.rs (`cargo test -p lotledger-cli --test sdk_e2e`).
 
 Writes go through the SDK's own publishing (`create_post`, sync=True); reads through its
-`get_balances`, `get_credit_history`, `get_message` and `get_message_error`. What the SDK has no method for
+`get_balances`, `get_credit_history`, `get_message`, `get_message_error`, `get_messages` (page
+mode), `get_messages_cursor` and `watch_messages` (the websocket). What the SDK has no method for
 (the per-expiry balance breakdown, a raw tampered envelope) goes through the SDK client's own
 aiohttp session (`client.http_session`).
 """
@@ -26,6 +27,7 @@ from aleph.sdk.chains.ethereum import ETHAccount
 from aleph.sdk.client import AlephHttpClient, AuthenticatedAlephHttpClient
 from aleph.sdk.conf import settings
 from aleph.sdk.exceptions import InvalidMessageError, MessageNotFoundError
+from aleph.sdk.query.filters import MessageFilter, SortOrder
 from aleph_message.models import MessageType, PostContent
 from aleph_message.status import MessageStatus
 
@@ -296,10 +298,62 @@ async def run(api: str) -> None:
 
         # 6. A genuine transfer A -> B whose signature gets one hex digit changed: 422,
         #    recorded as rejected with the signature error; nothing changes.
-        await tampered_then_genuine(api, reader)
+        genuine = await tampered_then_genuine(api, reader)
+
+        # 7. The processed credit messages listed and watched as the SDK reads them.
+        processed = [str(m.item_hash) for m in (distribution, transfer, expense)] + [genuine]
+        await listed_and_watched(api, reader, processed)
 
 
-async def tampered_then_genuine(api: str, reader: AlephHttpClient) -> None:
+CREDIT_FILTER = dict(
+    channels=[CHANNEL], message_types=[MessageType.post],
+    content_types=["aleph_credit_distribution", "aleph_credit_expense", "aleph_credit_transfer"],
+)
+
+
+def hashes_of(messages: Any) -> List[str]:
+    return [str(m.item_hash) for m in messages]
+
+
+async def listed_and_watched(api: str, reader: AlephHttpClient, processed: List[str]) -> None:
+    """`processed`: the hashes of the processed credit messages, oldest first (rejected ones
+    are never listed)."""
+    newest_first = list(reversed(processed))
+    page = await bounded(reader.get_messages(
+        page_size=2, page=1, message_filter=MessageFilter(**CREDIT_FILTER)))
+    eq("get_messages.page_1", newest_first[:2], hashes_of(page.messages))
+    eq("get_messages.total", len(processed), page.pagination_total)
+    page = await bounded(reader.get_messages(
+        page_size=2, page=2, message_filter=MessageFilter(**CREDIT_FILTER)))
+    eq("get_messages.page_2", newest_first[2:4], hashes_of(page.messages))
+
+    walked: List[str] = []
+    cursor = ""
+    ascending = MessageFilter(**CREDIT_FILTER, sort_order=SortOrder.ASCENDING)
+    while True:
+        page = await bounded(reader.get_messages_cursor(
+            page_size=3, cursor=cursor, message_filter=ascending))
+        walked += hashes_of(page.messages)
+        if not page.next_cursor:
+            break
+        cursor = page.next_cursor
+    eq("get_messages_cursor.oldest_first", processed, walked)
+
+    # The websocket: the history (newest 10, oldest first), then a message published now.
+    watch = reader.watch_messages(MessageFilter(**CREDIT_FILTER))
+    history = [await asyncio.wait_for(watch.__anext__(), CALL_SECONDS) for _ in processed]
+    eq("watch_messages.history", processed, hashes_of(history))
+    pushed = await publish(
+        "watched.processed", HOLDER_A, api, "aleph_credit_transfer",
+        {"transfer": {"credits": [{"address": B, "amount": 1}]}},
+    )
+    live = await asyncio.wait_for(watch.__anext__(), CALL_SECONDS)
+    eq("watch_messages.live", str(pushed.item_hash), str(live.item_hash))
+    eq("watch_messages.live_content", pushed.content.content, live.content.content)
+    await watch.aclose()
+
+
+async def tampered_then_genuine(api: str, reader: AlephHttpClient) -> str:
     content = PostContent(
         type="aleph_credit_transfer",
         address=A,
@@ -354,6 +408,7 @@ async def tampered_then_genuine(api: str, reader: AlephHttpClient) -> None:
        await bounded(reader.get_message_error(item_hash)))
     kept = await bounded(reader.get_message(item_hash))
     eq("genuine_after_tamper.kept_signature", genuine["signature"], kept.signature)
+    return item_hash
 
 
 def main() -> int:
