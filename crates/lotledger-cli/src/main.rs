@@ -46,6 +46,9 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Apply Aleph messages from JSON-lines files (`-` reads standard input).
     Ingest(cmd::ingest::Args),
+    /// Follow another node: apply the credit messages it processed, verified, from where the
+    /// last sync stopped (--follow: keep polling).
+    Sync(cmd::sync::Args),
     /// Insert raw credit_history rows (JSON lines or a JSON array), then rebuild the lots of the
     /// addresses they touch (moving a ledger from another node).
     ImportHistory(cmd::import::Args),

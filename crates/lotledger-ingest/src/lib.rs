@@ -260,6 +260,7 @@ impl Pending {
                 lines: last.line_no,
                 bytes: prefix.bytes,
                 prefix_sha256: prefix.sha256_hex(),
+                resume_at: None,
             })
         });
         let what = self.describe();

@@ -1198,14 +1198,20 @@ impl LedgerTx for PgTx {
 
     async fn set_ingest_progress(&mut self, progress: &IngestProgress) -> Result<(), StoreError> {
         let (lines, bytes) = progress.stored_counts()?;
-        sqlx::query("INSERT INTO ingest_progress (source, lines, bytes, prefix_sha256) VALUES ($1, $2, $3, $4) ON CONFLICT (source) DO UPDATE SET lines = EXCLUDED.lines, bytes = EXCLUDED.bytes, prefix_sha256 = EXCLUDED.prefix_sha256")
-            .bind(&progress.source)
-            .bind(lines)
-            .bind(bytes)
-            .bind(&progress.prefix_sha256)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO ingest_progress (source, lines, bytes, prefix_sha256, resume_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (source) DO UPDATE SET \
+             lines = EXCLUDED.lines, bytes = EXCLUDED.bytes, \
+             prefix_sha256 = EXCLUDED.prefix_sha256, resume_at = EXCLUDED.resume_at",
+        )
+        .bind(&progress.source)
+        .bind(lines)
+        .bind(bytes)
+        .bind(&progress.prefix_sha256)
+        .bind(&progress.resume_at)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
         Ok(())
     }
 

@@ -919,11 +919,17 @@ impl LedgerTx for SqliteTx {
         let (lines, bytes) = progress.stored_counts()?;
         self.with(|c| {
             c.execute(
-                "INSERT INTO ingest_progress (source, lines, bytes, prefix_sha256) \
-                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (source) DO UPDATE SET \
+                "INSERT INTO ingest_progress (source, lines, bytes, prefix_sha256, resume_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (source) DO UPDATE SET \
                  lines = excluded.lines, bytes = excluded.bytes, \
-                 prefix_sha256 = excluded.prefix_sha256",
-                params![progress.source, lines, bytes, progress.prefix_sha256],
+                 prefix_sha256 = excluded.prefix_sha256, resume_at = excluded.resume_at",
+                params![
+                    progress.source,
+                    lines,
+                    bytes,
+                    progress.prefix_sha256,
+                    progress.resume_at
+                ],
             )?;
             Ok(())
         })

@@ -44,6 +44,9 @@ pub struct IngestProgress {
     pub bytes: u64,
     /// Lower-case hex.
     pub prefix_sha256: String,
+    /// Where a source read by position resumes (`lotledger sync`: `<micros> <item hash>` of
+    /// the newest message applied); `None` for a file.
+    pub resume_at: Option<String>,
 }
 
 impl IngestProgress {
@@ -53,6 +56,7 @@ impl IngestProgress {
         lines: i64,
         bytes: i64,
         prefix_sha256: String,
+        resume_at: Option<String>,
     ) -> Result<IngestProgress, StoreError> {
         let count = |n: i64| {
             u64::try_from(n).map_err(|_| {
@@ -64,6 +68,7 @@ impl IngestProgress {
             lines: count(lines)?,
             bytes: count(bytes)?,
             prefix_sha256,
+            resume_at,
         })
     }
 

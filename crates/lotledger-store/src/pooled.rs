@@ -233,7 +233,7 @@ where
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
     i64: for<'q> Encode<'q, DB> + Type<DB>,
-    for<'r> (i64, i64, String): FromRow<'r, DB::Row>,
+    for<'r> (i64, i64, String, Option<String>): FromRow<'r, DB::Row>,
     for<'r> (i64, i64, i64): FromRow<'r, DB::Row>,
     for<'r> (String, i64): FromRow<'r, DB::Row>,
     for<'r> (Option<DB::Instant>, i64): FromRow<'r, DB::Row>,
@@ -263,17 +263,18 @@ where
         source: &str,
     ) -> Result<Option<IngestProgress>, StoreError> {
         let mut b = QueryBuilder::<DB>::new(
-            "SELECT lines, bytes, prefix_sha256 FROM ingest_progress WHERE bytes IS NOT NULL \
+            "SELECT lines, bytes, prefix_sha256, resume_at FROM ingest_progress \
+             WHERE bytes IS NOT NULL \
              AND prefix_sha256 IS NOT NULL AND source = ",
         );
         b.push_bind(source);
-        let row: Option<(i64, i64, String)> = b
+        let row: Option<(i64, i64, String, Option<String>)> = b
             .build_query_as()
             .fetch_optional(self.pool)
             .await
             .map_err(DB::error)?;
-        row.map(|(lines, bytes, prefix_sha256)| {
-            IngestProgress::from_row(source, lines, bytes, prefix_sha256)
+        row.map(|(lines, bytes, prefix_sha256, resume_at)| {
+            IngestProgress::from_row(source, lines, bytes, prefix_sha256, resume_at)
         })
         .transpose()
     }

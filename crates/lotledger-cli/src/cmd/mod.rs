@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod maintain;
 pub mod read;
 pub mod serve;
+pub mod sync;
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let rules = Rules {
@@ -57,6 +58,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Repair(args) => maintain::repair(&store, args).await,
         Command::Verify(args) => maintain::verify(&store, args).await,
         Command::Serve(args) => serve::run(store, &rules, args).await,
+        Command::Sync(args) => sync::run(&store, &rules, args).await,
         Command::Migrate => {
             print!("{}", migrate_report(&store.migrated()));
             Ok(ExitCode::SUCCESS)

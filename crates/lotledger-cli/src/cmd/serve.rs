@@ -40,6 +40,12 @@ pub struct Args {
     /// closed with code 1013.
     #[arg(long, default_value_t = lotledger_api::DEFAULT_MAX_WEBSOCKETS)]
     max_websockets: usize,
+    /// Follow this node while serving (as `lotledger sync --follow --from URL`); the sync's
+    /// lag and outcomes are in /metrics.
+    #[arg(long, value_name = "URL")]
+    follow: Option<String>,
+    #[command(flatten)]
+    follow_tuning: super::sync::Tuning,
 }
 
 fn upkeep_interval(text: &str) -> Result<f64, String> {
@@ -63,6 +69,7 @@ pub async fn run(store: AnyStore, rules: &Rules, args: Args) -> Result<ExitCode>
     config.intake_batch = usize::try_from(args.intake_batch).context("--intake-batch")?;
     config.max_websockets = args.max_websockets;
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
+    let closing_rx_for_sync = closing_rx.clone();
     config.closing = Some(closing_rx);
     let store = Arc::new(store);
     let counted = Arc::clone(&store);
@@ -96,6 +103,20 @@ pub async fn run(store: AnyStore, rules: &Rules, args: Args) -> Result<ExitCode>
     let local = listener.local_addr().context("reading the bound address")?;
     println!("lotledger listening on http://{local}");
     tracing::info!(%local, "listening");
+    if let Some(from) = &args.follow {
+        let opts = super::sync::options(from, true, &args.follow_tuning, rules)?;
+        let store = Arc::clone(&store);
+        let rules = rules.clone();
+        let stop = closing_rx_for_sync;
+        tokio::spawn(async move {
+            match lotledger_sync::run(&*store, &rules, &opts, super::sync::now, |_| {}, Some(stop))
+                .await
+            {
+                Ok(summary) => tracing::info!(?summary, "following stopped"),
+                Err(e) => tracing::error!(from = %opts.from, "following stopped: {e}"),
+            }
+        });
+    }
     let app = lotledger_api::router(store, config);
     lotledger_api::serve(listener, app, shutdown)
         .await
@@ -106,7 +127,7 @@ pub async fn run(store: AnyStore, rules: &Rules, args: Args) -> Result<ExitCode>
 
 /// Resolves on SIGINT or SIGTERM; the handlers are registered when this is called.
 #[cfg(unix)]
-fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
+pub fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate =
@@ -120,7 +141,7 @@ fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
 }
 
 #[cfg(not(unix))]
-fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
+pub fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
     Ok(async {
         let _ = tokio::signal::ctrl_c().await;
     })

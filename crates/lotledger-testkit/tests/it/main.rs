@@ -8,3 +8,4 @@ mod faults;
 mod messages;
 mod model;
 mod store;
+mod sync;
