@@ -13,17 +13,17 @@ use lotledger_testkit::db;
 use lotledger_testkit::server::ServerProcess;
 use serde_json::{Value, json};
 
-const MINTER_KEY: [u8; 32] = [0x11; 32];
-const NOW: &str = "2026-11-25T00:00:00Z";
+pub(super) const MINTER_KEY: [u8; 32] = [0x11; 32];
+pub(super) const NOW: &str = "2026-11-25T00:00:00Z";
 const KILLS: usize = 20;
 const HOLDERS: u64 = 40;
 
-fn bin() -> &'static Path {
+pub(super) fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_lotledger"))
 }
 
 /// splitmix64: a deterministic stream for the workload and the kill times.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 impl Rng {
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -32,7 +32,7 @@ impl Rng {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
@@ -43,8 +43,9 @@ fn holder_key(i: u64) -> [u8; 32] {
     k
 }
 
-/// Signed messages: grants, expenses and transfers among `HOLDERS` holders.
-fn workload(n: usize, seed: u64) -> Vec<Value> {
+/// Signed messages: grants, expenses and transfers among `HOLDERS` holders, the `i`-th sent
+/// at the envelope time `1_780_000_000 + i`.
+pub(super) fn workload(n: usize, seed: u64) -> Vec<Value> {
     let mut rng = Rng(seed);
     let minter = lotledger_sig::evm_address(&MINTER_KEY);
     let holders: Vec<String> = (0..HOLDERS)
@@ -85,6 +86,7 @@ fn workload(n: usize, seed: u64) -> Vec<Value> {
         out.push(
             json!({"item_hash": item_hash, "type": "POST", "chain": "ETH", "sender": sender,
             "channel": "ALEPH_CREDIT", "item_type": "inline", "item_content": item_content,
+            "time": 1_780_000_000.0 + i as f64,
             "signature": lotledger_sig::sign_evm(&key, &buffer)}),
         );
     }
@@ -108,7 +110,7 @@ fn lotledger(url: &str, args: &[&str]) -> Command {
 }
 
 /// Everything observable of the ledger for these addresses and hashes.
-async fn state<S: Store>(store: &S, messages: &[Value]) -> Value {
+pub(super) async fn state<S: Store>(store: &S, messages: &[Value]) -> Value {
     let at = Timestamp::parse_rfc3339(NOW).unwrap();
     let mut out = Vec::new();
     for a in store.addresses().await.unwrap() {
