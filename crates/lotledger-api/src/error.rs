@@ -24,6 +24,10 @@ pub enum ApiError {
     Forbidden(String),
     #[error("request body exceeds {0} bytes")]
     PayloadTooLarge(usize),
+    /// A write sent to a read-only server (a replica): 503, naming the writable node when
+    /// it is known.
+    #[error("this node is read-only")]
+    ReadOnly(Option<String>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -59,6 +63,20 @@ impl IntoResponse for ApiError {
                 ),
             )
                 .into_response(),
+            ApiError::ReadOnly(writable) => {
+                let error = match &writable {
+                    Some(url) => format!(
+                        "this node is a read-only replica: send writes to the writable node {url}"
+                    ),
+                    None => "this node is a read-only replica: send writes to the writable node"
+                        .to_string(),
+                };
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({ "error": error, "writable_node": writable })),
+                )
+                    .into_response()
+            }
             ApiError::Store(e) => {
                 let kind = match &e {
                     StoreError::Unavailable(_) => "unavailable",

@@ -65,6 +65,9 @@ pub struct ApiConfig {
     pub closing: Option<tokio::sync::watch::Receiver<bool>>,
     /// Most websocket connections open at once; past it a new one is closed with 1013.
     pub max_websockets: usize,
+    /// Serve reads only (a replica): `POST /api/v0/messages` gets 503 naming the writable
+    /// node (`Some(Some(url))`) when it is known.
+    pub read_only: Option<Option<String>>,
 }
 
 impl ApiConfig {
@@ -77,6 +80,7 @@ impl ApiConfig {
             intake_batch: DEFAULT_INTAKE_BATCH,
             closing: None,
             max_websockets: DEFAULT_MAX_WEBSOCKETS,
+            read_only: None,
         }
     }
 }

@@ -78,12 +78,16 @@ fn kind_label(envelope: &Envelope) -> &'static str {
     responses((status = 200, body = PublicationReply, description = "Processed (sync)"),
               (status = 202, body = PublicationReply, description = "Accepted, sync false: status at GET /api/v0/messages/{item_hash}"),
               (status = 413, description = "Body too large"),
+              (status = 503, description = "A read-only replica: `{error, writable_node}`"),
               (status = 422, body = PublicationReply, description = "Rejected (recorded), or a body that is not a message")))]
 pub(crate) async fn post_message(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    if let Some(writable) = &state.config.read_only {
+        return Err(ApiError::ReadOnly(writable.clone()));
+    }
     let now = request_instant(&state, &headers)?;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {

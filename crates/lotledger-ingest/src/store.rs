@@ -63,6 +63,15 @@ impl AnyStore {
         }
     }
 
+    /// How far the database is behind its primary when it is a PostgreSQL hot standby
+    /// (`None` otherwise).
+    pub async fn replica_lag(&self) -> Result<Option<lotledger_store_pg::ReplicaLag>, StoreError> {
+        match self {
+            AnyStore::Sqlite(_) => Ok(None),
+            AnyStore::Pg(s) => s.replica_lag().await,
+        }
+    }
+
     /// Drops the sums kept for balance reads, and the lots the last batches left of
     /// `written_elsewhere` (PostgreSQL; SQLite keeps no sums).
     pub fn forget_kept_balances(&self, written_elsewhere: Option<&str>) {

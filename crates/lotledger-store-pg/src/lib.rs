@@ -434,9 +434,66 @@ impl PgStore {
             reads,
             balances: Default::default(),
         };
-        let migrated = store.migrate().await?;
+        // A hot standby is read-only: its schema comes from the primary, which migrates it.
+        let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+            .fetch_one(&store.pool)
+            .await
+            .map_err(db_err)?;
+        let migrated = if standby {
+            store.standby_schema().await?
+        } else {
+            store.migrate().await?
+        };
         Ok(PgStore { migrated, ..store })
     }
+
+    /// On a hot standby: the schema found, refused when it lacks a migration this binary
+    /// needs (the primary must be migrated first; the standby then replays it).
+    async fn standby_schema(&self) -> Result<lotledger_store::Migrated, StoreError> {
+        let found = lotledger_store::pooled::Reads::of(&self.pool)
+            .applied_versions()
+            .await
+            .map_err(db_err)?;
+        if let Some(missing) = MIGRATOR.iter().find(|m| !found.contains(&m.version)) {
+            return Err(StoreError::Config(format!(
+                "this database is a read-only standby whose schema lacks migration {:04} ({}): \
+                 upgrade the primary (lotledger migrate) and let the standby replay it",
+                missing.version, missing.description
+            )));
+        }
+        Ok(lotledger_store::pooled::migrated(&MIGRATOR, &found, &found))
+    }
+
+    /// How far this database, when it is a hot standby, is behind its primary: `None` on a
+    /// primary. Seconds since the last transaction it replayed was committed on the primary
+    /// (0 when it has replayed everything it received), and WAL bytes received but not yet
+    /// replayed.
+    pub async fn replica_lag(&self) -> Result<Option<ReplicaLag>, StoreError> {
+        let row: (bool, Option<f64>, Option<f64>) = sqlx::query_as(
+            "SELECT pg_is_in_recovery(), \
+             CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
+                  ELSE EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp()) \
+             END::float8, \
+             pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::float8",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(match row {
+            (false, _, _) => None,
+            (true, seconds, bytes) => Some(ReplicaLag {
+                seconds: seconds.unwrap_or(0.0).max(0.0),
+                bytes: bytes.unwrap_or(0.0).max(0.0),
+            }),
+        })
+    }
+}
+
+/// How far a hot standby is behind its primary ([`PgStore::replica_lag`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplicaLag {
+    pub seconds: f64,
+    pub bytes: f64,
 }
 
 impl Transactional for PgStore {

@@ -1,6 +1,6 @@
-//! A private PostgreSQL cluster for tests that stop and start the server (fault tests): initdb
-//! into a temporary directory, trust auth, a free loopback port; as the `postgres` user when
-//! run as root. Stopped and removed when dropped.
+//! A private PostgreSQL cluster for tests that stop and start the server (fault tests), or
+//! replicate it (a hot standby): initdb into a temporary directory, trust auth, a free loopback
+//! port; as the `postgres` user when run as root. Stopped and removed when dropped.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -87,6 +87,52 @@ impl PgCluster {
         let cluster = PgCluster { bindir, dir, port };
         cluster.up()?;
         Ok(cluster)
+    }
+
+    /// A hot standby of this (running) cluster: `pg_basebackup -R` streaming its WAL, started
+    /// on a port of its own.
+    pub fn standby(&self) -> Result<PgCluster, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("lotledger-standby-pg")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        if is_root() {
+            Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(dir.path())
+                .status()
+                .map_err(|e| e.to_string())?;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let data = dir.path().join("data");
+        run_as_postgres(
+            &self.bindir.join("pg_basebackup"),
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                &data.to_string_lossy(),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
+        )?;
+        let standby = PgCluster {
+            bindir: self.bindir.clone(),
+            dir,
+            port,
+        };
+        standby.up()?;
+        Ok(standby)
     }
 
     pub fn url(&self) -> String {

@@ -42,8 +42,16 @@ pub struct Args {
     max_websockets: usize,
     /// Follow this node while serving (as `lotledger sync --follow --from URL`); the sync's
     /// lag and outcomes are in /metrics.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "read_only")]
     follow: Option<String>,
+    /// Serve reads only (a replica, e.g. on a PostgreSQL hot standby):
+    /// `POST /api/v0/messages` gets 503 naming the writable node. On a standby, /metrics
+    /// reports how far it is behind its primary.
+    #[arg(long)]
+    read_only: bool,
+    /// The writable node that a read-only server names to clients that send it writes.
+    #[arg(long, value_name = "URL", requires = "read_only")]
+    writable_node: Option<String>,
     #[command(flatten)]
     follow_tuning: super::sync::Tuning,
 }
@@ -68,6 +76,9 @@ pub async fn run(store: AnyStore, rules: &Rules, args: Args) -> Result<ExitCode>
     config.max_body_bytes = args.max_body_bytes;
     config.intake_batch = usize::try_from(args.intake_batch).context("--intake-batch")?;
     config.max_websockets = args.max_websockets;
+    if args.read_only {
+        config.read_only = Some(args.writable_node.clone());
+    }
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let closing_rx_for_sync = closing_rx.clone();
     config.closing = Some(closing_rx);
@@ -88,6 +99,34 @@ pub async fn run(store: AnyStore, rules: &Rules, args: Args) -> Result<ExitCode>
     }));
     if args.test_clock {
         tracing::warn!("test clock enabled: clients may choose the instant of their requests");
+    }
+    if store
+        .replica_lag()
+        .await
+        .context("reading the replication state")?
+        .is_some()
+    {
+        if !args.read_only {
+            tracing::warn!(
+                "the database is a read-only standby: writes will fail; use --read-only"
+            );
+        }
+        // A standby's lag, read on a schedule (a scrape must not wait on the database).
+        let standby = Arc::clone(&store);
+        let every = Duration::from_secs_f64(args.metrics_upkeep_secs);
+        tokio::spawn(async move {
+            loop {
+                match standby.replica_lag().await {
+                    Ok(Some(lag)) => {
+                        metrics::gauge!(telemetry::REPLICA_LAG_SECONDS).set(lag.seconds);
+                        metrics::gauge!(telemetry::REPLICA_LAG_BYTES).set(lag.bytes);
+                    }
+                    Ok(None) => tracing::info!("the standby was promoted: no replication lag"),
+                    Err(e) => tracing::warn!("replication lag not read: {e}"),
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
     }
     // Signal handlers are installed before the address is announced, so that a SIGTERM sent as
     // soon as the server is up is a graceful stop, not the default kill.

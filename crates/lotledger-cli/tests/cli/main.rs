@@ -3,5 +3,6 @@ mod bench;
 mod crash;
 mod ingest;
 mod migration;
+mod replica;
 mod serve;
 mod sync;
