@@ -12,7 +12,6 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
-use axum::serve::ListenerExt as _;
 use lotledger_core::node_json::StoredEnvelope;
 use lotledger_core::{Rules, Timestamp};
 
@@ -23,6 +22,7 @@ mod accounts;
 mod backend;
 mod clock;
 mod error;
+pub mod exposure;
 mod intake;
 mod message_list;
 mod messages;
@@ -34,6 +34,7 @@ mod websocket;
 pub use backend::Backend;
 pub use clock::{NOW_HEADER, wall_clock_now};
 pub use error::ApiError;
+pub use exposure::{ClientAddr, Exposure, RateLimit, serve_with};
 
 /// Default cap on a request body (the node's messages are far smaller).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -68,6 +69,11 @@ pub struct ApiConfig {
     /// Serve reads only (a replica): `POST /api/v0/messages` gets 503 naming the writable
     /// node (`Some(Some(url))`) when it is known.
     pub read_only: Option<Option<String>>,
+    /// Requests a second each client (IP address) may send; `None`: no limit.
+    pub rate_limit: Option<RateLimit>,
+    /// Time a client has to send a request's body once its header is in (408 past it);
+    /// `None`: no limit.
+    pub body_timeout: Option<Duration>,
 }
 
 impl ApiConfig {
@@ -81,6 +87,8 @@ impl ApiConfig {
             closing: None,
             max_websockets: DEFAULT_MAX_WEBSOCKETS,
             read_only: None,
+            rate_limit: None,
+            body_timeout: Some(exposure::DEFAULT_BODY_TIMEOUT),
         }
     }
 }
@@ -98,6 +106,8 @@ pub struct AppState {
     pub(crate) live: tokio::sync::broadcast::Sender<Arc<StoredEnvelope>>,
     /// The websocket connections still allowed.
     pub(crate) websocket_slots: Arc<tokio::sync::Semaphore>,
+    /// Each client's request budget ([`ApiConfig::rate_limit`]).
+    pub(crate) limiter: Arc<exposure::Limiter>,
 }
 
 /// The API's router over a store.
@@ -113,6 +123,7 @@ pub fn router(store: Arc<dyn Backend>, config: ApiConfig) -> Router {
         intake: Arc::default(),
         live: tokio::sync::broadcast::channel(LIVE_BACKLOG).0,
         websocket_slots: Arc::new(tokio::sync::Semaphore::new(websockets)),
+        limiter: Arc::default(),
     };
     Router::new()
         .route(
@@ -156,27 +167,28 @@ pub fn router(store: Arc<dyn Backend>, config: ApiConfig) -> Router {
         .route("/api/v0/openapi.json", get(openapi::serve))
         .route("/metrics", get(metrics_text))
         .fallback(error::not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            exposure::read_body_in_time,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            exposure::limit_rate,
+        ))
         .layer(middleware::from_fn(observe))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
-/// Runs the API on a bound listener until `shutdown` resolves; requests in flight finish
-/// (an accepted message is committed before its reply is written).
+/// Runs the API on a bound listener until `shutdown` resolves, with the default connection
+/// limits ([`serve_with`]); requests in flight finish (an accepted message is committed
+/// before its reply is written).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Replies are small and written once: send them without waiting for Nagle's delay.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY not set: {e}");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, app, Exposure::default(), shutdown).await
 }
 
 async fn metrics_text(

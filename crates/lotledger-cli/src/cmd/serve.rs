@@ -54,6 +54,80 @@ pub struct Args {
     writable_node: Option<String>,
     #[command(flatten)]
     follow_tuning: super::sync::Tuning,
+    #[command(flatten)]
+    exposure: ExposureArgs,
+}
+
+/// What a node facing the internet limits. The per-client limits are off by default when
+/// listening on a loopback address (a local proxy or test in front), on otherwise.
+#[derive(clap::Args, Debug)]
+pub struct ExposureArgs {
+    /// Requests a second one client (IP address) may send (0: no limit). Default: 100, or
+    /// none on a loopback address.
+    #[arg(long, value_parser = seconds_or_rate)]
+    rate_limit: Option<f64>,
+    /// Requests one client may send at once above its rate. Default: twice the rate.
+    #[arg(long, value_parser = seconds_or_rate)]
+    rate_burst: Option<f64>,
+    /// Connections one client may hold open at once (0: no cap). Default: 256, or none on a
+    /// loopback address.
+    #[arg(long)]
+    max_connections_per_client: Option<usize>,
+    /// Connections open at once, all clients together.
+    #[arg(long, default_value_t = lotledger_api::exposure::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's header; then its connection is closed.
+    #[arg(long, default_value_t = lotledger_api::exposure::DEFAULT_HEADER_TIMEOUT.as_secs_f64(),
+          value_parser = timeout_seconds)]
+    header_timeout: f64,
+    /// Seconds a client has to send a request's body; then it gets 408.
+    #[arg(long, default_value_t = lotledger_api::exposure::DEFAULT_BODY_TIMEOUT.as_secs_f64(),
+          value_parser = timeout_seconds)]
+    body_timeout: f64,
+}
+
+fn seconds_or_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err("expected a number, at least 0".to_string()),
+    }
+}
+
+fn timeout_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x.is_finite() && (0.001..=86_400.0).contains(&x) => Ok(x),
+        _ => Err("expected seconds between 0.001 and 86400".to_string()),
+    }
+}
+
+impl ExposureArgs {
+    /// The limits of a server listening on `listen`.
+    fn apply(&self, listen: SocketAddr, config: &mut ApiConfig) -> lotledger_api::Exposure {
+        let public = !listen.ip().is_loopback();
+        let rate = self.rate_limit.unwrap_or(if public { 100.0 } else { 0.0 });
+        config.rate_limit = (rate > 0.0).then(|| lotledger_api::RateLimit {
+            per_second: rate,
+            burst: self.rate_burst.unwrap_or(2.0 * rate).max(1.0),
+        });
+        config.body_timeout = Some(Duration::from_secs_f64(self.body_timeout));
+        let per_client = self
+            .max_connections_per_client
+            .unwrap_or(if public { 256 } else { 0 });
+        let exposure = lotledger_api::Exposure {
+            max_connections: self.max_connections.max(1),
+            max_connections_per_client: (per_client > 0).then_some(per_client),
+            header_timeout: Duration::from_secs_f64(self.header_timeout),
+        };
+        tracing::info!(
+            rate_limit = ?config.rate_limit,
+            max_connections = exposure.max_connections,
+            max_connections_per_client = ?exposure.max_connections_per_client,
+            header_timeout_s = self.header_timeout,
+            body_timeout_s = self.body_timeout,
+            "limits"
+        );
+        exposure
+    }
 }
 
 fn upkeep_interval(text: &str) -> Result<f64, String> {
@@ -156,8 +230,9 @@ pub async fn run(store: AnyStore, rules: &Rules, args: Args) -> Result<ExitCode>
             }
         });
     }
+    let exposure = args.exposure.apply(args.listen, &mut config);
     let app = lotledger_api::router(store, config);
-    lotledger_api::serve(listener, app, shutdown)
+    lotledger_api::serve_with(listener, app, exposure, shutdown)
         .await
         .context("serving HTTP")?;
     tracing::info!("stopped");
