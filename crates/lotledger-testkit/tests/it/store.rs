@@ -176,8 +176,9 @@ async fn reports_its_footprint<S: Store>(store: &S) {
             .unwrap();
     }
     let with_envelopes = store.footprint().await.unwrap();
+    // (Measured as growth: an empty table's indexes already take a few pages.)
     assert!(
-        with_envelopes.envelopes_bytes >= 200 * 100 && big.envelopes_bytes < 200 * 100,
+        with_envelopes.envelopes_bytes >= big.envelopes_bytes + 200 * 100,
         "{big:?} {with_envelopes:?}"
     );
     assert!(!big.method.is_empty());
