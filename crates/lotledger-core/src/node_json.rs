@@ -208,18 +208,13 @@ fn message_object(
     with_content: bool,
     inner: Writer,
 ) -> Result<String, NodeJsonError> {
-    let item_hash = || env.item_hash.clone();
     let (text, content) = post_object(env)?;
     let post_content =
         post_content_json(&content, inner).map_err(|reason| NodeJsonError::InvalidPostContent {
-            item_hash: item_hash(),
+            item_hash: env.item_hash.clone(),
             reason,
         })?;
-    let time = stored_time(env.time).map_err(|source| NodeJsonError::Time {
-        item_hash: item_hash(),
-        time: env.time,
-        source,
-    })?;
+    let time = envelope_time(env)?;
 
     let mut out = String::new();
     out.push_str("{\"sender\":");
@@ -255,12 +250,7 @@ fn message_object(
 /// reduced to `{address, ref, type}` by [`ContentFormat::Headers`] and left out by
 /// [`ContentFormat::None`]; `size` counts the content's code points.
 pub fn list_message(env: &StoredEnvelope, format: ContentFormat) -> Result<String, NodeJsonError> {
-    let item_hash = || env.item_hash.clone();
-    let time = stored_time(env.time).map_err(|source| NodeJsonError::Time {
-        item_hash: item_hash(),
-        time: env.time,
-        source,
-    })?;
+    let time = envelope_time(env)?;
     let mut out = String::new();
     out.push_str("{\"chain\":");
     write_opt_str(&mut out, env.chain.as_deref());
@@ -268,25 +258,7 @@ pub fn list_message(env: &StoredEnvelope, format: ContentFormat) -> Result<Strin
     write_opt_str(&mut out, env.channel.as_deref());
     out.push_str(",\"confirmations\":[],\"confirmed\":false");
     if format != ContentFormat::None {
-        let mut content = match env.item_content.as_deref().map(serde_json::from_str) {
-            Some(Ok(Value::Object(content))) => content,
-            Some(Ok(_)) => {
-                return Err(NodeJsonError::ItemContentNotObject {
-                    item_hash: item_hash(),
-                });
-            }
-            Some(Err(e)) => {
-                return Err(NodeJsonError::InvalidItemContent {
-                    item_hash: item_hash(),
-                    reason: e.to_string(),
-                });
-            }
-            None => {
-                return Err(NodeJsonError::MissingItemContent {
-                    item_hash: item_hash(),
-                });
-            }
-        };
+        let (_, mut content) = content_object(env)?;
         if !content.contains_key("address") {
             let sender = env.sender.clone().map_or(Value::Null, Value::String);
             content.insert("address".into(), sender);
@@ -356,15 +328,29 @@ pub fn list_cursor_body(messages: &[String], next_cursor: Option<&str>, per_page
     out
 }
 
+/// The envelope time as the reference gives it back ([`stored_time`]).
+fn envelope_time(env: &StoredEnvelope) -> Result<f64, NodeJsonError> {
+    stored_time(env.time).map_err(|source| NodeJsonError::Time {
+        item_hash: env.item_hash.clone(),
+        time: env.time,
+        source,
+    })
+}
+
 /// The content text and the content object of a kept POST message.
 fn post_object(env: &StoredEnvelope) -> Result<(&str, Map<String, Value>), NodeJsonError> {
-    let item_hash = || env.item_hash.clone();
     if env.message_type != "POST" {
         return Err(NodeJsonError::UnsupportedType {
-            item_hash: item_hash(),
+            item_hash: env.item_hash.clone(),
             message_type: env.message_type.clone(),
         });
     }
+    content_object(env)
+}
+
+/// The content text and the content object of a kept message.
+fn content_object(env: &StoredEnvelope) -> Result<(&str, Map<String, Value>), NodeJsonError> {
+    let item_hash = || env.item_hash.clone();
     let text = env
         .item_content
         .as_deref()

@@ -13,10 +13,11 @@ use crate::Timestamp;
 use crate::cursor::{CursorError, base64url_decode, base64url_encode, python_json};
 use crate::decimal::python_float_from_str;
 use crate::node_json::{StoredEnvelope, write_str};
+use crate::post_content::CHAINS;
 use crate::pyrepr::repr_str;
 
 /// aleph-message's message types, in its declaration order.
-const MESSAGE_TYPES: [&str; 7] = [
+pub const MESSAGE_TYPES: [&str; 7] = [
     "POST",
     "AGGREGATE",
     "STORE",
@@ -34,43 +35,6 @@ const STATUSES: [&str; 6] = [
     "forgotten",
     "removing",
     "removed",
-];
-
-/// aleph-message's `Chain`, as its enum error lists it.
-const CHAINS: [&str; 33] = [
-    "ARB",
-    "AURORA",
-    "AVAX",
-    "BASE",
-    "BLAST",
-    "BOB",
-    "BSC",
-    "CSDK",
-    "CYBER",
-    "DOT",
-    "ES",
-    "ETH",
-    "ETHERLINK",
-    "FRAX",
-    "HYPE",
-    "INK",
-    "LENS",
-    "LINEA",
-    "LISK",
-    "METIS",
-    "MODE",
-    "NEO",
-    "NULS",
-    "NULS2",
-    "OP",
-    "POL",
-    "SOL",
-    "STT",
-    "SONIC",
-    "TEZOS",
-    "UNICHAIN",
-    "WLD",
-    "ZORA",
 ];
 
 const PAYMENT_TYPES: [&str; 3] = ["hold", "superfluid", "credit"];

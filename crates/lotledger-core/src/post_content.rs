@@ -17,7 +17,7 @@ const MAX_TAGS: usize = 16;
 const MAX_TAG_CHARS: usize = 256;
 const MAX_CHANNEL_CHARS: usize = 128;
 /// aleph-message's `Chain` values, in its enum's order (the order of pydantic's message).
-const CHAINS: [&str; 33] = [
+pub const CHAINS: [&str; 33] = [
     "ARB",
     "AURORA",
     "AVAX",

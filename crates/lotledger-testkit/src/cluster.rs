@@ -50,25 +50,31 @@ fn run_as_postgres(program: &Path, args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// A temporary directory the server's user owns, and a free loopback port.
+fn cluster_dir(prefix: &str) -> Result<(tempfile::TempDir, u16), String> {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    if is_root() {
+        Command::new("chown")
+            .args(["-R", "postgres:"])
+            .arg(dir.path())
+            .status()
+            .map_err(|e| e.to_string())?;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    Ok((dir, port))
+}
+
 impl PgCluster {
     /// Creates and starts a cluster.
     pub fn start() -> Result<PgCluster, String> {
         let bindir = bindir()?;
-        let dir = tempfile::Builder::new()
-            .prefix("lotledger-fault-pg")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
-        if is_root() {
-            Command::new("chown")
-                .args(["-R", "postgres:"])
-                .arg(dir.path())
-                .status()
-                .map_err(|e| e.to_string())?;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
+        let (dir, port) = cluster_dir("lotledger-fault-pg")?;
         let data = dir.path().join("data");
         run_as_postgres(
             &bindir.join("initdb"),
@@ -92,21 +98,7 @@ impl PgCluster {
     /// A hot standby of this (running) cluster: `pg_basebackup -R` streaming its WAL, started
     /// on a port of its own.
     pub fn standby(&self) -> Result<PgCluster, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("lotledger-standby-pg")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
-        if is_root() {
-            Command::new("chown")
-                .args(["-R", "postgres:"])
-                .arg(dir.path())
-                .status()
-                .map_err(|e| e.to_string())?;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
+        let (dir, port) = cluster_dir("lotledger-standby-pg")?;
         let data = dir.path().join("data");
         run_as_postgres(
             &self.bindir.join("pg_basebackup"),
