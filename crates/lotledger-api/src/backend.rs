@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use lotledger_core::node_json::StoredEnvelope;
-use lotledger_core::{BalanceDetail, Credits, HistoryRow, Rules, Timestamp};
+use lotledger_core::{BalanceDetail, Credits, HistoryRow, Lot, Rules, Timestamp};
 use lotledger_store::{
     BalancesQuery, BatchItem, EnvelopeScan, HistorySelector, MessageRecord, Outcome, Store,
     StoreError, apply_one_by_one,
@@ -43,6 +43,18 @@ pub trait Backend: Send + Sync + 'static {
         resource: Option<&'a str>,
     ) -> BoxFuture<'a, Credits>;
     fn message<'a>(&'a self, item_hash: &'a str) -> BoxFuture<'a, Option<MessageRecord>>;
+    /// [`Store::lots`].
+    fn lots<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Vec<Lot>>;
+    /// [`Store::expiring_lots`].
+    fn expiring_lots(
+        &self,
+        now: Timestamp,
+        before: Timestamp,
+        offset: u64,
+        limit: u64,
+    ) -> BoxFuture<'_, Vec<Lot>>;
+    /// [`Store::expiring_total`].
+    fn expiring_total(&self, now: Timestamp, before: Timestamp) -> BoxFuture<'_, (Credits, u64)>;
     /// [`Store::kept_messages`].
     fn kept_messages<'a>(
         &'a self,
@@ -105,5 +117,20 @@ impl<S: Store + 'static> Backend for S {
         scan: &'a EnvelopeScan,
     ) -> BoxFuture<'a, Vec<Arc<StoredEnvelope>>> {
         Box::pin(Store::kept_messages(self, scan))
+    }
+    fn lots<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Vec<Lot>> {
+        Box::pin(Store::lots(self, address))
+    }
+    fn expiring_lots(
+        &self,
+        now: Timestamp,
+        before: Timestamp,
+        offset: u64,
+        limit: u64,
+    ) -> BoxFuture<'_, Vec<Lot>> {
+        Box::pin(Store::expiring_lots(self, now, before, offset, limit))
+    }
+    fn expiring_total(&self, now: Timestamp, before: Timestamp) -> BoxFuture<'_, (Credits, u64)> {
+        Box::pin(Store::expiring_total(self, now, before))
     }
 }

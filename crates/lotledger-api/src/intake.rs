@@ -302,6 +302,25 @@ mod tests {
         ) -> BoxFuture<'a, Vec<Arc<StoredEnvelope>>> {
             self.store.kept_messages(scan)
         }
+        fn lots<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Vec<lotledger_core::Lot>> {
+            self.store.lots(address)
+        }
+        fn expiring_lots(
+            &self,
+            now: Timestamp,
+            before: Timestamp,
+            offset: u64,
+            limit: u64,
+        ) -> BoxFuture<'_, Vec<lotledger_core::Lot>> {
+            self.store.expiring_lots(now, before, offset, limit)
+        }
+        fn expiring_total(
+            &self,
+            now: Timestamp,
+            before: Timestamp,
+        ) -> BoxFuture<'_, (Credits, u64)> {
+            self.store.expiring_total(now, before)
+        }
     }
 
     /// Waits until `gated` has seen `n` batches (a minute at most: a committer that never

@@ -22,6 +22,7 @@ mod accounts;
 mod backend;
 mod clock;
 mod error;
+mod expirations;
 pub mod exposure;
 mod intake;
 mod message_list;
@@ -162,6 +163,11 @@ pub fn router(store: Arc<dyn Backend>, config: ApiConfig) -> Router {
         )
         .route("/api/v0/credit_balances", get(accounts::credit_balances))
         .route("/api/v0/costs", get(accounts::costs))
+        .route(
+            "/api/v0/addresses/{address}/credit_expirations",
+            get(expirations::of_address),
+        )
+        .route("/api/v0/credit_expirations", get(expirations::of_holders))
         .route("/api/v0/test/clock", axum::routing::put(clock::set_clock))
         .route("/api/ws0/messages", get(websocket::messages))
         .route("/api/v0/openapi.json", get(openapi::serve))

@@ -4,7 +4,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::{accounts, message_list, messages, websocket};
+use crate::{accounts, expirations, message_list, messages, websocket};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,8 @@ use crate::{accounts, message_list, messages, websocket};
         accounts::credit_history,
         accounts::credit_history_summary,
         accounts::costs,
+        expirations::of_address,
+        expirations::of_holders,
     ),
     tags((name = "messages", description = "Signed Aleph messages in, status out"),
          (name = "credits", description = "Credit reads"))

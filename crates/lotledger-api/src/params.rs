@@ -5,22 +5,11 @@
 use std::collections::HashMap;
 
 use lotledger_core::Timestamp;
-use lotledger_core::node_query::{lax_bool, lax_int};
+use lotledger_core::node_query::{MESSAGE_TYPES, lax_bool, lax_int};
 use lotledger_core::query::{Direction, HistoryFilter};
 use serde_json::{Value, json};
 
 use crate::ApiError;
-
-/// The message types `resourceTypes` accepts.
-const MESSAGE_TYPES: [&str; 7] = [
-    "POST",
-    "AGGREGATE",
-    "STORE",
-    "PROGRAM",
-    "INSTANCE",
-    "FORGET",
-    "V-PROGRAM",
-];
 
 pub(crate) struct Params {
     map: HashMap<String, String>,
@@ -119,6 +108,31 @@ impl Params {
                 None
             }
         }
+    }
+
+    /// A required instant: RFC 3339 (`2026-03-01T00:00:00Z`) or Unix seconds; `None` when
+    /// absent or invalid (the error is recorded).
+    pub(crate) fn required_instant(&mut self, key: &str) -> Option<Timestamp> {
+        let Some(raw) = self.map.get(key).cloned() else {
+            self.errors.push(json!({
+                "type": "missing", "loc": ["query", key], "msg": "Field required", "input": null,
+            }));
+            return None;
+        };
+        let parsed = Timestamp::parse_rfc3339(&raw).ok().or_else(|| {
+            lotledger_core::decimal::python_float_from_str(&raw)
+                .filter(|x| x.is_finite() && *x >= 0.0)
+                .and_then(|x| Timestamp::from_unix_seconds_f64(x).ok())
+        });
+        if parsed.is_none() {
+            self.fail(
+                "value_error",
+                key,
+                "Value error, expected an RFC 3339 instant or non-negative Unix seconds",
+                &raw,
+            );
+        }
+        parsed
     }
 
     /// The filters shared by the history listing, its count and the summary.

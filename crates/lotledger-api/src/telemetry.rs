@@ -19,6 +19,8 @@ pub const REQUEST_DURATION: &str = "lotledger_http_request_duration_seconds";
 /// `summed`, the address's lots summed by PostgreSQL; `plain`, the plain `SUM`, for sums past
 /// 64 bits). PostgreSQL only: set from the store's counts at each scrape.
 pub const BALANCE_READS: &str = "lotledger_balance_reads_total";
+/// Credits that expire within `within` (`24h`, `7d`) of now, refreshed every minute.
+pub const CREDITS_EXPIRING: &str = "lotledger_credits_expiring";
 /// On a PostgreSQL hot standby: seconds since the newest transaction it replayed committed on
 /// the primary (0 when it has replayed all it received).
 pub const REPLICA_LAG_SECONDS: &str = "lotledger_replica_lag_seconds";

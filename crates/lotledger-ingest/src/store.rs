@@ -207,6 +207,22 @@ impl Store for AnyStore {
     ) -> Result<Vec<Arc<StoredEnvelope>>, StoreError> {
         dispatch!(self, s => s.kept_messages(scan))
     }
+    async fn expiring_lots(
+        &self,
+        now: Timestamp,
+        before: Timestamp,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<Lot>, StoreError> {
+        dispatch!(self, s => s.expiring_lots(now, before, offset, limit))
+    }
+    async fn expiring_total(
+        &self,
+        now: Timestamp,
+        before: Timestamp,
+    ) -> Result<(Credits, u64), StoreError> {
+        dispatch!(self, s => s.expiring_total(now, before))
+    }
     async fn table_counts(&self) -> Result<TableCounts, StoreError> {
         dispatch!(self, s => s.table_counts())
     }

@@ -718,6 +718,40 @@ impl Store for PgStore {
         message(&mut conn, item_hash).await
     }
 
+    async fn expiring_lots(
+        &self,
+        now: Timestamp,
+        before: Timestamp,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<Lot>, StoreError> {
+        let (offset, limit) = lotledger_store::page_bounds(offset, limit);
+        let rows = sqlx::query(expiring_lots!("$1", "$2", "$3", "$4"))
+            .bind(odt(now))
+            .bind(odt(before))
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(lot).collect()
+    }
+
+    async fn expiring_total(
+        &self,
+        now: Timestamp,
+        before: Timestamp,
+    ) -> Result<(Credits, u64), StoreError> {
+        let (sum, count): (i64, i64) =
+            sqlx::query_as(lotledger_store::sql_expiring_total!("$1", "$2"))
+                .bind(odt(now))
+                .bind(odt(before))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)?;
+        lotledger_store::expiring_totals(sum, count)
+    }
+
     async fn kept_messages(
         &self,
         scan: &EnvelopeScan,

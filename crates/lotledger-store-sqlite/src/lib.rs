@@ -331,6 +331,42 @@ impl Store for SqliteStore {
         message(&mut conn, item_hash).await
     }
 
+    async fn expiring_lots(
+        &self,
+        now: Timestamp,
+        before: Timestamp,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<Lot>, StoreError> {
+        let (offset, limit) = lotledger_store::page_bounds(offset, limit);
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        let rows = sqlx::query(expiring_lots!("?1", "?2", "?3", "?4"))
+            .bind(now.as_micros())
+            .bind(before.as_micros())
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(lot).collect()
+    }
+
+    async fn expiring_total(
+        &self,
+        now: Timestamp,
+        before: Timestamp,
+    ) -> Result<(Credits, u64), StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        let (sum, count): (i64, i64) =
+            sqlx::query_as(lotledger_store::sql_expiring_total!("?1", "?2"))
+                .bind(now.as_micros())
+                .bind(before.as_micros())
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db_err)?;
+        lotledger_store::expiring_totals(sum, count)
+    }
+
     async fn kept_messages(
         &self,
         scan: &EnvelopeScan,

@@ -204,6 +204,21 @@ pub fn kept_envelopes<R>(
         .collect()
 }
 
+/// `(sum, count)` as a store's `sql_expiring_total!` row holds them.
+pub fn expiring_totals(sum: i64, count: i64) -> Result<(Credits, u64), StoreError> {
+    let count =
+        u64::try_from(count).map_err(|_| StoreError::Corrupt(format!("negative count {count}")))?;
+    Ok((Credits(sum), count))
+}
+
+/// `(offset, limit)` as SQL's signed integers.
+pub fn page_bounds(offset: u64, limit: u64) -> (i64, i64) {
+    (
+        i64::try_from(offset).unwrap_or(i64::MAX),
+        i64::try_from(limit).unwrap_or(i64::MAX),
+    )
+}
+
 impl EnvelopeScan {
     /// The scan as `(lo, hi, t, h)` for [`sql_kept_scan`]: `time` within `[lo, hi)` (the
     /// resume point folded into the range, so that an index on `time` starts there), and at
@@ -600,6 +615,24 @@ pub trait Store: Send + Sync {
         &self,
         item_hash: &str,
     ) -> impl Future<Output = Result<Option<MessageRecord>, StoreError>> + Send;
+
+    /// Lots of every holder that still hold credits at `now` and expire before `before`, in
+    /// the order of their expiry (then holder, then emission), `limit` of them after the
+    /// first `offset`.
+    fn expiring_lots(
+        &self,
+        now: Timestamp,
+        before: Timestamp,
+        offset: u64,
+        limit: u64,
+    ) -> impl Future<Output = Result<Vec<Lot>, StoreError>> + Send;
+
+    /// The credits and the count of the lots [`Store::expiring_lots`] lists.
+    fn expiring_total(
+        &self,
+        now: Timestamp,
+        before: Timestamp,
+    ) -> impl Future<Output = Result<(Credits, u64), StoreError>> + Send;
 
     /// A chunk of the kept processed messages ([`EnvelopeScan`]).
     fn kept_messages(

@@ -103,6 +103,49 @@ macro_rules! sql_kept_scan {
     };
 }
 
+/// Lots `l` still holding credits at the instant `$now` that expire before `$before`.
+#[macro_export]
+macro_rules! sql_expiring {
+    ($now:literal, $before:literal) => {
+        concat!(
+            "l.amount_remaining > 0 AND l.expiration_date > ",
+            $now,
+            " AND l.expiration_date < ",
+            $before
+        )
+    };
+}
+
+/// A page of [`sql_expiring`] lots in the order of their expiry, then holder, then emission.
+#[macro_export]
+macro_rules! sql_expiring_lots {
+    ($ref_text:ident, $now:literal, $before:literal, $limit:literal, $offset:literal) => {
+        concat!(
+            $crate::sql_lot_select!($ref_text),
+            " WHERE ",
+            $crate::sql_expiring!($now, $before),
+            " ORDER BY l.expiration_date, a.address, l.message_timestamp, ",
+            $ref_text!(),
+            ", l.credit_index LIMIT ",
+            $limit,
+            " OFFSET ",
+            $offset
+        )
+    };
+}
+
+/// The sum and the count of [`sql_expiring`] lots.
+#[macro_export]
+macro_rules! sql_expiring_total {
+    ($now:literal, $before:literal) => {
+        concat!(
+            "SELECT CAST(COALESCE(SUM(l.amount_remaining), 0) AS BIGINT), COUNT(*) \
+             FROM credit_lots l WHERE ",
+            $crate::sql_expiring!($now, $before)
+        )
+    };
+}
+
 /// `message_envelopes`' columns in the order both stores insert them.
 #[macro_export]
 macro_rules! sql_envelope_columns {
@@ -217,6 +260,13 @@ macro_rules! sql_selects {
         macro_rules! stored_message_select {
             () => {
                 $crate::sql_stored_message_select!($ref_text)
+            };
+        }
+        /// A page of expiring lots ([`sql_expiring_lots`]).
+        #[allow(unused_macros)]
+        macro_rules! expiring_lots {
+            ($now:literal, $before:literal, $limit:literal, $offset:literal) => {
+                $crate::sql_expiring_lots!($ref_text, $now, $before, $limit, $offset)
             };
         }
         /// A chunk of kept processed messages in the list's order ([`sql_kept_scan`]).

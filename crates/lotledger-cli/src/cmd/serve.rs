@@ -12,6 +12,7 @@ use lotledger_api::telemetry;
 use lotledger_core::Rules;
 
 use lotledger_ingest::AnyStore;
+use lotledger_store::Store as _;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -137,6 +138,9 @@ fn upkeep_interval(text: &str) -> Result<f64, String> {
     }
 }
 
+/// How often the expiring-credits gauges are refreshed.
+const EXPIRING_REFRESH: Duration = Duration::from_secs(60);
+
 pub async fn run(store: AnyStore, rules: &Rules, args: Args) -> Result<ExitCode> {
     let (recorder, handle) = telemetry::recorder().context("configuring metrics")?;
     metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;
@@ -174,6 +178,29 @@ pub async fn run(store: AnyStore, rules: &Rules, args: Args) -> Result<ExitCode>
     if args.test_clock {
         tracing::warn!("test clock enabled: clients may choose the instant of their requests");
     }
+    // Credits expiring within a day and a week, read on a schedule (a full pass over the lots:
+    // never per request).
+    let expiring = Arc::clone(&store);
+    tokio::spawn(async move {
+        loop {
+            if let Ok(now) = super::clock_now() {
+                for (within, seconds) in [("24h", 86_400_i64), ("7d", 7 * 86_400)] {
+                    let before = lotledger_core::Timestamp::from_micros(
+                        now.as_micros().saturating_add(seconds * 1_000_000),
+                    );
+                    let Ok(before) = before else { continue };
+                    match expiring.expiring_total(now, before).await {
+                        Ok((credits, _)) => {
+                            metrics::gauge!(telemetry::CREDITS_EXPIRING, "within" => within)
+                                .set(credits.0 as f64);
+                        }
+                        Err(e) => tracing::warn!("expiring credits not read: {e}"),
+                    }
+                }
+            }
+            tokio::time::sleep(EXPIRING_REFRESH).await;
+        }
+    });
     if store
         .replica_lag()
         .await

@@ -47,6 +47,20 @@ fn metrics_count_messages_and_time_requests() {
         "{text}"
     );
     assert!(!text.contains("lotledger_balance_reads_total"), "{text}");
+    // The expiring-credits gauges, read on a schedule from the start (polled until the first
+    // reading is in): nothing expires in an empty ledger.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, text) = server.request("GET", "/metrics", &[], None).unwrap();
+        let text = text.as_str().unwrap().to_string();
+        if text.contains(r#"lotledger_credits_expiring{within="24h"} 0"#)
+            && text.contains(r#"lotledger_credits_expiring{within="7d"} 0"#)
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// On PostgreSQL, /metrics counts balance reads by where their answer came from: the first

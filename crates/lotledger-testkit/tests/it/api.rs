@@ -1106,3 +1106,110 @@ async fn websocket_refuses_bad_queries_and_connections_past_the_cap() {
         }
     }
 }
+
+/// Expiring credits (issue 12, part 4), on both stores: the lots of a holder that still hold
+/// credits at the request's instant and expire before `before` (RFC 3339 or Unix seconds),
+/// soonest first, with their sum; the same across holders, paged; `before` required and
+/// checked (422 naming it).
+#[tokio::test]
+async fn expiring_credits_are_listed_per_holder_and_across_holders() {
+    both_stores(async |_, app| {
+        let holder = lotledger_sig::evm_address(&HOLDER);
+        let now = 1_795_564_800_i64; // NOW, 2026-11-25T00:00:00Z
+        let day_ms = 86_400_000_i64;
+        let credit = |amount: i64, expiration: Option<i64>| {
+            let mut c = json!({"address": holder, "amount": amount, "price": "0.000001",
+                               "tx_hash": "0xt", "provider": "ALEPH"});
+            if let Some(e) = expiration {
+                c["expiration"] = json!(e);
+            }
+            c
+        };
+        let message = signed(
+            &GRANTOR,
+            &lotledger_sig::evm_address(&GRANTOR),
+            "aleph_credit_distribution",
+            json!({"distribution": {"token": "ALEPH", "chain": "ETH", "credits": [
+                credit(300, Some(now * 1000 + 3 * day_ms)),
+                credit(100, Some(now * 1000 + day_ms)),
+                credit(1000, Some(now * 1000 + 10 * day_ms)),
+                credit(7, None),
+                credit(50, Some(now * 1000 - day_ms)),
+            ]}}),
+        );
+        let body = sync(&message).to_string().into_bytes();
+        let (status, reply) = call_router(
+            &app.router,
+            "POST",
+            "/api/v0/messages",
+            &[("x-lotledger-now", "2026-05-29T00:00:00Z")],
+            Some(body),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, StatusCode::OK, "{reply}");
+
+        let get = async |uri: &str, at: &str| {
+            call_router(&app.router, "GET", uri, &[("x-lotledger-now", at)], None)
+                .await
+                .unwrap()
+        };
+        let week = "2026-12-02T00:00:00Z";
+        let (status, body) = get(
+            &format!("/api/v0/addresses/{holder}/credit_expirations?before={week}"),
+            NOW,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let amounts: Vec<i64> = body["lots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["amount"].as_i64().unwrap())
+            .collect();
+        assert_eq!(amounts, [100, 300], "{body}");
+        assert_eq!(body["total"], 400);
+        assert_eq!(body["lots"][0]["expiration_date"], "2026-11-26T00:00:00Z");
+        assert_eq!(body["before"], week);
+
+        // Two days on, the first has expired; Unix seconds work too.
+        let (_, body) = get(
+            &format!(
+                "/api/v0/addresses/{holder}/credit_expirations?before={}",
+                now + 7 * 86_400
+            ),
+            "2026-11-27T00:00:00Z",
+        )
+        .await;
+        assert_eq!(body["total"], 300, "{body}");
+
+        // Across holders, paged.
+        let (status, body) = get(
+            &format!("/api/v0/credit_expirations?before={week}&pagination=1&page=2"),
+            NOW,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["total"], 400, "{body}");
+        assert_eq!(body["pagination_total"], 2);
+        assert_eq!(body["expirations"].as_array().unwrap().len(), 1);
+        assert_eq!(body["expirations"][0]["amount"], 300);
+        assert_eq!(body["expirations"][0]["address"], holder.as_str());
+
+        // `before` is required and must be an instant.
+        for (uri, kind) in [
+            ("/api/v0/credit_expirations", "missing"),
+            ("/api/v0/credit_expirations?before=soon", "value_error"),
+            (
+                &format!("/api/v0/addresses/{holder}/credit_expirations?before=-5")[..],
+                "value_error",
+            ),
+        ] {
+            let (status, body) = get(uri, NOW).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {body}");
+            assert_eq!(body[0]["type"], kind, "{uri}: {body}");
+            assert_eq!(body[0]["loc"], json!(["query", "before"]), "{uri}");
+        }
+    })
+    .await;
+}
