@@ -47,7 +47,9 @@ pub struct BalanceResponse {
 #[utoipa::path(get, path = "/api/v0/addresses/{address}/balance", tag = "credits",
     params(("address" = String, Path, description = "Account address"),
            ("chain" = Option<String>, Query, description = "An Aleph chain name (validated, not used)"),
-           ("include_credit_details" = Option<bool>, Query, description = "Add the per-expiry breakdown")),
+           ("include_credit_details" = Option<bool>, Query, description = "Add the per-expiry breakdown"),
+           ("as_of" = Option<String>, Query, description = "RFC 3339 or Unix seconds: the balance \
+            as the ledger stood then (its rows up to the instant, replayed, evaluated then)")),
     responses((status = 200, body = BalanceResponse), (status = 422, description = "Invalid parameter")))]
 pub(crate) async fn balance(
     State(state): State<AppState>,
@@ -68,7 +70,44 @@ pub(crate) async fn balance(
         );
     }
     let with_details = p.bool("include_credit_details").unwrap_or(false);
+    let as_of = p.instant("as_of");
     p.finish()?;
+    if let Some(as_of) = as_of {
+        // The ledger as it stood then: its rows up to the instant, replayed, evaluated then.
+        let lots = crate::expirations::lots_as_of(&state, &address, as_of).await?;
+        let lots: Vec<lotledger_core::Lot> = lots
+            .into_iter()
+            .map(|l| lotledger_core::Lot {
+                address: address.clone(),
+                credit_ref: l.credit_ref,
+                credit_index: l.credit_index,
+                amount_remaining: l.remaining,
+                expiration_date: l.expiration_date,
+                message_timestamp: l.granted_at,
+            })
+            .collect();
+        let (total, details) =
+            lotledger_core::balance_details_at(&lots, as_of).ok_or_else(|| {
+                ApiError::Store(lotledger_store::StoreError::Overflow("balance".into()))
+            })?;
+        let details = with_details.then(|| {
+            details
+                .into_iter()
+                .map(|d| CreditBalanceDetail {
+                    expiration_date: d.expiration_date.map(Timestamp::to_iso_pydantic),
+                    amount: d.amount.0,
+                })
+                .collect()
+        });
+        return Ok(Json(BalanceResponse {
+            address,
+            balance: 0.0,
+            details: BTreeMap::new(),
+            locked_amount: 0.0,
+            credit_balance: total.0,
+            credit_balance_details: details,
+        }));
+    }
     let (credit_balance, details) = if with_details {
         let (total, details) = state.store.balance_details(&address, now).await?;
         let details = details

@@ -1,5 +1,6 @@
-//! Expiring credits (issue 12, part 4): the lots that still hold credits now and expire before
-//! an instant, of one holder or of every holder (paged), with their sum.
+//! Lots in time (issue 12): the lots that still hold credits now and expire before an instant,
+//! of one holder or of every holder (paged), with their sum (part 4); and one holder's lots as
+//! the ledger stood at any instant, with the debits that drained them (part 2).
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
@@ -158,5 +159,108 @@ pub(crate) async fn of_holders(
         pagination_page: page,
         pagination_per_page: pagination,
         pagination_total: count,
+    }))
+}
+
+/// One address's lots as its ledger stood at `as_of` (its history rows up to the instant,
+/// replayed by the core: `lotledger_core::as_of`).
+pub(crate) async fn lots_as_of(
+    state: &AppState,
+    address: &str,
+    as_of: Timestamp,
+) -> Result<Vec<lotledger_core::LotAsOf>, ApiError> {
+    let rows = state.store.address_history(address).await?;
+    lotledger_core::as_of(&rows, as_of).map_err(|e| {
+        ApiError::Store(lotledger_store::StoreError::Corrupt(format!(
+            "history of {address} does not replay: {e}"
+        )))
+    })
+}
+
+/// A debit that took from a lot.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Drain {
+    /// The debiting message's item hash and its row's index.
+    pub credit_ref: String,
+    pub credit_index: i32,
+    /// ISO 8601 UTC with `Z`.
+    pub at: String,
+    pub amount: i64,
+}
+
+/// A lot as the ledger stood at an instant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LotAsOfItem {
+    pub credit_ref: String,
+    pub credit_index: i32,
+    pub granted_at: String,
+    pub expiration_date: Option<String>,
+    /// What it was granted.
+    pub amount: i64,
+    /// What was left of it then.
+    pub remaining: i64,
+    /// Whether it could still be spent then (not expired).
+    pub valid: bool,
+    /// The debits that took from it, in replay order.
+    pub drained_by: Vec<Drain>,
+}
+
+/// `GET /api/v0/addresses/{address}/credit_lots`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LotsAsOf {
+    pub address: String,
+    pub as_of: String,
+    /// Σ `remaining` of the valid lots: the balance then.
+    pub credit_balance: i64,
+    /// Every lot granted by then, drained or not, in emission order.
+    pub lots: Vec<LotAsOfItem>,
+}
+
+#[utoipa::path(get, path = "/api/v0/addresses/{address}/credit_lots", tag = "credits",
+    params(("address" = String, Path, description = "Account address"),
+           ("as_of" = Option<String>, Query, description = "RFC 3339 or Unix seconds (default \
+            now): the lots as the ledger stood then")),
+    responses((status = 200, body = LotsAsOf),
+              (status = 422, description = "`as_of` not an instant")))]
+pub(crate) async fn lots_of_address(
+    State(state): State<AppState>,
+    Path(address): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Json<LotsAsOf>, ApiError> {
+    let now = request_now(&state, &headers)?;
+    let mut p = Params::from_query(query.as_deref());
+    let as_of = p.instant("as_of").unwrap_or(now);
+    p.finish()?;
+    let lots = lots_as_of(&state, &address, as_of).await?;
+    let credit_balance = lotledger_core::balance_as_of(&lots, as_of)
+        .ok_or_else(|| ApiError::Store(lotledger_store::StoreError::Overflow("balance".into())))?;
+    let iso = Timestamp::to_iso_pydantic;
+    Ok(Json(LotsAsOf {
+        address,
+        as_of: iso(as_of),
+        credit_balance: credit_balance.0,
+        lots: lots
+            .into_iter()
+            .map(|l| LotAsOfItem {
+                valid: l.expiration_date.is_none_or(|e| e > as_of),
+                credit_ref: l.credit_ref,
+                credit_index: l.credit_index,
+                granted_at: iso(l.granted_at),
+                expiration_date: l.expiration_date.map(iso),
+                amount: l.amount.0,
+                remaining: l.remaining.0,
+                drained_by: l
+                    .drained_by
+                    .into_iter()
+                    .map(|(credit_ref, credit_index, at, amount)| Drain {
+                        credit_ref,
+                        credit_index,
+                        at: iso(at),
+                        amount: amount.0,
+                    })
+                    .collect(),
+            })
+            .collect(),
     }))
 }

@@ -168,6 +168,10 @@ pub fn router(store: Arc<dyn Backend>, config: ApiConfig) -> Router {
             get(expirations::of_address),
         )
         .route("/api/v0/credit_expirations", get(expirations::of_holders))
+        .route(
+            "/api/v0/addresses/{address}/credit_lots",
+            get(expirations::lots_of_address),
+        )
         .route("/api/v0/test/clock", axum::routing::put(clock::set_clock))
         .route("/api/ws0/messages", get(websocket::messages))
         .route("/api/v0/openapi.json", get(openapi::serve))

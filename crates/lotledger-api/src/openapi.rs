@@ -25,6 +25,7 @@ use crate::{accounts, expirations, message_list, messages, websocket};
         accounts::costs,
         expirations::of_address,
         expirations::of_holders,
+        expirations::lots_of_address,
     ),
     tags((name = "messages", description = "Signed Aleph messages in, status out"),
          (name = "credits", description = "Credit reads"))

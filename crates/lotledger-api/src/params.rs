@@ -110,15 +110,21 @@ impl Params {
         }
     }
 
-    /// A required instant: RFC 3339 (`2026-03-01T00:00:00Z`) or Unix seconds; `None` when
-    /// absent or invalid (the error is recorded).
+    /// A required instant ([`Params::instant`]); its absence is an error.
     pub(crate) fn required_instant(&mut self, key: &str) -> Option<Timestamp> {
-        let Some(raw) = self.map.get(key).cloned() else {
+        if !self.map.contains_key(key) {
             self.errors.push(json!({
                 "type": "missing", "loc": ["query", key], "msg": "Field required", "input": null,
             }));
             return None;
-        };
+        }
+        self.instant(key)
+    }
+
+    /// An instant: RFC 3339 (`2026-03-01T00:00:00Z`) or non-negative Unix seconds; `None`
+    /// when absent or invalid (the error is recorded).
+    pub(crate) fn instant(&mut self, key: &str) -> Option<Timestamp> {
+        let raw = self.map.get(key)?.clone();
         let parsed = Timestamp::parse_rfc3339(&raw).ok().or_else(|| {
             lotledger_core::decimal::python_float_from_str(&raw)
                 .filter(|x| x.is_finite() && *x >= 0.0)

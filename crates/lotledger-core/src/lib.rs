@@ -24,5 +24,8 @@ pub use message::{CreditOp, Decision, IgnoreReason, OpKind, Post, Rejection, Rul
 pub use model::{
     BalanceDetail, HistoryRow, Lot, balance_at, balance_details_at, balance_details_from_sums,
 };
-pub use plan::{LotBook, Plan, PlanError, ReplayLot, ReplayRow, replay, replay_rows};
+pub use plan::{
+    LotAsOf, LotBook, Plan, PlanError, ReplayLot, ReplayRow, as_of, balance_as_of, replay,
+    replay_rows,
+};
 pub use timestamp::{Timestamp, TimestampError};

@@ -300,6 +300,24 @@ pub struct ReplayLot<K> {
 /// [`replay`] without copies: sorts `rows` into replay order and returns, in that order, the
 /// lots with something left, each under its granting row's key. The one replay algorithm.
 pub fn replay_rows<K: Copy>(rows: &mut [ReplayRow<'_, K>]) -> Result<Vec<ReplayLot<K>>, PlanError> {
+    let lots = replay_observed(rows, |_, _, _| {})?;
+    Ok(lots
+        .into_iter()
+        .filter(|(_, remaining, _)| remaining.is_positive())
+        .map(|(key, amount_remaining, _)| ReplayLot {
+            key,
+            amount_remaining,
+        })
+        .collect())
+}
+
+/// Every lot of the replay of `rows` (sorted into replay order), drained or not, in emission
+/// order: its granting row's key, its remainder and its expiry; `took(lot, debit, amount)` is
+/// told of each part a debit row took from a lot, in replay order.
+pub fn replay_observed<K: Copy>(
+    rows: &mut [ReplayRow<'_, K>],
+    mut took: impl FnMut(K, K, Credits),
+) -> Result<Vec<(K, Credits, Option<Timestamp>)>, PlanError> {
     rows.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
     // Granted lots: the row's key, its remainder, its expiry.
     let mut lots: Vec<(K, Credits, Option<Timestamp>)> = Vec::new();
@@ -312,14 +330,15 @@ pub fn replay_rows<K: Copy>(rows: &mut [ReplayRow<'_, K>]) -> Result<Vec<ReplayL
         }
         let mut needed = row.amount.checked_neg().ok_or(PlanError::Overflow)?;
         let at = row.message_timestamp;
-        for (_, remaining, expiry) in lots.iter_mut().skip(first_live) {
+        for (lot, remaining, expiry) in lots.iter_mut().skip(first_live) {
             if !needed.is_positive() {
                 break;
             }
             if !remaining.is_positive() || !valid_at(*expiry, at) {
                 continue;
             }
-            take_from(remaining, &mut needed)?;
+            let taken = take_from(remaining, &mut needed)?;
+            took(*lot, row.key, taken);
         }
         while lots
             .get(first_live)
@@ -328,12 +347,88 @@ pub fn replay_rows<K: Copy>(rows: &mut [ReplayRow<'_, K>]) -> Result<Vec<ReplayL
             first_live += 1;
         }
     }
+    Ok(lots)
+}
+
+/// A lot of the ledger as it stood at an instant ([`as_of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LotAsOf {
+    pub credit_ref: String,
+    pub credit_index: i32,
+    /// Its grant's instant.
+    pub granted_at: Timestamp,
+    pub expiration_date: Option<Timestamp>,
+    /// What it was granted.
+    pub amount: Credits,
+    /// What the debits up to the instant left of it.
+    pub remaining: Credits,
+    /// The debit rows that took from it, in replay order: `(credit_ref, credit_index,
+    /// instant, amount taken)`.
+    pub drained_by: Vec<(String, i32, Timestamp, Credits)>,
+}
+
+/// The balance of lots [`as_of`] gave, at their instant: the remainders of the lots still valid
+/// then.
+pub fn balance_as_of(lots: &[LotAsOf], at: Timestamp) -> Option<Credits> {
+    let mut total = Credits::ZERO;
+    for lot in lots {
+        if lot.remaining.is_positive() && valid_at(lot.expiration_date, at) {
+            total = total.checked_add(lot.remaining)?;
+        }
+    }
+    Some(total)
+}
+
+/// One address's lots as its ledger stood at `as_of`: its history rows with
+/// `message_timestamp <= as_of`, replayed (the one replay algorithm), every lot granted by
+/// then, drained or not, in emission order, with the debits that took from it.
+pub fn as_of(rows: &[HistoryRow], as_of: Timestamp) -> Result<Vec<LotAsOf>, PlanError> {
+    let mut keyed: Vec<ReplayRow<'_, usize>> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, row)| row.message_timestamp <= as_of)
+        .map(|(i, row)| ReplayRow {
+            key: i,
+            credit_ref: &row.credit_ref,
+            credit_index: row.credit_index,
+            amount: row.amount,
+            expiration_date: row.expiration_date,
+            message_timestamp: row.message_timestamp,
+        })
+        .collect();
+    // The debits that took from each lot, by its granting row's index.
+    let mut drains: Vec<Vec<(usize, Credits)>> = vec![Vec::new(); rows.len()];
+    let lots = replay_observed(&mut keyed, |lot, debit, amount| {
+        if let Some(d) = drains.get_mut(lot) {
+            d.push((debit, amount));
+        }
+    })?;
     Ok(lots
         .into_iter()
-        .filter(|(_, remaining, _)| remaining.is_positive())
-        .map(|(key, amount_remaining, _)| ReplayLot {
-            key,
-            amount_remaining,
+        .filter_map(|(key, remaining, expiration_date)| {
+            let grant = rows.get(key)?;
+            let drained_by = drains
+                .get(key)?
+                .iter()
+                .filter_map(|(debit, amount)| {
+                    let d = rows.get(*debit)?;
+                    Some((
+                        d.credit_ref.clone(),
+                        d.credit_index,
+                        d.message_timestamp,
+                        *amount,
+                    ))
+                })
+                .collect();
+            Some(LotAsOf {
+                credit_ref: grant.credit_ref.clone(),
+                credit_index: grant.credit_index,
+                granted_at: grant.message_timestamp,
+                expiration_date,
+                amount: grant.amount,
+                remaining,
+                drained_by,
+            })
         })
         .collect())
 }

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use lotledger_core::json;
 use lotledger_store::{HistorySelector, MessageStatus, Store};
 use serde_json::Value;
@@ -19,6 +19,10 @@ pub struct BalanceArgs {
     /// Include the per-expiry breakdown.
     #[arg(long)]
     details: bool,
+    /// The balance as the ledger stood at this instant (RFC 3339 or Unix seconds): its rows
+    /// up to then, replayed, evaluated then.
+    #[arg(long, conflicts_with = "at")]
+    as_of: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -37,6 +41,10 @@ pub struct HistoryArgs {
 #[derive(clap::Args, Debug)]
 pub struct LotsArgs {
     address: String,
+    /// Every lot as the ledger stood at this instant (RFC 3339 or Unix seconds), drained or
+    /// not, with the debits that took from it.
+    #[arg(long)]
+    as_of: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -52,10 +60,54 @@ fn show_ts(t: Option<lotledger_core::Timestamp>) -> String {
     t.map_or_else(|| "never".to_string(), |t| t.to_rfc3339())
 }
 
+/// An instant given as RFC 3339 or Unix seconds.
+fn instant_or_seconds(text: &str) -> Result<lotledger_core::Timestamp> {
+    lotledger_core::Timestamp::parse_rfc3339(text)
+        .ok()
+        .or_else(|| {
+            text.parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite() && *x >= 0.0)
+                .and_then(|x| lotledger_core::Timestamp::from_unix_seconds_f64(x).ok())
+        })
+        .with_context(|| format!("invalid instant {text:?} (RFC 3339 or Unix seconds)"))
+}
+
+/// `address`'s lots as its ledger stood at `as_of`.
+async fn lots_as_of(
+    store: &AnyStore,
+    address: &str,
+    as_of: lotledger_core::Timestamp,
+) -> Result<Vec<lotledger_core::LotAsOf>> {
+    let rows = store
+        .history(&HistorySelector::Address(address.to_string()))
+        .await?;
+    Ok(lotledger_core::as_of(&rows, as_of)?)
+}
+
 pub async fn balance(store: &AnyStore, args: BalanceArgs) -> Result<ExitCode> {
     let at = super::instant(args.at.as_deref())?;
+    let as_of = args.as_of.as_deref().map(instant_or_seconds).transpose()?;
+    let (total, details) = match as_of {
+        Some(as_of) => {
+            let lots: Vec<lotledger_core::Lot> = lots_as_of(store, &args.address, as_of)
+                .await?
+                .into_iter()
+                .map(|l| lotledger_core::Lot {
+                    address: args.address.clone(),
+                    credit_ref: l.credit_ref,
+                    credit_index: l.credit_index,
+                    amount_remaining: l.remaining,
+                    expiration_date: l.expiration_date,
+                    message_timestamp: l.granted_at,
+                })
+                .collect();
+            lotledger_core::balance_details_at(&lots, as_of).context("balance overflow")?
+        }
+        None if args.details => store.balance_details(&args.address, at).await?,
+        None => (store.balance(&args.address, at).await?, Vec::new()),
+    };
     if args.details {
-        let (total, details) = store.balance_details(&args.address, at).await?;
         if args.json {
             println!("{}", json::balance_details(total, &details));
         } else {
@@ -65,7 +117,6 @@ pub async fn balance(store: &AnyStore, args: BalanceArgs) -> Result<ExitCode> {
             println!("total\t{total}");
         }
     } else {
-        let total = store.balance(&args.address, at).await?;
         if args.json {
             println!("{}", Value::from(total.0));
         } else {
@@ -105,6 +156,39 @@ pub async fn history(store: &AnyStore, args: HistoryArgs) -> Result<ExitCode> {
 }
 
 pub async fn lots(store: &AnyStore, args: LotsArgs) -> Result<ExitCode> {
+    if let Some(as_of) = args.as_of.as_deref().map(instant_or_seconds).transpose()? {
+        let lots = lots_as_of(store, &args.address, as_of).await?;
+        for l in lots.iter().filter(|_| !args.json) {
+            println!(
+                "{}\t{}\t{}\t{} of {}\texpires {}\t{} debits",
+                l.granted_at,
+                l.credit_ref,
+                l.credit_index,
+                l.remaining,
+                l.amount,
+                show_ts(l.expiration_date),
+                l.drained_by.len()
+            );
+        }
+        if args.json {
+            let items: Vec<Value> = lots
+                .iter()
+                .map(|l| {
+                    serde_json::json!({
+                        "credit_ref": l.credit_ref, "credit_index": l.credit_index,
+                        "granted_at": l.granted_at.to_rfc3339(),
+                        "expiration_date": l.expiration_date.map(|e| e.to_rfc3339()),
+                        "amount": l.amount.0, "remaining": l.remaining.0,
+                        "drained_by": l.drained_by.iter().map(|(r, i, t, a)| serde_json::json!({
+                            "credit_ref": r, "credit_index": i, "at": t.to_rfc3339(), "amount": a.0,
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            println!("{}", Value::Array(items));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let lots = store.lots(&args.address).await?;
     if args.json {
         println!("{}", Value::Array(lots.iter().map(json::lot).collect()));

@@ -1,4 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
+mod as_of;
 mod bench;
 mod crash;
 mod exposure;

@@ -1213,3 +1213,70 @@ async fn expiring_credits_are_listed_per_holder_and_across_holders() {
     })
     .await;
 }
+
+/// The ledger as of an instant (issue 12, part 2), on both stores: a grant, then a transfer
+/// that drains it; the balance as of an instant before the grant, between the two and after
+/// both (= today's balance), with and without details; the lots then, with the debit that
+/// drained each; `as_of` as RFC 3339 or Unix seconds, refused (422 naming it) otherwise.
+#[tokio::test]
+async fn the_ledger_as_of_an_instant() {
+    both_stores(async |_, app| {
+        let holder = lotledger_sig::evm_address(&HOLDER);
+        let other = lotledger_sig::evm_address(&GRANTOR);
+        // Granted at 1_779_000_000 (999 + 1 credits), transferred at 1_780_000_000.
+        let grant = signed_at(&GRANTOR, "aleph_credit_distribution", 1_779_000_000.0, 999);
+        let transfer = signed(
+            &HOLDER,
+            &holder,
+            "aleph_credit_transfer",
+            json!({"transfer": {"credits": [{"address": other, "amount": 300}]}}),
+        );
+        for message in [&grant, &transfer] {
+            let (status, body) = app.post(&sync(message)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        let balance_as_of = async |as_of: &str| {
+            let (status, body) = app
+                .call(
+                    "GET",
+                    &format!("/api/v0/addresses/{holder}/balance?include_credit_details=true&as_of={as_of}"),
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body
+        };
+        assert_eq!(balance_as_of("1778999999").await["credit_balance"], 0);
+        let between = balance_as_of("2026-05-20T00:00:00Z").await;
+        assert_eq!(between["credit_balance"], 1000, "{between}");
+        assert_eq!(between["credit_balance_details"][0]["amount"], 1000);
+        let after = balance_as_of("1780000000").await;
+        assert_eq!(after["credit_balance"], 700, "{after}");
+        assert_eq!(app.balance(&holder).await, 700);
+
+        let (status, lots) = app
+            .call("GET", &format!("/api/v0/addresses/{holder}/credit_lots?as_of=1780000001"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{lots}");
+        assert_eq!(lots["credit_balance"], 700);
+        let lot = &lots["lots"][0];
+        assert_eq!((lot["amount"].as_i64(), lot["remaining"].as_i64()), (Some(1000), Some(700)));
+        assert_eq!(lot["credit_ref"], grant["item_hash"]);
+        assert_eq!(lot["drained_by"][0]["credit_ref"], transfer["item_hash"]);
+        assert_eq!(lot["drained_by"][0]["amount"], 300);
+        let (_, before) = app
+            .call("GET", &format!("/api/v0/addresses/{holder}/credit_lots?as_of=1778999999"), None)
+            .await;
+        assert_eq!(before["lots"], json!([]), "{before}");
+
+        for uri in [
+            format!("/api/v0/addresses/{holder}/balance?as_of=yesterday"),
+            format!("/api/v0/addresses/{holder}/credit_lots?as_of=-1"),
+        ] {
+            let (status, body) = app.call("GET", &uri, None).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {body}");
+            assert_eq!(body[0]["loc"], json!(["query", "as_of"]), "{uri}");
+        }
+    })
+    .await;
+}
