@@ -739,6 +739,9 @@ impl W2 {
 const W3_TAG: u64 = 3;
 /// Live lots of the W3 read addresses.
 pub const W3_LOT_COUNTS: [u64; 3] = [1, 100, 1000];
+/// History rows of W3's address read as of an instant (issue 12: such a read answers in
+/// under 10 ms).
+pub const W3_AS_OF_ROWS: u64 = 10_000;
 /// 2100-01-01T00:00:00Z: W3's expiring lots stay valid whatever the clock says (the HTTP reads
 /// use the wall clock).
 const FAR_FUTURE_SECONDS: i64 = 4_102_444_800;
@@ -747,6 +750,8 @@ const FAR_FUTURE_SECONDS: i64 = 4_102_444_800;
 /// entry in four expires (on one of seven days in 2100), so details have several groups.
 pub struct W3 {
     pub addresses: Vec<(u64, String)>,
+    /// The address read as of an instant: [`W3_AS_OF_ROWS`] lots.
+    pub as_of: (u64, String),
     pub start: i64,
     pub expected: Expected,
 }
@@ -759,6 +764,10 @@ impl W3 {
                 .enumerate()
                 .map(|(i, &n)| (n, address(seed, W3_TAG, i as u64)))
                 .collect(),
+            as_of: (
+                W3_AS_OF_ROWS,
+                address(seed, W3_TAG, W3_LOT_COUNTS.len() as u64),
+            ),
             start: w2.now_seconds() + GAP_SECONDS,
             expected: Expected::default(),
         }
@@ -773,7 +782,8 @@ impl W3 {
         let file: std::sync::Arc<str> = std::sync::Arc::from("w3");
         let mut rng = Rng::new(seed, W3_TAG);
         let mut out = Vec::new();
-        for (i, (n, address)) in self.addresses.iter().enumerate() {
+        let every = self.addresses.iter().chain(std::iter::once(&self.as_of));
+        for (i, (n, address)) in every.enumerate() {
             let ts = self.start + i as i64;
             let hash = item_hash(&mut rng, W3_TAG, i as u64);
             let entries: Vec<(String, i64, String, Option<i64>)> = (0..*n)

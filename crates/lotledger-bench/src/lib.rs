@@ -52,6 +52,8 @@ const W4_ADDRESS_CHUNK: usize = 500;
 const W4_IMPORT_ROWS: usize = 5000;
 /// Store calls per W3 address and method, at scale 1.
 const W3_CALLS: u64 = 2000;
+/// As-of reads of W3's long history, at scale 1.
+const W3_AS_OF_CALLS: u64 = 200;
 /// Unmeasured calls before each W3 series.
 const W3_WARMUP_CALLS: u64 = 10;
 /// HTTP requests at scale 1, the time bound, and the client's connections.
@@ -933,6 +935,41 @@ async fn reads(
         }
     }
     bar.finish_and_clear();
+
+    // As of an instant: the address's history read, replayed up to the instant, summed (what
+    // `GET …/balance?as_of=` does).
+    let (rows, address) = &w3.as_of;
+    let as_of_calls = count(W3_AS_OF_CALLS, params.scale);
+    let mut nanos = Vec::with_capacity(as_of_calls as usize);
+    let selector = lotledger_store::HistorySelector::Address(address.clone());
+    for i in 0..W3_WARMUP_CALLS + as_of_calls {
+        let started = Instant::now();
+        let history = store.history(&selector).await?;
+        let lots = lotledger_core::as_of(&history, at)
+            .map_err(|e| BenchError::Failed(format!("W3 as of: {e}")))?;
+        let balance = lotledger_core::balance_as_of(&lots, at);
+        let took = started.elapsed();
+        if i == 0 && (history.len() as u64 != *rows || !balance.is_some_and(|b| b.is_positive())) {
+            out.failures.push(format!(
+                "W3 as of: {address} has {} rows, balance {balance:?}",
+                history.len()
+            ));
+        }
+        if i >= W3_WARMUP_CALLS {
+            nanos.push(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
+        }
+    }
+    let p = sys::Percentiles::of(&mut nanos);
+    out.figures.several(
+        "w3",
+        &format!("balance as of an instant @ {rows} history rows: p50 / p99 / max, µs"),
+        &[
+            ("as_of_p50_us".into(), p.p50_us),
+            ("as_of_p99_us".into(), p.p99_us),
+            ("as_of_max_us".into(), p.max_us),
+        ],
+        Unit::Micros,
+    );
 
     // HTTP: the router in process, the client on loopback.
     let app = lotledger_api::router(
