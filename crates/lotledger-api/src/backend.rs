@@ -45,6 +45,8 @@ pub trait Backend: Send + Sync + 'static {
     fn message<'a>(&'a self, item_hash: &'a str) -> BoxFuture<'a, Option<MessageRecord>>;
     /// [`Store::lots`].
     fn lots<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Vec<Lot>>;
+    /// [`Store::replay_history`].
+    fn replay_history<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Vec<HistoryRow>>;
     /// [`Store::expiring_lots`].
     fn expiring_lots(
         &self,
@@ -120,6 +122,9 @@ impl<S: Store + 'static> Backend for S {
     }
     fn lots<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Vec<Lot>> {
         Box::pin(Store::lots(self, address))
+    }
+    fn replay_history<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Vec<HistoryRow>> {
+        Box::pin(Store::replay_history(self, address))
     }
     fn expiring_lots(
         &self,

@@ -169,7 +169,7 @@ pub(crate) async fn lots_as_of(
     address: &str,
     as_of: Timestamp,
 ) -> Result<Vec<lotledger_core::LotAsOf>, ApiError> {
-    let rows = state.store.address_history(address).await?;
+    let rows = state.store.replay_history(address).await?;
     lotledger_core::as_of(&rows, as_of).map_err(|e| {
         ApiError::Store(lotledger_store::StoreError::Corrupt(format!(
             "history of {address} does not replay: {e}"

@@ -305,6 +305,9 @@ mod tests {
         fn lots<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Vec<lotledger_core::Lot>> {
             self.store.lots(address)
         }
+        fn replay_history<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Vec<HistoryRow>> {
+            self.store.replay_history(address)
+        }
         fn expiring_lots(
             &self,
             now: Timestamp,

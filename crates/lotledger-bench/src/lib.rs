@@ -936,15 +936,14 @@ async fn reads(
     }
     bar.finish_and_clear();
 
-    // As of an instant: the address's history read, replayed up to the instant, summed (what
-    // `GET …/balance?as_of=` does).
+    // As of an instant: the address's history read as a replay reads it, replayed up to the
+    // instant, summed (what `GET …/balance?as_of=` does).
     let (rows, address) = &w3.as_of;
     let as_of_calls = count(W3_AS_OF_CALLS, params.scale);
     let mut nanos = Vec::with_capacity(as_of_calls as usize);
-    let selector = lotledger_store::HistorySelector::Address(address.clone());
     for i in 0..W3_WARMUP_CALLS + as_of_calls {
         let started = Instant::now();
-        let history = store.history(&selector).await?;
+        let history = store.replay_history(address).await?;
         let lots = lotledger_core::as_of(&history, at)
             .map_err(|e| BenchError::Failed(format!("W3 as of: {e}")))?;
         let balance = lotledger_core::balance_as_of(&lots, at);

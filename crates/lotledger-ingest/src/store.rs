@@ -207,6 +207,9 @@ impl Store for AnyStore {
     ) -> Result<Vec<Arc<StoredEnvelope>>, StoreError> {
         dispatch!(self, s => s.kept_messages(scan))
     }
+    async fn replay_history(&self, address: &str) -> Result<Vec<HistoryRow>, StoreError> {
+        dispatch!(self, s => s.replay_history(address))
+    }
     async fn expiring_lots(
         &self,
         now: Timestamp,

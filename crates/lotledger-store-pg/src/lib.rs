@@ -718,6 +718,17 @@ impl Store for PgStore {
         message(&mut conn, item_hash).await
     }
 
+    async fn replay_history(&self, address: &str) -> Result<Vec<HistoryRow>, StoreError> {
+        let rows = sqlx::query(replay_select!("$1"))
+            .bind(address)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| wrappers::replay_row(address, r))
+            .collect()
+    }
+
     async fn expiring_lots(
         &self,
         now: Timestamp,

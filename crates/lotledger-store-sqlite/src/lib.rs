@@ -331,6 +331,18 @@ impl Store for SqliteStore {
         message(&mut conn, item_hash).await
     }
 
+    async fn replay_history(&self, address: &str) -> Result<Vec<HistoryRow>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        let rows = sqlx::query(replay_select!("?1"))
+            .bind(address)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| wrappers::replay_row(address, r))
+            .collect()
+    }
+
     async fn expiring_lots(
         &self,
         now: Timestamp,

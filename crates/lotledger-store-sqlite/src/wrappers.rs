@@ -45,6 +45,10 @@ pub fn history_row(r: &SqliteRow) -> Result<HistoryRow, StoreError> {
     pooled::history_row::<Sqlite>(r)
 }
 
+pub fn replay_row(address: &str, r: &SqliteRow) -> Result<HistoryRow, StoreError> {
+    pooled::replay_row::<Sqlite>(address, r)
+}
+
 pub fn lot(r: &SqliteRow) -> Result<Lot, StoreError> {
     pooled::lot::<Sqlite>(r)
 }

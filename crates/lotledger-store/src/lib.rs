@@ -616,6 +616,14 @@ pub trait Store: Send + Sync {
         item_hash: &str,
     ) -> impl Future<Output = Result<Option<MessageRecord>, StoreError>> + Send;
 
+    /// An address's history rows with only what a replay reads (reference, index, amount,
+    /// expiry, instant; the other columns empty), in no order: for reads that replay it
+    /// ([`lotledger_core::as_of`]).
+    fn replay_history(
+        &self,
+        address: &str,
+    ) -> impl Future<Output = Result<Vec<HistoryRow>, StoreError>> + Send;
+
     /// Lots of every holder that still hold credits at `now` and expire before `before`, in
     /// the order of their expiry (then holder, then emission), `limit` of them after the
     /// first `offset`.

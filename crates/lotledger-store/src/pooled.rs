@@ -519,6 +519,14 @@ where
     rows::history_row(&Cols::<DB>(r))
 }
 
+/// A history row as a replay reads it (`sql_replay_select!`) of any dialect.
+pub fn replay_row<DB: Dialect>(address: &str, r: &DB::Row) -> Result<HistoryRow, StoreError>
+where
+    for<'r> Cols<'r, DB>: Columns,
+{
+    rows::replay_row(address, &Cols::<DB>(r))
+}
+
 /// A lot (`sql_lot_select!`) of any dialect.
 pub fn lot<DB: Dialect>(r: &DB::Row) -> Result<Lot, StoreError>
 where

@@ -56,6 +56,20 @@ pub fn history_row(r: &impl Columns) -> Result<HistoryRow, StoreError> {
     })
 }
 
+/// A history row of `address` as a replay reads it (`sql_replay_select!`): the other columns
+/// are left empty.
+pub fn replay_row(address: &str, r: &impl Columns) -> Result<HistoryRow, StoreError> {
+    let mut row = HistoryRow::bare(
+        address,
+        Credits(r.int("amount")?),
+        &r.text("credit_ref")?,
+        r.int32("credit_index")?,
+        r.instant("message_timestamp")?,
+    );
+    row.expiration_date = r.opt_instant("expiration_date")?;
+    Ok(row)
+}
+
 /// A lot (`sql_lot_select!`).
 pub fn lot(r: &impl Columns) -> Result<Lot, StoreError> {
     Ok(Lot {

@@ -146,6 +146,23 @@ macro_rules! sql_expiring_total {
     };
 }
 
+/// An address's history rows with only what a replay reads (`rows::replay_row`), unordered
+/// (the replay sorts); the address's id bound as `$address`.
+#[macro_export]
+macro_rules! sql_replay_select {
+    ($ref_text:ident, $address:literal) => {
+        concat!(
+            "SELECT ",
+            $ref_text!(),
+            " AS credit_ref, h.credit_index, h.amount, h.expiration_date, h.message_timestamp \
+             FROM credit_history h JOIN refs r ON r.id = h.ref_id WHERE h.address_id = ",
+            "(SELECT id FROM addresses WHERE address = ",
+            $address,
+            ")"
+        )
+    };
+}
+
 /// `message_envelopes`' columns in the order both stores insert them.
 #[macro_export]
 macro_rules! sql_envelope_columns {
@@ -260,6 +277,13 @@ macro_rules! sql_selects {
         macro_rules! stored_message_select {
             () => {
                 $crate::sql_stored_message_select!($ref_text)
+            };
+        }
+        /// An address's rows as a replay reads them ([`sql_replay_select`]).
+        #[allow(unused_macros)]
+        macro_rules! replay_select {
+            ($address:literal) => {
+                $crate::sql_replay_select!($ref_text, $address)
             };
         }
         /// A page of expiring lots ([`sql_expiring_lots`]).

@@ -79,9 +79,7 @@ async fn lots_as_of(
     address: &str,
     as_of: lotledger_core::Timestamp,
 ) -> Result<Vec<lotledger_core::LotAsOf>> {
-    let rows = store
-        .history(&HistorySelector::Address(address.to_string()))
-        .await?;
+    let rows = store.replay_history(address).await?;
     Ok(lotledger_core::as_of(&rows, as_of)?)
 }
 
