@@ -75,19 +75,8 @@ pub(crate) async fn balance(
     if let Some(as_of) = as_of {
         // The ledger as it stood then: its rows up to the instant, replayed, evaluated then.
         let lots = crate::expirations::lots_as_of(&state, &address, as_of).await?;
-        let lots: Vec<lotledger_core::Lot> = lots
-            .into_iter()
-            .map(|l| lotledger_core::Lot {
-                address: address.clone(),
-                credit_ref: l.credit_ref,
-                credit_index: l.credit_index,
-                amount_remaining: l.remaining,
-                expiration_date: l.expiration_date,
-                message_timestamp: l.granted_at,
-            })
-            .collect();
         let (total, details) =
-            lotledger_core::balance_details_at(&lots, as_of).ok_or_else(|| {
+            lotledger_core::balance_details_as_of(&lots, as_of).ok_or_else(|| {
                 ApiError::Store(lotledger_store::StoreError::Overflow("balance".into()))
             })?;
         let details = with_details.then(|| {
@@ -142,7 +131,9 @@ pub struct AddressCredits {
     params(("pagination" = Option<i64>, Query, description = "Page size, ≥ 0 (0 = all in page mode), default 100"),
            ("page" = Option<i64>, Query, description = "Page number, ≥ 1"),
            ("min_balance" = Option<i64>, Query, description = "Keep balances ≥ this (≥ 1 when given)"),
-           ("cursor" = Option<String>, Query, description = "Cursor mode when present (empty = from the start)")),
+           ("cursor" = Option<String>, Query, description = "Cursor mode when present (empty = from the start)"),
+           ("as_of" = Option<String>, Query, description = "RFC 3339 or Unix seconds: the balances as \
+            the ledger stood then (every holder's rows up to the instant replayed)")),
     responses((status = 200, description = "Page mode: credit_balances, pagination_*; cursor mode: credit_balances, next_cursor, pagination_per_page"),
               (status = 422, description = "Invalid parameter or cursor")))]
 pub(crate) async fn credit_balances(
@@ -156,7 +147,27 @@ pub(crate) async fn credit_balances(
     let page = p.int("page", Some(1)).unwrap_or(1);
     let min_balance = p.int("min_balance", Some(1)).unwrap_or(0);
     let cursor = p.string("cursor");
+    let as_of = p.instant("as_of");
     p.finish()?;
+    // As of an instant: every holder replayed, then paged here as the store pages.
+    let replayed = match as_of {
+        Some(as_of) => Some(crate::expirations::balances_as_of(&state, as_of, min_balance).await?),
+        None => None,
+    };
+    let page_of = |q: BalancesQuery<'_>| {
+        replayed.as_ref().map(|all| {
+            let skip = usize::try_from(q.offset).unwrap_or(usize::MAX);
+            let take = q
+                .limit
+                .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+            all.iter()
+                .filter(|(a, _)| q.after.is_none_or(|after| a.as_str() > after))
+                .skip(skip)
+                .take(take)
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+    };
     let list = |rows: &[(String, lotledger_core::Credits)]| -> Vec<AddressCredits> {
         rows.iter()
             .map(|(a, c)| AddressCredits {
@@ -180,16 +191,17 @@ pub(crate) async fn credit_balances(
                     .map_err(|e| ApiError::Unprocessable(e.to_string()))?,
             )
         };
-        let mut rows = state
-            .store
-            .credit_balances(BalancesQuery {
-                at: now,
-                min_balance,
-                after: after.as_deref(),
-                limit: Some(u64::try_from(pagination).unwrap_or(0).saturating_add(1)),
-                offset: 0,
-            })
-            .await?;
+        let query = BalancesQuery {
+            at: now,
+            min_balance,
+            after: after.as_deref(),
+            limit: Some(u64::try_from(pagination).unwrap_or(0).saturating_add(1)),
+            offset: 0,
+        };
+        let mut rows = match page_of(query.clone()) {
+            Some(rows) => rows,
+            None => state.store.credit_balances(query).await?,
+        };
         let keep = usize::try_from(per_page).unwrap_or(0);
         let has_more = rows.len() > keep;
         rows.truncate(keep);
@@ -205,17 +217,20 @@ pub(crate) async fn credit_balances(
         })));
     }
     let offset = u64::try_from(page.saturating_sub(1).saturating_mul(pagination)).unwrap_or(0);
-    let rows = state
-        .store
-        .credit_balances(BalancesQuery {
-            at: now,
-            min_balance,
-            after: None,
-            limit: (pagination > 0).then(|| u64::try_from(pagination).unwrap_or(0)),
-            offset,
-        })
-        .await?;
-    let total = state.store.count_credit_balances(now, min_balance).await?;
+    let query = BalancesQuery {
+        at: now,
+        min_balance,
+        after: None,
+        limit: (pagination > 0).then(|| u64::try_from(pagination).unwrap_or(0)),
+        offset,
+    };
+    let (rows, total) = match (page_of(query.clone()), &replayed) {
+        (Some(rows), Some(all)) => (rows, all.len() as u64),
+        _ => (
+            state.store.credit_balances(query).await?,
+            state.store.count_credit_balances(now, min_balance).await?,
+        ),
+    };
     Ok(Json(json!({
         "credit_balances": list(&rows),
         "pagination_item": "credit_balances",

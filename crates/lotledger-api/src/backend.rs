@@ -47,6 +47,8 @@ pub trait Backend: Send + Sync + 'static {
     fn lots<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Vec<Lot>>;
     /// [`Store::replay_history`].
     fn replay_history<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Vec<HistoryRow>>;
+    /// [`Store::addresses`].
+    fn addresses(&self) -> BoxFuture<'_, Vec<String>>;
     /// [`Store::expiring_lots`].
     fn expiring_lots(
         &self,
@@ -125,6 +127,9 @@ impl<S: Store + 'static> Backend for S {
     }
     fn replay_history<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Vec<HistoryRow>> {
         Box::pin(Store::replay_history(self, address))
+    }
+    fn addresses(&self) -> BoxFuture<'_, Vec<String>> {
+        Box::pin(Store::addresses(self))
     }
     fn expiring_lots(
         &self,

@@ -177,6 +177,29 @@ pub(crate) async fn lots_as_of(
     })
 }
 
+/// Every holder's balance as the ledger stood at `as_of`, in address order, as
+/// `Store::credit_balances` lists today's (each holder's rows up to the instant replayed: a
+/// pass over the whole history).
+pub(crate) async fn balances_as_of(
+    state: &AppState,
+    as_of: Timestamp,
+    min_balance: i64,
+) -> Result<Vec<(String, lotledger_core::Credits)>, ApiError> {
+    let mut out = Vec::new();
+    for address in state.store.addresses().await? {
+        let lots = lots_as_of(state, &address, as_of).await?;
+        let balance = lotledger_core::balance_as_of(&lots, as_of).ok_or_else(|| {
+            ApiError::Store(lotledger_store::StoreError::Overflow("balance".into()))
+        })?;
+        // As the store lists them: holders with a lot still holding credits (expired or
+        // not), whose valid credits reach `min_balance`.
+        if lots.iter().any(|l| l.remaining.is_positive()) && balance.0 >= min_balance {
+            out.push((address, balance));
+        }
+    }
+    Ok(out)
+}
+
 /// A debit that took from a lot.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Drain {

@@ -308,6 +308,9 @@ mod tests {
         fn replay_history<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Vec<HistoryRow>> {
             self.store.replay_history(address)
         }
+        fn addresses(&self) -> BoxFuture<'_, Vec<String>> {
+            self.store.addresses()
+        }
         fn expiring_lots(
             &self,
             now: Timestamp,

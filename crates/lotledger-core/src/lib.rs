@@ -25,7 +25,7 @@ pub use model::{
     BalanceDetail, HistoryRow, Lot, balance_at, balance_details_at, balance_details_from_sums,
 };
 pub use plan::{
-    LotAsOf, LotBook, Plan, PlanError, ReplayLot, ReplayRow, as_of, balance_as_of, replay,
-    replay_rows,
+    LotAsOf, LotBook, Plan, PlanError, ReplayLot, ReplayRow, as_of, balance_as_of,
+    balance_details_as_of, replay, replay_rows,
 };
 pub use timestamp::{Timestamp, TimestampError};

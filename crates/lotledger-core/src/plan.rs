@@ -379,6 +379,18 @@ pub fn balance_as_of(lots: &[LotAsOf], at: Timestamp) -> Option<Credits> {
     Some(total)
 }
 
+/// The balance and its per-expiry breakdown of lots [`as_of`] gave, at their instant.
+pub fn balance_details_as_of(
+    lots: &[LotAsOf],
+    at: Timestamp,
+) -> Option<(Credits, Vec<crate::BalanceDetail>)> {
+    crate::balance_details_from_sums(
+        lots.iter()
+            .filter(|l| l.remaining.is_positive() && valid_at(l.expiration_date, at))
+            .map(|l| (l.expiration_date, l.remaining)),
+    )
+}
+
 /// One address's lots as its ledger stood at `as_of`: its history rows with
 /// `message_timestamp <= as_of`, replayed (the one replay algorithm), every lot granted by
 /// then, drained or not, in emission order, with the debits that took from it.

@@ -88,19 +88,8 @@ pub async fn balance(store: &AnyStore, args: BalanceArgs) -> Result<ExitCode> {
     let as_of = args.as_of.as_deref().map(instant_or_seconds).transpose()?;
     let (total, details) = match as_of {
         Some(as_of) => {
-            let lots: Vec<lotledger_core::Lot> = lots_as_of(store, &args.address, as_of)
-                .await?
-                .into_iter()
-                .map(|l| lotledger_core::Lot {
-                    address: args.address.clone(),
-                    credit_ref: l.credit_ref,
-                    credit_index: l.credit_index,
-                    amount_remaining: l.remaining,
-                    expiration_date: l.expiration_date,
-                    message_timestamp: l.granted_at,
-                })
-                .collect();
-            lotledger_core::balance_details_at(&lots, as_of).context("balance overflow")?
+            let lots = lots_as_of(store, &args.address, as_of).await?;
+            lotledger_core::balance_details_as_of(&lots, as_of).context("balance overflow")?
         }
         None if args.details => store.balance_details(&args.address, at).await?,
         None => (store.balance(&args.address, at).await?, Vec::new()),

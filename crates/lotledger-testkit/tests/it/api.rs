@@ -1269,6 +1269,33 @@ async fn the_ledger_as_of_an_instant() {
             .await;
         assert_eq!(before["lots"], json!([]), "{before}");
 
+        // Every holder as of an instant: between the two messages, the holder alone; after
+        // both, the holder and the transfer's recipient, in both modes.
+        let holders = async |query: &str| {
+            let (status, body) = app
+                .call("GET", &format!("/api/v0/credit_balances?{query}"), None)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body
+        };
+        let then = holders("as_of=2026-05-20T00:00:00Z").await;
+        assert_eq!(then["credit_balances"], json!([{"address": holder, "credits": 1000}]));
+        assert_eq!(then["pagination_total"], 1);
+        let later = holders("as_of=1780000000&pagination=1&cursor=").await;
+        let mut expected = [(holder.clone(), 700), (other.clone(), 300)];
+        expected.sort();
+        assert_eq!(later["credit_balances"][0]["address"], expected[0].0.as_str(), "{later}");
+        assert_eq!(later["credit_balances"][0]["credits"], expected[0].1);
+        let next = later["next_cursor"].as_str().unwrap().to_string();
+        let rest = holders(&format!("as_of=1780000000&pagination=1&cursor={next}")).await;
+        assert_eq!(rest["credit_balances"][0]["address"], expected[1].0.as_str(), "{rest}");
+        assert_eq!(rest["next_cursor"], Value::Null);
+        // As of now it is today's list.
+        assert_eq!(
+            holders("as_of=1790000000&pagination=0").await["credit_balances"],
+            holders("pagination=0").await["credit_balances"]
+        );
+
         for uri in [
             format!("/api/v0/addresses/{holder}/balance?as_of=yesterday"),
             format!("/api/v0/addresses/{holder}/credit_lots?as_of=-1"),
