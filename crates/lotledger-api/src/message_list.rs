@@ -28,16 +28,6 @@ use crate::{ApiError, AppState};
 /// Rows a scan asks the store for at a time.
 const CHUNK: u32 = 500;
 
-/// Epoch seconds of `t`, the float the reference compares: micros / 10^6 correctly rounded.
-fn seconds(t: Timestamp) -> f64 {
-    let micros = t.as_micros();
-    let sign = if micros < 0 { "-" } else { "" };
-    let abs = micros.unsigned_abs();
-    format!("{sign}{}.{:06}", abs / 1_000_000, abs % 1_000_000)
-        .parse()
-        .unwrap_or(0.0)
-}
-
 /// The list's order: time (ascending or not), then the item hash ascending.
 fn order(ascending: bool, a: &StoredEnvelope, b: &StoredEnvelope) -> Ordering {
     let by_time = a.time.total_cmp(&b.time);
@@ -79,8 +69,8 @@ impl<'a> Matches<'a> {
             scan: EnvelopeScan {
                 ascending: query.ascending,
                 after: resume,
-                start: query.start.map(seconds),
-                end: query.end.map(seconds),
+                start: query.start.map(Timestamp::as_unix_seconds_f64),
+                end: query.end.map(Timestamp::as_unix_seconds_f64),
                 limit: CHUNK,
             },
             done: !query.can_match(),
@@ -290,7 +280,7 @@ async fn cursor_page(
         None
     } else {
         match MessageCursor::decode(cursor) {
-            Ok(c) => Some((seconds(c.time), c.item_hash)),
+            Ok(c) => Some((c.time.as_unix_seconds_f64(), c.item_hash)),
             Err(e) => return Ok(text(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
         }
     };

@@ -448,12 +448,7 @@ pub fn rejected_body(
 /// (`fromtimestamp`, half-even), read as `datetime.timestamp()`, i.e. the correctly rounded
 /// float of micros / 10^6.
 pub(crate) fn stored_time(time: f64) -> Result<f64, TimestampError> {
-    let micros = Timestamp::from_unix_seconds_f64(time)?.as_micros();
-    let sign = if micros < 0 { "-" } else { "" };
-    let abs = micros.unsigned_abs();
-    // Parsing the exact decimal quotient rounds it correctly, as Python's int / int does.
-    let text = format!("{sign}{}.{:06}", abs / 1_000_000, abs % 1_000_000);
-    Ok(text.parse::<f64>().unwrap_or(time))
+    Ok(Timestamp::from_unix_seconds_f64(time)?.as_unix_seconds_f64())
 }
 
 /// aleph-message's `PostContent` as pydantic dumps it: `{"address","time","content","ref",

@@ -49,6 +49,18 @@ impl Timestamp {
             .and_then(Timestamp::from_micros)
     }
 
+    /// Epoch seconds as Python's `datetime.timestamp()` gives them: the correctly rounded float
+    /// of micros / 10^6.
+    pub fn as_unix_seconds_f64(self) -> f64 {
+        let micros = self.as_micros();
+        let sign = if micros < 0 { "-" } else { "" };
+        let abs = micros.unsigned_abs();
+        // Parsing the exact decimal quotient rounds it correctly, as Python's int / int does.
+        format!("{sign}{}.{:06}", abs / 1_000_000, abs % 1_000_000)
+            .parse()
+            .unwrap_or(micros as f64 / 1e6)
+    }
+
     /// Python's `datetime.fromtimestamp(seconds, timezone.utc)` for a float: split into integer
     /// and fractional parts, round the fraction to microseconds half-to-even, carry.
     pub fn from_unix_seconds_f64(seconds: f64) -> Result<Timestamp, TimestampError> {
