@@ -116,10 +116,7 @@ pub(crate) async fn post_message(
     let item = if envelope.message_type != "POST" {
         BatchItem::rejected(
             &envelope,
-            format!(
-                "Unsupported message type {}: lotledger processes POST messages only",
-                envelope.message_type
-            ),
+            lotledger_core::envelope::unsupported_type(&envelope.message_type),
         )
     } else if let Err(e) = lotledger_sig::verify(&envelope) {
         BatchItem::rejected(&envelope, e.to_string())

@@ -36,6 +36,11 @@ fn opens_object(text: &str) -> bool {
 #[error("malformed message: {0}")]
 pub struct MalformedEnvelope(pub String);
 
+/// Why a message of another type than POST is refused, as a recorded rejection says it.
+pub fn unsupported_type(message_type: &str) -> String {
+    format!("Unsupported message type {message_type}: lotledger processes POST messages only")
+}
+
 impl Envelope {
     /// Reads an envelope from a JSON value.
     pub fn from_json(value: &Value) -> Result<Envelope, MalformedEnvelope> {

@@ -176,10 +176,7 @@ fn item_of(message: &Value) -> Option<(BatchItem, bool)> {
         }
     };
     if envelope.message_type != "POST" {
-        let error = format!(
-            "Unsupported message type {}: lotledger processes POST messages only",
-            envelope.message_type
-        );
+        let error = lotledger_core::envelope::unsupported_type(&envelope.message_type);
         return Some((BatchItem::rejected(&envelope, error), true));
     }
     match lotledger_sig::verify(&envelope) {
