@@ -30,7 +30,7 @@ pub const MAX_PAGE: u32 = 200;
 pub struct Options {
     /// The source node's base URL (`http://host:port`), without a trailing slash.
     pub from: String,
-    /// The channels credit messages are read from; empty: every channel.
+    /// The channels credit messages are read from (at least one: [`run`] refuses none).
     pub channels: Vec<String>,
     /// Keep polling after reaching the end.
     pub follow: bool,
@@ -216,17 +216,11 @@ enum Failure {
 
 impl Source<'_> {
     fn list_url(&self, query: &str) -> String {
-        // No channel filter for a ledger that takes credit posts from any channel (an empty
-        // `channels=` would match nothing: NODE-API §1.1).
-        let channels = if self.opts.channels.is_empty() {
-            String::new()
-        } else {
-            format!("&channels={}", percent(&self.opts.channels.join(",")))
-        };
         format!(
-            "{}/api/v0/messages.json?msgTypes=POST{channels}&contentTypes={CREDIT_TYPES}\
+            "{}/api/v0/messages.json?msgTypes=POST&channels={}&contentTypes={CREDIT_TYPES}\
              &sortBy=time&sortOrder=1&{query}",
             self.opts.from,
+            percent(&self.opts.channels.join(","))
         )
     }
 
