@@ -264,7 +264,7 @@ pub struct HistoryItem {
 }
 
 impl HistoryItem {
-    fn of(r: &HistoryRow) -> HistoryItem {
+    pub(crate) fn of(r: &HistoryRow) -> HistoryItem {
         HistoryItem {
             amount: r.amount.0,
             price: r.price.as_deref().map(python_decimal_str),

@@ -5,8 +5,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use lotledger_core::envelope::Envelope;
 use lotledger_core::node_json::StoredEnvelope;
 use lotledger_core::{BalanceDetail, Credits, HistoryRow, Lot, Rules, Timestamp};
+use lotledger_store::dry_run::{DryRun, dry_run_envelope};
 use lotledger_store::{
     BalancesQuery, BatchItem, EnvelopeScan, HistorySelector, MessageRecord, Outcome, Store,
     StoreError, apply_one_by_one,
@@ -64,6 +66,13 @@ pub trait Backend: Send + Sync + 'static {
         &'a self,
         scan: &'a EnvelopeScan,
     ) -> BoxFuture<'a, Vec<Arc<StoredEnvelope>>>;
+    /// [`lotledger_store::dry_run::dry_run_envelope`].
+    fn dry_run<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        rules: &'a Rules,
+        now: Timestamp,
+    ) -> BoxFuture<'a, DryRun>;
 }
 
 impl<S: Store + 'static> Backend for S {
@@ -142,5 +151,13 @@ impl<S: Store + 'static> Backend for S {
     }
     fn expiring_total(&self, now: Timestamp, before: Timestamp) -> BoxFuture<'_, (Credits, u64)> {
         Box::pin(Store::expiring_total(self, now, before))
+    }
+    fn dry_run<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        rules: &'a Rules,
+        now: Timestamp,
+    ) -> BoxFuture<'a, DryRun> {
+        Box::pin(dry_run_envelope(self, envelope, rules, now))
     }
 }

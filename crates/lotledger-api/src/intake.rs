@@ -327,6 +327,14 @@ mod tests {
         ) -> BoxFuture<'_, (Credits, u64)> {
             self.store.expiring_total(now, before)
         }
+        fn dry_run<'a>(
+            &'a self,
+            envelope: &'a lotledger_core::envelope::Envelope,
+            rules: &'a Rules,
+            now: Timestamp,
+        ) -> BoxFuture<'a, lotledger_store::dry_run::DryRun> {
+            self.store.dry_run(envelope, rules, now)
+        }
     }
 
     /// Waits until `gated` has seen `n` batches (a minute at most: a committer that never

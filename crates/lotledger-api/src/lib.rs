@@ -21,6 +21,7 @@ pub use axum::Router;
 mod accounts;
 mod backend;
 mod clock;
+mod dry_run;
 mod error;
 mod expirations;
 pub mod exposure;
@@ -130,6 +131,10 @@ pub fn router(store: Arc<dyn Backend>, config: ApiConfig) -> Router {
         .route(
             "/api/v0/messages",
             axum::routing::post(messages::post_message),
+        )
+        .route(
+            "/api/v0/messages/dry_run",
+            axum::routing::post(dry_run::dry_run),
         )
         .route("/api/v0/messages.json", get(message_list::list))
         .route("/api/v0/messages/page/{page}", get(message_list::list_page))

@@ -89,39 +89,11 @@ pub(crate) async fn post_message(
         return Err(ApiError::ReadOnly(writable.clone()));
     }
     let now = request_instant(&state, &headers)?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(state.config.max_body_bytes)
-        } else {
-            ApiError::BadRequest(e.body_text())
-        }
-    })?;
-    let request: Value =
-        serde_json::from_slice(&body).map_err(|e| invalid_body(&format!("Invalid JSON: {e}")))?;
-    let Value::Object(request) = request else {
-        return Err(invalid_body("the body must be a JSON object"));
-    };
-    let sync = match request.get("sync") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(invalid_body("sync must be a boolean")),
-    };
-    let message = request
-        .get("message")
-        .filter(|m| m.is_object())
-        .ok_or_else(|| invalid_body("message: a JSON object is required"))?;
-    let envelope = Envelope::from_json(message).map_err(|e| invalid_body(&e.to_string()))?;
+    let (sync, envelope) = read_message(&state, body)?;
     let kind = kind_label(&envelope);
-
-    let item = if envelope.message_type != "POST" {
-        BatchItem::rejected(
-            &envelope,
-            lotledger_core::envelope::unsupported_type(&envelope.message_type),
-        )
-    } else if let Err(e) = lotledger_sig::verify(&envelope) {
-        BatchItem::rejected(&envelope, e.to_string())
-    } else {
-        BatchItem::from_envelope(&envelope)
+    let item = match refusal(&envelope) {
+        Some(reason) => BatchItem::rejected(&envelope, reason),
+        None => BatchItem::from_envelope(&envelope),
     };
     let intake = state.intake.get_or_init(|| {
         Intake::start(
@@ -153,6 +125,48 @@ pub(crate) async fn post_message(
         (true, "rejected") => reply(StatusCode::UNPROCESSABLE_ENTITY, "rejected"),
         (true, _) => reply(StatusCode::OK, "processed"),
     })
+}
+
+/// The `sync` flag and the message of a `POST /api/v0/messages` body (also the dry run's).
+pub(crate) fn read_message(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(bool, Envelope), ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(state.config.max_body_bytes)
+        } else {
+            ApiError::BadRequest(e.body_text())
+        }
+    })?;
+    let request: Value =
+        serde_json::from_slice(&body).map_err(|e| invalid_body(&format!("Invalid JSON: {e}")))?;
+    let Value::Object(request) = request else {
+        return Err(invalid_body("the body must be a JSON object"));
+    };
+    let sync = match request.get("sync") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(invalid_body("sync must be a boolean")),
+    };
+    let message = request
+        .get("message")
+        .filter(|m| m.is_object())
+        .ok_or_else(|| invalid_body("message: a JSON object is required"))?;
+    let envelope = Envelope::from_json(message).map_err(|e| invalid_body(&e.to_string()))?;
+    Ok((sync, envelope))
+}
+
+/// Why a message is refused before the credit rules: not a POST, or a signature that does not
+/// verify.
+pub(crate) fn refusal(envelope: &Envelope) -> Option<String> {
+    if envelope.message_type != "POST" {
+        Some(lotledger_core::envelope::unsupported_type(
+            &envelope.message_type,
+        ))
+    } else {
+        lotledger_sig::verify(envelope).err().map(|e| e.to_string())
+    }
 }
 
 /// pyaleph's error codes for a rejection text (0 INVALID_FORMAT, 1 INVALID_SIGNATURE,

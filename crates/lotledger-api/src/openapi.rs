@@ -4,13 +4,14 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::{accounts, expirations, message_list, messages, websocket};
+use crate::{accounts, dry_run, expirations, message_list, messages, websocket};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "lotledger", description = "Credit ledger with the Aleph.im node's credit API"),
     paths(
         messages::post_message,
+        dry_run::dry_run,
         message_list::list,
         message_list::list_page,
         websocket::messages,

@@ -6,6 +6,7 @@
 pub mod credits;
 pub mod cursor;
 pub mod decimal;
+pub mod dry_run;
 pub mod envelope;
 pub mod json;
 pub mod message;

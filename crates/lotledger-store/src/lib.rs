@@ -17,6 +17,7 @@ use lotledger_core::{
 
 pub mod batch;
 pub mod compact;
+pub mod dry_run;
 pub mod kept;
 pub mod kept_ids;
 pub mod maintenance;

@@ -22,6 +22,29 @@ fn bindir() -> Result<PathBuf, String> {
     found.pop().ok_or_else(|| "no pg_ctl found".to_string())
 }
 
+/// A plain-text dump of the database at `url` (schema and data, `pg_dump`): two dumps are
+/// equal when nothing in it changed.
+pub fn pg_dump(url: &str) -> Result<Vec<u8>, String> {
+    let out = std::process::Command::new(bindir()?.join("pg_dump"))
+        .args(["--no-owner", "--dbname", url])
+        .output()
+        .map_err(|e| format!("pg_dump: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "pg_dump: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    // Recent pg_dump versions guard the script with a random `\restrict` key: not the data.
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
+        .flat_map(|l| [l, "\n"])
+        .collect::<String>()
+        .into_bytes())
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")

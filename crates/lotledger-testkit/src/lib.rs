@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod compare;
 pub mod db;
+pub mod dry_run;
 pub mod scenario;
 pub mod server;
 

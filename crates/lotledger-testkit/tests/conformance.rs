@@ -1,9 +1,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap.
 //! The conformance runner: every scenario of `conformance/` on a real SQLite file and a real
-//! PostgreSQL database, through the `Store` API. Prints one line per scenario and store.
+//! PostgreSQL database, through the `Store` API, then again with each post's dry run checked
+//! against what the post did. Prints one line per scenario and store.
 
 use std::process::ExitCode;
 
+use lotledger_testkit::dry_run::DryRunDriver;
 use lotledger_testkit::scenario::{LibDriver, load_all, run_suite};
 use lotledger_testkit::{conformance_dir, db};
 
@@ -29,8 +31,21 @@ fn main() -> ExitCode {
             store: db::fresh_pg().await,
         })
         .await;
-        let failed = sqlite_failed + pg_failed;
-        let total = scenarios.len() * 2;
+        // Again, with each post's dry run asked first and checked against what it did.
+        let sqlite_dry_failed = run_suite("sqlite dry-run", &scenarios, async || DryRunDriver {
+            inner: LibDriver {
+                store: db::fresh_sqlite(&dir).await.0,
+            },
+        })
+        .await;
+        let pg_dry_failed = run_suite("postgres dry-run", &scenarios, async || DryRunDriver {
+            inner: LibDriver {
+                store: db::fresh_pg().await,
+            },
+        })
+        .await;
+        let failed = sqlite_failed + pg_failed + sqlite_dry_failed + pg_dry_failed;
+        let total = scenarios.len() * 4;
         println!("conformance: {} passed, {failed} failed", total - failed);
         if failed == 0 {
             ExitCode::SUCCESS

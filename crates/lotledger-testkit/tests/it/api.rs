@@ -1307,3 +1307,178 @@ async fn the_ledger_as_of_an_instant() {
     })
     .await;
 }
+
+/// `POST /api/v0/messages/dry_run` (issue 12, part 3) answers what the post would do — the
+/// rows, the drained and created lots, the balances before and after; a rejection or an
+/// ignored message with its reason — and writes nothing: the SQLite file and the PostgreSQL
+/// dump are byte for byte the same afterwards. The post then does what was announced.
+#[tokio::test]
+async fn dry_run_answers_what_a_post_would_do_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sqlite, url) = db::fresh_sqlite(&dir).await;
+    let path = url.trim_start_matches("sqlite://").to_string();
+    dry_run_case(App::new(&sqlite, false), || {
+        // The database and its write-ahead log (the shared-memory index is not the ledger).
+        [path.clone(), format!("{path}-wal")]
+            .iter()
+            .flat_map(|p| std::fs::read(p).unwrap_or_default())
+            .collect()
+    })
+    .await;
+    let pg_url = db::fresh_pg_url().await;
+    let pg = lotledger_store_pg::PgStore::open(&pg_url).await.unwrap();
+    dry_run_case(App::new(&pg, false), || {
+        lotledger_testkit::cluster::pg_dump(&pg_url).unwrap()
+    })
+    .await;
+}
+
+async fn dry_run_case(app: App, snapshot: impl Fn() -> Vec<u8>) {
+    let holder = lotledger_sig::evm_address(&HOLDER);
+    let other = lotledger_sig::evm_address(&[0x33; 32]);
+    // 1 000 credits granted before the transfers (at one instant, the order of the hashes
+    // would decide which comes first).
+    let grant = signed_at(&GRANTOR, "aleph_credit_distribution", 1_779_000_000.0, 999);
+    let (status, body) = app.post(&sync(&grant)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let transfer_of = |amount: i64| {
+        signed(
+            &HOLDER,
+            &holder,
+            "aleph_credit_transfer",
+            json!({"transfer": {"credits": [{"address": other, "amount": amount}]}}),
+        )
+    };
+    let transfer = transfer_of(300);
+    let dry_run = async |body: &Value| {
+        let (status, answer) = app
+            .call(
+                "POST",
+                "/api/v0/messages/dry_run",
+                Some(body.to_string().into_bytes()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        answer
+    };
+    let before = snapshot();
+
+    let answer = dry_run(&sync(&transfer)).await;
+    let (grant_hash, transfer_hash) = (&grant["item_hash"], &transfer["item_hash"]);
+    assert_eq!(answer["status"], "processed", "{answer}");
+    assert_eq!(answer["error"], Value::Null);
+    // The recipient's row (index 0) then the sender's debit (index 1), as the reference
+    // numbers a transfer's rows (SPEC Part II 3.5).
+    let rows: Vec<(Value, Value, Value, Value)> = answer["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["credit_ref"].clone(),
+                r["credit_index"].clone(),
+                r["amount"].clone(),
+                r["payment_method"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (
+                transfer_hash.clone(),
+                json!(0),
+                json!(300),
+                json!("credit_transfer")
+            ),
+            (
+                transfer_hash.clone(),
+                json!(1),
+                json!(-300),
+                json!("credit_transfer")
+            ),
+        ]
+    );
+    assert_eq!(
+        answer["drained"],
+        json!([{"address": holder, "credit_ref": grant_hash, "credit_index": 0, "amount": 300,
+                "expiration_date": null}])
+    );
+    assert_eq!(answer["created"].as_array().unwrap().len(), 1);
+    assert_eq!(answer["created"][0]["address"], json!(other));
+    assert_eq!(answer["created"][0]["amount"], 300);
+    assert_eq!(answer["created"][0]["credit_ref"], *transfer_hash);
+    assert_eq!(answer["created"][0]["expiration_date"], Value::Null);
+    assert_eq!(
+        answer["balances"],
+        json!({holder.clone(): {"before": 1000, "after": 700},
+               other.clone(): {"before": 0, "after": 300}})
+    );
+
+    // Already processed, over the balance, a forged signature, not a POST: each with why.
+    let again = dry_run(&sync(&grant)).await;
+    assert_eq!(again["status"], "ignored");
+    assert!(
+        again["error"]
+            .as_str()
+            .unwrap()
+            .contains("already processed")
+    );
+    let too_much = dry_run(&sync(&transfer_of(5000))).await;
+    assert_eq!(too_much["status"], "rejected");
+    assert!(
+        too_much["error"].as_str().unwrap().starts_with(
+            "Insufficient credit balance for transfer. Required: 5000, Available: 1000"
+        ),
+        "{too_much}"
+    );
+    assert_eq!(too_much["history"], json!([]));
+    assert_eq!(too_much["balances"], json!({}));
+    let mut forged = transfer_of(10);
+    forged["signature"] = grant["signature"].clone();
+    let forged = dry_run(&sync(&forged)).await;
+    assert_eq!(forged["status"], "rejected");
+    assert!(
+        forged["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("The signature of the message is invalid"),
+        "{forged}"
+    );
+    let mut aggregate = transfer_of(10);
+    aggregate["type"] = json!("AGGREGATE");
+    let aggregate = dry_run(&sync(&aggregate)).await;
+    assert_eq!(aggregate["status"], "rejected");
+    assert!(
+        aggregate["error"]
+            .as_str()
+            .unwrap()
+            .contains("POST messages only")
+    );
+    let (status, _) = app
+        .call("POST", "/api/v0/messages/dry_run", Some(b"[1]".to_vec()))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    assert!(before == snapshot(), "a dry run changed the store");
+    // Posted, it does what the dry run said.
+    let (status, body) = app.post(&sync(&transfer)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(app.balance(&holder).await, 700);
+    assert_eq!(app.balance(&other).await, 300);
+    let (_, history) = app
+        .call(
+            "GET",
+            &format!("/api/v0/addresses/{holder}/credit_history"),
+            None,
+        )
+        .await;
+    let posted: Vec<&Value> = history["credit_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["credit_ref"] == *transfer_hash)
+        .collect();
+    assert_eq!(posted, vec![&answer["history"][1]]);
+    assert!(before != snapshot(), "the post wrote nothing");
+}
