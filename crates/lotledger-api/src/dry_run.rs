@@ -25,14 +25,24 @@ pub struct DryRunReply {
     pub status: String,
     /// Why it would be rejected or ignored; null when processed.
     pub error: Option<String>,
-    /// The history rows it would write, shaped as `credit_history` items.
-    pub history: Vec<HistoryItem>,
+    /// The history rows it would write, shaped as `credit_history` items with their
+    /// `address`.
+    pub history: Vec<DryRunRow>,
     /// Each lot it would drain and what it would take.
     pub drained: Vec<DrainedLot>,
     /// The lots it would create.
     pub created: Vec<CreatedLot>,
     /// Each touched address's balance now, before and after.
     pub balances: BTreeMap<String, BalanceChange>,
+}
+
+/// A history row a message would write.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DryRunRow {
+    /// The row's holder.
+    pub address: String,
+    #[serde(flatten)]
+    pub row: HistoryItem,
 }
 
 /// A lot a message would drain.
@@ -80,7 +90,8 @@ impl DryRunReply {
         }
     }
 
-    fn of(verdict: DryRun) -> DryRunReply {
+    /// The reply for a dry run's verdict.
+    pub fn of(verdict: DryRun) -> DryRunReply {
         match verdict {
             DryRun::Rejected(error) => DryRunReply::unchanged("rejected", error),
             DryRun::Ignored(error) => DryRunReply::unchanged("ignored", error),
@@ -93,7 +104,14 @@ impl DryRunReply {
         DryRunReply {
             status: "processed".to_string(),
             error: None,
-            history: p.rows.iter().map(HistoryItem::of).collect(),
+            history: p
+                .rows
+                .iter()
+                .map(|r| DryRunRow {
+                    address: r.address.clone(),
+                    row: HistoryItem::of(r),
+                })
+                .collect(),
             drained: p
                 .drained
                 .into_iter()

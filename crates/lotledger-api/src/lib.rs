@@ -22,6 +22,7 @@ mod accounts;
 mod backend;
 mod clock;
 mod dry_run;
+pub use dry_run::DryRunReply;
 mod error;
 mod expirations;
 pub mod exposure;

@@ -60,6 +60,11 @@ enum Command {
     Lots(cmd::read::LotsArgs),
     /// The recorded status of a message.
     Message(cmd::read::MessageArgs),
+    /// What messages would do, written nowhere: each message of FILE (`-`: standard input)
+    /// dry-run in turn against the ledger as the ones before it would leave it. With
+    /// --address: where that address's balance comes from (grants, the debits that took the
+    /// rest), from its history by replay.
+    Explain(cmd::explain::Args),
     /// Rebuild the lot cache of every address from history (resumes an interrupted run).
     Repair(cmd::maintain::RepairArgs),
     /// Compare the lot cache with a replay of history, without writing; exit 1 on drift (and,

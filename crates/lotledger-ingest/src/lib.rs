@@ -637,16 +637,21 @@ fn parse_message(source: &LineSource, message: &Value, trusted: bool) -> Parsed 
     }
 }
 
+/// Why a message read from a file is refused before the credit rules: a POST whose hash or
+/// signature does not verify, unless the file is trusted.
+pub fn signature_refusal(envelope: &Envelope, trusted: bool) -> Option<String> {
+    if trusted || envelope.message_type != "POST" {
+        None
+    } else {
+        lotledger_sig::verify(envelope).err().map(|e| e.to_string())
+    }
+}
+
 /// A message's batch item, its signature verified unless trusted.
 fn message_item(envelope: Envelope, trusted: bool) -> Parsed {
-    let verified = if trusted || envelope.message_type != "POST" {
-        Ok(())
-    } else {
-        lotledger_sig::verify(&envelope)
-    };
-    let item = match verified {
-        Ok(()) => BatchItem::from_envelope(&envelope),
-        Err(e) => BatchItem::rejected(&envelope, e.to_string()),
+    let item = match signature_refusal(&envelope, trusted) {
+        None => BatchItem::from_envelope(&envelope),
+        Some(e) => BatchItem::rejected(&envelope, e),
     };
     Parsed::Item {
         item_hash: envelope.item_hash,

@@ -1,10 +1,11 @@
-//! [`dry_run`]: what applying a message would do, read from a store and written nowhere.
+//! What applying messages would do, read from a store and written nowhere: [`dry_run`] for one
+//! message, [`Rehearsal`] for a sequence, each seeing what the ones before it would have done.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use lotledger_core::dry_run::{AddressNow, Prediction, predict};
 use lotledger_core::envelope::Envelope;
-use lotledger_core::{Decision, IgnoreReason, Post, Rules, Timestamp, classify};
+use lotledger_core::{Decision, IgnoreReason, Post, Rules, Timestamp, balance_at, classify};
 
 use crate::{HistorySelector, MessageStatus, Store, StoreError};
 
@@ -32,52 +33,140 @@ pub async fn dry_run<S: Store + ?Sized>(
     rules: &Rules,
     now: Timestamp,
 ) -> Result<DryRun, StoreError> {
-    if let Some(record) = store.message(&post.item_hash).await?
-        && record.status == MessageStatus::Processed
-    {
-        return Ok(DryRun::Ignored(ALREADY_PROCESSED.to_string()));
-    }
-    let op = match classify(post, rules) {
-        Decision::Ignore(reason) => return Ok(DryRun::Ignored(reason.to_string())),
-        Decision::Reject(r) => return Ok(DryRun::Rejected(r.0)),
-        Decision::Apply(op) => op,
-    };
-    if op.required_funds().is_some() {
-        let balance = store.balance(&op.sender, now).await?;
-        if let Err(r) = op.check_funds(balance) {
-            return Ok(DryRun::Rejected(r.0));
-        }
-    }
-    let mut ledger = BTreeMap::new();
-    for address in op.touched_addresses() {
-        let mut history = store.replay_history(address).await?;
-        for row in &mut history {
-            row.address = address.to_string();
-        }
-        let lots = store.lots(address).await?;
-        ledger.insert(address.to_string(), AddressNow { lots, history });
-    }
-    let stored: BTreeSet<i32> = store
-        .history(&HistorySelector::CreditRef(post.item_hash.clone()))
-        .await?
-        .iter()
-        .map(|r| r.credit_index)
-        .collect();
-    Ok(DryRun::Processed(predict(&op, &ledger, &stored, now)?))
+    Rehearsal::new(store).post(post, rules, now).await
 }
 
-/// [`dry_run`] for a whole envelope, as [`crate::apply_envelope`] takes one: a message that is
-/// not a POST is ignored, an envelope-level failure rejected. The caller verifies the
-/// signature.
+/// [`dry_run`] for a whole envelope, as [`crate::apply_envelope`] takes one.
 pub async fn dry_run_envelope<S: Store + ?Sized>(
     store: &S,
     envelope: &Envelope,
     rules: &Rules,
     now: Timestamp,
 ) -> Result<DryRun, StoreError> {
-    match envelope.post() {
-        Ok(Some(post)) => dry_run(store, &post, rules, now).await,
-        Ok(None) => Ok(DryRun::Ignored(IgnoreReason::NotCreditType.to_string())),
-        Err(rejection) => Ok(DryRun::Rejected(rejection.0)),
+    Rehearsal::new(store).envelope(envelope, rules, now).await
+}
+
+/// Messages dry-run in turn over a store, each against the ledger as the ones before it would
+/// have left it (none of it written): the addresses they touch are read once from the store,
+/// then kept here with what each message would have done to them.
+pub struct Rehearsal<'s, S: Store + ?Sized> {
+    store: &'s S,
+    /// The touched addresses as the messages so far would leave them.
+    ledger: BTreeMap<String, AddressNow>,
+    /// Hashes these messages would record as processed.
+    processed: BTreeSet<String>,
+    /// Row indexes these messages would store, per item hash.
+    written: BTreeMap<String, BTreeSet<i32>>,
+}
+
+impl<'s, S: Store + ?Sized> Rehearsal<'s, S> {
+    pub fn new(store: &'s S) -> Self {
+        Rehearsal {
+            store,
+            ledger: BTreeMap::new(),
+            processed: BTreeSet::new(),
+            written: BTreeMap::new(),
+        }
+    }
+
+    /// A whole envelope, as [`crate::apply_envelope`] takes one: a message that is not a POST
+    /// is ignored, an envelope-level failure rejected. The caller verifies the signature.
+    pub async fn envelope(
+        &mut self,
+        envelope: &Envelope,
+        rules: &Rules,
+        now: Timestamp,
+    ) -> Result<DryRun, StoreError> {
+        match envelope.post() {
+            Ok(Some(post)) => self.post(&post, rules, now).await,
+            Ok(None) => Ok(DryRun::Ignored(IgnoreReason::NotCreditType.to_string())),
+            Err(rejection) => Ok(DryRun::Rejected(rejection.0)),
+        }
+    }
+
+    /// One post, then kept as done for the next ones.
+    pub async fn post(
+        &mut self,
+        post: &Post,
+        rules: &Rules,
+        now: Timestamp,
+    ) -> Result<DryRun, StoreError> {
+        let hash = &post.item_hash;
+        let processed_before = self.processed.contains(hash)
+            || self
+                .store
+                .message(hash)
+                .await?
+                .is_some_and(|r| r.status == MessageStatus::Processed);
+        if processed_before {
+            return Ok(DryRun::Ignored(ALREADY_PROCESSED.to_string()));
+        }
+        let op = match classify(post, rules) {
+            Decision::Ignore(reason) => {
+                self.processed.insert(hash.clone());
+                return Ok(DryRun::Ignored(reason.to_string()));
+            }
+            Decision::Reject(r) => return Ok(DryRun::Rejected(r.0)),
+            Decision::Apply(op) => op,
+        };
+        for address in op.touched_addresses() {
+            self.load(address).await?;
+        }
+        if op.required_funds().is_some() {
+            let lots = self.ledger.get(&op.sender).map_or(&[][..], |s| &s.lots[..]);
+            let balance = balance_at(lots, now).ok_or(lotledger_core::PlanError::Overflow)?;
+            if let Err(r) = op.check_funds(balance) {
+                return Ok(DryRun::Rejected(r.0));
+            }
+        }
+        let mut stored: BTreeSet<i32> = self.written.get(hash).cloned().unwrap_or_default();
+        stored.extend(
+            self.store
+                .history(&HistorySelector::CreditRef(hash.clone()))
+                .await?
+                .iter()
+                .map(|r| r.credit_index),
+        );
+        let prediction = predict(&op, &self.ledger, &stored, now)?;
+        self.fold(hash, &prediction);
+        Ok(DryRun::Processed(prediction))
+    }
+
+    /// Reads `address` from the store, unless already held.
+    async fn load(&mut self, address: &str) -> Result<(), StoreError> {
+        if self.ledger.contains_key(address) {
+            return Ok(());
+        }
+        let mut history = self.store.replay_history(address).await?;
+        for row in &mut history {
+            row.address = address.to_string();
+        }
+        let lots = self.store.lots(address).await?;
+        self.ledger
+            .insert(address.to_string(), AddressNow { lots, history });
+        Ok(())
+    }
+
+    /// Keeps what a processed message would have done.
+    fn fold(&mut self, hash: &str, p: &Prediction) {
+        for (address, state) in self.ledger.iter_mut() {
+            if !p.balances.contains_key(address) {
+                continue;
+            }
+            state.lots = p
+                .lots_after
+                .iter()
+                .filter(|l| &l.address == address)
+                .cloned()
+                .collect();
+            state
+                .history
+                .extend(p.rows.iter().filter(|r| &r.address == address).cloned());
+        }
+        self.written
+            .entry(hash.to_string())
+            .or_default()
+            .extend(p.rows.iter().map(|r| r.credit_index));
+        self.processed.insert(hash.to_string());
     }
 }

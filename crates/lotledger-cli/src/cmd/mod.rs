@@ -11,6 +11,7 @@ use crate::{Cli, Command};
 use lotledger_ingest::{AnyStore, redact};
 use lotledger_store::Store;
 
+pub mod explain;
 pub mod import;
 pub mod ingest;
 pub mod maintain;
@@ -59,6 +60,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(args) => maintain::verify(&store, args).await,
         Command::Serve(args) => serve::run(store, &rules, args).await,
         Command::Sync(args) => sync::run(&store, &rules, args).await,
+        Command::Explain(args) => explain::run(&store, &rules, args).await,
         Command::Migrate => {
             print!("{}", migrate_report(&store.migrated()));
             Ok(ExitCode::SUCCESS)

@@ -2,6 +2,7 @@
 mod as_of;
 mod bench;
 mod crash;
+mod explain;
 mod exposure;
 mod ingest;
 mod migration;

@@ -1369,12 +1369,13 @@ async fn dry_run_case(app: App, snapshot: impl Fn() -> Vec<u8>) {
     assert_eq!(answer["error"], Value::Null);
     // The recipient's row (index 0) then the sender's debit (index 1), as the reference
     // numbers a transfer's rows (SPEC Part II 3.5).
-    let rows: Vec<(Value, Value, Value, Value)> = answer["history"]
+    let rows: Vec<(Value, Value, Value, Value, Value)> = answer["history"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| {
             (
+                r["address"].clone(),
                 r["credit_ref"].clone(),
                 r["credit_index"].clone(),
                 r["amount"].clone(),
@@ -1386,12 +1387,14 @@ async fn dry_run_case(app: App, snapshot: impl Fn() -> Vec<u8>) {
         rows,
         vec![
             (
+                json!(other),
                 transfer_hash.clone(),
                 json!(0),
                 json!(300),
                 json!("credit_transfer")
             ),
             (
+                json!(holder),
                 transfer_hash.clone(),
                 json!(1),
                 json!(-300),
@@ -1479,6 +1482,10 @@ async fn dry_run_case(app: App, snapshot: impl Fn() -> Vec<u8>) {
         .iter()
         .filter(|r| r["credit_ref"] == *transfer_hash)
         .collect();
-    assert_eq!(posted, vec![&answer["history"][1]]);
+    // The announced row is the stored one, with its holder named.
+    let mut announced = answer["history"][1].clone();
+    let address = announced.as_object_mut().unwrap().remove("address");
+    assert_eq!(address, Some(json!(holder)));
+    assert_eq!(posted, vec![&announced]);
     assert!(before != snapshot(), "the post wrote nothing");
 }
