@@ -36,6 +36,15 @@ struct Cli {
     #[arg(long, global = true)]
     channels: Option<String>,
 
+    /// The drain-policy schedule: `v1` (emission order, the reference's; the default), `v2`
+    /// (soonest expiry first), or a policy then later ones from an instant on, e.g.
+    /// `v1,v2@2027-01-01T00:00:00Z`. A message is planned by the policy in force at its own
+    /// instant. The ledger keeps its schedule: without this flag the kept one applies; a
+    /// change that would plan already-applied messages differently is refused (see `policy
+    /// set --rederive`).
+    #[arg(long, global = true, env = "LOTLEDGER_POLICY")]
+    policy: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -65,6 +74,9 @@ enum Command {
     /// --address: where that address's balance comes from (grants, the debits that took the
     /// rest), from its history by replay.
     Explain(cmd::explain::Args),
+    /// Show or change the ledger's drain-policy schedule.
+    #[command(subcommand)]
+    Policy(cmd::policy::PolicyCommand),
     /// Rebuild the lot cache of every address from history (resumes an interrupted run).
     Repair(cmd::maintain::RepairArgs),
     /// Compare the lot cache with a replay of history, without writing; exit 1 on drift (and,

@@ -100,9 +100,11 @@ impl Driver for CliDriver {
         })
     }
 
-    async fn seed(&mut self, rows: &[Value]) -> Result<(), String> {
+    async fn seed(&mut self, rows: &[Value], rules: &Rules) -> Result<(), String> {
         let file = self.file("rows.json", &Value::Array(rows.to_vec()).to_string())?;
-        self.run(&["import-history", &file]).map(|_| ())
+        let policy = rules.schedule.to_string();
+        self.run(&["--policy", &policy, "import-history", &file])
+            .map(|_| ())
     }
 
     async fn repair(&mut self) -> Result<(), String> {

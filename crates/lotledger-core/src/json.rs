@@ -54,8 +54,18 @@ pub fn balance_details(total: Credits, details: &[BalanceDetail]) -> Value {
 pub struct RowError(pub String);
 
 /// Reads a history row in the shape of [`history_row`]; omitted optional columns are null.
-/// Decimals are normalised to `NUMERIC` text.
+/// Decimals are normalised to `NUMERIC` text. The drain policy is the row's `policy` (`v1`,
+/// `v2`), or without one `v1`, the reference's.
 pub fn parse_history_row(value: &Value) -> Result<HistoryRow, RowError> {
+    parse_history_row_under(value, &crate::Schedule::default())
+}
+
+/// [`parse_history_row`] for a ledger whose schedule is `schedule`: a row that names no
+/// policy takes the one `schedule` gives at its instant (rows imported into that ledger).
+pub fn parse_history_row_under(
+    value: &Value,
+    schedule: &crate::Schedule,
+) -> Result<HistoryRow, RowError> {
     let Value::Object(o) = value else {
         return Err(RowError("expected a JSON object".into()));
     };
@@ -115,5 +125,14 @@ pub fn parse_history_row(value: &Value) -> Result<HistoryRow, RowError> {
             .ok_or_else(|| required("message_timestamp"))?,
         expense_count: int("expense_count")?,
         expense_size_mib: decimal("expense_size_mib")?,
+        // The reference knows one policy; a row of ours may say which planned it.
+        policy: crate::Policy::V1,
+    })
+    .and_then(|mut row| {
+        row.policy = match text("policy")? {
+            None => schedule.at(row.message_timestamp),
+            Some(p) => p.parse().map_err(|e| RowError(format!("policy: {e}")))?,
+        };
+        Ok(row)
     })
 }

@@ -14,6 +14,7 @@ pub mod model;
 pub mod node_json;
 pub mod node_query;
 pub mod plan;
+pub mod policy;
 pub mod post_content;
 pub mod pyrepr;
 pub mod query;
@@ -29,4 +30,5 @@ pub use plan::{
     LotAsOf, LotBook, Plan, PlanError, ReplayLot, ReplayRow, as_of, balance_as_of,
     balance_details_as_of, replay, replay_rows,
 };
+pub use policy::{Policy, Schedule};
 pub use timestamp::{Timestamp, TimestampError};

@@ -29,6 +29,8 @@ pub struct Rules {
     pub whitelist: BTreeSet<String>,
     /// Accepted channels; empty = any channel.
     pub channels: BTreeSet<String>,
+    /// Which drain policy plans a message, by its instant.
+    pub schedule: crate::Schedule,
 }
 
 impl Default for Rules {
@@ -36,6 +38,7 @@ impl Default for Rules {
         Rules {
             whitelist: BTreeSet::from([DEFAULT_WHITELIST.to_string()]),
             channels: BTreeSet::from([DEFAULT_CHANNEL.to_string()]),
+            schedule: crate::Schedule::default(),
         }
     }
 }
@@ -48,6 +51,7 @@ impl Rules {
         Rules {
             whitelist: whitelist.into_iter().collect(),
             channels: channels.into_iter().collect(),
+            schedule: crate::Schedule::default(),
         }
     }
 
@@ -116,6 +120,8 @@ pub struct CreditOp {
     /// The POST content `time`.
     pub ts: Timestamp,
     pub kind: OpKind,
+    /// The drain policy in force at `ts`, which plans it.
+    pub policy: crate::Policy,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -301,6 +307,7 @@ pub fn classify(post: &Post, rules: &Rules) -> Decision {
             sender: header.address,
             ts: header.ts,
             kind,
+            policy: rules.schedule.at(header.ts),
         }),
         Err(r) => Decision::Reject(r),
     }

@@ -27,6 +27,8 @@ pub struct HistoryRow {
     pub expense_count: Option<i64>,
     /// Decimal as PostgreSQL `NUMERIC` text.
     pub expense_size_mib: Option<String>,
+    /// The drain policy that planned the row's message (for a debit: the order it drained).
+    pub policy: crate::Policy,
 }
 
 impl HistoryRow {
@@ -56,6 +58,7 @@ impl HistoryRow {
             message_timestamp: ts,
             expense_count: None,
             expense_size_mib: None,
+            policy: crate::Policy::V1,
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::message::{CreditOp, OpKind, PAYMENT_EXPENSE, PAYMENT_TRANSFER, PROVIDER_ALEPH};
 use crate::model::{HistoryRow, Lot, OrderKey, valid_at};
-use crate::{Credits, Timestamp};
+use crate::{Credits, Policy, Timestamp};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
@@ -47,13 +47,14 @@ impl LotBook {
         }
     }
 
-    /// Takes up to `amount` from `address`'s lots drainable at `ts`, in order. Returns what was
-    /// taken per lot with the lot's expiry; an over-draw is silently dropped.
+    /// Takes up to `amount` from `address`'s lots drainable at `ts`, in `policy`'s order.
+    /// Returns what was taken per lot with the lot's expiry; an over-draw is silently dropped.
     fn drain(
         &mut self,
         address: &str,
         amount: Credits,
         ts: Timestamp,
+        policy: Policy,
     ) -> Result<Vec<(Credits, Option<Timestamp>)>, PlanError> {
         let mut taken = Vec::new();
         if !amount.is_positive() {
@@ -61,13 +62,16 @@ impl LotBook {
         }
         let mut needed = amount;
         if let Some(lots) = self.lots.get_mut(address) {
-            for lot in lots.iter_mut() {
+            let mut order: Vec<usize> = (0..lots.len())
+                .filter(|&i| lots.get(i).is_some_and(|l| l.drainable_at(ts)))
+                .collect();
+            // Stable: equal keys keep emission order.
+            order.sort_by_key(|&i| lots.get(i).map(|l| policy.visit_key(l.expiration_date)));
+            for i in order {
                 if !needed.is_positive() {
                     break;
                 }
-                if !lot.drainable_at(ts) {
-                    continue;
-                }
+                let Some(lot) = lots.get_mut(i) else { continue };
                 let take = take_from(&mut lot.amount_remaining, &mut needed)?;
                 taken.push((take, lot.expiration_date));
             }
@@ -128,7 +132,7 @@ impl CreditOp {
             OpKind::Expense(entries) => {
                 for (i, e) in entries.iter().enumerate() {
                     let index = i32::try_from(i).map_err(|_| PlanError::IndexOverflow)?;
-                    book.drain(&e.address, e.amount, ts)?;
+                    book.drain(&e.address, e.amount, ts, self.policy)?;
                     let mut row = HistoryRow::bare(
                         &e.address,
                         e.amount.checked_neg().ok_or(PlanError::Overflow)?,
@@ -158,7 +162,7 @@ impl CreditOp {
                     let portions = if t.whitelisted {
                         vec![(e.amount, e.expiration)]
                     } else {
-                        let drained = book.drain(&self.sender, e.amount, ts)?;
+                        let drained = book.drain(&self.sender, e.amount, ts, self.policy)?;
                         let capped = merge_adjacent(
                             drained
                                 .into_iter()
@@ -188,6 +192,9 @@ impl CreditOp {
                     }
                 }
             }
+        }
+        for row in &mut plan.rows {
+            row.policy = self.policy;
         }
         plan.drained_lots = book.changed();
         Ok(plan)
@@ -250,14 +257,7 @@ fn merge_adjacent(
 pub fn replay<'a, I: IntoIterator<Item = &'a HistoryRow>>(rows: I) -> Result<Vec<Lot>, PlanError> {
     let mut keyed: Vec<ReplayRow<'a, &'a HistoryRow>> = rows
         .into_iter()
-        .map(|row| ReplayRow {
-            key: row,
-            credit_ref: &row.credit_ref,
-            credit_index: row.credit_index,
-            amount: row.amount,
-            expiration_date: row.expiration_date,
-            message_timestamp: row.message_timestamp,
-        })
+        .map(|row| ReplayRow::of(row, row))
         .collect();
     Ok(replay_rows(&mut keyed)?
         .into_iter()
@@ -282,6 +282,23 @@ pub struct ReplayRow<'a, K> {
     pub amount: Credits,
     pub expiration_date: Option<Timestamp>,
     pub message_timestamp: Timestamp,
+    /// For a debit: the order it drains lots in.
+    pub policy: Policy,
+}
+
+impl<'a, K> ReplayRow<'a, K> {
+    /// `row` as a replay reads it, under `key`.
+    pub fn of(key: K, row: &'a HistoryRow) -> ReplayRow<'a, K> {
+        ReplayRow {
+            key,
+            credit_ref: &row.credit_ref,
+            credit_index: row.credit_index,
+            amount: row.amount,
+            expiration_date: row.expiration_date,
+            message_timestamp: row.message_timestamp,
+            policy: row.policy,
+        }
+    }
 }
 
 impl<K> ReplayRow<'_, K> {
@@ -299,6 +316,7 @@ pub struct ReplayLot<K> {
 
 /// [`replay`] without copies: sorts `rows` into replay order and returns, in that order, the
 /// lots with something left, each under its granting row's key. The one replay algorithm.
+/// Each debit drains in its recorded policy's order (SPEC Part I: versioned drain policies).
 pub fn replay_rows<K: Copy>(rows: &mut [ReplayRow<'_, K>]) -> Result<Vec<ReplayLot<K>>, PlanError> {
     let lots = replay_observed(rows, |_, _, _| {})?;
     Ok(lots
@@ -330,15 +348,34 @@ pub fn replay_observed<K: Copy>(
         }
         let mut needed = row.amount.checked_neg().ok_or(PlanError::Overflow)?;
         let at = row.message_timestamp;
-        for (lot, remaining, expiry) in lots.iter_mut().skip(first_live) {
-            if !needed.is_positive() {
-                break;
+        let drainable = |(_, remaining, expiry): &(K, Credits, Option<Timestamp>)| {
+            remaining.is_positive() && valid_at(*expiry, at)
+        };
+        if row.policy == Policy::V1 {
+            for lot in lots.iter_mut().skip(first_live) {
+                if !needed.is_positive() {
+                    break;
+                }
+                if drainable(lot) {
+                    let taken = take_from(&mut lot.1, &mut needed)?;
+                    took(lot.0, row.key, taken);
+                }
             }
-            if !remaining.is_positive() || !valid_at(*expiry, at) {
-                continue;
+        } else {
+            let mut order: Vec<usize> = (first_live..lots.len())
+                .filter(|&i| lots.get(i).is_some_and(drainable))
+                .collect();
+            // Stable: equal keys keep emission order.
+            order.sort_by_key(|&i| lots.get(i).map(|l| row.policy.visit_key(l.2)));
+            for i in order {
+                if !needed.is_positive() {
+                    break;
+                }
+                if let Some(lot) = lots.get_mut(i) {
+                    let taken = take_from(&mut lot.1, &mut needed)?;
+                    took(lot.0, row.key, taken);
+                }
             }
-            let taken = take_from(remaining, &mut needed)?;
-            took(*lot, row.key, taken);
         }
         while lots
             .get(first_live)
@@ -399,14 +436,7 @@ pub fn as_of(rows: &[HistoryRow], as_of: Timestamp) -> Result<Vec<LotAsOf>, Plan
         .iter()
         .enumerate()
         .filter(|(_, row)| row.message_timestamp <= as_of)
-        .map(|(i, row)| ReplayRow {
-            key: i,
-            credit_ref: &row.credit_ref,
-            credit_index: row.credit_index,
-            amount: row.amount,
-            expiration_date: row.expiration_date,
-            message_timestamp: row.message_timestamp,
-        })
+        .map(|(i, row)| ReplayRow::of(i, row))
         .collect();
     // The debits that took from each lot, by its granting row's index.
     let mut drains: Vec<Vec<(usize, Credits)>> = vec![Vec::new(); rows.len()];

@@ -106,6 +106,22 @@ impl Store for AnyStore {
     async fn migrate(&self) -> Result<lotledger_store::Migrated, StoreError> {
         dispatch!(self, s => s.migrate())
     }
+    async fn drain_schedule(&self) -> Result<Option<lotledger_core::Schedule>, StoreError> {
+        dispatch!(self, s => s.drain_schedule())
+    }
+    async fn policy_conflicts(
+        &self,
+        schedule: &lotledger_core::Schedule,
+    ) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.policy_conflicts(schedule))
+    }
+    async fn set_drain_schedule(
+        &self,
+        schedule: &lotledger_core::Schedule,
+        relabel: bool,
+    ) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.set_drain_schedule(schedule, relabel))
+    }
     fn migrated(&self) -> lotledger_store::Migrated {
         match self {
             AnyStore::Sqlite(s) => s.migrated(),

@@ -275,24 +275,25 @@ macro_rules! address_id_1 {
     };
 }
 
-/// `INSERT INTO credit_history … SELECT` over the arrays `$1`–`$18` (`$6` the instant of
+/// `INSERT INTO credit_history … SELECT` over the arrays `$1`–`$19` (`$6` the instant of
 /// `last_update`), in the arrays' order; no `ON CONFLICT` clause (see [`PgTx::append`]).
 macro_rules! insert_history {
     () => {
         "INSERT INTO credit_history (ref_id, credit_index, address_id, message_timestamp, \
          amount, expiration_date, last_update, price, bonus_amount, tx_hash, token, chain, \
-         provider, origin, origin_ref, payment_method, expense_count, expense_size_mib) \
+         provider, origin, origin_ref, payment_method, expense_count, expense_size_mib, \
+         policy) \
          SELECT u.ref_id, u.credit_index, u.address_id, u.message_timestamp, u.amount, \
          u.expiration_date, $6, u.price::numeric, u.bonus_amount, u.tx_hash, u.token, \
          u.chain, u.provider, u.origin, u.origin_ref, u.payment_method, u.expense_count, \
-         u.expense_size_mib::numeric \
+         u.expense_size_mib::numeric, u.policy \
          FROM UNNEST($1::bigint[], $2::int[], $3::bigint[], $4::timestamptz[], \
          $5::bigint[], $7::timestamptz[], $8::text[], $9::bigint[], $10::bytea[], \
          $11::text[], $12::text[], $13::text[], $14::bytea[], $15::bytea[], $16::text[], \
-         $17::bigint[], $18::text[]) WITH ORDINALITY AS u(ref_id, credit_index, \
+         $17::bigint[], $18::text[], $19::int[]) WITH ORDINALITY AS u(ref_id, credit_index, \
          address_id, message_timestamp, amount, expiration_date, price, bonus_amount, \
          tx_hash, token, chain, provider, origin, origin_ref, payment_method, \
-         expense_count, expense_size_mib, n) \
+         expense_count, expense_size_mib, policy, n) \
          ORDER BY u.n"
     };
 }
@@ -1041,6 +1042,11 @@ impl LedgerTx for PgTx {
                         .map(|r| r.expense_size_mib.clone())
                         .collect::<Vec<_>>(),
                 )
+                .bind(
+                    rows.iter()
+                        .map(|r| i32::from(r.policy.code()))
+                        .collect::<Vec<_>>(),
+                )
         };
         Ok(self.append(rows.len(), statement).await?.rows_affected())
     }
@@ -1264,7 +1270,7 @@ impl LedgerTx for PgTx {
             "SELECT a.address, string_agg(\
              ((extract(epoch FROM h.message_timestamp) * 1000000)::bigint)::text || ',' || h.amount || ',' || \
              COALESCE(((extract(epoch FROM h.expiration_date) * 1000000)::bigint)::text, '') || ',' || \
-             h.credit_index || ',' || octet_length(",
+             h.credit_index || ',' || h.policy || ',' || octet_length(",
             ref_text!(),
             ") || ':' || ",
             ref_text!(),

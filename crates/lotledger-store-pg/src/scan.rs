@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use futures_util::StreamExt as _;
+use lotledger_core::Policy;
 use lotledger_store::StoreError;
 use lotledger_store::scan::{Entry, IdMap, Pass, SlotTable, Slotted};
 use sqlx::PgConnection;
@@ -167,17 +168,18 @@ async fn slotted(
     conn: &mut PgConnection,
     table: &str,
     amount: &str,
+    policy: &str,
     ids: &str,
     slots: &SlotTable,
 ) -> Result<Vec<Slotted>, StoreError> {
     let mut out = Vec::new();
     let query = format!(
-        "SELECT address_id, message_timestamp, ref_id, credit_index, {amount}, expiration_date \
-         FROM {table} WHERE address_id = ANY({ids})"
+        "SELECT address_id, message_timestamp, ref_id, credit_index, {amount}, expiration_date, \
+         {policy} FROM {table} WHERE address_id = ANY({ids})"
     );
     copy_out(conn, &query, |f| {
-        let [address_id, ts, ref_id, index, amount, expiry] = f else {
-            return Err(malformed("not six fields"));
+        let [address_id, ts, ref_id, index, amount, expiry, policy] = f else {
+            return Err(malformed("not seven fields"));
         };
         let Some(slot) = slots.get(int(*address_id, "address_id")?) else {
             return Ok(());
@@ -195,6 +197,8 @@ async fn slotted(
                     None => None,
                     Some(_) => Some(instant(*expiry, "expiration_date")?),
                 },
+                policy: Policy::from_code(int(*policy, "policy")?)
+                    .ok_or_else(|| malformed("policy"))?,
             },
         ));
         Ok(())
@@ -229,8 +233,16 @@ pub async fn load<'a>(
     let id_list: Vec<i64> = ids.iter().flatten().copied().collect();
     let literal = id_array(&id_list);
     let slots = SlotTable::new(&ids);
-    let history = slotted(conn, "credit_history", "amount", &literal, &slots).await?;
-    let lots = slotted(conn, "credit_lots", "amount_remaining", &literal, &slots).await?;
+    let history = slotted(conn, "credit_history", "amount", "policy", &literal, &slots).await?;
+    let lots = slotted(
+        conn,
+        "credit_lots",
+        "amount_remaining",
+        "1",
+        &literal,
+        &slots,
+    )
+    .await?;
     let mut pass = Pass::new(addresses, ids, history, lots);
     let mut wanted: IdMap<Option<String>> = pass.wanted_refs()?;
     let ref_ids: Vec<i64> = wanted.keys().copied().collect();

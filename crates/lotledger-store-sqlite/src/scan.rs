@@ -215,6 +215,16 @@ fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
         index: r.get(3)?,
         amount: r.get(4)?,
         expiry: r.get(5)?,
+        policy: {
+            let code: i64 = r.get(6)?;
+            lotledger_core::Policy::from_code(code).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    6,
+                    rusqlite::types::Type::Integer,
+                    format!("unknown drain policy number {code}").into(),
+                )
+            })?
+        },
     })
 }
 
@@ -233,9 +243,9 @@ fn load<'a>(
     let mut lots: Vec<Slotted> = Vec::new();
     // Columns: address id, then an `Entry`.
     const HISTORY: &str = "SELECT address_id, message_timestamp, ref_id, credit_index, amount, \
-                           expiration_date FROM credit_history";
+                           expiration_date, policy FROM credit_history";
     const LOTS: &str = "SELECT address_id, message_timestamp, ref_id, credit_index, \
-                        amount_remaining, expiration_date FROM credit_lots";
+                        amount_remaining, expiration_date, 1 FROM credit_lots";
     if scan {
         let slots = SlotTable::new(ids);
         for (sql, into) in [(HISTORY, &mut history), (LOTS, &mut lots)] {

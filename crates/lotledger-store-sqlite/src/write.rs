@@ -667,9 +667,9 @@ impl LedgerTx for SqliteTx {
                     "INSERT INTO credit_history (ref_id, credit_index, address_id, \
                      message_timestamp, amount, expiration_date, last_update, price, \
                      bonus_amount, tx_hash, token, chain, provider, origin, origin_ref, \
-                     payment_method, expense_count, expense_size_mib) \
+                     payment_method, expense_count, expense_size_mib, policy) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
-                     ?16, ?17, ?18) ON CONFLICT (ref_id, credit_index) DO NOTHING",
+                     ?16, ?17, ?18, ?19) ON CONFLICT (ref_id, credit_index) DO NOTHING",
                 )
                 .map_err(err)?;
             let mut inserted = 0u64;
@@ -694,6 +694,7 @@ impl LedgerTx for SqliteTx {
                         r.payment_method,
                         r.expense_count,
                         r.expense_size_mib,
+                        r.policy.code(),
                     ])
                     .map_err(err)?;
                 inserted += n as u64;
@@ -875,7 +876,7 @@ impl LedgerTx for SqliteTx {
                 c.rows(
                     concat!(
                         "SELECT h.message_timestamp, h.amount, h.expiration_date, \
-                         h.credit_index, ",
+                         h.credit_index, h.policy, ",
                         ref_text!(),
                         " FROM credit_history h JOIN refs r ON r.id = h.ref_id \
                          WHERE h.address_id = ?1",
@@ -886,10 +887,11 @@ impl LedgerTx for SqliteTx {
                         let mut row = HistoryRow::bare(
                             address,
                             Credits(r.get(1).map_err(err)?),
-                            &r.get::<_, String>(4).map_err(err)?,
+                            &r.get::<_, String>(5).map_err(err)?,
                             r.get(3).map_err(err)?,
                             instant(r.get(0).map_err(err)?)?,
                         );
+                        row.policy = lotledger_store::rows::policy(r.get(4).map_err(err)?)?;
                         row.expiration_date = r
                             .get::<_, Option<i64>>(2)
                             .map_err(err)?

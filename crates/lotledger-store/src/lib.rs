@@ -657,6 +657,27 @@ pub trait Store: Send + Sync {
     /// request path).
     fn table_counts(&self) -> impl Future<Output = Result<TableCounts, StoreError>> + Send;
 
+    /// The drain-policy schedule the ledger keeps (`None`: never set, which is `v1`).
+    fn drain_schedule(
+        &self,
+    ) -> impl Future<Output = Result<Option<lotledger_core::Schedule>, StoreError>> + Send;
+
+    /// How many history rows record a policy other than the one `schedule` gives at their
+    /// instant: the rows a change to `schedule` would plan differently.
+    fn policy_conflicts(
+        &self,
+        schedule: &lotledger_core::Schedule,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Keeps `schedule` as the ledger's. With `relabel`, every history row first gets the
+    /// policy `schedule` gives at its instant (returns how many changed); the lots are then
+    /// stale until re-derived ([`maintenance::repair`]).
+    fn set_drain_schedule(
+        &self,
+        schedule: &lotledger_core::Schedule,
+        relabel: bool,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
     /// The ledger's size on disk, table by table.
     fn footprint(&self) -> impl Future<Output = Result<Footprint, StoreError>> + Send;
 
@@ -668,8 +689,8 @@ pub trait Store: Send + Sync {
 }
 
 /// Decodes the per-address aggregate a backend builds for [`LedgerTx::replay_histories`]:
-/// records `message_timestamp_micros,amount,expiration_micros_or_empty,credit_index,N:credit_ref`
-/// (N = bytes of credit_ref), each followed by `;`, in replay order.
+/// records `message_timestamp_micros,amount,expiration_micros_or_empty,credit_index,policy,
+/// N:credit_ref` (N = bytes of credit_ref), each followed by `;`, in replay order.
 pub fn decode_replay_rows(
     address: &str,
     text: &str,
@@ -678,12 +699,13 @@ pub fn decode_replay_rows(
     let bad = || StoreError::Corrupt(format!("replay aggregate of {address}"));
     let mut rest = text;
     while !rest.is_empty() {
-        let mut fields = rest.splitn(5, ',');
+        let mut fields = rest.splitn(6, ',');
         let mut next = || fields.next().ok_or_else(bad);
         let micros: i64 = next()?.parse().map_err(|_| bad())?;
         let amount: i64 = next()?.parse().map_err(|_| bad())?;
         let expiry = next()?;
         let index: i32 = next()?.parse().map_err(|_| bad())?;
+        let policy = rows::policy(next()?.parse().map_err(|_| bad())?)?;
         let tail = next()?;
         let (len, after) = tail.split_once(':').ok_or_else(bad)?;
         let len: usize = len.parse().map_err(|_| bad())?;
@@ -692,6 +714,7 @@ pub fn decode_replay_rows(
         rest = rest.strip_prefix(';').ok_or_else(bad)?;
         let ts = Timestamp::from_micros(micros).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut row = HistoryRow::bare(address, Credits(amount), credit_ref, index, ts);
+        row.policy = policy;
         if !expiry.is_empty() {
             let e: i64 = expiry.parse().map_err(|_| bad())?;
             row.expiration_date =

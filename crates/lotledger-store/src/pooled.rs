@@ -5,7 +5,7 @@
 //! text serves `$1` and `?` alike).
 
 use lotledger_core::{
-    BalanceDetail, Credits, HistoryRow, Lot, Timestamp, balance_details_from_sums,
+    BalanceDetail, Credits, HistoryRow, Lot, Schedule, Timestamp, balance_details_from_sums,
 };
 use sqlx::{
     ColumnIndex, Database, Decode, Encode, Executor, FromRow, Pool, QueryBuilder, Row, Type,
@@ -353,6 +353,58 @@ where
         Ok(())
     }
 
+    /// The drain-policy schedule the ledger keeps, if one was set.
+    pub async fn drain_schedule(&self) -> Result<Option<Schedule>, StoreError> {
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT value FROM ledger_settings WHERE name = 'drain_schedule'")
+                .fetch_optional(self.pool)
+                .await
+                .map_err(DB::error)?;
+        text.map(|t| {
+            Schedule::parse(&t).map_err(|e| StoreError::Corrupt(format!("drain_schedule: {e}")))
+        })
+        .transpose()
+    }
+
+    /// History rows whose recorded policy is not the one `schedule` gives at their instant.
+    pub async fn policy_conflicts(&self, schedule: &Schedule) -> Result<u64, StoreError> {
+        let mut b = QueryBuilder::<DB>::new("SELECT COUNT(*) FROM credit_history WHERE policy <> ");
+        push_policy_case(&mut b, schedule);
+        let (n,): (i64,) = b
+            .build_query_as()
+            .fetch_one(self.pool)
+            .await
+            .map_err(DB::error)?;
+        Ok(crate::non_negative(n))
+    }
+
+    /// Records `schedule` as the ledger's. With `relabel`, first gives every history row the
+    /// policy `schedule` gives at its instant (one statement) and returns how many changed;
+    /// the caller re-derives the lots. Without it, nothing is relabeled.
+    pub async fn set_drain_schedule(
+        &self,
+        schedule: &Schedule,
+        relabel: bool,
+    ) -> Result<u64, StoreError> {
+        let mut changed = 0;
+        if relabel {
+            changed = self.policy_conflicts(schedule).await?;
+            let mut b = QueryBuilder::<DB>::new("UPDATE credit_history SET policy = ");
+            push_policy_case(&mut b, schedule);
+            b.push(" WHERE policy <> ");
+            push_policy_case(&mut b, schedule);
+            b.build().execute(self.pool).await.map_err(DB::error)?;
+        }
+        let text = schedule.to_string();
+        let mut b = QueryBuilder::<DB>::new(
+            "INSERT INTO ledger_settings (name, value) VALUES ('drain_schedule', ",
+        );
+        b.push_bind(text.as_str())
+            .push(") ON CONFLICT (name) DO UPDATE SET value = excluded.value");
+        b.build().execute(self.pool).await.map_err(DB::error)?;
+        Ok(changed)
+    }
+
     /// The balances (at `q.at`, at least `q.min_balance`) of the addresses with lots, in text
     /// order after `q.after`, a page of them: each address sums its own lots.
     pub async fn credit_balances(
@@ -567,6 +619,24 @@ pub fn migrated(migrator: &sqlx::migrate::Migrator, before: &[i64], after: &[i64
     }
 }
 
+/// `CASE WHEN message_timestamp < a1 THEN p0 … ELSE pn END`: the policy `schedule` gives a
+/// history row, by its instant.
+fn push_policy_case<DB: Dialect>(b: &mut QueryBuilder<DB>, schedule: &Schedule) {
+    b.push("(CASE");
+    for (_, until, policy) in schedule.spans() {
+        match until {
+            Some(until) => {
+                b.push(" WHEN message_timestamp < ")
+                    .push_bind(DB::instant(until))
+                    .push(format!(" THEN {}", policy.code()));
+            }
+            None => {
+                b.push(format!(" ELSE {} END)", policy.code()));
+            }
+        }
+    }
+}
+
 /// The methods of `impl Store for` a backend whose pool is its field `pool` that both
 /// backends write alike: `migrate` (running the backend's `$migrator`), `migrated` (its field
 /// `migrated`, what opening it did) and the reads, each a
@@ -653,6 +723,31 @@ macro_rules! pooled_reads {
 
         async fn dangling(&self, check: $crate::IdCheck) -> Result<u64, $crate::StoreError> {
             $crate::pooled::Reads::of(&self.pool).dangling(check).await
+        }
+
+        async fn drain_schedule(
+            &self,
+        ) -> Result<Option<::lotledger_core::Schedule>, $crate::StoreError> {
+            $crate::pooled::Reads::of(&self.pool).drain_schedule().await
+        }
+
+        async fn policy_conflicts(
+            &self,
+            schedule: &::lotledger_core::Schedule,
+        ) -> Result<u64, $crate::StoreError> {
+            $crate::pooled::Reads::of(&self.pool)
+                .policy_conflicts(schedule)
+                .await
+        }
+
+        async fn set_drain_schedule(
+            &self,
+            schedule: &::lotledger_core::Schedule,
+            relabel: bool,
+        ) -> Result<u64, $crate::StoreError> {
+            $crate::pooled::Reads::of(&self.pool)
+                .set_drain_schedule(schedule, relabel)
+                .await
         }
 
         async fn table_counts(&self) -> Result<$crate::TableCounts, $crate::StoreError> {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use lotledger_core::node_json::StoredEnvelope;
-use lotledger_core::{Credits, HistoryRow, Lot, Timestamp};
+use lotledger_core::{Credits, HistoryRow, Lot, Policy, Timestamp};
 
 use crate::{MessageRecord, MessageStatus, StoreError};
 
@@ -53,7 +53,14 @@ pub fn history_row(r: &impl Columns) -> Result<HistoryRow, StoreError> {
         message_timestamp: r.instant("message_timestamp")?,
         expense_count: r.opt_int("expense_count")?,
         expense_size_mib: r.opt_text("expense_size_mib")?,
+        policy: policy(r.int32("policy")?)?,
     })
+}
+
+/// The drain policy a history row records by number.
+pub fn policy(code: i32) -> Result<Policy, StoreError> {
+    Policy::from_code(i64::from(code))
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown drain policy number {code}")))
 }
 
 /// A history row of `address` as a replay reads it (`sql_replay_select!`): the other columns
@@ -67,6 +74,7 @@ pub fn replay_row(address: &str, r: &impl Columns) -> Result<HistoryRow, StoreEr
         r.instant("message_timestamp")?,
     );
     row.expiration_date = r.opt_instant("expiration_date")?;
+    row.policy = policy(r.int32("policy")?)?;
     Ok(row)
 }
 

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use lotledger_core::{Credits, Lot, ReplayRow, replay_rows};
+use lotledger_core::{Credits, Lot, Policy, ReplayRow, replay_rows};
 
 use crate::maintenance::BatchLimit;
 use crate::rows::instant_from_micros;
@@ -40,6 +40,8 @@ pub struct Entry {
     pub index: i32,
     pub amount: i64,
     pub expiry: Option<i64>,
+    /// A history row's drain policy (lots: the default, unread).
+    pub policy: Policy,
 }
 
 /// An entry under the position of its address in the pass.
@@ -217,6 +219,7 @@ fn replay_entries<'e, 't>(
                 amount: Credits(e.amount),
                 expiration_date: e.expiry.map(instant_from_micros).transpose()?,
                 message_timestamp: instant_from_micros(e.ts)?,
+                policy: e.policy,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -398,6 +401,7 @@ mod tests {
             index: 0,
             amount,
             expiry: None,
+            policy: Policy::V1,
         }
     }
 
@@ -556,6 +560,7 @@ mod tests {
                             },
                             expiry: (grant && rng.below(3) == 0)
                                 .then(|| ts + i64::try_from(rng.below(3)).unwrap()),
+                            policy: Policy::ALL[usize::from(rng.below(2) == 0)],
                         },
                     ));
                 }

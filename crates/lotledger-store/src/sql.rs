@@ -16,7 +16,7 @@ macro_rules! sql_history_select {
             " AS credit_ref, h.credit_index, h.expiration_date, h.message_timestamp, \
              h.expense_count, ",
             $size,
-            " AS expense_size_mib FROM credit_history h \
+            " AS expense_size_mib, h.policy FROM credit_history h \
              JOIN addresses a ON a.id = h.address_id JOIN refs r ON r.id = h.ref_id"
         )
     };
@@ -154,8 +154,8 @@ macro_rules! sql_replay_select {
         concat!(
             "SELECT ",
             $ref_text!(),
-            " AS credit_ref, h.credit_index, h.amount, h.expiration_date, h.message_timestamp \
-             FROM credit_history h JOIN refs r ON r.id = h.ref_id WHERE h.address_id = ",
+            " AS credit_ref, h.credit_index, h.amount, h.expiration_date, h.message_timestamp, \
+             h.policy FROM credit_history h JOIN refs r ON r.id = h.ref_id WHERE h.address_id = ",
             "(SELECT id FROM addresses WHERE address = ",
             $address,
             ")"

@@ -189,8 +189,8 @@ impl<S: Store + Clone + 'static> Driver for DryRunDriver<S> {
         Ok(result)
     }
 
-    async fn seed(&mut self, rows: &[Value]) -> Result<(), String> {
-        self.inner.seed(rows).await
+    async fn seed(&mut self, rows: &[Value], rules: &Rules) -> Result<(), String> {
+        self.inner.seed(rows, rules).await
     }
 
     async fn repair(&mut self) -> Result<(), String> {

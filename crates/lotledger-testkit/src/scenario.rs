@@ -42,10 +42,16 @@ impl Scenario {
                 })
                 .unwrap_or_default()
         };
+        let mut rules = Rules::new(list("whitelist"), list("channels"));
+        // lotledger's own: the drain-policy schedule (absent: v1, the reference's).
+        if let Some(text) = v["config"]["policy"].as_str() {
+            rules.schedule = lotledger_core::Schedule::parse(text)
+                .map_err(|e| format!("{}: config.policy: {e}", path.display()))?;
+        }
         Ok(Scenario {
             name: v["name"].as_str().unwrap_or_default().to_string(),
             path: path.to_path_buf(),
-            rules: Rules::new(list("whitelist"), list("channels")),
+            rules,
             steps: v["steps"]
                 .as_array()
                 .cloned()
@@ -85,8 +91,9 @@ pub trait Driver {
         rules: &Rules,
         now: Timestamp,
     ) -> Result<PostResult, String>;
-    /// Inserts raw history rows and rebuilds the touched addresses.
-    async fn seed(&mut self, rows: &[Value]) -> Result<(), String>;
+    /// Inserts raw history rows (a row naming no policy takes the one `rules` give at its
+    /// instant) and rebuilds the touched addresses.
+    async fn seed(&mut self, rows: &[Value], rules: &Rules) -> Result<(), String>;
     /// Rebuilds the whole cache.
     async fn repair(&mut self) -> Result<(), String>;
     /// The balance, as a JSON integer.
@@ -194,7 +201,10 @@ async fn run_step<D: Driver>(
     }
     if let Some(rows) = step.get("seed") {
         return driver
-            .seed(rows.as_array().map_or(&[][..], Vec::as_slice))
+            .seed(
+                rows.as_array().map_or(&[][..], Vec::as_slice),
+                &scenario.rules,
+            )
             .await;
     }
     if step.get("repair").is_some() {
@@ -294,10 +304,10 @@ impl<S: Store + Clone + 'static> Driver for LibDriver<S> {
         })
     }
 
-    async fn seed(&mut self, rows: &[Value]) -> Result<(), String> {
+    async fn seed(&mut self, rows: &[Value], rules: &Rules) -> Result<(), String> {
         let rows = rows
             .iter()
-            .map(json::parse_history_row)
+            .map(|row| json::parse_history_row_under(row, &rules.schedule))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
         self.store

@@ -22,6 +22,19 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // lotledger's own: the drain-policy scenarios (v2, and schedules switching mid-stream),
+        // from the public ones and SPEC Part II 8.3 (scripts/make-policy-scenarios.py).
+        let policies = match load_all(
+            &lotledger_testkit::repo_root()
+                .join("crates/lotledger-testkit/tests/data/policy_scenarios"),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cannot load the policy scenarios: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let scenarios: Vec<_> = scenarios.into_iter().chain(policies).collect();
         let dir = tempfile::tempdir().expect("temporary directory");
         let sqlite_failed = run_suite("sqlite", &scenarios, async || LibDriver {
             store: db::fresh_sqlite(&dir).await.0,

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
 use lotledger_core::HistoryRow;
-use lotledger_core::json::parse_history_row;
+use lotledger_core::json::parse_history_row_under;
 use lotledger_store::Store;
 use serde_json::Value;
 
@@ -15,12 +15,13 @@ const BATCH_ROWS: usize = 5000;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Files of history rows: JSON lines, or one JSON array; `-` reads standard input.
+    /// Files of history rows: JSON lines, or one JSON array; `-` reads standard input. A row
+    /// without a `policy` (`v1`, `v2`) takes the one the ledger's schedule gives at its instant.
     #[arg(required = true)]
     files: Vec<String>,
 }
 
-pub async fn run(store: &AnyStore, args: Args) -> Result<ExitCode> {
+pub async fn run(store: &AnyStore, rules: &lotledger_core::Rules, args: Args) -> Result<ExitCode> {
     let mut rows: Vec<HistoryRow> = Vec::new();
     for file in &args.files {
         let text = if file == "-" {
@@ -42,7 +43,10 @@ pub async fn run(store: &AnyStore, args: Args) -> Result<ExitCode> {
                 .collect::<Result<_>>()?,
         };
         for (i, v) in values.iter().enumerate() {
-            rows.push(parse_history_row(v).with_context(|| format!("{file}: row {}", i + 1))?);
+            rows.push(
+                parse_history_row_under(v, &rules.schedule)
+                    .with_context(|| format!("{file}: row {}", i + 1))?,
+            );
         }
     }
     let now = super::clock_now()?;

@@ -15,14 +15,16 @@ pub mod explain;
 pub mod import;
 pub mod ingest;
 pub mod maintain;
+pub mod policy;
 pub mod read;
 pub mod serve;
 pub mod sync;
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
-    let rules = Rules {
+    let mut rules = Rules {
         whitelist: list_setting(cli.whitelist, "LOTLEDGER_WHITELIST", DEFAULT_WHITELIST),
         channels: list_setting(cli.channels, "LOTLEDGER_CHANNELS", DEFAULT_CHANNEL),
+        schedule: Default::default(),
     };
     // Refuse bad arguments before touching the database.
     if let Command::Ingest(args) = &cli.command {
@@ -47,11 +49,23 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let store = AnyStore::open(&cli.database_url)
         .await
         .with_context(|| format!("opening the store at {}", redact(&cli.database_url)))?;
+    // The commands that plan messages run under the ledger's schedule (or the one given,
+    // when it changes no applied message); those that write keep a change.
+    let plans = match &command {
+        Command::Serve(args) => Some(!args.read_only),
+        Command::Ingest(_) | Command::Sync(_) | Command::ImportHistory(_) => Some(true),
+        Command::Explain(_) => Some(false),
+        _ => None,
+    };
+    if let Some(writes) = plans {
+        rules.schedule = policy::in_force(&store, cli.policy.as_deref(), writes).await?;
+    }
     match command {
         // Handled above, before a store is opened.
         Command::Bench(args) => Ok(lotledger_bench::run(args).await?),
+        Command::Policy(args) => policy::run(&store, cli.policy.as_deref(), args).await,
         Command::Ingest(args) => ingest::run(&store, &rules, args).await,
-        Command::ImportHistory(args) => import::run(&store, args).await,
+        Command::ImportHistory(args) => import::run(&store, &rules, args).await,
         Command::Balance(args) => read::balance(&store, args).await,
         Command::History(args) => read::history(&store, args).await,
         Command::Lots(args) => read::lots(&store, args).await,

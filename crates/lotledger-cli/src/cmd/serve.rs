@@ -49,7 +49,7 @@ pub struct Args {
     /// `POST /api/v0/messages` gets 503 naming the writable node. On a standby, /metrics
     /// reports how far it is behind its primary.
     #[arg(long)]
-    read_only: bool,
+    pub(crate) read_only: bool,
     /// The writable node that a read-only server names to clients that send it writes.
     #[arg(long, value_name = "URL", requires = "read_only")]
     writable_node: Option<String>,

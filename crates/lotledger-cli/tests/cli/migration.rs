@@ -10,8 +10,8 @@ use serde_json::Value;
 use sqlx::Connection;
 
 /// The layouts a fixture exists for: every release layout since the first one users kept.
-const LAYOUTS: [&str; 8] = [
-    "v0003", "v0004", "v0005", "v0006", "v0007", "v0008", "v0009", "v0010",
+const LAYOUTS: [&str; 9] = [
+    "v0003", "v0004", "v0005", "v0006", "v0007", "v0008", "v0009", "v0010", "v0012",
 ];
 
 fn fixture(layout: &str, name: &str) -> PathBuf {
