@@ -281,3 +281,61 @@ fn dry_run_predicts_the_eager_plan_or_the_replay() {
     assert!(p.rows.is_empty() && p.created.is_empty());
     assert_eq!(p.rederived, vec![S.to_string()]);
 }
+
+/// v2 drains the soonest-expiring lot first, non-expiring last, and the replay of the rows it
+/// writes agrees (SPEC Part II 8.3's S14, on the planner).
+#[test]
+fn v2_drains_soonest_expiry_first_and_its_replay_agrees() {
+    let mut rules = Rules::new([MINTER.to_string()], Vec::<String>::new());
+    rules.schedule = lotledger_core::Schedule::parse("v1,v2@2026-03-01T01:30:00Z").unwrap();
+    let expense = |hours: i64| {
+        let post = Post {
+            item_hash: format!("e{hours}"),
+            channel: None,
+            content: json!({"address": MINTER, "time": T + hours * 3600, "type": "aleph_credit_expense",
+                            "content": {"expense": {"credits": [{"address": S, "amount": 1500}]}}}),
+            envelope: None,
+        };
+        match classify(&post, &rules) {
+            Decision::Apply(op) => op,
+            other => panic!("{other:?}"),
+        }
+    };
+    for (hours, policy, left) in [
+        // v1 (before 01:30): emission order, the non-expiring lot first.
+        (1, lotledger_core::Policy::V1, vec![("b", 500)]),
+        // v2: the lot expiring at 5h first, then 500 of the non-expiring one.
+        (2, lotledger_core::Policy::V2, vec![("a", 500)]),
+    ] {
+        let op = expense(hours);
+        assert_eq!(op.policy, policy);
+        let mut book = LotBook::new();
+        let (a, b) = (lot("a", 0, 1000, None), lot("b", 0, 1000, Some(5)));
+        book.insert([a.clone(), b.clone()]);
+        let plan = op.plan(&mut book).unwrap();
+        assert!(plan.rows.iter().all(|r| r.policy == policy));
+        let kept: Vec<(&str, i64)> = plan
+            .drained_lots
+            .iter()
+            .filter(|l| l.amount_remaining.0 > 0)
+            .map(|l| (l.credit_ref.as_str(), l.amount_remaining.0))
+            .collect();
+        assert_eq!(kept, left, "{policy}");
+        // The replay of the grants and the expense's rows leaves the same lots.
+        let mut rows = vec![
+            HistoryRow::bare(S, Credits(1000), "a", 0, ts(0)),
+            HistoryRow {
+                expiration_date: Some(ts(5)),
+                ..HistoryRow::bare(S, Credits(1000), "b", 0, ts(0))
+            },
+        ];
+        rows.extend(plan.rows.iter().cloned());
+        let replayed: Vec<(String, i64)> = replay(&rows)
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.credit_ref, l.amount_remaining.0))
+            .collect();
+        let left: Vec<(String, i64)> = left.iter().map(|(r, n)| (r.to_string(), *n)).collect();
+        assert_eq!(replayed, left, "{policy}");
+    }
+}

@@ -7,13 +7,19 @@
 //! balances and their details agree at several instants (on PostgreSQL, through the sums it
 //! keeps between writes). A replayed message that was applied changes nothing.
 //!
+//! Each case runs under a drain-policy schedule of its own (v1, v2, or one switching at an
+//! hour of the case), and every history row must record the policy that schedule gives at its
+//! instant.
+//!
 //! Cases share the two databases; each case works in its own address and hash namespace.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use lotledger_core::envelope::Envelope;
-use lotledger_core::{HistoryRow, Lot, Rules, Timestamp, balance_at, balance_details_at, replay};
+use lotledger_core::{
+    HistoryRow, Lot, Policy, Rules, Schedule, Timestamp, balance_at, balance_details_at, replay,
+};
 use lotledger_store::{HistorySelector, Outcome, Store, apply_envelope, maintenance};
 use lotledger_store_pg::PgStore;
 use lotledger_store_sqlite::SqliteStore;
@@ -88,6 +94,25 @@ enum Step {
 #[derive(Clone, Debug)]
 struct Model {
     sent: usize,
+    schedule: Schedule,
+}
+
+fn schedule() -> impl Strategy<Value = Schedule> {
+    prop_oneof![
+        Just(Schedule::only(Policy::V1)),
+        Just(Schedule::only(Policy::V2)),
+        (hour(), any::<bool>()).prop_map(|(h, v2_first)| {
+            let (base, then) = if v2_first {
+                (Policy::V2, Policy::V1)
+            } else {
+                (Policy::V1, Policy::V2)
+            };
+            Schedule {
+                base,
+                activations: vec![(at_hour(h), then)],
+            }
+        }),
+    ]
 }
 
 fn hour() -> impl Strategy<Value = i64> {
@@ -107,7 +132,9 @@ impl ReferenceStateMachine for Model {
     type Transition = Step;
 
     fn init_state() -> BoxedStrategy<Model> {
-        Just(Model { sent: 0 }).boxed()
+        schedule()
+            .prop_map(|schedule| Model { sent: 0, schedule })
+            .boxed()
     }
 
     fn transitions(state: &Model) -> BoxedStrategy<Step> {
@@ -263,12 +290,14 @@ impl StateMachineTest for Sut {
     type SystemUnderTest = Sut;
     type Reference = Model;
 
-    fn init_test(_: &Model) -> Sut {
+    fn init_test(model: &Model) -> Sut {
         let case = CASE.fetch_add(1, Ordering::Relaxed) + u64::from(std::process::id()) * 1_000_000;
         let minter = format!("c{case}_minter");
+        let mut rules = Rules::new([minter], ["ALEPH_CREDIT".to_string()]);
+        rules.schedule = model.schedule.clone();
         Sut {
             case,
-            rules: Rules::new([minter], ["ALEPH_CREDIT".to_string()]),
+            rules,
             sent: Vec::new(),
         }
     }
@@ -430,6 +459,14 @@ impl StateMachineTest for Sut {
             )
         });
         assert_eq!(a, b, "SQLite and PostgreSQL hold different ledgers");
+        for row in a.history.iter().flatten() {
+            assert_eq!(
+                row.policy,
+                sut.rules.schedule.at(row.message_timestamp),
+                "a row of {} does not record the policy in force at its instant",
+                row.credit_ref
+            );
+        }
     }
 }
 
