@@ -8,3 +8,10 @@ CREATE TABLE ledger_settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+-- History stays append-only except for the recorded policy, which `lotledger policy set
+-- --rederive` rewrites when the operator re-plans the past under another schedule.
+DROP TRIGGER credit_history_no_update;
+CREATE TRIGGER credit_history_no_update BEFORE UPDATE OF id, ref_id, credit_index, address_id, message_timestamp, amount, expiration_date, last_update, price, bonus_amount, tx_hash, token, chain, provider, origin, origin_ref, payment_method, expense_count, expense_size_mib ON credit_history
+BEGIN
+    SELECT RAISE(ABORT, 'credit_history is append-only');
+END;

@@ -619,9 +619,13 @@ pub fn migrated(migrator: &sqlx::migrate::Migrator, before: &[i64], after: &[i64
     }
 }
 
-/// `CASE WHEN message_timestamp < a1 THEN p0 … ELSE pn END`: the policy `schedule` gives a
-/// history row, by its instant.
+/// `CASE WHEN message_timestamp < a1 THEN p0 … ELSE pn END` (one policy: its number): the
+/// policy `schedule` gives a history row, by its instant.
 fn push_policy_case<DB: Dialect>(b: &mut QueryBuilder<DB>, schedule: &Schedule) {
+    if schedule.activations.is_empty() {
+        b.push(format!("{}", schedule.base.code()));
+        return;
+    }
     b.push("(CASE");
     for (_, until, policy) in schedule.spans() {
         match until {

@@ -40,7 +40,7 @@ pub struct Entry {
     pub index: i32,
     pub amount: i64,
     pub expiry: Option<i64>,
-    /// A history row's drain policy (lots: the default, unread).
+    /// A history row's drain policy (a lot: always the default, as both scans read lots).
     pub policy: Policy,
 }
 
@@ -227,6 +227,8 @@ fn replay_entries<'e, 't>(
         .into_iter()
         .map(|lot| Entry {
             amount: lot.amount_remaining.0,
+            // A lot has no policy of its own: the one lots are read with.
+            policy: Policy::default(),
             ..*lot.key
         })
         .collect())

@@ -6,6 +6,7 @@ mod explain;
 mod exposure;
 mod ingest;
 mod migration;
+mod policy;
 mod replica;
 mod serve;
 mod sync;

@@ -5,7 +5,8 @@
 //! After every step: both stores gave the same outcome; for every address, both stores hold the
 //! same history and the same lots, the lots equal the core's replay of the stored history, and
 //! balances and their details agree at several instants (on PostgreSQL, through the sums it
-//! keeps between writes). A replayed message that was applied changes nothing.
+//! keeps between writes), and `verify` finds no drift. A replayed message that was applied
+//! changes nothing.
 //!
 //! Each case runs under a drain-policy schedule of its own (v1, v2, or one switching at an
 //! hour of the case), and every history row must record the policy that schedule gives at its
@@ -418,6 +419,13 @@ impl StateMachineTest for Sut {
             }
             Step::Repair => {
                 e.rt.block_on(async {
+                    // Verify (by the stores' id scans) agrees first: nothing drifted.
+                    let a = maintenance::verify(&e.sqlite, |_, _| {}).await.unwrap();
+                    let b = maintenance::verify(&e.pg, |_, _| {}).await.unwrap();
+                    assert!(
+                        a.is_empty() && b.is_empty(),
+                        "verify found drift: {a:?} {b:?}"
+                    );
                     maintenance::repair(&e.sqlite, true, |_, _| {})
                         .await
                         .unwrap();

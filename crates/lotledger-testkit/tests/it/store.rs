@@ -44,20 +44,57 @@ async fn tamper(url: &str, address: &str) {
     }
 }
 
+/// Every column but the recorded drain policy is refused an update, and rows are refused
+/// deletion; the policy may be relabeled (`policy set --rederive`).
 async fn history_is_append_only(url: &str) {
-    let statements = [
-        "UPDATE credit_history SET amount = 0",
-        "DELETE FROM credit_history",
+    let columns = [
+        "id",
+        "ref_id",
+        "credit_index",
+        "address_id",
+        "message_timestamp",
+        "amount",
+        "expiration_date",
+        "last_update",
+        "price",
+        "bonus_amount",
+        "tx_hash",
+        "token",
+        "chain",
+        "provider",
+        "origin",
+        "origin_ref",
+        "payment_method",
+        "expense_count",
+        "expense_size_mib",
     ];
-    for sql in statements {
-        let err = if url.starts_with("sqlite") {
-            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-            sqlx::query(sql).execute(&mut c).await.unwrap_err()
-        } else {
-            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-            sqlx::query(sql).execute(&mut c).await.unwrap_err()
-        };
+    let mut statements: Vec<String> = columns
+        .iter()
+        .map(|c| format!("UPDATE credit_history SET {c} = {c}"))
+        .collect();
+    statements.push("DELETE FROM credit_history".into());
+    for sql in &statements {
+        let err = run_sql(url, sql).await.unwrap_err();
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    run_sql(url, "UPDATE credit_history SET policy = policy")
+        .await
+        .unwrap();
+}
+
+async fn run_sql(url: &str, sql: &str) -> Result<(), sqlx::Error> {
+    if url.starts_with("sqlite") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&mut c)
+            .await
+            .map(drop)
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&mut c)
+            .await
+            .map(drop)
     }
 }
 
