@@ -719,14 +719,49 @@ impl Store for PgStore {
         message(&mut conn, item_hash).await
     }
 
+    /// The rows by reference id, then each distinct reference's text read once (one query).
     async fn replay_history(&self, address: &str) -> Result<Vec<HistoryRow>, StoreError> {
-        let rows = sqlx::query(replay_select!("$1"))
-            .bind(address)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        rows.iter()
-            .map(|r| wrappers::replay_row(address, r))
+        type IdRow = (
+            i64,
+            i32,
+            i64,
+            Option<time::OffsetDateTime>,
+            time::OffsetDateTime,
+            i32,
+        );
+        let rows: Vec<IdRow> = sqlx::query_as(concat!(
+            "SELECT ref_id, credit_index, amount, expiration_date, message_timestamp, policy \
+             FROM credit_history WHERE address_id = ",
+            address_id_1!()
+        ))
+        .bind(address)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let mut ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let found: Vec<(i64, Option<Vec<u8>>, Option<String>)> =
+            sqlx::query_as("SELECT id, hash, name FROM refs WHERE id = ANY($1::bigint[])")
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+        let texts: std::collections::HashMap<i64, String> = found
+            .into_iter()
+            .filter_map(|(id, hash, name)| Some((id, wrappers::ref_text(hash, name)?)))
+            .collect();
+        let instant = <sqlx::Postgres as lotledger_store::pooled::Dialect>::timestamp;
+        rows.into_iter()
+            .map(|(ref_id, index, amount, expiry, at, policy)| {
+                let name = texts
+                    .get(&ref_id)
+                    .ok_or_else(|| StoreError::Corrupt(format!("reference id {ref_id}")))?;
+                let mut row = HistoryRow::bare(address, Credits(amount), name, index, instant(at)?);
+                row.expiration_date = expiry.map(instant).transpose()?;
+                row.policy = lotledger_store::rows::policy(policy)?;
+                Ok(row)
+            })
             .collect()
     }
 

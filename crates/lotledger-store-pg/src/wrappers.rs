@@ -44,10 +44,6 @@ pub fn history_row(r: &PgRow) -> Result<HistoryRow, StoreError> {
     pooled::history_row::<Postgres>(r)
 }
 
-pub fn replay_row(address: &str, r: &PgRow) -> Result<HistoryRow, StoreError> {
-    pooled::replay_row::<Postgres>(address, r)
-}
-
 pub fn lot(r: &PgRow) -> Result<Lot, StoreError> {
     pooled::lot::<Postgres>(r)
 }

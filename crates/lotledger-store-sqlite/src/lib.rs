@@ -332,6 +332,9 @@ impl Store for SqliteStore {
     }
 
     async fn replay_history(&self, address: &str) -> Result<Vec<HistoryRow>, StoreError> {
+        if let Some(quick) = &self.quick {
+            return quick.replay_history(address);
+        }
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         let rows = sqlx::query(replay_select!("?1"))
             .bind(address)

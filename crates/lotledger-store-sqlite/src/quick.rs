@@ -13,7 +13,7 @@
 //! balance reads one address's lots through the lots table's primary key: it stays short unless
 //! an address holds tens of thousands of live lots.
 
-use lotledger_core::{BalanceDetail, Credits, Timestamp, balance_details_from_sums};
+use lotledger_core::{BalanceDetail, Credits, HistoryRow, Timestamp, balance_details_from_sums};
 use lotledger_store::StoreError;
 use lotledger_store::pooled::Dialect;
 use rusqlite::{Connection, OpenFlags};
@@ -79,6 +79,63 @@ impl QuickReads {
         })?;
         balance_details_from_sums(sums)
             .ok_or_else(|| StoreError::Overflow(format!("balance of {address}")))
+    }
+
+    /// `address`'s history rows as a replay reads them ([`lotledger_store::Store::replay_history`]):
+    /// the rows by reference id, then each distinct reference's text read once.
+    pub(crate) fn replay_history(&self, address: &str) -> Result<Vec<HistoryRow>, StoreError> {
+        self.with(|conn| {
+            let mut rows = conn
+                .prepare_cached(concat!(
+                    "SELECT ref_id, credit_index, amount, expiration_date, message_timestamp, \
+                     policy FROM credit_history WHERE address_id = ",
+                    address_id!()
+                ))
+                .map_err(err)?;
+            let mut found = rows.query(rusqlite::params![address]).map_err(err)?;
+            let mut by_id: Vec<(i64, HistoryRow)> = Vec::new();
+            while let Some(r) = found.next().map_err(err)? {
+                let mut row = HistoryRow::bare(
+                    address,
+                    Credits(r.get(2).map_err(err)?),
+                    "",
+                    r.get(1).map_err(err)?,
+                    ts(r.get(4).map_err(err)?)?,
+                );
+                row.expiration_date = r
+                    .get::<_, Option<i64>>(3)
+                    .map_err(err)?
+                    .map(ts)
+                    .transpose()?;
+                row.policy = lotledger_store::rows::policy(r.get(5).map_err(err)?)?;
+                by_id.push((r.get(0).map_err(err)?, row));
+            }
+            let mut text = conn
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    ref_text!(),
+                    " FROM refs r WHERE r.id = ?1"
+                ))
+                .map_err(err)?;
+            let mut texts: std::collections::HashMap<i64, String> =
+                std::collections::HashMap::new();
+            let mut out = Vec::with_capacity(by_id.len());
+            for (id, mut row) in by_id {
+                let name = match texts.get(&id) {
+                    Some(name) => name.clone(),
+                    None => {
+                        let name: String = text
+                            .query_row(rusqlite::params![id], |r| r.get(0))
+                            .map_err(err)?;
+                        texts.insert(id, name.clone());
+                        name
+                    }
+                };
+                row.credit_ref = name;
+                out.push(row);
+            }
+            Ok(out)
+        })
     }
 
     /// Runs `read` on an idle connection (or a new one), then keeps the connection if the idle

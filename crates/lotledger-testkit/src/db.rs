@@ -56,3 +56,49 @@ pub fn fresh_sqlite_url(dir: &tempfile::TempDir) -> String {
             .display()
     )
 }
+
+/// Every row of every table of the SQLite database at `url`, as text (each table by name, its
+/// rows sorted, each value as SQL's `quote()` writes it): two dumps are equal when the
+/// ledger's content is, whatever checkpoints moved between its file and its write-ahead log.
+///
+/// # Panics
+/// When the file cannot be read as a database.
+pub async fn sqlite_dump(url: &str) -> String {
+    use sqlx::{Connection, Row};
+    let mut c = sqlx::SqliteConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("opening {url}: {e}"));
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
+         ORDER BY name",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap_or_else(|e| panic!("tables of {url}: {e}"));
+    let mut out = String::new();
+    for table in tables {
+        let columns: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT name FROM pragma_table_info('{table}') ORDER BY cid"
+        )))
+        .fetch_all(&mut c)
+        .await
+        .unwrap_or_else(|e| panic!("columns of {table}: {e}"));
+        let row_text = columns
+            .iter()
+            .map(|col| format!("quote(\"{col}\")"))
+            .collect::<Vec<_>>()
+            .join(" || ',' || ");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {row_text} FROM \"{table}\" ORDER BY 1"
+        )))
+        .fetch_all(&mut c)
+        .await
+        .unwrap_or_else(|e| panic!("rows of {table}: {e}"));
+        out.push_str(&format!("{table}\n"));
+        for row in rows {
+            out.push_str(&row.get::<String, _>(0));
+            out.push('\n');
+        }
+    }
+    out
+}
