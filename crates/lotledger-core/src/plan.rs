@@ -61,17 +61,32 @@ impl LotBook {
             return Ok(taken);
         }
         let mut needed = amount;
-        if let Some(lots) = self.lots.get_mut(address) {
-            let mut order: Vec<usize> = (0..lots.len())
-                .filter(|&i| lots.get(i).is_some_and(|l| l.drainable_at(ts)))
-                .collect();
-            // Stable: equal keys keep emission order.
-            order.sort_by_key(|&i| lots.get(i).map(|l| policy.visit_key(l.expiration_date)));
-            for i in order {
+        let Some(lots) = self.lots.get_mut(address) else {
+            return Ok(taken);
+        };
+        if policy == Policy::V1 {
+            // Emission order is the book's: no order to build, and the walk stops once paid.
+            for lot in lots.iter_mut() {
                 if !needed.is_positive() {
                     break;
                 }
-                let Some(lot) = lots.get_mut(i) else { continue };
+                if lot.drainable_at(ts) {
+                    let take = take_from(&mut lot.amount_remaining, &mut needed)?;
+                    taken.push((take, lot.expiration_date));
+                }
+            }
+            return Ok(taken);
+        }
+        let mut order: Vec<usize> = (0..lots.len())
+            .filter(|&i| lots.get(i).is_some_and(|l| l.drainable_at(ts)))
+            .collect();
+        // Stable: equal keys keep emission order.
+        order.sort_by_key(|&i| lots.get(i).map(|l| policy.visit_key(l.expiration_date)));
+        for i in order {
+            if !needed.is_positive() {
+                break;
+            }
+            if let Some(lot) = lots.get_mut(i) {
                 let take = take_from(&mut lot.amount_remaining, &mut needed)?;
                 taken.push((take, lot.expiration_date));
             }

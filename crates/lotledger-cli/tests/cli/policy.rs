@@ -162,3 +162,62 @@ fn the_schedule_is_kept_changed_forward_and_rederived_on_request() {
     // Again: nothing left to do.
     assert!(ok(&url, &["policy", "set", "v2", "--rederive"]).contains("nothing to re-derive"));
 }
+
+/// A re-derivation interrupted after the rows were relabeled (the lots still those of the old
+/// schedule) is finished by running the command again: it re-derives and reports the change.
+#[test]
+fn an_interrupted_rederivation_resumes() {
+    use lotledger_store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let url = lotledger_testkit::db::fresh_sqlite_url(&dir);
+    let a = "0xuser_a";
+    let a_now = "2023-06-15T12:00:00Z";
+    let first = file(&dir, "a.jsonl", &s14(a, 0.0));
+    ok(
+        &url,
+        &[
+            "--policy",
+            "v1",
+            "ingest",
+            "--trusted",
+            "--now",
+            a_now,
+            &first,
+        ],
+    );
+    assert_eq!(balance(&url, a, a_now), 0);
+    // What `policy set v2 --rederive` does before its repair, then a crash.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = lotledger_store_sqlite::SqliteStore::open(&url)
+            .await
+            .unwrap();
+        store.set_repair_checkpoint(Some("")).await.unwrap();
+        let v2 = lotledger_core::Schedule::parse("v2").unwrap();
+        assert_eq!(store.set_drain_schedule(&v2, true).await.unwrap(), 3);
+    });
+    assert!(
+        !run(&url, &["verify"]).status.success(),
+        "the lots are stale"
+    );
+    let report: Value = serde_json::from_str(&ok(
+        &url,
+        &[
+            "policy",
+            "set",
+            "v2",
+            "--rederive",
+            "--now",
+            a_now,
+            "--json",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(report["relabeled_rows"], 0);
+    assert_eq!(
+        report["changed"],
+        json!([{"address": a, "balance_before": 0, "balance_after": 5_000_000}])
+    );
+    assert_eq!(balance(&url, a, a_now), 5_000_000);
+    assert!(ok(&url, &["verify"]).contains("cache equals replay"));
+}
