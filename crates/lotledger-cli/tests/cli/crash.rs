@@ -22,6 +22,30 @@ pub(super) fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_lotledger"))
 }
 
+/// `lotledger --database-url URL --whitelist WHITELIST ARGS…`, run to its end, with none of
+/// the settings' environment variables of the machine running the tests.
+pub(super) fn run_with(url: &str, whitelist: &str, args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .args(["--database-url", url, "--whitelist", whitelist])
+        .args(args)
+        .env_remove("LOTLEDGER_WHITELIST")
+        .env_remove("LOTLEDGER_CHANNELS")
+        .env_remove("LOTLEDGER_POLICY")
+        .output()
+        .unwrap()
+}
+
+/// [`run_with`], which must succeed: its standard output.
+pub(super) fn ok_with(url: &str, whitelist: &str, args: &[&str]) -> String {
+    let out = run_with(url, whitelist, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap_or_default()
+}
+
 /// splitmix64: a deterministic stream for the workload and the kill times.
 pub(super) struct Rng(pub(super) u64);
 impl Rng {

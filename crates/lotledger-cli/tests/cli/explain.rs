@@ -3,31 +3,12 @@
 //! the ledger changing; ingested afterwards, the messages do what was announced. `explain
 //! --address` accounts for every holder's balance from its history.
 
-use std::process::{Command, Output};
-
 use serde_json::Value;
 
-use super::crash::{MINTER_KEY, NOW, bin, workload};
-
-fn run(url: &str, args: &[&str]) -> Output {
-    let minter = lotledger_sig::evm_address(&MINTER_KEY);
-    Command::new(bin())
-        .args(["--database-url", url, "--whitelist", &minter])
-        .args(args)
-        .env_remove("LOTLEDGER_WHITELIST")
-        .env_remove("LOTLEDGER_CHANNELS")
-        .output()
-        .unwrap()
-}
+use super::crash::{MINTER_KEY, NOW, ok_with, workload};
 
 fn ok(url: &str, args: &[&str]) -> String {
-    let out = run(url, args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    ok_with(url, &lotledger_sig::evm_address(&MINTER_KEY), args)
 }
 
 fn json_lines(text: &str) -> Vec<Value> {

@@ -5,33 +5,20 @@
 //! activation is taken and kept, and `policy set --rederive` re-derives the past and reports
 //! what changed.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::{Value, json};
 
-use super::crash::bin;
+use super::crash::{ok_with, run_with};
 
 const WHITELISTED: &str = "0xwhitelisted";
 
 fn run(url: &str, args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(["--database-url", url, "--whitelist", WHITELISTED])
-        .args(args)
-        .env_remove("LOTLEDGER_WHITELIST")
-        .env_remove("LOTLEDGER_CHANNELS")
-        .env_remove("LOTLEDGER_POLICY")
-        .output()
-        .unwrap()
+    run_with(url, WHITELISTED, args)
 }
 
 fn ok(url: &str, args: &[&str]) -> String {
-    let out = run(url, args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    ok_with(url, WHITELISTED, args)
 }
 
 fn post(hash: &str, time: f64, kind: &str, content: Value) -> Value {
