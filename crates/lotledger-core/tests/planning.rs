@@ -339,3 +339,38 @@ fn v2_drains_soonest_expiry_first_and_its_replay_agrees() {
         assert_eq!(replayed, left, "{policy}");
     }
 }
+
+/// Under v2 a transfer sends the soonest-expiring portions first (SPEC Part II 6: "recipients
+/// receive the shortest-lived portions first"), each capped at its source lot's expiry, and
+/// adjacent portions of one expiry merge; the non-expiring lot pays last.
+#[test]
+fn v2_transfers_send_the_shortest_lived_portions_first() {
+    let mut rules = Rules::new([MINTER.to_string()], Vec::<String>::new());
+    rules.schedule = lotledger_core::Schedule::only(lotledger_core::Policy::V2);
+    let post = Post {
+        item_hash: "m".into(),
+        channel: None,
+        content: json!({"address": S, "time": T + 10 * 3600, "type": "aleph_credit_transfer",
+                        "content": {"transfer": {"credits": [{"address": "0xr", "amount": 25}]}}}),
+        envelope: None,
+    };
+    let Decision::Apply(t) = classify(&post, &rules) else {
+        panic!("not applied")
+    };
+    let mut book = mixed_book();
+    let plan = t.plan(&mut book).unwrap();
+    assert_eq!(
+        summary(&plan.rows),
+        vec![
+            ("0xr".into(), 0, 20, Some(ts(100))),
+            ("0xr".into(), 1, 5, None),
+            (S.into(), 2, -25, None),
+        ]
+    );
+    let left: Vec<(&str, i64)> = plan
+        .drained_lots
+        .iter()
+        .map(|l| (l.credit_ref.as_str(), l.amount_remaining.0))
+        .collect();
+    assert_eq!(left, vec![("a", 0), ("b", 5), ("c", 0)]);
+}

@@ -187,22 +187,29 @@ async fn balance(store: &AnyStore, address: &str, now: Timestamp, json: bool) ->
     };
     let total = lotledger_core::balance_as_of(&lots, now).context("balance overflow")?;
     // What each debit asked and what the lots gave it.
+    let mut taken: std::collections::HashMap<(&str, i32), Credits> =
+        std::collections::HashMap::new();
+    for (debit, index, _, amount) in lots.iter().flat_map(|l| &l.drained_by) {
+        let sum = taken
+            .entry((debit.as_str(), *index))
+            .or_insert(Credits::ZERO);
+        *sum = sum
+            .checked_add(*amount)
+            .context("drained amounts overflow")?;
+    }
     let mut debits: Vec<(String, i32, Timestamp, Credits, Credits)> = rows
         .iter()
         .filter(|r| r.amount.0 < 0)
         .map(|r| {
-            let taken = lots
-                .iter()
-                .flat_map(|l| &l.drained_by)
-                .filter(|(c, i, _, _)| *c == r.credit_ref && *i == r.credit_index)
-                .map(|(_, _, _, amount)| amount.0)
-                .sum::<i64>();
             (
                 r.credit_ref.clone(),
                 r.credit_index,
                 r.message_timestamp,
                 Credits(r.amount.0.saturating_neg()),
-                Credits(taken),
+                taken
+                    .get(&(r.credit_ref.as_str(), r.credit_index))
+                    .copied()
+                    .unwrap_or(Credits::ZERO),
             )
         })
         .collect();
