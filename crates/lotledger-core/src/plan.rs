@@ -60,36 +60,14 @@ impl LotBook {
         if !amount.is_positive() {
             return Ok(taken);
         }
-        let mut needed = amount;
-        let Some(lots) = self.lots.get_mut(address) else {
-            return Ok(taken);
-        };
-        if policy == Policy::V1 {
-            // Emission order is the book's: no order to build, and the walk stops once paid.
-            for lot in lots.iter_mut() {
-                if !needed.is_positive() {
-                    break;
-                }
-                if lot.drainable_at(ts) {
-                    let take = take_from(&mut lot.amount_remaining, &mut needed)?;
-                    taken.push((take, lot.expiration_date));
-                }
-            }
-            return Ok(taken);
-        }
-        let mut order: Vec<usize> = (0..lots.len())
-            .filter(|&i| lots.get(i).is_some_and(|l| l.drainable_at(ts)))
-            .collect();
-        // Stable: equal keys keep emission order.
-        order.sort_by_key(|&i| lots.get(i).map(|l| policy.visit_key(l.expiration_date)));
-        for i in order {
-            if !needed.is_positive() {
-                break;
-            }
-            if let Some(lot) = lots.get_mut(i) {
-                let take = take_from(&mut lot.amount_remaining, &mut needed)?;
-                taken.push((take, lot.expiration_date));
-            }
+        if let Some(lots) = self.lots.get_mut(address) {
+            debit(
+                lots,
+                policy,
+                amount,
+                |l| l.drainable_at(ts),
+                |l, take| taken.push((take, l.expiration_date)),
+            )?;
         }
         Ok(taken)
     }
@@ -214,6 +192,74 @@ impl CreditOp {
         plan.drained_lots = book.changed();
         Ok(plan)
     }
+}
+
+/// A lot as a debit sees it: what is left of it, and when it expires.
+trait Drainable {
+    fn remaining(&mut self) -> &mut Credits;
+    fn expiry(&self) -> Option<Timestamp>;
+}
+
+impl Drainable for Lot {
+    fn remaining(&mut self) -> &mut Credits {
+        &mut self.amount_remaining
+    }
+    fn expiry(&self) -> Option<Timestamp> {
+        self.expiration_date
+    }
+}
+
+/// A replay's lot: its granting row's key, its remainder, its expiry.
+impl<K> Drainable for (K, Credits, Option<Timestamp>) {
+    fn remaining(&mut self) -> &mut Credits {
+        &mut self.1
+    }
+    fn expiry(&self) -> Option<Timestamp> {
+        self.2
+    }
+}
+
+/// One debit of `needed` over `lots` (in emission order), as the planner and the replay both
+/// drain: the lots `drainable` accepts, visited in `policy`'s order (v1: as they stand, with
+/// no order built, stopping once paid), each part taken told to `took`; an over-draw is
+/// dropped.
+fn debit<T: Drainable>(
+    lots: &mut [T],
+    policy: Policy,
+    mut needed: Credits,
+    drainable: impl Fn(&T) -> bool,
+    mut took: impl FnMut(&T, Credits),
+) -> Result<(), PlanError> {
+    let mut take = |lot: &mut T, needed: &mut Credits| -> Result<(), PlanError> {
+        let taken = take_from(lot.remaining(), needed)?;
+        took(lot, taken);
+        Ok(())
+    };
+    if policy == Policy::V1 {
+        for lot in lots.iter_mut() {
+            if !needed.is_positive() {
+                break;
+            }
+            if drainable(lot) {
+                take(lot, &mut needed)?;
+            }
+        }
+        return Ok(());
+    }
+    let mut order: Vec<usize> = (0..lots.len())
+        .filter(|&i| lots.get(i).is_some_and(&drainable))
+        .collect();
+    // Stable: equal keys keep emission order.
+    order.sort_by_key(|&i| lots.get(i).map(|l| policy.visit_key(l.expiry())));
+    for i in order {
+        if !needed.is_positive() {
+            break;
+        }
+        if let Some(lot) = lots.get_mut(i) {
+            take(lot, &mut needed)?;
+        }
+    }
+    Ok(())
 }
 
 /// Takes `min(remaining, needed)` from a lot's `remaining`, lowering both; returns what was
@@ -361,37 +407,15 @@ pub fn replay_observed<K: Copy>(
             lots.push((row.key, row.amount, row.expiration_date));
             continue;
         }
-        let mut needed = row.amount.checked_neg().ok_or(PlanError::Overflow)?;
-        let at = row.message_timestamp;
-        let drainable = |(_, remaining, expiry): &(K, Credits, Option<Timestamp>)| {
-            remaining.is_positive() && valid_at(*expiry, at)
-        };
-        if row.policy == Policy::V1 {
-            for lot in lots.iter_mut().skip(first_live) {
-                if !needed.is_positive() {
-                    break;
-                }
-                if drainable(lot) {
-                    let taken = take_from(&mut lot.1, &mut needed)?;
-                    took(lot.0, row.key, taken);
-                }
-            }
-        } else {
-            let mut order: Vec<usize> = (first_live..lots.len())
-                .filter(|&i| lots.get(i).is_some_and(drainable))
-                .collect();
-            // Stable: equal keys keep emission order.
-            order.sort_by_key(|&i| lots.get(i).map(|l| row.policy.visit_key(l.2)));
-            for i in order {
-                if !needed.is_positive() {
-                    break;
-                }
-                if let Some(lot) = lots.get_mut(i) {
-                    let taken = take_from(&mut lot.1, &mut needed)?;
-                    took(lot.0, row.key, taken);
-                }
-            }
-        }
+        let needed = row.amount.checked_neg().ok_or(PlanError::Overflow)?;
+        let (at, key) = (row.message_timestamp, row.key);
+        debit(
+            lots.get_mut(first_live..).unwrap_or_default(),
+            row.policy,
+            needed,
+            |(_, remaining, expiry)| remaining.is_positive() && valid_at(*expiry, at),
+            |lot, taken| took(lot.0, key, taken),
+        )?;
         while lots
             .get(first_live)
             .is_some_and(|(_, remaining, _)| !remaining.is_positive())
