@@ -93,18 +93,14 @@ pub fn predict(
             .iter()
             .filter(|r| (r.message_timestamp, r.credit_ref.as_str()) > position)
             .collect();
-        let debits_here = plan
-            .rows
-            .iter()
-            .any(|r| r.address == address && r.amount.0 < 0);
         let later_debit = later.iter().any(|r| r.amount.0 < 0);
-        let rederive = later_debit || (debits_here && !later.is_empty()) || conflicted;
-        let (after_lots, drains) = if rederive {
-            out.rederived.push(address.to_string());
-            replayed(address, now_state, &out.rows, &op.item_hash)?
-        } else {
-            eager(address, now_state, &plan.drained_lots, &out.created)?
-        };
+        let (after_lots, drains) =
+            if plan.rederives(address, !later.is_empty(), later_debit, conflicted) {
+                out.rederived.push(address.to_string());
+                replayed(address, now_state, &out.rows, &op.item_hash)?
+            } else {
+                eager(address, now_state, &plan.drained_lots, &out.created)?
+            };
         let before = balance_at(&now_state.lots, now).ok_or(PlanError::Overflow)?;
         let after = balance_at(&after_lots, now).ok_or(PlanError::Overflow)?;
         out.balances.insert(address.to_string(), (before, after));

@@ -98,6 +98,27 @@ pub struct Plan {
     pub drained_lots: Vec<Lot>,
 }
 
+impl Plan {
+    /// Whether the writer re-derives `address` by replay after writing this plan: a row of the
+    /// address sorting after the message could have been drained differently in replay order
+    /// (`later_debit`, or `later_any` when this plan debits the address), or rows were already
+    /// stored under the message's keys (`conflicted`), so the eager result may differ from the
+    /// replay.
+    pub fn rederives(
+        &self,
+        address: &str,
+        later_any: bool,
+        later_debit: bool,
+        conflicted: bool,
+    ) -> bool {
+        let debits_here = self
+            .rows
+            .iter()
+            .any(|r| r.address == address && r.amount.0 < 0);
+        later_debit || (debits_here && later_any) || conflicted
+    }
+}
+
 impl CreditOp {
     /// Plans the operation exactly as the reference's writers do (SPEC Part II 3.3–3.5).
     pub fn plan(&self, book: &mut LotBook) -> Result<Plan, PlanError> {

@@ -86,15 +86,8 @@ pub async fn apply_classified<T: LedgerTx>(
     tx.insert_lots(&plan.new_lots).await?;
     let conflicted = usize::try_from(inserted).ok() != Some(plan.rows.len());
     for address in touched {
-        let debits_here = plan
-            .rows
-            .iter()
-            .any(|r| r.address == address && r.amount.0 < 0);
         let (later_any, later_debit) = tx.rows_after(address, op.ts, &op.item_hash).await?;
-        // A row that sorts after this message's rows and could have been drained differently
-        // in replay order, or history rows that already existed under this message's keys:
-        // the eager result may differ from the replay, so re-derive the address.
-        if later_debit || (debits_here && later_any) || conflicted {
+        if plan.rederives(address, later_any, later_debit, conflicted) {
             rederive(tx, address).await?;
         }
     }
