@@ -55,8 +55,6 @@ pub struct Rehearsal<'s, S: Store + ?Sized> {
     ledger: BTreeMap<String, AddressNow>,
     /// Hashes these messages would record as processed.
     processed: BTreeSet<String>,
-    /// Row indexes these messages would store, per item hash.
-    written: BTreeMap<String, BTreeSet<i32>>,
 }
 
 impl<'s, S: Store + ?Sized> Rehearsal<'s, S> {
@@ -65,7 +63,6 @@ impl<'s, S: Store + ?Sized> Rehearsal<'s, S> {
             store,
             ledger: BTreeMap::new(),
             processed: BTreeSet::new(),
-            written: BTreeMap::new(),
         }
     }
 
@@ -119,14 +116,15 @@ impl<'s, S: Store + ?Sized> Rehearsal<'s, S> {
                 return Ok(DryRun::Rejected(r.0));
             }
         }
-        let mut stored: BTreeSet<i32> = self.written.get(hash).cloned().unwrap_or_default();
-        stored.extend(
-            self.store
-                .history(&HistorySelector::CreditRef(hash.clone()))
-                .await?
-                .iter()
-                .map(|r| r.credit_index),
-        );
+        // Rows stored under this hash before (an import): a hash these messages processed
+        // returned above.
+        let stored: BTreeSet<i32> = self
+            .store
+            .history(&HistorySelector::CreditRef(hash.clone()))
+            .await?
+            .iter()
+            .map(|r| r.credit_index)
+            .collect();
         let prediction = predict(&op, &self.ledger, &stored, now)?;
         self.fold(hash, &prediction);
         Ok(DryRun::Processed(prediction))
@@ -163,10 +161,6 @@ impl<'s, S: Store + ?Sized> Rehearsal<'s, S> {
                 .history
                 .extend(p.rows.iter().filter(|r| &r.address == address).cloned());
         }
-        self.written
-            .entry(hash.to_string())
-            .or_default()
-            .extend(p.rows.iter().map(|r| r.credit_index));
         self.processed.insert(hash.to_string());
     }
 }
