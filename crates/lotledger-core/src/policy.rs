@@ -136,19 +136,14 @@ impl Schedule {
             .map_or(self.base, |(_, p)| *p)
     }
 
-    /// The schedule as spans `(from, until, policy)`: `from` inclusive (`None`: the
-    /// beginning), `until` exclusive (`None`: forever).
-    pub fn spans(&self) -> Vec<(Option<Timestamp>, Option<Timestamp>, Policy)> {
-        let mut out = Vec::with_capacity(self.activations.len() + 1);
-        let mut from = None;
-        let mut policy = self.base;
-        for (at, next) in &self.activations {
-            out.push((from, Some(*at), policy));
-            from = Some(*at);
-            policy = *next;
-        }
-        out.push((from, None, policy));
-        out
+    /// The schedule as spans `(until, policy)`, in order: each policy up to the next
+    /// activation (exclusive; `None`: forever).
+    pub fn spans(&self) -> impl Iterator<Item = (Option<Timestamp>, Policy)> + '_ {
+        let ends = (self.activations.iter().map(|(at, _)| Some(*at))).chain([None]);
+        let policies = [self.base]
+            .into_iter()
+            .chain(self.activations.iter().map(|(_, p)| *p));
+        ends.zip(policies)
     }
 }
 
@@ -176,7 +171,7 @@ mod tests {
         assert_eq!(s.at(t("2026-12-31T23:59:59.999999Z")), Policy::V1);
         assert_eq!(s.at(t("2027-01-01T00:00:00Z")), Policy::V2);
         assert_eq!(Schedule::parse(&s.to_string()).unwrap(), s);
-        assert_eq!(s.spans().len(), 2);
+        assert_eq!(s.spans().count(), 2);
         assert_eq!(Schedule::parse("v2").unwrap(), Schedule::only(Policy::V2));
         for bad in [
             "",

@@ -623,11 +623,11 @@ pub fn migrated(migrator: &sqlx::migrate::Migrator, before: &[i64], after: &[i64
 /// policy `schedule` gives a history row, by its instant.
 fn push_policy_case<DB: Dialect>(b: &mut QueryBuilder<DB>, schedule: &Schedule) {
     if schedule.activations.is_empty() {
-        b.push(format!("{}", schedule.base.code()));
+        b.push(schedule.base.code().to_string());
         return;
     }
     b.push("(CASE");
-    for (_, until, policy) in schedule.spans() {
+    for (until, policy) in schedule.spans() {
         match until {
             Some(until) => {
                 b.push(" WHEN message_timestamp < ")
