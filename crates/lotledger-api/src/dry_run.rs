@@ -15,7 +15,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::accounts::HistoryItem;
-use crate::messages::{read_message, refusal};
+use crate::messages::read_message;
 use crate::{ApiError, AppState, request_now};
 
 /// What a message would do.
@@ -166,7 +166,7 @@ pub(crate) async fn dry_run(
 ) -> Result<Json<DryRunReply>, ApiError> {
     let now = request_now(&state, &headers)?;
     let (_, envelope) = read_message(&state, body)?;
-    let verdict = match refusal(&envelope) {
+    let verdict = match lotledger_sig::refusal(&envelope) {
         Some(reason) => DryRun::Rejected(reason),
         None => {
             state

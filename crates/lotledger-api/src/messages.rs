@@ -91,7 +91,7 @@ pub(crate) async fn post_message(
     let now = request_instant(&state, &headers)?;
     let (sync, envelope) = read_message(&state, body)?;
     let kind = kind_label(&envelope);
-    let item = match refusal(&envelope) {
+    let item = match lotledger_sig::refusal(&envelope) {
         Some(reason) => BatchItem::rejected(&envelope, reason),
         None => BatchItem::from_envelope(&envelope),
     };
@@ -155,18 +155,6 @@ pub(crate) fn read_message(
         .ok_or_else(|| invalid_body("message: a JSON object is required"))?;
     let envelope = Envelope::from_json(message).map_err(|e| invalid_body(&e.to_string()))?;
     Ok((sync, envelope))
-}
-
-/// Why a message is refused before the credit rules: not a POST, or a signature that does not
-/// verify.
-pub(crate) fn refusal(envelope: &Envelope) -> Option<String> {
-    if envelope.message_type != "POST" {
-        Some(lotledger_core::envelope::unsupported_type(
-            &envelope.message_type,
-        ))
-    } else {
-        lotledger_sig::verify(envelope).err().map(|e| e.to_string())
-    }
 }
 
 /// pyaleph's error codes for a rejection text (0 INVALID_FORMAT, 1 INVALID_SIGNATURE,

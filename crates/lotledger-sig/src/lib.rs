@@ -161,6 +161,19 @@ pub fn verification_buffer(
     format!("{chain}\n{sender}\n{message_type}\n{item_hash}").into_bytes()
 }
 
+/// Why a message received from the network (a POST to the API, a message a followed node lists)
+/// is refused before the credit rules: not a POST, or an envelope [`verify`] rejects; `None`
+/// when it goes on to the rules.
+pub fn refusal(envelope: &Envelope) -> Option<String> {
+    if envelope.message_type != "POST" {
+        Some(lotledger_core::envelope::unsupported_type(
+            &envelope.message_type,
+        ))
+    } else {
+        verify(envelope).err().map(|e| e.to_string())
+    }
+}
+
 /// Checks an envelope as a pyaleph node does before the credit rules: required fields, inline
 /// item whose `item_hash` is the SHA-256 of `item_content`, a chain lotledger can verify, and the
 /// sender's signature over the verification buffer.

@@ -175,15 +175,13 @@ fn item_of(message: &Value) -> Option<(BatchItem, bool)> {
             };
         }
     };
-    if envelope.message_type != "POST" {
-        let error = lotledger_core::envelope::unsupported_type(&envelope.message_type);
-        return Some((BatchItem::rejected(&envelope, error), true));
-    }
-    match lotledger_sig::verify(&envelope) {
-        Ok(()) => Some((BatchItem::from_envelope(&envelope), false)),
-        Err(e) => {
-            tracing::warn!(item_hash = %envelope.item_hash, "message from the source fails verification: {e}");
-            Some((BatchItem::rejected(&envelope, e.to_string()), true))
+    match lotledger_sig::refusal(&envelope) {
+        None => Some((BatchItem::from_envelope(&envelope), false)),
+        Some(error) => {
+            if envelope.message_type == "POST" {
+                tracing::warn!(item_hash = %envelope.item_hash, "message from the source fails verification: {error}");
+            }
+            Some((BatchItem::rejected(&envelope, error), true))
         }
     }
 }
