@@ -8,7 +8,6 @@
 //! - `explain --address A`: the address's lots replayed from its history: for its balance now,
 //!   which grants it comes from, which debits took the rest, and which debits found nothing.
 
-use std::io::Read;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -17,6 +16,8 @@ use lotledger_core::{Credits, Rules, Timestamp};
 use lotledger_ingest::{AnyStore, signature_refusal};
 use lotledger_store::Store;
 use lotledger_store::dry_run::{DryRun, Rehearsal};
+
+use super::read::show_ts;
 use serde_json::{Value, json};
 
 #[derive(clap::Args, Debug)]
@@ -85,14 +86,7 @@ async fn messages(
     now: Timestamp,
     args: &Args,
 ) -> Result<ExitCode> {
-    let mut text = String::new();
-    if file == "-" {
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("reading standard input")?;
-    } else {
-        text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
-    }
+    let text = super::read_input(file)?;
     let mut rehearsal = Rehearsal::new(store);
     for message in messages_of(&text)? {
         let (hash, verdict) = match Envelope::from_json(&message) {
@@ -123,10 +117,6 @@ async fn messages(
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn show_ts(t: Option<Timestamp>) -> String {
-    t.map_or_else(|| "never".to_string(), |t| t.to_rfc3339())
 }
 
 /// A message's dry run, for people.

@@ -24,11 +24,7 @@ pub struct Args {
 pub async fn run(store: &AnyStore, rules: &lotledger_core::Rules, args: Args) -> Result<ExitCode> {
     let mut rows: Vec<HistoryRow> = Vec::new();
     for file in &args.files {
-        let text = if file == "-" {
-            std::io::read_to_string(std::io::stdin()).context("reading standard input")?
-        } else {
-            std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?
-        };
+        let text = super::read_input(file)?;
         let values: Vec<Value> = match serde_json::from_str::<Value>(&text) {
             Ok(Value::Array(items)) => items,
             Ok(one @ Value::Object(_)) => vec![one],

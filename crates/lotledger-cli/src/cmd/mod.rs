@@ -112,6 +112,15 @@ fn list_setting(flag: Option<String>, env: &str, default: &str) -> BTreeSet<Stri
 }
 
 /// `--at`/`--now` values: RFC 3339, default the current time.
+/// The whole text of `file`, or of standard input for `-`.
+pub fn read_input(file: &str) -> Result<String> {
+    if file == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {file}"))
+    }
+}
+
 pub fn instant(arg: Option<&str>) -> Result<Timestamp> {
     match arg {
         Some(text) => Timestamp::parse_rfc3339(text)

@@ -56,7 +56,8 @@ pub struct MessageArgs {
     json: bool,
 }
 
-fn show_ts(t: Option<lotledger_core::Timestamp>) -> String {
+/// An expiry for people: its instant, or `never`.
+pub(super) fn show_ts(t: Option<lotledger_core::Timestamp>) -> String {
     t.map_or_else(|| "never".to_string(), |t| t.to_rfc3339())
 }
 
