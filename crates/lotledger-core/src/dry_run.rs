@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::message::CreditOp;
 use crate::model::{HistoryRow, Lot, balance_at};
-use crate::plan::{LotBook, PlanError, as_of};
+use crate::plan::{LotBook, PlanError, replayed_lots};
 use crate::{Credits, Timestamp};
 
 /// One address as the ledger holds it now: its lots with something left (the cache) and its
@@ -160,12 +160,9 @@ fn replayed(
 ) -> Result<(Vec<Lot>, Vec<Drain>), PlanError> {
     let mut rows: Vec<HistoryRow> = state.history.clone();
     rows.extend(new_rows.iter().filter(|r| r.address == address).cloned());
-    let Some(last) = rows.iter().map(|r| r.message_timestamp).max() else {
-        return Ok((Vec::new(), Vec::new()));
-    };
     let mut lots = Vec::new();
     let mut drains = Vec::new();
-    for lot in as_of(&rows, last)? {
+    for lot in replayed_lots(&rows)? {
         let mut taken = Credits::ZERO;
         for (debit_ref, _, _, amount) in &lot.drained_by {
             if debit_ref == item_hash {

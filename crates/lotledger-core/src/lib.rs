@@ -28,7 +28,7 @@ pub use model::{
 };
 pub use plan::{
     LotAsOf, LotBook, Plan, PlanError, ReplayLot, ReplayRow, as_of, balance_as_of,
-    balance_details_as_of, replay, replay_rows,
+    balance_details_as_of, replay, replay_rows, replayed_lots,
 };
 pub use policy::{Policy, Schedule};
 pub use timestamp::{Timestamp, TimestampError};

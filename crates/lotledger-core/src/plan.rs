@@ -488,6 +488,15 @@ pub fn balance_details_as_of(
     )
 }
 
+/// [`as_of`] after every row: the lots the whole history leaves (what the cache holds, drained
+/// lots included), with the debits that took from each.
+pub fn replayed_lots(rows: &[HistoryRow]) -> Result<Vec<LotAsOf>, PlanError> {
+    match rows.iter().map(|r| r.message_timestamp).max() {
+        Some(last) => as_of(rows, last),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// One address's lots as its ledger stood at `as_of`: its history rows with
 /// `message_timestamp <= as_of`, replayed (the one replay algorithm), every lot granted by
 /// then, drained or not, in emission order, with the debits that took from it.

@@ -16,9 +16,9 @@ use lotledger_core::{Credits, Rules, Timestamp};
 use lotledger_ingest::{AnyStore, signature_refusal};
 use lotledger_store::Store;
 use lotledger_store::dry_run::{DryRun, Rehearsal};
+use serde_json::{Value, json};
 
 use super::read::show_ts;
-use serde_json::{Value, json};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -170,11 +170,7 @@ fn describe(hash: &str, verdict: &DryRun) -> String {
 /// Where `address`'s balance at `now` comes from: its whole history replayed.
 async fn balance(store: &AnyStore, address: &str, now: Timestamp, json: bool) -> Result<ExitCode> {
     let rows = store.replay_history(address).await?;
-    let last = rows.iter().map(|r| r.message_timestamp).max();
-    let lots = match last {
-        Some(last) => lotledger_core::as_of(&rows, last)?,
-        None => Vec::new(),
-    };
+    let lots = lotledger_core::replayed_lots(&rows)?;
     let total = lotledger_core::balance_as_of(&lots, now).context("balance overflow")?;
     // What each debit asked and what the lots gave it.
     let mut taken: std::collections::HashMap<(&str, i32), Credits> =
