@@ -16,7 +16,7 @@ use crate::wrappers::{db_err, ref_text};
 
 /// µs from the Unix epoch to PostgreSQL's (2000-01-01T00:00:00Z), the origin of a binary
 /// `timestamptz`.
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+pub(crate) const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// The 11-byte signature that opens a binary `COPY` stream.
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";

@@ -865,3 +865,83 @@ async fn postgres_balances_read_from_kept_sums_follow_every_write() {
     let after = store.balance_cache_counts();
     assert_eq!(after.plain - before.plain, 2, "{after:?}");
 }
+
+/// What a replay reads of an address's history (`Store::replay_history`, packed by the server
+/// on PostgreSQL) is the history's rows, column for column: references by hash and by name,
+/// expiries present and absent, debits, either drain policy, and nothing for an address without
+/// history.
+async fn replay_history_reads_the_history<S: Store>(store: &S) {
+    let mut rows = Vec::new();
+    for a in 0..3u32 {
+        let address = format!("0x{a:040x}");
+        rows.push(row(&address, &format!("name-{a}"), 10, 40, Some(500)));
+        rows.push(row(&address, &format!("{:064x}", a + 1), 10, 7, None));
+        let mut debit = row(&address, &format!("{:064x}", 100 + a), 30, -35, None);
+        debit.credit_index = 3;
+        debit.policy = lotledger_core::Policy::V2;
+        rows.push(debit);
+        // Before the Unix epoch and far after it.
+        rows.push(row(
+            &address,
+            &format!("early-{a}"),
+            -1_772_323_199,
+            1,
+            Some(-5),
+        ));
+        rows.push(row(
+            &address,
+            &format!("late-{a}"),
+            4_000_000_000,
+            2,
+            Some(4_000_000_001),
+        ));
+    }
+    store
+        .import_history(&rows, Timestamp::UNIX_EPOCH)
+        .await
+        .unwrap();
+    let replay_columns = |r: &HistoryRow| {
+        (
+            r.address.clone(),
+            r.amount,
+            r.credit_ref.clone(),
+            r.credit_index,
+            r.expiration_date,
+            r.message_timestamp,
+            r.policy,
+        )
+    };
+    for a in 0..3u32 {
+        let address = format!("0x{a:040x}");
+        let mut read: Vec<_> = store
+            .replay_history(&address)
+            .await
+            .unwrap()
+            .iter()
+            .map(replay_columns)
+            .collect();
+        let mut want: Vec<_> = rows
+            .iter()
+            .filter(|r| r.address == address)
+            .map(replay_columns)
+            .collect();
+        read.sort();
+        want.sort();
+        assert_eq!(read, want, "{address}");
+    }
+    assert!(store.replay_history("0xnobody").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_replay_history_reads_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = db::fresh_sqlite(&dir).await;
+    replay_history_reads_the_history(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_replay_history_reads_the_history() {
+    let url = db::fresh_pg_url().await;
+    let store = lotledger_store_pg::PgStore::open(&url).await.unwrap();
+    replay_history_reads_the_history(&store).await;
+}
