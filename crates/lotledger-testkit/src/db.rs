@@ -22,12 +22,85 @@ pub fn unique_name(prefix: &str) -> String {
 /// When the server cannot be reached: the tests need a real PostgreSQL (`scripts/test` starts one).
 pub async fn fresh_pg_url() -> String {
     let admin = pg_admin_url();
-    let name = unique_name("lotledger_test");
+    if !SWEPT.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        sweep_dead_test_databases(&admin).await;
+    }
+    let name = unique_name(TEST_PREFIX);
     lotledger_store_pg::create_database(&admin, &name)
         .await
         .unwrap_or_else(|e| {
             panic!("creating {name} on PostgreSQL at {admin} ({e}); run the tests with scripts/test, which starts a throwaway cluster")
         })
+}
+
+/// The prefix of the databases [`fresh_pg_url`] makes; the process id follows it.
+const TEST_PREFIX: &str = "lotledger_test";
+
+/// Whether this process swept the server yet.
+static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Drops the test databases on the server at `admin` that processes of this machine made and
+/// that are gone (no `/proc/PID`): tests do not drop their databases, and a long-lived
+/// development cluster filled its disk with them. Runs only on a loopback server (another
+/// machine's processes are not in this one's `/proc`) and only where `/proc` exists; any
+/// failure leaves the databases where they are. Returns how many were dropped.
+pub async fn sweep_dead_test_databases(admin: &str) -> usize {
+    use sqlx::Connection as _;
+    let proc = std::path::Path::new("/proc");
+    if !loopback(admin) || !proc.join("self").exists() {
+        return 0;
+    }
+    let Ok(mut conn) = sqlx::PgConnection::connect(admin).await else {
+        return 0;
+    };
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)")
+            .bind(format!("{TEST_PREFIX}_"))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default();
+    let _ = conn.close().await;
+    let mut dropped = 0;
+    for name in names {
+        let pid = name
+            .strip_prefix(TEST_PREFIX)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        if pid == std::process::id() || proc.join(pid.to_string()).exists() {
+            continue;
+        }
+        if lotledger_store_pg::drop_database(admin, &name)
+            .await
+            .is_ok()
+        {
+            dropped += 1;
+        }
+    }
+    dropped
+}
+
+/// Whether the server of a `postgres://` URL is this machine's loopback (or a Unix socket).
+fn loopback(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    // A `host` parameter overrides the authority's; a path is a Unix socket.
+    let param = rest
+        .split_once('?')
+        .and_then(|(_, query)| query.split('&').find_map(|pair| pair.strip_prefix("host=")));
+    if let Some(host) = param {
+        return host.starts_with('/')
+            || matches!(host, "localhost" | "::1")
+            || host.starts_with("127.");
+    }
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    matches!(host, "" | "localhost" | "::1") || host.starts_with("127.")
 }
 
 /// A migrated PostgreSQL store on a fresh database.
@@ -101,4 +174,30 @@ pub async fn sqlite_dump(url: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback;
+
+    #[test]
+    fn only_this_machines_servers_are_loopback() {
+        for url in [
+            "postgres://postgres@127.0.0.1:5499/postgres",
+            "postgres://u:p@localhost/db",
+            "postgres://[::1]:5432/db",
+            "postgres:///db?host=/tmp/pg",
+            "postgres://127.0.0.2/db",
+        ] {
+            assert!(loopback(url), "{url}");
+        }
+        for url in [
+            "postgres://postgres@db.internal:5432/postgres",
+            "postgres://u@10.0.0.5/db",
+            "postgres://u:p@[2001:db8::1]:5432/db",
+            "postgres://localhost/db?sslmode=disable&host=db.internal",
+        ] {
+            assert!(!loopback(url), "{url}");
+        }
+    }
 }

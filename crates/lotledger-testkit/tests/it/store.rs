@@ -945,3 +945,38 @@ async fn postgres_replay_history_reads_the_history() {
     let store = lotledger_store_pg::PgStore::open(&url).await.unwrap();
     replay_history_reads_the_history(&store).await;
 }
+
+/// The test databases of processes that are gone are dropped by the next sweep; those of a
+/// live process stay.
+#[tokio::test]
+async fn postgres_test_databases_of_dead_processes_are_swept() {
+    let admin = db::pg_admin_url();
+    // No process has a pid above the kernel's largest.
+    let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let ours = std::process::id();
+    let dead = format!("lotledger_test_{}_0_{ours}", pid_max + 1);
+    let live = format!("lotledger_test_{ours}_0_{}", pid_max + 1);
+    for name in [&dead, &live] {
+        lotledger_store_pg::create_database(&admin, name)
+            .await
+            .unwrap();
+    }
+    db::sweep_dead_test_databases(&admin).await;
+    let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
+    let exists = async |c: &mut sqlx::PgConnection, name: &str| -> bool {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(c)
+            .await
+            .unwrap()
+    };
+    assert!(!exists(&mut c, &dead).await, "{dead} was not swept");
+    assert!(exists(&mut c, &live).await, "{live} was swept");
+    lotledger_store_pg::drop_database(&admin, &live)
+        .await
+        .unwrap();
+}
