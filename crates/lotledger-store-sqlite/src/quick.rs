@@ -93,7 +93,10 @@ impl QuickReads {
                 ))
                 .map_err(err)?;
             let mut found = rows.query(rusqlite::params![address]).map_err(err)?;
-            let mut by_id: Vec<(i64, HistoryRow)> = Vec::new();
+            // The rows and their reference ids side by side, each text set in place: no second
+            // vector of rows (~360 bytes each) to copy them into.
+            let mut rows_out: Vec<HistoryRow> = Vec::new();
+            let mut ids: Vec<i64> = Vec::new();
             while let Some(r) = found.next().map_err(err)? {
                 let mut row = HistoryRow::bare(
                     address,
@@ -108,7 +111,8 @@ impl QuickReads {
                     .map(ts)
                     .transpose()?;
                 row.policy = lotledger_store::rows::policy(r.get(5).map_err(err)?)?;
-                by_id.push((r.get(0).map_err(err)?, row));
+                ids.push(r.get(0).map_err(err)?);
+                rows_out.push(row);
             }
             let mut text = conn
                 .prepare_cached(concat!(
@@ -117,11 +121,9 @@ impl QuickReads {
                     " FROM refs r WHERE r.id = ?1"
                 ))
                 .map_err(err)?;
-            let mut texts: std::collections::HashMap<i64, String> =
-                std::collections::HashMap::new();
-            let mut out = Vec::with_capacity(by_id.len());
-            for (id, mut row) in by_id {
-                let name = match texts.get(&id) {
+            let mut texts: foldhash::HashMap<i64, String> = foldhash::HashMap::default();
+            for (row, id) in rows_out.iter_mut().zip(ids) {
+                row.credit_ref = match texts.get(&id) {
                     Some(name) => name.clone(),
                     None => {
                         let name: String = text
@@ -131,10 +133,8 @@ impl QuickReads {
                         name
                     }
                 };
-                row.credit_ref = name;
-                out.push(row);
             }
-            Ok(out)
+            Ok(rows_out)
         })
     }
 
