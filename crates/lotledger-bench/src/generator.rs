@@ -737,11 +737,20 @@ impl W2 {
 }
 
 const W3_TAG: u64 = 3;
+/// The other holders of W3's scattered address's distributions.
+const W3_SCATTER_TAG: u64 = 33;
 /// Live lots of the W3 read addresses.
 pub const W3_LOT_COUNTS: [u64; 3] = [1, 100, 1000];
 /// History rows of W3's address read as of an instant (issue 12: such a read answers in
 /// under 10 ms).
 pub const W3_AS_OF_ROWS: u64 = 10_000;
+/// W3's scattered address: one history row in this many is its own, the others other
+/// holders', as an address's rows lie once written over months among everybody else's.
+pub const W3_SCATTER: u64 = 20;
+/// Entries of each distribution that writes the scattered address's rows.
+const W3_SCATTER_ENTRIES: u64 = 400;
+/// The other holders of those distributions: each gets 10 of them at most.
+const W3_SCATTER_HOLDERS: u64 = 50 * (W3_SCATTER_ENTRIES - W3_SCATTER_ENTRIES / W3_SCATTER);
 /// 2100-01-01T00:00:00Z: W3's expiring lots stay valid whatever the clock says (the HTTP reads
 /// use the wall clock).
 const FAR_FUTURE_SECONDS: i64 = 4_102_444_800;
@@ -750,14 +759,19 @@ const FAR_FUTURE_SECONDS: i64 = 4_102_444_800;
 /// entry in four expires (on one of seven days in 2100), so details have several groups.
 pub struct W3 {
     pub addresses: Vec<(u64, String)>,
-    /// The address read as of an instant: [`W3_AS_OF_ROWS`] lots.
+    /// The address read as of an instant: [`W3_AS_OF_ROWS`] lots, granted by one message.
     pub as_of: (u64, String),
+    /// The address read as of an instant whose rows lie among others': one in
+    /// [`W3_SCATTER`], granted by distributions of [`W3_SCATTER_ENTRIES`] entries each.
+    pub scattered: (u64, String),
     pub start: i64,
     pub expected: Expected,
 }
 
 impl W3 {
-    pub fn after(w2: &W2, seed: u64) -> W3 {
+    pub fn after(w2: &W2, seed: u64, scale: f64) -> W3 {
+        let per_message = W3_SCATTER_ENTRIES / W3_SCATTER;
+        let scattered_rows = count(W3_AS_OF_ROWS, scale).div_ceil(per_message) * per_message;
         W3 {
             addresses: W3_LOT_COUNTS
                 .iter()
@@ -768,14 +782,23 @@ impl W3 {
                 W3_AS_OF_ROWS,
                 address(seed, W3_TAG, W3_LOT_COUNTS.len() as u64),
             ),
+            scattered: (
+                scattered_rows,
+                address(seed, W3_TAG, W3_LOT_COUNTS.len() as u64 + 1),
+            ),
             start: w2.now_seconds() + GAP_SECONDS,
             expected: Expected::default(),
         }
     }
 
-    /// The instant the reads are made at, in seconds.
+    /// Distributions that write the scattered address's rows, one a second after the others.
+    fn scatter_messages(&self) -> u64 {
+        self.scattered.0 / (W3_SCATTER_ENTRIES / W3_SCATTER)
+    }
+
+    /// The instant the reads are made at, in seconds: after every W3 message.
     pub fn at_seconds(&self) -> i64 {
-        self.start + 10
+        self.start + 10 + self.scatter_messages() as i64
     }
 
     pub fn setup(&mut self, seed: u64) -> Vec<IngestResult<Line>> {
@@ -811,6 +834,36 @@ impl W3 {
             self.expected.live_lots += n;
             self.expected.bytes += bytes.len() as u64 + 1;
             out.push(line(&file, i as u64 + 1, bytes));
+        }
+        let first = out.len() as u64;
+        let scattered = &self.scattered.1;
+        for m in 0..self.scatter_messages() {
+            let seq = first + m;
+            let hash = item_hash(&mut rng, W3_TAG, seq);
+            let entries: Vec<(String, i64, String, Option<i64>)> = (0..W3_SCATTER_ENTRIES)
+                .map(|k| {
+                    let holder = if k % W3_SCATTER == 0 {
+                        scattered.clone()
+                    } else {
+                        let other = (m * W3_SCATTER_ENTRIES + k) % W3_SCATTER_HOLDERS;
+                        address(seed, W3_SCATTER_TAG, other)
+                    };
+                    (holder, rng.range(1_000, 1_000_000), rng.hex64(), None)
+                })
+                .collect();
+            let bytes = envelope(
+                WHITELISTED,
+                Some(&hash),
+                self.start + first as i64 + m as i64,
+                lotledger_core::message::DISTRIBUTION,
+                &distribution_content(&entries),
+            );
+            self.expected.messages += 1;
+            self.expected.distributions += 1;
+            self.expected.history_rows += W3_SCATTER_ENTRIES;
+            self.expected.live_lots += W3_SCATTER_ENTRIES;
+            self.expected.bytes += bytes.len() as u64 + 1;
+            out.push(line(&file, seq + 1, bytes));
         }
         out
     }

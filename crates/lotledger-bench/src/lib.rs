@@ -41,7 +41,7 @@ mod sys;
 pub use error::BenchError;
 use error::{Context, Result};
 
-use generator::{Expected, Keys, W1, W2, W3, count};
+use generator::{Expected, Keys, W1, W2, W3, W3_SCATTER, count};
 use report::{Figures, Unit};
 
 /// Rows W4 aims for at scale 1.
@@ -429,7 +429,7 @@ async fn workloads(
     };
     expected.insert("w2".into(), json!(w2.expected));
 
-    let mut w3 = W3::after(&w2, params.seed);
+    let mut w3 = W3::after(&w2, params.seed, params.scale);
     let after_w3 = if only.w3() {
         w3_phase(&store, url, params, &mut w3, after_w2, out).await?
     } else {
@@ -765,6 +765,49 @@ async fn w3_phase(
     Ok(after)
 }
 
+/// One W3 as-of series: `calls` reads of `address`'s balance as of `at`, by replay of its
+/// history (`rows` of them), reported as `{key}_p50_us` and so on.
+async fn as_of_series(
+    store: &AnyStore,
+    (rows, address): (u64, &str),
+    at: Timestamp,
+    calls: u64,
+    label: &str,
+    key: &str,
+    out: &mut StoreRun,
+) -> Result<()> {
+    let mut nanos = Vec::with_capacity(calls as usize);
+    for i in 0..W3_WARMUP_CALLS + calls {
+        let started = Instant::now();
+        let history = store.replay_history(address).await?;
+        let lots = lotledger_core::as_of(&history, at)
+            .map_err(|e| BenchError::Failed(format!("W3 as of: {e}")))?;
+        let balance = lotledger_core::balance_as_of(&lots, at);
+        let took = started.elapsed();
+        if i == 0 && (history.len() as u64 != rows || !balance.is_some_and(|b| b.is_positive())) {
+            out.failures.push(format!(
+                "W3 as of: {address} has {} rows, balance {balance:?}",
+                history.len()
+            ));
+        }
+        if i >= W3_WARMUP_CALLS {
+            nanos.push(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
+        }
+    }
+    let p = sys::Percentiles::of(&mut nanos);
+    out.figures.several(
+        "w3",
+        &format!("{label}: p50 / p99 / max, µs"),
+        &[
+            (format!("{key}_p50_us"), p.p50_us),
+            (format!("{key}_p99_us"), p.p99_us),
+            (format!("{key}_max_us"), p.max_us),
+        ],
+        Unit::Micros,
+    );
+    Ok(())
+}
+
 /// The store grew by the rows and lots the model says.
 fn check_growth(
     out: &mut StoreRun,
@@ -937,38 +980,49 @@ async fn reads(
     bar.finish_and_clear();
 
     // As of an instant: the address's history read as a replay reads it, replayed up to the
-    // instant, summed (what `GET …/balance?as_of=` does).
-    let (rows, address) = &w3.as_of;
+    // instant, summed (what `GET …/balance?as_of=` does); its rows written together, then one
+    // in W3_SCATTER among other holders' (as a long-lived address's are), on PostgreSQL again
+    // once a vacuum has marked their pages all visible (as autovacuum does in time).
     let as_of_calls = count(W3_AS_OF_CALLS, params.scale);
-    let mut nanos = Vec::with_capacity(as_of_calls as usize);
-    for i in 0..W3_WARMUP_CALLS + as_of_calls {
-        let started = Instant::now();
-        let history = store.replay_history(address).await?;
-        let lots = lotledger_core::as_of(&history, at)
-            .map_err(|e| BenchError::Failed(format!("W3 as of: {e}")))?;
-        let balance = lotledger_core::balance_as_of(&lots, at);
-        let took = started.elapsed();
-        if i == 0 && (history.len() as u64 != *rows || !balance.is_some_and(|b| b.is_positive())) {
-            out.failures.push(format!(
-                "W3 as of: {address} has {} rows, balance {balance:?}",
-                history.len()
-            ));
-        }
-        if i >= W3_WARMUP_CALLS {
-            nanos.push(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
-        }
-    }
-    let p = sys::Percentiles::of(&mut nanos);
-    out.figures.several(
-        "w3",
-        &format!("balance as of an instant @ {rows} history rows: p50 / p99 / max, µs"),
-        &[
-            ("as_of_p50_us".into(), p.p50_us),
-            ("as_of_p99_us".into(), p.p99_us),
-            ("as_of_max_us".into(), p.max_us),
-        ],
-        Unit::Micros,
+    let (rows, address) = &w3.as_of;
+    let label = format!("balance as of an instant @ {rows} history rows");
+    as_of_series(
+        store,
+        (*rows, address),
+        at,
+        as_of_calls,
+        &label,
+        "as_of",
+        out,
+    )
+    .await?;
+    let (rows, address) = &w3.scattered;
+    let label = format!(
+        "balance as of an instant @ {rows} history rows, 1 row in {W3_SCATTER} the address's"
     );
+    as_of_series(
+        store,
+        (*rows, address),
+        at,
+        as_of_calls,
+        &label,
+        "as_of_scattered",
+        out,
+    )
+    .await?;
+    if store.vacuum_history().await? {
+        let label = format!("{label}, after a vacuum");
+        as_of_series(
+            store,
+            (*rows, address),
+            at,
+            as_of_calls,
+            &label,
+            "as_of_vacuumed",
+            out,
+        )
+        .await?;
+    }
 
     // HTTP: the router in process, the client on loopback.
     let app = lotledger_api::router(

@@ -72,6 +72,15 @@ impl AnyStore {
         }
     }
 
+    /// Vacuums the history table (PostgreSQL: `PgStore::vacuum_history`); `false` on SQLite,
+    /// which has nothing of the kind to do.
+    pub async fn vacuum_history(&self) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Sqlite(_) => Ok(false),
+            AnyStore::Pg(s) => s.vacuum_history().await.map(|()| true),
+        }
+    }
+
     /// Drops the sums kept for balance reads, and the lots the last batches left of
     /// `written_elsewhere` (PostgreSQL; SQLite keeps no sums).
     pub fn forget_kept_balances(&self, written_elsewhere: Option<&str>) {

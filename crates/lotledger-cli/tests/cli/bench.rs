@@ -99,6 +99,19 @@ fn bench_smoke_on_both_stores() {
                 }
             }
         }
+        // The as-of reads: the address written in one message, the one whose rows lie among
+        // others', and (PostgreSQL) that one again once the history is vacuumed.
+        for series in ["as_of", "as_of_scattered", "as_of_vacuumed"] {
+            for stat in ["p50", "p99", "max"] {
+                let figure = &s["w3"][format!("{series}_{stat}_us")];
+                let what = format!("{store} w3 {series} {stat}");
+                if series == "as_of_vacuumed" && store == "sqlite" {
+                    assert!(figure.is_null(), "{what}: {figure}");
+                } else {
+                    positive(figure, &what);
+                }
+            }
+        }
         positive(&s["w3"]["http_requests"], &format!("{store} http requests"));
         positive(
             &s["w3"]["http_requests_per_s"],
