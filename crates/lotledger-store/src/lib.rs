@@ -846,7 +846,8 @@ pub trait LedgerTx: Send {
     ) -> impl Future<Output = Result<Credits, StoreError>> + Send;
     /// The lots drainable at `ts` of each `(address, demand)`, in emission order, locked
     /// against other writers. A backend may stop once an address's lots cover its demand (the
-    /// drain never reads further); returning them all is also correct.
+    /// drain never reads further: `CreditOp::drain_demand` makes it unbounded for a policy
+    /// that may take later lots first); returning them all is also correct.
     fn drainable_lots(
         &mut self,
         demand: &[(&str, i128)],

@@ -2,10 +2,11 @@
 //! sequences (out-of-order timestamps, replays, unfunded transfers, invalid content, envelope
 //! rejections) applied one by one to a SQLite file, and in random-sized batches to another
 //! SQLite file and to a PostgreSQL database. Same outcomes, history, lots and message records.
+//! Each case runs under a drain-policy schedule of its own (v1, v2, or switching at an hour).
 //! The same through `Store::apply_batches`, where each store plans each batch on a snapshot while
 //! the batch before it is written, and with another writer of the file writing meanwhile.
 
-use lotledger_core::{Post, Rules, Timestamp};
+use lotledger_core::{Policy, Post, Rules, Schedule, Timestamp};
 use std::sync::atomic::Ordering;
 
 use lotledger_store::transactional::Transactional;
@@ -220,14 +221,21 @@ struct Reference {
     want: Value,
 }
 
-/// The rules (the minter whitelisted, the credit channel) and the instant `hour` hours after
-/// the messages' base, to apply batches at.
-fn setting(hour: i64) -> (Rules, Timestamp) {
-    let rules = Rules::new(vec![MINTER.to_string()], vec!["ALEPH_CREDIT".into()]);
-    (
-        rules,
-        Timestamp::from_unix_seconds(BASE_SECONDS + hour * 3600).unwrap(),
-    )
+fn at_hour(hour: i64) -> Timestamp {
+    Timestamp::from_unix_seconds(BASE_SECONDS + hour * 3600).unwrap()
+}
+
+/// A drain-policy schedule for a case: v1, v2, or switching at one of the messages' hours.
+fn schedule() -> impl Strategy<Value = Schedule> {
+    crate::model::schedules((0i64..48).prop_map(at_hour))
+}
+
+/// The rules (the minter whitelisted, the credit channel, the drain policies of `schedule`)
+/// and the instant `hour` hours after the messages' base, to apply batches at.
+fn setting(hour: i64, schedule: &Schedule) -> (Rules, Timestamp) {
+    let mut rules = Rules::new(vec![MINTER.to_string()], vec!["ALEPH_CREDIT".into()]);
+    rules.schedule = schedule.clone();
+    (rules, at_hour(hour))
 }
 
 impl Reference {
@@ -238,8 +246,8 @@ impl Reference {
     }
 }
 
-async fn reference(msgs: &[Msg], now_hour: i64) -> Reference {
-    let (rules, now) = setting(now_hour);
+async fn reference(msgs: &[Msg], now_hour: i64, schedule: &Schedule) -> Reference {
+    let (rules, now) = setting(now_hour, schedule);
     let items = items(msgs);
     let hashes: Vec<String> = (0..items.len()).map(|i| format!("h{i:03}")).collect();
     let dir = tempfile::tempdir().unwrap();
@@ -264,10 +272,11 @@ proptest! {
         msgs in proptest::collection::vec(msg(), 1..40),
         sizes in proptest::collection::vec(1usize..12, 1..6),
         now_hour in 0i64..60,
+        schedule in schedule(),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let r = reference(&msgs, now_hour).await;
+            let r = reference(&msgs, now_hour, &schedule).await;
             let (items, rules, now) = (&r.items, &r.rules, r.now);
 
             let grouped = db::fresh_sqlite(&r.dir).await.0;
@@ -329,11 +338,12 @@ proptest! {
         msgs in proptest::collection::vec(msg(), 1..40),
         sizes in proptest::collection::vec(1usize..8, 1..6),
         now_hour in 0i64..60,
+        schedule in schedule(),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let Reference { rules, now, items, hashes, dir, expected, want } =
-                reference(&msgs, now_hour).await;
+                reference(&msgs, now_hour, &schedule).await;
 
             let (batcher, url) = db::fresh_sqlite(&dir).await;
             let other = lotledger_store_sqlite::SqliteStore::open(&url).await.unwrap();
@@ -355,7 +365,7 @@ proptest! {
 /// take from the late grant, so the batch must re-derive the address mid-batch.
 #[tokio::test]
 async fn a_late_grant_inside_a_batch_is_rederived() {
-    let (rules, now) = setting(40);
+    let (rules, now) = setting(40, &Schedule::default());
     let msgs = [
         Msg::Distribute(0, 50, None, 10),
         Msg::Expense(0, 80, 30),
@@ -374,6 +384,78 @@ async fn a_late_grant_inside_a_batch_is_rederived() {
         let remaining: Vec<i64> = store_lots.iter().map(|l| l.amount_remaining.0).collect();
         assert_eq!(remaining, vec![70]);
     }
+}
+
+/// Under v2 a debit takes the lot that expires soonest, even one granted after lots that
+/// would cover it in emission order: every way of applying batches must read that lot too (a
+/// batch read an address's lots only until they covered the debit, as v1 needs, and drained
+/// the older lot).
+#[tokio::test]
+async fn a_v2_debit_in_a_batch_takes_a_later_lot_that_expires_sooner() {
+    let (rules, now) = setting(40, &Schedule::only(Policy::V2));
+    let msgs = [
+        Msg::Distribute(0, 500, None, 1),
+        Msg::Distribute(0, 400, Some(50), 2),
+        Msg::Expense(0, 300, 3),
+        Msg::Transfer(0, 1, 150, None, 4),
+    ];
+    let items = items(&msgs);
+    let dir = tempfile::tempdir().unwrap();
+    let one = db::fresh_sqlite(&dir).await.0;
+    apply_one_by_one(&one, &items, &rules, now).await.unwrap();
+    // The debits in a batch of their own (the lots read from the store), in the grants' batch
+    // (the lots the batch made), and planned ahead one message a batch.
+    let after_grants = db::fresh_sqlite(&dir).await.0;
+    for chunk in [&items[..2], &items[2..]] {
+        after_grants.apply_batch(chunk, &rules, now).await.unwrap();
+    }
+    let whole = db::fresh_sqlite(&dir).await.0;
+    whole.apply_batch(&items, &rules, now).await.unwrap();
+    let ahead = db::fresh_sqlite(&dir).await.0;
+    pipelined(&ahead, &items, &[1], &rules, now).await;
+    let pg_after_grants = db::fresh_pg().await;
+    for chunk in [&items[..2], &items[2..]] {
+        pg_after_grants
+            .apply_batch(chunk, &rules, now)
+            .await
+            .unwrap();
+    }
+    let pg_ahead = db::fresh_pg().await;
+    pipelined(&pg_ahead, &items, &[1], &rules, now).await;
+
+    // The expense takes 300 of the expiring 400, the transfer its last 100, then 50 of the
+    // 500; the recipient's 100 expire with their source.
+    let expiring = Some(at_hour(50));
+    let want = (vec![(450, None)], vec![(100, expiring), (50, None)]);
+    async fn held<S: Store>(
+        store: &S,
+    ) -> (Vec<(i64, Option<Timestamp>)>, Vec<(i64, Option<Timestamp>)>) {
+        let mut out = Vec::new();
+        for holder in [addr(0), addr(1)] {
+            let lots = store.lots(&holder).await.unwrap();
+            out.push(
+                lots.iter()
+                    .map(|l| (l.amount_remaining.0, l.expiration_date))
+                    .collect(),
+            );
+        }
+        let second = out.pop().unwrap();
+        (out.pop().unwrap(), second)
+    }
+    assert_eq!(held(&one).await, want, "one transaction per message");
+    assert_eq!(
+        held(&after_grants).await,
+        want,
+        "sqlite, debits in their own batch"
+    );
+    assert_eq!(held(&whole).await, want, "sqlite, one batch");
+    assert_eq!(held(&ahead).await, want, "sqlite, planned ahead");
+    assert_eq!(
+        held(&pg_after_grants).await,
+        want,
+        "postgres, debits in their own batch"
+    );
+    assert_eq!(held(&pg_ahead).await, want, "postgres, planned ahead");
 }
 
 /// The same on a larger, denser workload: 2 000 messages over four holders, in batches of 1 000,
@@ -403,7 +485,7 @@ async fn large_batches_equal_small_batches() {
             ),
         });
     }
-    let r = reference(&msgs, 40).await;
+    let r = reference(&msgs, 40, &Schedule::default()).await;
     let (items, rules, now) = (&r.items, &r.rules, r.now);
     for size in [1000, 50] {
         let store = db::fresh_sqlite(&r.dir).await.0;
@@ -453,7 +535,7 @@ where
 {
     use lotledger_store::LedgerTx;
     use lotledger_store::batch::Commit;
-    let (rules, now) = setting(40);
+    let (rules, now) = setting(40, &Schedule::default());
     let (jobs, queued) = tokio::sync::mpsc::channel(1);
     let (committed, mut done) = tokio::sync::mpsc::channel(8);
     let driver = {
@@ -503,7 +585,7 @@ async fn a_plan_is_not_written_over(
     locks: &[&str],
     hashes: &[&str],
 ) {
-    let (rules, now) = setting(40);
+    let (rules, now) = setting(40, &Schedule::default());
     let in_commit_order = vec![
         ours[0][0].clone(),
         BatchItem::Apply(theirs.clone()),
@@ -593,7 +675,7 @@ async fn a_plan_made_before_another_writer_recorded_its_message_is_not_written()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_batch_is_applied_after_a_failed_one() {
     use sqlx::Connection;
-    let (rules, now) = setting(40);
+    let (rules, now) = setting(40, &Schedule::default());
     let all = items(&[
         Msg::Distribute(0, 100, None, 1),
         Msg::Distribute(1, 50, None, 2),
@@ -633,7 +715,7 @@ async fn no_batch_is_applied_after_a_failed_one() {
 async fn postgres_balance_reads_take_the_lots_their_batches_committed() {
     let url = db::fresh_pg_url().await;
     let store = lotledger_store_pg::PgStore::open(&url).await.unwrap();
-    let (rules, now) = setting(100);
+    let (rules, now) = setting(100, &Schedule::default());
     let holder = addr(1);
     let grant = |hash: &str, amount: i64, expiry: Option<i64>, hour: i64| {
         post(

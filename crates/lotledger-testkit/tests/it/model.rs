@@ -99,10 +99,17 @@ struct Model {
 }
 
 fn schedule() -> impl Strategy<Value = Schedule> {
+    schedules(hour().prop_map(at_hour))
+}
+
+/// A drain-policy schedule: v1, v2, or one switching (either way) at an instant of `instants`.
+pub(crate) fn schedules(
+    instants: impl Strategy<Value = Timestamp> + 'static,
+) -> impl Strategy<Value = Schedule> {
     prop_oneof![
         Just(Schedule::only(Policy::V1)),
         Just(Schedule::only(Policy::V2)),
-        (hour(), any::<bool>()).prop_map(|(h, v2_first)| {
+        (instants, any::<bool>()).prop_map(|(at, v2_first)| {
             let (base, then) = if v2_first {
                 (Policy::V2, Policy::V1)
             } else {
@@ -110,7 +117,7 @@ fn schedule() -> impl Strategy<Value = Schedule> {
             };
             Schedule {
                 base,
-                activations: vec![(at_hour(h), then)],
+                activations: vec![(at, then)],
             }
         }),
     ]
