@@ -10,8 +10,8 @@ use serde_json::Value;
 use sqlx::Connection;
 
 /// The layouts a fixture exists for: every release layout since the first one users kept.
-const LAYOUTS: [&str; 9] = [
-    "v0003", "v0004", "v0005", "v0006", "v0007", "v0008", "v0009", "v0010", "v0012",
+const LAYOUTS: [&str; 10] = [
+    "v0003", "v0004", "v0005", "v0006", "v0007", "v0008", "v0009", "v0010", "v0012", "v0013",
 ];
 
 fn fixture(layout: &str, name: &str) -> PathBuf {
@@ -63,6 +63,24 @@ fn same_answers(layout: &str, url: &str) {
     assert!(messages.values().any(|m| m["status"] == "rejected"));
     for (hash, want) in messages {
         assert_eq!(&json(url, &["message", hash]), want, "message {hash}");
+    }
+    // From layout 0013 on: messages planned by v2, and the ledger as of instants around them,
+    // which a replay gives by the policy each row records.
+    if let Some(as_of) = expected.get("lots_as_of").and_then(Value::as_object) {
+        for (address, instants) in as_of {
+            for (instant, want) in instants.as_object().unwrap() {
+                assert_eq!(
+                    &json(url, &["lots", address, "--as-of", instant]),
+                    want,
+                    "lots of {address} as of {instant}"
+                );
+            }
+        }
+        assert_eq!(
+            cli(url, &["policy", "show"]).trim(),
+            "v1,v2@2026-03-01T00:02:55Z",
+            "the kept schedule"
+        );
     }
     cli(url, &["verify", "--integrity"]);
     same_consumed_credits(&expected, url);
