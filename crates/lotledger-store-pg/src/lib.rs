@@ -47,6 +47,8 @@ mod wrappers;
 
 pub use balances::BalanceCacheCounts;
 pub use databases::{create_database, drop_database, unique_database_name, with_database};
+/// The packed history a replay reads (`Store::replay_history`), for plan checks.
+pub use packed::SQL as REPLAY_HISTORY_SQL;
 use wrappers::{
     WRITERS_LOCK_KEY, db_err, history_row, lock_key, lot, message_record, odt, opt_odt, ref_arrays,
     ref_parts, ref_text, stored_message,

@@ -89,6 +89,7 @@ macro_rules! address_id {
 }
 
 mod quick;
+pub use quick::REPLAY_ROWS;
 mod write;
 pub use write::SqliteTx;
 /// A lotledger store in one SQLite file.

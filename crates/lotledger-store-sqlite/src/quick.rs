@@ -32,6 +32,14 @@ pub(crate) struct QuickReads {
     idle: Mutex<Vec<Connection>>,
 }
 
+/// The rows a replay reads of the address bound to its parameter, with their references' ids: every column is in
+/// `ix_credit_history_address` (migration 0014), so the rows are read from the index alone.
+pub const REPLAY_ROWS: &str = concat!(
+    "SELECT ref_id, credit_index, amount, expiration_date, message_timestamp, policy \
+     FROM credit_history WHERE address_id = ",
+    address_id!()
+);
+
 impl QuickReads {
     pub(crate) fn new(path: PathBuf) -> QuickReads {
         QuickReads {
@@ -85,13 +93,7 @@ impl QuickReads {
     /// the rows by reference id, then each distinct reference's text read once.
     pub(crate) fn replay_history(&self, address: &str) -> Result<Vec<HistoryRow>, StoreError> {
         self.with(|conn| {
-            let mut rows = conn
-                .prepare_cached(concat!(
-                    "SELECT ref_id, credit_index, amount, expiration_date, message_timestamp, \
-                     policy FROM credit_history WHERE address_id = ",
-                    address_id!()
-                ))
-                .map_err(err)?;
+            let mut rows = conn.prepare_cached(REPLAY_ROWS).map_err(err)?;
             let mut found = rows.query(rusqlite::params![address]).map_err(err)?;
             // The rows and their reference ids side by side, each text set in place: no second
             // vector of rows (~360 bytes each) to copy them into.
