@@ -206,8 +206,9 @@ macro_rules! statuses_and_row_keys {
              NULL::int AS credit_index FROM r JOIN credit_messages m ON m.ref_id = r.id \
              UNION ALL SELECT ",
             ref_text!(),
-            ", NULL, NULL, NULL, NULL, h.credit_index \
-             FROM r JOIN credit_history h ON h.ref_id = r.id"
+            ", NULL, NULL, NULL, NULL, h.credit_index FROM r \
+             CROSS JOIN LATERAL (SELECT credit_index FROM credit_history \
+             WHERE ref_id = r.id OFFSET 0) h"
         )
     };
 }
