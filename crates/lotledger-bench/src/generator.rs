@@ -821,19 +821,14 @@ impl W3 {
                     )
                 })
                 .collect();
-            let bytes = envelope(
-                WHITELISTED,
-                Some(&hash),
+            out.push(w3_distribution(
+                &mut self.expected,
+                &file,
+                i as u64,
+                &hash,
                 ts,
-                lotledger_core::message::DISTRIBUTION,
-                &distribution_content(&entries),
-            );
-            self.expected.messages += 1;
-            self.expected.distributions += 1;
-            self.expected.history_rows += n;
-            self.expected.live_lots += n;
-            self.expected.bytes += bytes.len() as u64 + 1;
-            out.push(line(&file, i as u64 + 1, bytes));
+                &entries,
+            ));
         }
         let first = out.len() as u64;
         let scattered = &self.scattered.1;
@@ -851,22 +846,44 @@ impl W3 {
                     (holder, rng.range(1_000, 1_000_000), rng.hex64(), None)
                 })
                 .collect();
-            let bytes = envelope(
-                WHITELISTED,
-                Some(&hash),
-                self.start + first as i64 + m as i64,
-                lotledger_core::message::DISTRIBUTION,
-                &distribution_content(&entries),
-            );
-            self.expected.messages += 1;
-            self.expected.distributions += 1;
-            self.expected.history_rows += W3_SCATTER_ENTRIES;
-            self.expected.live_lots += W3_SCATTER_ENTRIES;
-            self.expected.bytes += bytes.len() as u64 + 1;
-            out.push(line(&file, seq + 1, bytes));
+            let ts = self.start + seq as i64;
+            out.push(w3_distribution(
+                &mut self.expected,
+                &file,
+                seq,
+                &hash,
+                ts,
+                &entries,
+            ));
         }
         out
     }
+}
+
+/// Line `seq + 1` of W3: the whitelisted distribution `hash` of `entries` at `ts`, counted in
+/// `expected` (each entry a live lot).
+fn w3_distribution(
+    expected: &mut Expected,
+    file: &std::sync::Arc<str>,
+    seq: u64,
+    hash: &str,
+    ts: i64,
+    entries: &[(String, i64, String, Option<i64>)],
+) -> IngestResult<Line> {
+    let bytes = envelope(
+        WHITELISTED,
+        Some(hash),
+        ts,
+        lotledger_core::message::DISTRIBUTION,
+        &distribution_content(entries),
+    );
+    let rows = entries.len() as u64;
+    expected.messages += 1;
+    expected.distributions += 1;
+    expected.history_rows += rows;
+    expected.live_lots += rows;
+    expected.bytes += bytes.len() as u64 + 1;
+    line(file, seq + 1, bytes)
 }
 
 #[cfg(test)]
