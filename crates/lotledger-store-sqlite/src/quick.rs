@@ -32,8 +32,9 @@ pub(crate) struct QuickReads {
     idle: Mutex<Vec<Connection>>,
 }
 
-/// The rows a replay reads of the address bound to its parameter, with their references' ids: every column is in
-/// `ix_credit_history_address` (migration 0014), so the rows are read from the index alone.
+/// The rows a replay reads of the address bound to its parameter, with their references' ids:
+/// every column is in `ix_credit_history_address` (migration 0014), so the rows are read from
+/// the index alone.
 pub const REPLAY_ROWS: &str = concat!(
     "SELECT ref_id, credit_index, amount, expiration_date, message_timestamp, policy \
      FROM credit_history WHERE address_id = ",
