@@ -211,19 +211,10 @@ impl CreditOp {
         }
     }
 
-    /// How much of each address's lots (sorted by address) its drains may read, in emission
-    /// order. Under v1 the drains take lots in emission order and stop once paid, so lots
-    /// beyond that amount are never read. Under v2 they visit lots by expiry: a lot granted
-    /// after those that cover the amount may expire sooner and be taken first, so the demand
-    /// is every lot (`i128::MAX`).
+    /// How much this operation may drain from each address (sorted by address): its drains
+    /// take lots in the policy's visiting order and stop there, so only the lots that cover
+    /// that amount in that order are ever read ([`crate::plan::covering`]).
     pub fn drain_demand(&self) -> Vec<(&str, i128)> {
-        if self.policy != crate::Policy::V1 {
-            return self
-                .drained_addresses()
-                .into_iter()
-                .map(|address| (address, i128::MAX))
-                .collect();
-        }
         let mut demand: BTreeMap<&str, i128> = BTreeMap::new();
         match &self.kind {
             OpKind::Distribution(_) => {}

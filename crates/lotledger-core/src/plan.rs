@@ -215,6 +215,52 @@ impl CreditOp {
     }
 }
 
+/// The lots of one address (given in emission order) that a drain of `need` at `ts` under
+/// `policy` can reach, in emission order: the drainable ones, taken in the policy's visiting
+/// order until they cover `need`. Planning over them drains exactly as over all of `lots`, so a
+/// store may hand the planner only these. Under v1 a walk that stops once covered; under v2
+/// a heap of the drainable lots' visiting keys, popped until covered (no sort of them all).
+pub fn covering<'a>(
+    lots: impl IntoIterator<Item = &'a Lot>,
+    policy: Policy,
+    need: i128,
+    ts: Timestamp,
+) -> Vec<&'a Lot> {
+    let drainable = lots.into_iter().filter(|l| l.drainable_at(ts));
+    let mut covered: i128 = 0;
+    if policy == Policy::V1 {
+        return drainable
+            .take_while(|l| {
+                let short = covered < need;
+                covered = covered.saturating_add(i128::from(l.amount_remaining.0));
+                short
+            })
+            .collect();
+    }
+    let drainable: Vec<&Lot> = drainable.collect();
+    // Keyed by (visiting key, emission position): ties keep emission order, as the drain does.
+    let mut heap: std::collections::BinaryHeap<_> = drainable
+        .iter()
+        .enumerate()
+        .map(|(i, l)| std::cmp::Reverse((policy.visit_key(l.expiration_date), i)))
+        .collect();
+    let mut reached = vec![false; drainable.len()];
+    while covered < need {
+        let Some(std::cmp::Reverse((_, i))) = heap.pop() else {
+            break;
+        };
+        if let (Some(flag), Some(lot)) = (reached.get_mut(i), drainable.get(i)) {
+            *flag = true;
+            covered = covered.saturating_add(i128::from(lot.amount_remaining.0));
+        }
+    }
+    drainable
+        .into_iter()
+        .zip(reached)
+        .filter_map(|(lot, reached)| reached.then_some(lot))
+        .collect()
+}
+
 /// A lot as a debit sees it: what is left of it, and when it expires.
 trait Drainable {
     fn remaining(&mut self) -> &mut Credits;

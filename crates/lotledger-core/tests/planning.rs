@@ -374,3 +374,58 @@ fn v2_transfers_send_the_shortest_lived_portions_first() {
         .collect();
     assert_eq!(left, vec![("a", 0), ("b", 5), ("c", 0)]);
 }
+
+proptest::proptest! {
+    /// A store may hand the planner only the lots `plan::covering` picks (the batch writers
+    /// do): planning an expense over them drains exactly as over every lot, under either
+    /// policy, with lots not yet granted, expired, empty or never expiring among them.
+    #[test]
+    fn planning_over_the_covering_lots_drains_as_over_all(
+        lots in proptest::collection::vec(
+            (0i64..20, 0i64..100, proptest::option::of(0i64..40)), 0..30),
+        hours in 0i64..30,
+        amount in 1i64..2_000,
+        v2 in proptest::bool::ANY,
+    ) {
+        let policy = if v2 { lotledger_core::Policy::V2 } else { lotledger_core::Policy::V1 };
+        let mut rules = Rules::new([MINTER.to_string()], Vec::<String>::new());
+        rules.schedule = lotledger_core::Schedule::only(policy);
+        let post = Post {
+            item_hash: "e".into(),
+            channel: None,
+            content: json!({"address": MINTER, "time": T + hours * 3600, "type": "aleph_credit_expense",
+                            "content": {"expense": {"credits": [{"address": S, "amount": amount}]}}}),
+            envelope: None,
+        };
+        let Decision::Apply(op) = classify(&post, &rules) else { panic!("not applied") };
+        let mut all: Vec<Lot> = lots
+            .iter()
+            .enumerate()
+            .map(|(i, &(h, n, exp))| lot(&format!("r{i:02}"), h, n, exp))
+            .collect();
+        all.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        let need = i128::from(amount);
+        let picked: Vec<Lot> = lotledger_core::plan::covering(&all, policy, need, ts(hours))
+            .into_iter()
+            .cloned()
+            .collect();
+        let drained = |book_lots: Vec<Lot>| {
+            let mut book = LotBook::new();
+            book.insert(book_lots);
+            let mut changed: Vec<(String, i64)> = op
+                .plan(&mut book)
+                .unwrap()
+                .drained_lots
+                .into_iter()
+                .map(|l| (l.credit_ref, l.amount_remaining.0))
+                .collect();
+            changed.sort();
+            changed
+        };
+        proptest::prop_assert_eq!(drained(picked.clone()), drained(all.clone()));
+        // In emission order, each one drainable.
+        let keys: Vec<_> = picked.iter().map(Lot::order_key).collect();
+        proptest::prop_assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        proptest::prop_assert!(picked.iter().all(|l| l.drainable_at(ts(hours))));
+    }
+}

@@ -1005,6 +1005,7 @@ impl LedgerTx for PgTx {
     async fn drainable_lots(
         &mut self,
         demand: &[(&str, i128)],
+        _policy: lotledger_core::Policy,
         ts: Timestamp,
     ) -> Result<Vec<Lot>, StoreError> {
         let addresses: Vec<String> = demand.iter().map(|(a, _)| (*a).to_string()).collect();
@@ -1943,7 +1944,10 @@ mod tests {
         );
         // The writers' own call: the holder's ten lots, in emission order.
         let at = Timestamp::from_unix_seconds(1_790_000_000).unwrap();
-        let lots = write.drainable_lots(&[("holder-7", 1)], at).await.unwrap();
+        let lots = write
+            .drainable_lots(&[("holder-7", 1)], lotledger_core::Policy::V1, at)
+            .await
+            .unwrap();
         let refs: Vec<String> = lots.iter().map(|l| l.credit_ref.clone()).collect();
         let expected: Vec<String> = (0..10).map(|k| format!("holder-7-{k}")).collect();
         assert_eq!(refs, expected);

@@ -627,6 +627,7 @@ impl LedgerTx for SqliteTx {
     async fn drainable_lots(
         &mut self,
         demand: &[(&str, i128)],
+        _policy: lotledger_core::Policy,
         ts: Timestamp,
     ) -> Result<Vec<Lot>, StoreError> {
         self.with(|c| {

@@ -25,8 +25,9 @@ use std::collections::{BTreeMap, BTreeSet};
 // which the W1 profile put at ~3 % of the samples.
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
+use lotledger_core::plan::covering;
 use lotledger_core::{
-    Credits, Decision, HistoryRow, IgnoreReason, Lot, Rules, Timestamp, classify,
+    Credits, Decision, HistoryRow, IgnoreReason, Lot, Policy, Rules, Timestamp, classify,
 };
 
 use crate::{
@@ -811,24 +812,14 @@ impl<T: LedgerTx> LedgerTx for BatchTx<'_, T> {
     async fn drainable_lots(
         &mut self,
         demand: &[(&str, i128)],
+        policy: Policy,
         ts: Timestamp,
     ) -> Result<Vec<Lot>, StoreError> {
         let mut out = Vec::new();
         for (address, need) in demand {
             self.ensure_lots(address).await?;
-            let mut covered: i128 = 0;
-            for lot in self.lots.get(*address).into_iter().flat_map(|m| m.values()) {
-                if covered >= *need {
-                    break;
-                }
-                if lot.message_timestamp <= ts
-                    && valid_at(lot, ts)
-                    && lot.amount_remaining.is_positive()
-                {
-                    covered += i128::from(lot.amount_remaining.0);
-                    out.push(lot.clone());
-                }
-            }
+            let lots = self.lots.get(*address).into_iter().flat_map(|m| m.values());
+            out.extend(covering(lots, policy, *need, ts).into_iter().cloned());
         }
         Ok(out)
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use lotledger_core::envelope::Envelope;
 use lotledger_core::node_json::StoredEnvelope;
 use lotledger_core::{
-    BalanceDetail, Credits, HistoryRow, IgnoreReason, Lot, Post, Rules, Timestamp,
+    BalanceDetail, Credits, HistoryRow, IgnoreReason, Lot, Policy, Post, Rules, Timestamp,
 };
 
 pub mod batch;
@@ -845,12 +845,13 @@ pub trait LedgerTx: Send {
         at: Timestamp,
     ) -> impl Future<Output = Result<Credits, StoreError>> + Send;
     /// The lots drainable at `ts` of each `(address, demand)`, in emission order, locked
-    /// against other writers. A backend may stop once an address's lots cover its demand (the
-    /// drain never reads further: `CreditOp::drain_demand` makes it unbounded for a policy
-    /// that may take later lots first); returning them all is also correct.
+    /// against other writers. A backend may return only those a drain under `policy` reaches
+    /// (`lotledger_core::plan::covering`: under v1 the first that cover the demand, under v2
+    /// the soonest-expiring that do, wherever they stand); returning them all is also correct.
     fn drainable_lots(
         &mut self,
         demand: &[(&str, i128)],
+        policy: Policy,
         ts: Timestamp,
     ) -> impl Future<Output = Result<Vec<Lot>, StoreError>> + Send;
     /// Inserts rows, skipping existing keys. Returns how many were inserted.

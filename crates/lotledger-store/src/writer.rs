@@ -77,7 +77,7 @@ pub async fn apply_classified<T: LedgerTx>(
     let demand = op.drain_demand();
     let mut book = LotBook::new();
     if !demand.is_empty() {
-        book.insert(tx.drainable_lots(&demand, op.ts).await?);
+        book.insert(tx.drainable_lots(&demand, op.policy, op.ts).await?);
     }
     let plan = op.plan(&mut book)?;
     // History first: a store may key lots by what the history rows introduce (interned ids).
