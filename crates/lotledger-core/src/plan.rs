@@ -1,10 +1,12 @@
 //! Planning: what a credit operation writes, given the lots it may drain. Pure and
 //! deterministic; the store loads the lots, calls [`CreditOp::plan`], and writes the plan.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 
 use crate::message::{CreditOp, OpKind, PAYMENT_EXPENSE, PAYMENT_TRANSFER, PROVIDER_ALEPH};
 use crate::model::{HistoryRow, Lot, OrderKey, valid_at};
+use crate::policy::VisitKey;
 use crate::{Credits, Policy, Timestamp};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -218,8 +220,8 @@ impl CreditOp {
 /// The lots of one address (given in emission order) that a drain of `need` at `ts` under
 /// `policy` can reach, in emission order: the drainable ones, taken in the policy's visiting
 /// order until they cover `need`. Planning over them drains exactly as over all of `lots`, so a
-/// store may hand the planner only these. Under v1 a walk that stops once covered; under v2
-/// a heap of the drainable lots' visiting keys, popped until covered (no sort of them all).
+/// store may hand the planner only these. Under v1 a walk that stops once covered; otherwise
+/// the drain's own [`visiting_order`], followed until covered.
 pub fn covering<'a>(
     lots: impl IntoIterator<Item = &'a Lot>,
     policy: Policy,
@@ -238,15 +240,16 @@ pub fn covering<'a>(
             .collect();
     }
     let drainable: Vec<&Lot> = drainable.collect();
-    // Keyed by (visiting key, emission position): ties keep emission order, as the drain does.
-    let mut heap: std::collections::BinaryHeap<_> = drainable
-        .iter()
-        .enumerate()
-        .map(|(i, l)| std::cmp::Reverse((policy.visit_key(l.expiration_date), i)))
-        .collect();
+    let mut order = visiting_order(
+        policy,
+        drainable
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i, l.expiration_date)),
+    );
     let mut reached = vec![false; drainable.len()];
     while covered < need {
-        let Some(std::cmp::Reverse((_, i))) = heap.pop() else {
+        let Some(i) = order.next() else {
             break;
         };
         if let (Some(flag), Some(lot)) = (reached.get_mut(i), drainable.get(i)) {
@@ -313,11 +316,13 @@ fn debit<T: Drainable>(
         }
         return Ok(());
     }
-    let mut order: Vec<usize> = (0..lots.len())
-        .filter(|&i| lots.get(i).is_some_and(&drainable))
-        .collect();
-    // Stable: equal keys keep emission order.
-    order.sort_by_key(|&i| lots.get(i).map(|l| policy.visit_key(l.expiry())));
+    let order = visiting_order(
+        policy,
+        lots.iter()
+            .enumerate()
+            .filter(|(_, l)| drainable(l))
+            .map(|(i, l)| (i, l.expiry())),
+    );
     for i in order {
         if !needed.is_positive() {
             break;
@@ -327,6 +332,31 @@ fn debit<T: Drainable>(
         }
     }
     Ok(())
+}
+
+/// The order a debit under `policy` visits lots in, given their `(emission position, expiry)`
+/// in emission order: by `policy.visit_key`, ties in emission order. Lazy (a heap popped one
+/// at a time), so a debit paid by its first lots orders none of the rest. The drain
+/// ([`debit`]) and the lots a store hands it ([`covering`]) both follow it.
+fn visiting_order(
+    policy: Policy,
+    lots: impl Iterator<Item = (usize, Option<Timestamp>)>,
+) -> VisitingOrder {
+    VisitingOrder(
+        lots.map(|(i, expiry)| Reverse((policy.visit_key(expiry), i)))
+            .collect(),
+    )
+}
+
+/// [`visiting_order`]'s positions: a min-heap of `(visiting key, emission position)`.
+struct VisitingOrder(BinaryHeap<Reverse<(VisitKey, usize)>>);
+
+impl Iterator for VisitingOrder {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        self.0.pop().map(|Reverse((_, i))| i)
+    }
 }
 
 /// Takes `min(remaining, needed)` from a lot's `remaining`, lowering both; returns what was

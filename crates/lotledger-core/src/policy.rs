@@ -24,6 +24,10 @@ pub enum Policy {
     V2,
 }
 
+/// Where a debit visits a lot: [`Policy::visit_key`], smallest first (v2: the lots that
+/// expire, soonest first, then those that never do).
+pub type VisitKey = (bool, Option<Timestamp>);
+
 impl Policy {
     /// Every policy, oldest first.
     pub const ALL: [Policy; 2] = [Policy::V1, Policy::V2];
@@ -45,7 +49,7 @@ impl Policy {
 
     /// The order a debit under this policy visits lots in: a key per lot, smallest first
     /// (ties keep emission order).
-    pub fn visit_key(self, expiration: Option<Timestamp>) -> (bool, Option<Timestamp>) {
+    pub fn visit_key(self, expiration: Option<Timestamp>) -> VisitKey {
         match self {
             Policy::V1 => (false, None),
             Policy::V2 => (expiration.is_none(), expiration),
