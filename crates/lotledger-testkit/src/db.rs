@@ -81,26 +81,17 @@ pub async fn sweep_dead_test_databases(admin: &str) -> usize {
     dropped
 }
 
-/// Whether the server of a `postgres://` URL is this machine's loopback (or a Unix socket).
+/// Whether the server of a `postgres://` URL is this machine's loopback (or a Unix socket), as
+/// the driver reads the URL (a `host` parameter overrides the authority's; no host is its
+/// default).
 fn loopback(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    // A `host` parameter overrides the authority's; a path is a Unix socket.
-    let param = rest
-        .split_once('?')
-        .and_then(|(_, query)| query.split('&').find_map(|pair| pair.strip_prefix("host=")));
-    if let Some(host) = param {
-        return host.starts_with('/')
-            || matches!(host, "localhost" | "::1")
-            || host.starts_with("127.");
-    }
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if let Some(v6) = host_port.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
-    } else {
-        host_port.split(':').next().unwrap_or("")
+    let Ok(options) = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(url) else {
+        return false;
     };
-    matches!(host, "" | "localhost" | "::1") || host.starts_with("127.")
+    let host = options.get_host();
+    options.get_socket().is_some()
+        || matches!(host, "localhost" | "::1" | "[::1]")
+        || host.starts_with("127.")
 }
 
 /// A migrated PostgreSQL store on a fresh database.
